@@ -1,0 +1,79 @@
+"""embkit: read, inspect, validate, convert, merge and test textual-inversion embeddings.
+
+    >>> import embkit
+    >>> emb = embkit.read("EasyNegative.pt")          # any format, no torch, no code execution
+    >>> emb.name, emb.slots, emb.vectors["clip_l"].shape
+    ('EasyNegative', ('clip_l',), (8, 768))
+
+Importing embkit is cheap: numpy only. torch and diffusers are imported by
+``embkit.diffusers`` alone, when a pipeline is used.
+"""
+
+from .errors import (
+    BrokenFileError,
+    EmbkitError,
+    LossError,
+    MissingDependencyError,
+    OperationError,
+    TargetError,
+    TargetExistsError,
+    TooLargeError,
+    UnknownFormatError,
+    UnsafeFileError,
+    ValidationFailed,
+    WriteError,
+)
+from .io import probe, read, read_all
+from .schema import Embedding, Source
+
+__version__ = "0.1.0"
+
+#: Public names that live in heavier modules, imported on first use so ``import embkit`` stays cheap.
+_LAZY = {
+    "write": ("embkit.writing", "write"),
+    "validate": ("embkit.validate", "validate"),
+    "Report": ("embkit.validate", "Report"),
+    "Finding": ("embkit.validate", "Finding"),
+    "ModelSpec": ("embkit.encoders", "ModelSpec"),
+    "merge": ("embkit.ops", "merge"),
+    "ops": ("embkit.ops", None),
+    "Library": ("embkit.library", "Library"),
+    "hub": ("embkit.hub", None),
+    "formats": ("embkit.formats", None),
+}
+
+
+def __getattr__(name: str):
+    import importlib
+
+    try:
+        module_name, attr = _LAZY[name]
+    except KeyError:
+        raise AttributeError(f"module 'embkit' has no attribute {name!r}") from None
+    module = importlib.import_module(module_name)
+    return module if attr is None else getattr(module, attr)
+
+__all__ = [
+    "Embedding",
+    "write",
+    "validate",
+    "ModelSpec",
+    "merge",
+    "Library",
+    "Source",
+    "read",
+    "read_all",
+    "probe",
+    "EmbkitError",
+    "BrokenFileError",
+    "UnknownFormatError",
+    "UnsafeFileError",
+    "TooLargeError",
+    "TargetError",
+    "ValidationFailed",
+    "LossError",
+    "WriteError",
+    "TargetExistsError",
+    "OperationError",
+    "MissingDependencyError",
+]

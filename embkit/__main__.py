@@ -1,0 +1,5 @@
+"""``python -m embkit`` works like ``embkit``."""
+
+from .cli.main import main
+
+main()

@@ -1,0 +1,75 @@
+"""``embkit`` entry point: a click group whose commands are imported only when run.
+
+Each command lives in its own module ``embkit.cli.<module>`` exposing a click command named ``cli``.
+Importing them lazily keeps ``embkit inspect`` fast (no diffusers/torch, no unused modules).
+"""
+
+from __future__ import annotations
+
+import importlib
+import sys
+
+import click
+
+from ..errors import EmbkitError
+
+#: command name → module under embkit.cli. A module that is missing is simply not offered.
+COMMANDS: dict[str, str] = {
+    "inspect": "inspect_cmd",
+    "formats": "formats_cmd",
+    "convert": "convert",
+    "verify": "verify",
+    "merge": "merge",
+    "edit": "edit",
+    "library": "library",
+    "scan": "scan",
+    "pull": "pull",
+    "push": "push",
+}
+
+
+class LazyGroup(click.Group):
+    """A group that imports a command's module only when that command is asked for."""
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return [name for name, mod in COMMANDS.items() if importlib.util.find_spec(f"embkit.cli.{mod}") is not None]
+
+    def get_command(self, ctx: click.Context, name: str) -> click.Command | None:
+        mod = COMMANDS.get(name)
+        if mod is None:
+            return None
+        try:
+            module = importlib.import_module(f"embkit.cli.{mod}")
+        except ModuleNotFoundError as exc:
+            if exc.name == f"embkit.cli.{mod}":
+                return None
+            raise
+        return module.cli
+
+
+@click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="embkit")
+def cli() -> None:
+    """Read, inspect, validate, convert, merge and test textual-inversion embeddings."""
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Run the CLI; an :class:`EmbkitError` that escapes a command becomes its exit code."""
+    try:
+        cli.main(args=argv, prog_name="embkit", standalone_mode=False)
+    except click.exceptions.Exit as exc:
+        sys.exit(exc.exit_code)
+    except click.exceptions.Abort:
+        sys.exit(130)
+    except click.ClickException as exc:
+        exc.show()
+        sys.exit(exc.exit_code)
+    except EmbkitError as exc:
+        from . import output
+
+        output.error(exc)
+        sys.exit(exc.exit_code)
+    except KeyboardInterrupt:
+        sys.exit(130)
+    except BrokenPipeError:
+        sys.exit(0)

@@ -1,0 +1,72 @@
+"""All terminal output goes through here: rich for people, plain JSON for machines.
+
+Commands print results to stdout and diagnostics to stderr. Nothing outside ``embkit.cli`` prints.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from typing import Any
+
+_console = None
+_err_console = None
+
+
+def console():
+    """The stdout rich console (created on first use: importing rich costs time)."""
+    global _console
+    if _console is None:
+        from rich.console import Console
+
+        _console = Console(highlight=False, soft_wrap=False)
+    return _console
+
+
+def err_console():
+    """The stderr rich console, for warnings and errors."""
+    global _err_console
+    if _err_console is None:
+        from rich.console import Console
+
+        _err_console = Console(stderr=True, highlight=False)
+    return _err_console
+
+
+def print_json(obj: Any) -> None:
+    """Machine-readable output: indented JSON on stdout, nothing else."""
+    sys.stdout.write(json.dumps(obj, indent=2, ensure_ascii=False, allow_nan=False, default=_default) + "\n")
+    sys.stdout.flush()
+
+
+def _default(value: Any) -> Any:
+    import numpy as np
+
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    raise TypeError(f"not JSON serialisable: {type(value).__name__}")
+
+
+def error(exc: BaseException) -> None:
+    """Print an error on stderr as ``error[code]: message``."""
+    code = getattr(exc, "code", "error")
+    err_console().print(f"[bold red]error[/][red][{code}][/]: {escape(str(exc))}")
+
+
+def warn(message: str) -> None:
+    """Print a warning on stderr."""
+    err_console().print(f"[yellow]warning[/]: {escape(message)}")
+
+
+def info(message: str) -> None:
+    """Print a line on stdout (rich markup allowed)."""
+    console().print(message)
+
+
+def escape(text: str) -> str:
+    """Escape rich markup in user-provided text (file names, trigger words)."""
+    from rich.markup import escape as _escape
+
+    return _escape(text)

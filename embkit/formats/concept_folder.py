@@ -1,0 +1,67 @@
+"""sd-concepts-library folder: ``learned_embeds.bin`` (or ``.safetensors``), ``token_identifier.txt``
+and ``type_of_concept.txt``. The tensor file is in diffusers layout; the text files name the trigger
+and say whether it is an ``object`` or a ``style``.
+"""
+
+from __future__ import annotations
+
+import os
+
+from ..errors import BrokenFileError, NotMine
+from . import diffusers
+from .base import Part, Raw
+
+EMBED_FILES = ("learned_embeds.safetensors", "learned_embeds.bin")
+TOKEN_FILE = "token_identifier.txt"
+TYPE_FILE = "type_of_concept.txt"
+MAX_TEXT = 4096
+
+
+def embeds_file(folder: str) -> str:
+    """The tensor file inside a concept folder, or :class:`NotMine` when there is none."""
+    for name in EMBED_FILES:
+        candidate = os.path.join(folder, name)
+        if os.path.isfile(candidate):
+            return candidate
+    raise NotMine(folder)
+
+
+def _text(folder: str, name: str) -> str | None:
+    p = os.path.join(folder, name)
+    if not os.path.isfile(p):
+        return None
+    with open(p, "rb") as fh:
+        data = fh.read(MAX_TEXT + 1)
+    if len(data) > MAX_TEXT:
+        raise BrokenFileError(f"{name} is longer than {MAX_TEXT} bytes", path=folder)
+    return data.decode("utf-8", "replace").strip() or None
+
+
+def folder_metadata(folder: str) -> dict[str, str]:
+    """The concept's text files as container metadata."""
+    meta = {}
+    for key, name in (("token_identifier", TOKEN_FILE), ("type_of_concept", TYPE_FILE)):
+        value = _text(folder, name)
+        if value is not None:
+            meta[key] = value
+    return meta
+
+
+def detect(raw: Raw) -> bool:
+    """A folder container whose tensor file is in diffusers layout."""
+    return raw.container == "folder" and diffusers.detect(raw)
+
+
+def parse(raw: Raw, path: str) -> list[Part]:
+    """The diffusers file's embedding, triggered by ``token_identifier.txt`` when present."""
+    parts = diffusers.parse(raw, path)
+    token = raw.metadata.get("token_identifier")
+    for part in parts:
+        if token and len(parts) == 1:
+            if part.name != token:
+                part.warnings.append(f"token_identifier.txt says {token!r}, the tensor is stored under {part.name!r}")
+                part.metadata["stored_name"] = part.name
+            part.name = token
+        if "type_of_concept" in raw.metadata:
+            part.metadata["type_of_concept"] = raw.metadata["type_of_concept"]
+    return parts

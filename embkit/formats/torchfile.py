@@ -1,0 +1,446 @@
+"""Torch pickle container, read without torch and without running any code.
+
+Two on-disk forms:
+
+* the zip form torch has written since 1.6: ``<dir>/data.pkl`` (a pickle) plus one raw little-endian
+  member ``<dir>/data/<key>`` per storage;
+* the legacy form: a stream of pickles (magic number, protocol, sys info, the object, storage keys)
+  followed by each storage's element count and raw bytes.
+
+The pickle is run by an *allow-list* unpickler: only the handful of globals a tensor file needs are
+resolved, each to a small function of ours that records what the file asks for; any other global
+raises :class:`~embkit.errors.UnsafeFileError` naming it, before anything is imported. Tensors come
+back as lazy :class:`~embkit.formats.base.Tensor` handles, so probing never copies tensor data.
+"""
+
+from __future__ import annotations
+
+import io
+import pickle
+import posixpath
+import struct
+import zipfile
+from collections import OrderedDict
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from ..errors import BrokenFileError, NotMine, TooLargeError, UnsafeFileError
+from .base import MAX_TENSOR_ELEMENTS, MAX_TOTAL_BYTES, NUMPY_DTYPES, Raw, Tensor
+
+ZIP_MAGIC = b"PK\x03\x04"
+#: torch's legacy magic number, pickled with protocol 2 as the first object of the stream.
+LEGACY_MAGIC = 0x1950A86A20F9469CFC6C
+LEGACY_PREFIX = b"\x80\x02\x8a\x0a" + LEGACY_MAGIC.to_bytes(10, "little")
+MAX_PICKLE_BYTES = 64 * 1024 * 1024  # an embedding's data.pkl is a few hundred bytes
+MAX_ZIP_MEMBERS = 100_000
+
+#: torch storage class name → stored dtype.
+STORAGE_DTYPES = {
+    "FloatStorage": "float32",
+    "HalfStorage": "float16",
+    "BFloat16Storage": "bfloat16",
+    "DoubleStorage": "float64",
+    "LongStorage": "int64",
+    "IntStorage": "int32",
+    "ShortStorage": "int16",
+    "CharStorage": "int8",
+    "ByteStorage": "uint8",
+    "BoolStorage": "bool",
+}
+
+
+def accepts(prefix: bytes) -> bool:
+    """Cheap check on the first bytes: a zip, or a legacy torch pickle stream."""
+    return prefix.startswith(ZIP_MAGIC) or prefix.startswith(LEGACY_PREFIX)
+
+
+# -- the objects the allow-listed globals build ------------------------------------------------
+
+
+@dataclass(frozen=True)
+class StorageType:
+    """Stand-in for ``torch.FloatStorage`` and friends: only says which dtype."""
+
+    dtype: str
+
+
+@dataclass(frozen=True)
+class StorageRef:
+    """A storage named by a persistent id; its bytes live in the zip member ``data/<key>``."""
+
+    key: str
+    dtype: str
+    numel: int
+
+
+@dataclass
+class TensorRef:
+    """What ``_rebuild_tensor_v2`` was asked to build: a strided view of a storage."""
+
+    storage: StorageRef
+    offset: int
+    shape: tuple[int, ...]
+    stride: tuple[int, ...]
+
+
+class ModuleStandIn:
+    """Stand-in for a pickled ``nn.Module`` (the original TI repo's ``nn.ParameterDict``).
+
+    NEWOBJ makes one without arguments; BUILD hands it the module's state, which is only
+    recorded. The A1111 layout unwraps ``state["_parameters"]``.
+    """
+
+    kind = "Module"
+
+    def __init__(self) -> None:
+        self.state: dict = {}
+
+    def __setstate__(self, state: Any) -> None:
+        if not isinstance(state, dict):
+            raise UnsafeFileError(f"unexpected state for {self.kind}: {type(state).__name__}")
+        self.state = state
+
+
+class ParameterDictStandIn(ModuleStandIn):
+    """Stand-in for ``torch.nn.modules.container.ParameterDict``."""
+
+    kind = "ParameterDict"
+
+
+def _int(value: Any, what: str) -> int:
+    if type(value) is not int or value < 0:
+        raise UnsafeFileError(f"tensor rebuild got {what}={value!r}, expected a non-negative integer")
+    return value
+
+
+def _ints(value: Any, what: str) -> tuple[int, ...]:
+    if type(value) not in (tuple, list) or len(value) > 8:
+        raise UnsafeFileError(f"tensor rebuild got {what}={value!r}, expected a tuple of integers")
+    return tuple(_int(v, what) for v in value)
+
+
+def _rebuild_tensor_v2(storage, storage_offset, size, stride, requires_grad=False, backward_hooks=None, metadata=None):
+    if not isinstance(storage, StorageRef):
+        raise UnsafeFileError(f"torch._utils._rebuild_tensor_v2 was given {type(storage).__name__} instead of a storage")
+    if backward_hooks not in (None,) and not (isinstance(backward_hooks, dict) and not backward_hooks):
+        raise UnsafeFileError("torch._utils._rebuild_tensor_v2 was given backward hooks; refusing")
+    if type(requires_grad) is not bool:
+        raise UnsafeFileError(f"torch._utils._rebuild_tensor_v2 got requires_grad={requires_grad!r}")
+    shape = _ints(size, "size")
+    strides = _ints(stride, "stride")
+    if len(shape) != len(strides):
+        raise UnsafeFileError(f"tensor rebuild: size {shape} and stride {strides} differ in length")
+    offset = _int(storage_offset, "storage_offset")
+    numel = 1
+    extent = offset
+    for dim, st in zip(shape, strides):
+        numel *= dim
+        if dim:
+            extent += (dim - 1) * st
+    if numel > MAX_TENSOR_ELEMENTS:
+        raise TooLargeError(f"a tensor of shape {list(shape)} ({numel} elements) is past the cap of {MAX_TENSOR_ELEMENTS}")
+    if numel and extent >= storage.numel:
+        raise UnsafeFileError(
+            f"tensor of shape {list(shape)} at offset {offset} reaches past its storage of {storage.numel} elements"
+        )
+    return TensorRef(storage, offset, shape, strides)
+
+
+def _rebuild_tensor(storage, storage_offset, size, stride):
+    return _rebuild_tensor_v2(storage, storage_offset, size, stride)
+
+
+def _rebuild_parameter(data, requires_grad=False, backward_hooks=None, *state):
+    if not isinstance(data, TensorRef):
+        raise UnsafeFileError(f"torch._utils._rebuild_parameter was given {type(data).__name__} instead of a tensor")
+    if backward_hooks is not None and not (isinstance(backward_hooks, dict) and not backward_hooks):
+        raise UnsafeFileError("torch._utils._rebuild_parameter was given backward hooks; refusing")
+    return data
+
+
+def _rebuild_from_type_v2(func, new_type, args, state):
+    # torch wraps tensor subclasses (Parameter among them) this way; only our own rebuild
+    # functions may be the callee, and only a Parameter the type.
+    if func not in (_rebuild_tensor_v2, _rebuild_parameter, _rebuild_tensor) or new_type is not _PARAMETER:
+        raise UnsafeFileError("torch._tensor._rebuild_from_type_v2 with an unexpected function or type")
+    if type(args) is not tuple:
+        raise UnsafeFileError("torch._tensor._rebuild_from_type_v2 with non-tuple arguments")
+    return func(*args)
+
+
+def _ordered_dict(*args):
+    if args and not (len(args) == 1 and isinstance(args[0], (list, tuple, dict))):
+        raise UnsafeFileError("collections.OrderedDict called with unexpected arguments")
+    return OrderedDict(*args)
+
+
+def _reconstructor(cls, base, state):
+    # copyreg._reconstructor(cls, object, None): protocol 0/1 pickles of nn.Modules.
+    if cls is not ParameterDictStandIn or base is not object or state is not None:
+        raise UnsafeFileError("copyreg._reconstructor used for something other than a known module")
+    return ParameterDictStandIn()
+
+
+def _set(items=()):
+    if not isinstance(items, (list, tuple)):
+        raise UnsafeFileError("builtins.set called with unexpected arguments")
+    return set(items)
+
+
+_PARAMETER = object()
+
+ALLOWED_GLOBALS: dict[tuple[str, str], Any] = {
+    ("torch._utils", "_rebuild_tensor_v2"): _rebuild_tensor_v2,
+    ("torch._utils", "_rebuild_tensor"): _rebuild_tensor,
+    ("torch._utils", "_rebuild_parameter"): _rebuild_parameter,
+    ("torch._utils", "_rebuild_parameter_with_state"): _rebuild_parameter,
+    ("torch._tensor", "_rebuild_from_type_v2"): _rebuild_from_type_v2,
+    ("torch.nn.parameter", "Parameter"): _PARAMETER,
+    ("collections", "OrderedDict"): _ordered_dict,
+    ("copyreg", "_reconstructor"): _reconstructor,
+    **{("torch", name): StorageType(dtype) for name, dtype in STORAGE_DTYPES.items()},
+    ("torch.nn.modules.container", "ParameterDict"): ParameterDictStandIn,
+    # nn.Module state holds an empty set (``_non_persistent_buffers_set``).
+    ("builtins", "set"): _set,
+    ("__builtin__", "set"): _set,
+    ("builtins", "object"): object,
+    ("__builtin__", "object"): object,
+}
+
+
+class _SafeUnpickler(pickle.Unpickler):
+    """Resolves only :data:`ALLOWED_GLOBALS`; storages come back as :class:`StorageRef`."""
+
+    def __init__(self, stream: io.BytesIO, path: str, *, legacy: bool):
+        super().__init__(stream)
+        self._path = path
+        self._legacy = legacy
+        self.storages: dict[str, StorageRef] = {}
+        self.globals_seen: list[str] = []
+
+    def find_class(self, module: str, name: str) -> Any:
+        self.globals_seen.append(f"{module}.{name}")
+        try:
+            return ALLOWED_GLOBALS[(module, name)]
+        except (KeyError, TypeError):
+            raise UnsafeFileError(
+                f"pickle asks for the global {module}.{name}, which is not on embkit's allow-list; nothing was executed",
+                path=self._path,
+            ) from None
+
+    def persistent_load(self, pid: Any) -> StorageRef:
+        if type(pid) is not tuple or len(pid) not in (5, 6) or pid[0] not in ("storage", b"storage"):
+            raise UnsafeFileError(f"unexpected persistent id {pid!r:.80}", path=self._path)
+        stype, key, _location, numel = pid[1], pid[2], pid[3], pid[4]
+        if not isinstance(stype, StorageType):
+            raise UnsafeFileError(f"persistent id names {stype!r:.60} instead of a storage type", path=self._path)
+        if type(key) is not str or not key or len(key) > 64 or "/" in key or "\\" in key or ".." in key:
+            raise UnsafeFileError(f"persistent id has a bad storage key {key!r:.60}", path=self._path)
+        if type(numel) is not int or numel < 0:
+            raise UnsafeFileError(f"persistent id has a bad element count {numel!r:.60}", path=self._path)
+        if numel > MAX_TENSOR_ELEMENTS:
+            raise TooLargeError(f"a storage of {numel} elements is past the cap of {MAX_TENSOR_ELEMENTS}", path=self._path)
+        if len(pid) == 6 and pid[5] is not None:
+            raise UnsafeFileError("legacy storage views are not supported", path=self._path)
+        seen = self.storages.get(key)
+        if seen is not None:
+            if seen.dtype != stype.dtype or seen.numel != numel:
+                raise UnsafeFileError(f"storage {key} is declared twice with different types or sizes", path=self._path)
+            return seen
+        ref = StorageRef(key, stype.dtype, numel)
+        self.storages[key] = ref
+        return ref
+
+
+def _unpickle(data: bytes, path: str, *, legacy: bool) -> tuple[Any, _SafeUnpickler, int]:
+    """Run the allow-list unpickler over ``data``; returns the object, the unpickler, bytes used."""
+    stream = io.BytesIO(data)
+    up = _SafeUnpickler(stream, path, legacy=legacy)
+    try:
+        obj = up.load()
+    except (UnsafeFileError, BrokenFileError):
+        raise
+    except RecursionError:
+        raise TooLargeError("pickle nests too deeply", path=path) from None
+    except MemoryError:
+        raise TooLargeError("pickle asks for more memory than embkit allows", path=path) from None
+    except Exception as exc:  # the pickle machine's own errors: truncated or malformed stream
+        raise BrokenFileError(f"pickle data is damaged ({type(exc).__name__}: {exc})", path=path) from None
+    return obj, up, stream.tell()
+
+
+# -- zip form -----------------------------------------------------------------------------------
+
+
+def _open_zip(data: bytes | memoryview, path: str) -> tuple[zipfile.ZipFile, str]:
+    """Open the zip and find the one ``<dir>/data.pkl``; refuse hostile member names."""
+    try:
+        zf = zipfile.ZipFile(io.BytesIO(data))
+        infos = zf.infolist()
+    except (zipfile.BadZipFile, ValueError, EOFError, OSError, NotImplementedError) as exc:
+        raise BrokenFileError(f"damaged zip archive ({exc})", path=path) from None
+    if len(infos) > MAX_ZIP_MEMBERS:
+        raise TooLargeError(f"zip holds {len(infos)} members", path=path)
+    pkls = []
+    names = set()
+    for info in infos:
+        name = info.filename
+        if name.startswith(("/", "\\")) or "\\" in name or ".." in name.split("/") or ":" in name.split("/")[0]:
+            raise UnsafeFileError(f"zip member name {name!r} escapes the archive", path=path)
+        if name in names:
+            raise UnsafeFileError(f"zip holds two members named {name!r}", path=path)
+        names.add(name)
+        if posixpath.basename(name) == "data.pkl" and name.count("/") == 1:
+            pkls.append(name)
+    if not pkls:
+        raise NotMine(path)
+    if len(pkls) > 1:
+        raise UnsafeFileError(f"zip holds several pickles ({', '.join(pkls)}); a torch file has one", path=path)
+    return zf, posixpath.dirname(pkls[0])
+
+
+def _read_member(zf: zipfile.ZipFile, name: str, cap: int, path: str) -> bytes:
+    try:
+        info = zf.getinfo(name)
+    except KeyError:
+        raise BrokenFileError(f"zip member {name} is missing", path=path) from None
+    if info.file_size > cap:
+        raise TooLargeError(f"zip member {name} declares {info.file_size} bytes, past the cap of {cap}", path=path)
+    try:
+        return zf.read(info)
+    except (zipfile.BadZipFile, EOFError, OSError, ValueError, NotImplementedError) as exc:
+        raise BrokenFileError(f"zip member {name} is damaged ({exc})", path=path) from None
+
+
+def _zip_loader(zf: zipfile.ZipFile, prefix: str, ref: TensorRef, path: str):
+    def load() -> np.ndarray:
+        st = ref.storage
+        dt = NUMPY_DTYPES[st.dtype]
+        raw = _read_member(zf, f"{prefix}/data/{st.key}", min(MAX_TOTAL_BYTES, st.numel * dt.itemsize), path)
+        if len(raw) != st.numel * dt.itemsize:
+            raise BrokenFileError(
+                f"storage {st.key} holds {len(raw)} bytes, expected {st.numel * dt.itemsize} ({st.numel} x {st.dtype})",
+                path=path,
+            )
+        return _view(np.frombuffer(raw, dtype=dt), ref)
+
+    return load
+
+
+def _view(flat: np.ndarray, ref: TensorRef) -> np.ndarray:
+    """Copy the strided view a tensor describes out of its storage (bounds checked at rebuild)."""
+    item = flat.dtype.itemsize
+    view = np.lib.stride_tricks.as_strided(
+        flat[ref.offset :], shape=ref.shape, strides=tuple(s * item for s in ref.stride), writeable=False
+    )
+    return np.array(view, copy=True)
+
+
+def _wrap(obj: Any, loader_for, depth: int = 0) -> Any:
+    """Replace every TensorRef in the tree by a lazy Tensor; dicts stay dicts."""
+    if depth > 64:
+        raise TooLargeError("object tree nests too deeply")
+    if isinstance(obj, TensorRef):
+        return Tensor(shape=obj.shape, dtype=obj.storage.dtype, loader=loader_for(obj))
+    if isinstance(obj, dict):
+        return {k: _wrap(v, loader_for, depth + 1) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return type(obj)(_wrap(v, loader_for, depth + 1) for v in obj)
+    if isinstance(obj, ModuleStandIn):
+        obj.state = _wrap(obj.state, loader_for, depth + 1)
+    return obj
+
+
+def read_raw(data: bytes | memoryview, path: str) -> Raw:
+    """Read a torch pickle (zip or legacy form) into a :class:`Raw` tree of lazy tensors."""
+    prefix = bytes(data[:32])
+    if prefix.startswith(ZIP_MAGIC):
+        zf, root = _open_zip(data, path)
+        pkl = _read_member(zf, f"{root}/data.pkl", MAX_PICKLE_BYTES, path)
+        obj, _up, _n = _unpickle(pkl, path, legacy=False)
+        return Raw(tree=_wrap(obj, lambda ref: _zip_loader(zf, root, ref, path)), container="pickle")
+    if prefix.startswith(LEGACY_PREFIX):
+        return _read_legacy(data, path)
+    raise NotMine(path)
+
+
+def referenced_globals(data: bytes | memoryview, path: str) -> list[str]:
+    """Every global the file's pickle names, found by walking opcodes; nothing is executed."""
+    import pickletools
+
+    prefix = bytes(data[:32])
+    if prefix.startswith(ZIP_MAGIC):
+        zf, root = _open_zip(data, path)
+        streams = [_read_member(zf, f"{root}/data.pkl", MAX_PICKLE_BYTES, path)]
+    elif prefix.startswith(LEGACY_PREFIX):
+        streams = [bytes(data[: MAX_PICKLE_BYTES])]
+    else:
+        streams = [bytes(data[: MAX_PICKLE_BYTES])]
+    found: list[str] = []
+    for stream in streams:
+        strings: list[str] = []
+        try:
+            for op, arg, _pos in pickletools.genops(stream):
+                if op.name in ("GLOBAL", "INST"):
+                    found.append(str(arg).replace(" ", "."))
+                elif op.name in ("SHORT_BINUNICODE", "BINUNICODE", "UNICODE", "BINUNICODE8", "SHORT_BINSTRING", "BINSTRING", "STRING"):
+                    strings.append(str(arg))
+                elif op.name == "STACK_GLOBAL":
+                    found.append(".".join(strings[-2:]) if len(strings) >= 2 else "<stack global>")
+                elif op.name == "STOP":
+                    break
+        except Exception as exc:  # malformed opcodes: report what was found so far, then fail
+            raise BrokenFileError(f"pickle opcodes are damaged ({exc})", path=path) from None
+    return list(dict.fromkeys(found))
+
+
+# -- legacy form --------------------------------------------------------------------------------
+
+
+def _read_legacy(data: bytes | memoryview, path: str) -> Raw:
+    buf = bytes(data)
+    pos = 0
+    header = []
+    for _ in range(3):  # magic number, protocol version, sys info: plain values only
+        obj, _up, used = _unpickle(buf[pos:], path, legacy=True)
+        header.append(obj)
+        pos += used
+    if header[0] != LEGACY_MAGIC:
+        raise NotMine(path)
+    if header[1] != 1001:
+        raise BrokenFileError(f"legacy torch file has protocol version {header[1]!r}, expected 1001", path=path)
+    obj, up, used = _unpickle(buf[pos:], path, legacy=True)
+    pos += used
+    keys, _up2, used = _unpickle(buf[pos:], path, legacy=True)
+    pos += used
+    if type(keys) is not list or any(type(k) is not str for k in keys):
+        raise BrokenFileError("legacy torch file has a damaged storage key list", path=path)
+    offsets: dict[str, int] = {}
+    for key in keys:
+        ref = up.storages.get(key)
+        if ref is None:
+            raise BrokenFileError(f"legacy torch file lists storage {key} that no tensor uses", path=path)
+        if pos + 8 > len(buf):
+            raise BrokenFileError(f"legacy torch file is truncated before storage {key}", path=path)
+        (count,) = struct.unpack_from("<q", buf, pos)
+        if count != ref.numel:
+            raise BrokenFileError(f"storage {key} holds {count} elements, expected {ref.numel}", path=path)
+        pos += 8
+        offsets[key] = pos
+        pos += count * NUMPY_DTYPES[ref.dtype].itemsize
+        if pos > len(buf):
+            raise BrokenFileError(f"legacy torch file is truncated inside storage {key}", path=path)
+
+    def loader_for(ref: TensorRef):
+        def load() -> np.ndarray:
+            st = ref.storage
+            if st.key not in offsets:
+                raise BrokenFileError(f"storage {st.key} has no data in the file", path=path)
+            flat = np.frombuffer(buf, dtype=NUMPY_DTYPES[st.dtype], count=st.numel, offset=offsets[st.key])
+            return _view(flat, ref)
+
+        return load
+
+    return Raw(tree=_wrap(obj, loader_for), container="pickle", notes=["legacy (pre-zip) torch pickle"])

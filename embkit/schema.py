@@ -1,0 +1,173 @@
+"""The one schema every path goes through: :class:`Embedding`.
+
+An Embedding is frozen. Its vectors are read-only 2-D float numpy arrays, one per *slot* (a text
+encoder: ``clip_l``, ``clip_h``, ``clip_g``, ``t5``), plus OneTrainer's *output* vectors under
+``<slot>_out``, which are added to an encoder's output and are never token rows. Every operation
+returns a new Embedding; invariants are checked once, here.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import types
+from dataclasses import dataclass, field
+from typing import Any, Mapping
+
+import numpy as np
+
+#: Input slots in canonical order, with the token width of each encoder.
+SLOT_WIDTHS: Mapping[str, int] = types.MappingProxyType(
+    {"clip_l": 768, "clip_h": 1024, "clip_g": 1280, "t5": 4096}
+)
+SLOTS: tuple[str, ...] = tuple(SLOT_WIDTHS)
+OUT_SUFFIX = "_out"
+
+#: dtypes an embedding may be stored in. ``bfloat16`` vectors are held as float32 arrays (numpy has
+#: no bf16; widening is exact) and remembered as bf16 so writers can narrow them back bit-exactly.
+DTYPES: tuple[str, ...] = ("float16", "bfloat16", "float32", "float64")
+
+
+def slot_base(slot: str) -> str:
+    """``clip_g_out`` → ``clip_g``; an input slot is its own base."""
+    return slot[: -len(OUT_SUFFIX)] if slot.endswith(OUT_SUFFIX) else slot
+
+
+def is_output_slot(slot: str) -> bool:
+    """True for OneTrainer's output-vector slots (``<slot>_out``)."""
+    return slot.endswith(OUT_SUFFIX) and slot_base(slot) in SLOT_WIDTHS
+
+
+def slot_order(slot: str) -> tuple[int, int]:
+    """Sort key: input slots in canonical order, then output slots in the same order."""
+    return (1 if is_output_slot(slot) else 0, SLOTS.index(slot_base(slot)))
+
+
+@dataclass(frozen=True)
+class Source:
+    """Where an embedding was read from."""
+
+    path: str
+    format: str
+    container: str
+    #: For files that hold several embeddings, which one this is (bundle name, A1111 key).
+    member: str | None = None
+
+
+@dataclass(frozen=True, eq=False)
+class Embedding:
+    """A textual-inversion embedding: a trigger name and token vectors per text-encoder slot.
+
+    Attributes:
+        name: the trigger word a user types in a prompt.
+        vectors: slot → read-only ``(n, width)`` float array. Build with a plain dict; it is frozen
+            into a read-only mapping.
+        dtypes: slot → stored dtype name (one of :data:`DTYPES`); defaults to the array's dtype.
+        metadata: JSON-compatible values the file carried (``step``, ``sd_checkpoint``,
+            ``stored_name``, ``modelspec.*`` …) and ``provenance`` for results of operations.
+        source: where it was read from, or ``None`` for an embedding built in memory.
+    """
+
+    name: str
+    vectors: Mapping[str, np.ndarray]
+    metadata: Mapping[str, Any] = field(default_factory=dict)
+    dtypes: Mapping[str, str] = field(default_factory=dict)
+    source: Source | None = None
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.name, str) or not self.name.strip():
+            raise ValueError("an embedding needs a non-empty name")
+        if not self.vectors:
+            raise ValueError(f"embedding {self.name!r} has no vectors")
+        frozen: dict[str, np.ndarray] = {}
+        dtypes: dict[str, str] = {}
+        for slot in sorted(self.vectors, key=_slot_key):
+            arr = np.asarray(self.vectors[slot])
+            if arr.ndim != 2 or arr.shape[0] < 1 or arr.shape[1] < 1:
+                raise ValueError(f"embedding {self.name!r}: slot {slot} must be a non-empty 2-D array, got shape {arr.shape}")
+            if arr.dtype.kind != "f" or arr.dtype.itemsize not in (2, 4, 8):
+                raise ValueError(f"embedding {self.name!r}: slot {slot} must hold floats, got {arr.dtype}")
+            stored = self.dtypes.get(slot, str(arr.dtype))
+            if stored not in DTYPES:
+                raise ValueError(f"embedding {self.name!r}: slot {slot} has unknown dtype {stored!r}")
+            if stored == "bfloat16" and arr.dtype != np.float32:
+                arr = arr.astype(np.float32)
+            if arr.flags.writeable or not arr.flags.c_contiguous:
+                arr = np.array(arr, order="C", copy=True)
+                arr.flags.writeable = False
+            frozen[slot] = arr
+            dtypes[slot] = stored
+        try:
+            meta = json.loads(json.dumps(dict(self.metadata)))
+        except (TypeError, ValueError) as exc:
+            raise ValueError(f"embedding {self.name!r}: metadata must be JSON-compatible ({exc})") from None
+        object.__setattr__(self, "vectors", types.MappingProxyType(frozen))
+        object.__setattr__(self, "dtypes", types.MappingProxyType(dtypes))
+        object.__setattr__(self, "metadata", types.MappingProxyType(meta))
+
+    # -- views -----------------------------------------------------------------------------
+    @property
+    def slots(self) -> tuple[str, ...]:
+        """Input slots present, in canonical order (``clip_l``, ``clip_h``, ``clip_g``, ``t5``)."""
+        return tuple(s for s in self.vectors if not is_output_slot(s))
+
+    @property
+    def output_slots(self) -> tuple[str, ...]:
+        """Output-vector slots present (``clip_l_out`` …)."""
+        return tuple(s for s in self.vectors if is_output_slot(s))
+
+    @property
+    def num_vectors(self) -> int:
+        """Token rows the embedding occupies in a prompt: the most rows of any input slot."""
+        counts = [self.vectors[s].shape[0] for s in self.slots] or [0]
+        return max(counts)
+
+    @property
+    def widths(self) -> dict[str, int]:
+        """Slot → vector width."""
+        return {s: int(a.shape[1]) for s, a in self.vectors.items()}
+
+    @property
+    def families(self) -> tuple[str, ...]:
+        """Every model family this embedding's slots fit (see :func:`embkit.encoders.families_for`)."""
+        from .encoders import families_for
+
+        return families_for(self.slots)
+
+    @property
+    def family(self) -> str:
+        """The family whose slots match exactly, or ``"unknown"``."""
+        from .encoders import family_for
+
+        return family_for(self.slots)
+
+    def replace(self, **changes: Any) -> "Embedding":
+        """A new Embedding with some fields changed (the original is untouched)."""
+        if "vectors" in changes and "dtypes" not in changes:
+            changes["dtypes"] = {k: v for k, v in self.dtypes.items() if k in changes["vectors"]}
+        return dataclasses.replace(self, **changes)
+
+    def with_provenance(self, operation: str, inputs: list[dict], **params: Any) -> "Embedding":
+        """A copy whose metadata records one more operation (its inputs, their hashes, parameters)."""
+        meta = dict(self.metadata)
+        history = list(meta.get("provenance", []))
+        history.append({"operation": operation, "inputs": inputs, "params": params})
+        meta["provenance"] = history
+        return self.replace(metadata=meta)
+
+    def same_vectors(self, other: "Embedding") -> bool:
+        """True when both hold the same slots with bit-identical values."""
+        return self.vectors.keys() == other.vectors.keys() and all(
+            self.vectors[s].shape == other.vectors[s].shape and np.array_equal(self.vectors[s], other.vectors[s])
+            for s in self.vectors
+        )
+
+    def __repr__(self) -> str:
+        shapes = ", ".join(f"{s}={a.shape[0]}x{a.shape[1]}" for s, a in self.vectors.items())
+        return f"Embedding(name={self.name!r}, {shapes})"
+
+
+def _slot_key(slot: str) -> tuple[int, int]:
+    if slot_base(slot) not in SLOT_WIDTHS:
+        raise ValueError(f"unknown slot {slot!r}; known slots are {', '.join(SLOTS)} and <slot>_out")
+    return slot_order(slot)
