@@ -55,6 +55,11 @@ def error(exc: BaseException) -> None:
     err_console().print(f"[bold red]error[/][red][{code}][/]: {escape(str(exc))}")
 
 
+def error_line(path: str, err: dict) -> None:
+    """Print a per-file error entry (``{"code", "message"}``) on stderr."""
+    err_console().print(f"[bold red]error[/][red][{err['code']}][/]: {escape(err['message'])}")
+
+
 def warn(message: str) -> None:
     """Print a warning on stderr."""
     err_console().print(f"[yellow]warning[/]: {escape(message)}")

@@ -26,6 +26,15 @@ def embeds_file(folder: str) -> str:
     raise NotMine(folder)
 
 
+def is_concept_folder(folder: str) -> bool:
+    """A folder holding a tensor file and at least one of the concept text files."""
+    try:
+        embeds_file(folder)
+    except NotMine:
+        return False
+    return any(os.path.isfile(os.path.join(folder, f)) for f in (TOKEN_FILE, TYPE_FILE))
+
+
 def _text(folder: str, name: str) -> str | None:
     p = os.path.join(folder, name)
     if not os.path.isfile(p):

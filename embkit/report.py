@@ -1,0 +1,133 @@
+"""The inspection report: one JSON-compatible dict per file, the contract of ``embkit inspect --json``.
+
+Kept apart from the CLI so that other tools (and the library registry) build the same objects; the
+field list is documented in ``docs/inspect-json.md`` and must stay stable.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any, Iterable, Iterator
+
+import numpy as np
+
+from .encoders import CLIP_TOKEN_LIMIT
+from .errors import EmbkitError
+from .formats import extensions
+from .formats.concept_folder import is_concept_folder
+from .hashes import file_hashes
+from .io import embedding_of, open_file
+from .schema import Embedding
+
+#: Version of the JSON report's shape; bumped only on incompatible changes.
+REPORT_VERSION = 1
+
+
+def slot_stats(values: np.ndarray, dtype: str) -> dict[str, Any]:
+    """Vectors, width, dtype, per-vector L2 norms and min/max/mean/std of one slot."""
+    v = values.astype(np.float64)
+    finite = bool(np.isfinite(v).all())
+    norms = np.linalg.norm(v, axis=1) if finite else np.array([float("nan")] * v.shape[0])
+    return {
+        "vectors": int(v.shape[0]),
+        "dim": int(v.shape[1]),
+        "dtype": dtype,
+        "norms": [_num(x) for x in norms],
+        "min": _num(np.nanmin(v)) if finite else None,
+        "max": _num(np.nanmax(v)) if finite else None,
+        "mean": _num(v.mean()) if finite else None,
+        "std": _num(v.std()) if finite else None,
+        "finite": finite,
+    }
+
+
+def _num(x: float) -> float | None:
+    x = float(x)
+    return round(x, 6) if np.isfinite(x) else None
+
+
+def describe_embedding(emb: Embedding, warnings: Iterable[str] = ()) -> dict[str, Any]:
+    """The per-embedding part of a report: name, family, families, slots, metadata, warnings."""
+    out_warnings = list(warnings)
+    for slot, arr in emb.vectors.items():
+        if not np.isfinite(arr).all():
+            out_warnings.append(f"{slot} holds NaN or infinite values")
+        zero = int((np.abs(arr).sum(axis=1) == 0).sum())
+        if zero:
+            out_warnings.append(f"{slot} has {zero} all-zero vector(s)")
+    if emb.num_vectors > CLIP_TOKEN_LIMIT:
+        out_warnings.append(f"{emb.num_vectors} vectors exceed a CLIP prompt's {CLIP_TOKEN_LIMIT} tokens")
+    return {
+        "name": emb.name,
+        "family": emb.family,
+        "families": list(emb.families),
+        "vectors": emb.num_vectors,
+        "slots": {slot: slot_stats(arr, emb.dtypes[slot]) for slot, arr in emb.vectors.items()},
+        "metadata": dict(emb.metadata),
+        "warnings": out_warnings,
+    }
+
+
+def describe_file(path: str | os.PathLike, format: str | None = None) -> dict[str, Any]:
+    """The full report object for one file (raises :class:`EmbkitError` when it cannot be read).
+
+    Top-level fields describe the file's first embedding; ``embeddings`` lists every embedding
+    the file holds (one for most files, several for LoRA bundles and multi-token files).
+    """
+    loaded = open_file(path, format)
+    embs = [describe_embedding(embedding_of(loaded, part), part.warnings) for part in loaded.parts]
+    for e, part in zip(embs, loaded.parts):
+        if part.member is not None:
+            e["member"] = part.member
+    first = embs[0]
+    return {
+        "path": os.fspath(path),
+        "format": loaded.format.id,
+        "container": loaded.container,
+        "name": first["name"],
+        "family": first["family"],
+        "families": first["families"],
+        "vectors": first["vectors"],
+        "slots": first["slots"],
+        "hashes": file_hashes(loaded.data, loaded.data_container),
+        "size": len(loaded.data),
+        "metadata": first["metadata"],
+        "warnings": first["warnings"],
+        "embeddings": embs,
+    }
+
+
+def error_entry(path: str | os.PathLike, exc: EmbkitError) -> dict[str, Any]:
+    """The report object for a file that could not be read."""
+    return {"path": os.fspath(path), "error": exc.to_dict()}
+
+
+def walk(paths: Iterable[str | os.PathLike]) -> Iterator[str]:
+    """Expand folders into the embedding files (and concept folders) under them, sorted;
+    plain files are passed through whatever their extension."""
+    exts = extensions()
+    for p in paths:
+        p = os.fspath(p)
+        if not os.path.isdir(p):
+            yield p
+            continue
+        for root, dirs, files in os.walk(p):
+            dirs.sort()
+            if is_concept_folder(root):
+                yield root
+                dirs[:] = []
+                continue
+            for f in sorted(files):
+                if f.lower().endswith(exts) and not f.lower().endswith(".preview.png"):
+                    yield os.path.join(root, f)
+
+
+def inspect_paths(paths: Iterable[str | os.PathLike], format: str | None = None) -> list[dict[str, Any]]:
+    """Reports for every file under ``paths``; unreadable files become error entries."""
+    out = []
+    for p in walk(paths):
+        try:
+            out.append(describe_file(p, format))
+        except EmbkitError as exc:
+            out.append(error_entry(p, exc))
+    return out
