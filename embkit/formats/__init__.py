@@ -43,7 +43,8 @@ class Format:
     output_vectors: bool
     #: several embeddings per file
     several: bool = False
-    #: ``writer(embedding, path, container, options) -> list of loss warnings``; None: read-only.
+    #: ``writer(embedding, path, container, options) -> writer_base.Plan`` (the bytes to write and
+    #: the losses); it never touches the disk, :func:`embkit.writing.write` does. None: read-only.
     writer: Callable | None = None
     #: containers it can be written to (subset of ``containers``)
     write_containers: tuple[str, ...] = ()
@@ -59,12 +60,12 @@ CONTAINERS: tuple[Container, ...] = (
 
 FORMATS: tuple[Format, ...] = (
     Format("lora-bundle", "embeddings bundled in a LoRA (bundle_emb.*)", ("safetensors", "pickle"), lora_bundle.detect, lora_bundle.parse, "many", False, False, several=True),
-    Format("a1111-image", "A1111 embedding card (text chunk and pixels)", ("png", "webp"), a1111.detect, a1111.parse_image, "one", True, False),
-    Format("a1111", "A1111 training output (string_to_param)", ("pickle",), a1111.detect, a1111.parse, "one", True, False, several=True),
-    Format("kohya", "kohya emb_params (OneTrainer emp_params)", ("safetensors", "pickle"), kohya.detect, kohya.parse, "one", True, False),
-    Format("multi", "encoder-keyed (clip_l, clip_g, t5, *_out)", ("safetensors", "pickle"), multi.detect, multi.parse, "many", True, True),
-    Format("concept-folder", "sd-concepts-library folder", ("folder",), concept_folder.detect, concept_folder.parse, "one", False, False),
-    Format("diffusers", "diffusers token dict ({token: tensor})", ("safetensors", "pickle"), diffusers.detect, diffusers.parse, "one", False, False, several=True),
+    Format("a1111-image", "A1111 embedding card (text chunk and pixels)", ("png", "webp"), a1111.detect, a1111.parse_image, "one", True, False, writer=a1111.write_image, write_containers=("png",)),
+    Format("a1111", "A1111 training output (string_to_param)", ("pickle",), a1111.detect, a1111.parse, "one", True, False, several=True, writer=a1111.write, write_containers=("pickle",)),
+    Format("kohya", "kohya emb_params (OneTrainer emp_params)", ("safetensors", "pickle"), kohya.detect, kohya.parse, "one", True, False, writer=kohya.write, write_containers=("safetensors", "pickle")),
+    Format("multi", "encoder-keyed (clip_l, clip_g, t5, *_out)", ("safetensors", "pickle"), multi.detect, multi.parse, "many", True, True, writer=multi.write, write_containers=("safetensors", "pickle")),
+    Format("concept-folder", "sd-concepts-library folder", ("folder",), concept_folder.detect, concept_folder.parse, "one", False, False, writer=concept_folder.write, write_containers=("folder",)),
+    Format("diffusers", "diffusers token dict ({token: tensor})", ("safetensors", "pickle"), diffusers.detect, diffusers.parse, "one", False, False, several=True, writer=diffusers.write, write_containers=("safetensors", "pickle")),
 )
 
 FORMAT_IDS: tuple[str, ...] = tuple(f.id for f in FORMATS)
@@ -104,6 +105,11 @@ def sniff_container(prefix: bytes) -> Container | None:
                 continue
             return c
     return None
+
+
+def writable_ids() -> tuple[str, ...]:
+    """Format ids that have a writer (``embkit convert --to`` choices)."""
+    return tuple(f.id for f in FORMATS if f.writer is not None)
 
 
 def extensions() -> tuple[str, ...]:

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from typing import Any
 
+import numpy as np
+
 from ..errors import BrokenFileError
 from .base import Part, Raw, Tensor, plain, stem_of, width_slot
 from .torchfile import ModuleStandIn
@@ -74,3 +76,70 @@ def parse_image(raw: Raw, path: str) -> list[Part]:
             part.name = stored
         part.warnings.extend(n for n in raw.notes if n.startswith("decoded"))
     return parts
+
+
+# -- writing ------------------------------------------------------------------------------------
+
+#: A1111 writes this token id for its one placeholder, whatever the model.
+A1111_TOKEN_ID = 265
+
+
+def _a1111_tree(emb, tensor, name: str, losses: list, fmt_id: str) -> dict:
+    """The dict A1111's ``Embedding.save`` writes, key for key and in its order."""
+    from .writer_base import Loss
+
+    meta = emb.metadata
+    step = meta.get("step")
+    if step is not None and not (type(step) is int):
+        try:
+            step = int(str(step))
+        except ValueError:
+            losses.append(Loss("metadata-dropped", f"{fmt_id} stores step as an integer; {step!r} dropped"))
+            step = None
+    checkpoint = {}
+    for key in ("sd_checkpoint", "sd_checkpoint_name"):
+        value = meta.get(key)
+        if value is not None and not isinstance(value, str):
+            value = str(value)
+        checkpoint[key] = value
+    return {
+        "string_to_token": {"*": A1111_TOKEN_ID},
+        "string_to_param": {"*": tensor},
+        "name": name,
+        "step": step,
+        **checkpoint,
+    }
+
+
+def write(emb, path: str, container: str, options: dict):
+    """Plan an A1111 ``.pt``: one slot, the stored name (or the trigger) as ``name``, step and
+    checkpoint from the metadata; triggered by the file stem."""
+    from . import torchfile_write
+    from .writer_base import Output, Plan, metadata_losses, pick_slot, stored_array, trigger_loss
+
+    losses: list = []
+    slot = pick_slot(emb, "a1111", options, losses, path=path)
+    dtype, arr = stored_array(emb, slot)
+    name = emb.metadata.get("stored_name") if isinstance(emb.metadata.get("stored_name"), str) else emb.name
+    tree = _a1111_tree(emb, torchfile_write.TensorData(dtype, arr), name, losses, "a1111")
+    metadata_losses(emb, "a1111", META_KEYS, losses)
+    trigger_loss(emb, stem_of(path), "a1111", losses)
+    return Plan([Output(path, torchfile_write.dumps(tree))], losses)
+
+
+def write_image(emb, path: str, container: str, options: dict):
+    """Plan an A1111 embedding card (PNG): the A1111 dict as text chunk and pixels around
+    ``picture=`` (a PIL image or a path) or a generated picture. Triggered by the stored name.
+    Cards hold JSON numbers read back as float32."""
+    from . import imagecard
+    from .writer_base import Loss, Output, Plan, cast, metadata_losses, pick_slot
+
+    losses: list = []
+    slot = pick_slot(emb, "a1111-image", options, losses, path=path)
+    if emb.dtypes[slot] != "float32":
+        losses.append(Loss("dtype-changed", f"{slot}: an embedding card stores numbers read back as float32, not {emb.dtypes[slot]}", slot))
+    one = cast(emb.replace(vectors={slot: emb.vectors[slot]}), "float32", losses, fmt_id="a1111-image")
+    values = np.asarray(one.vectors[slot], dtype=np.float32)
+    tree = _a1111_tree(emb, values, emb.name, losses, "a1111-image")
+    metadata_losses(emb, "a1111-image", META_KEYS, losses)
+    return Plan([Output(path, imagecard.dumps_png(tree, options.get("picture")))], losses)

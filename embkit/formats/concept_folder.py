@@ -74,3 +74,33 @@ def parse(raw: Raw, path: str) -> list[Part]:
         if "type_of_concept" in raw.metadata:
             part.metadata["type_of_concept"] = raw.metadata["type_of_concept"]
     return parts
+
+
+# -- writing ------------------------------------------------------------------------------------
+
+
+def write(emb, path: str, container: str, options: dict):
+    """Plan an sd-concepts-library folder: ``learned_embeds.bin`` (``embeds="safetensors"`` for
+    ``learned_embeds.safetensors``, which keeps metadata), ``token_identifier.txt`` with the
+    trigger, ``type_of_concept.txt`` (``object`` unless the metadata says otherwise)."""
+    from ..errors import WriteError
+    from .writer_base import Output, Plan, metadata_losses
+
+    embeds = options.get("embeds", "bin")
+    if embeds not in ("bin", "safetensors"):
+        raise WriteError(f"embeds must be 'bin' or 'safetensors', not {embeds!r}", path=path)
+    inner_name = f"learned_embeds.{embeds}"
+    plan = diffusers.write(emb, os.path.join(path, inner_name), "safetensors" if embeds == "safetensors" else "pickle", {k: v for k, v in options.items() if k == "slot"})
+    losses = [x for x in plan.losses if x.code != "metadata-dropped"]
+    if embeds == "bin":
+        metadata_losses(emb, "concept folder", ("type_of_concept",), losses)
+    data = plan.outputs[0].data
+    concept = str(emb.metadata.get("type_of_concept") or "object")
+
+    def fill(folder: str) -> None:
+        for name, content in ((inner_name, data), (TOKEN_FILE, emb.name.encode("utf-8")), (TYPE_FILE, concept.encode("utf-8"))):
+            with open(os.path.join(folder, name), "wb") as fh:
+                for chunk in [content] if isinstance(content, bytes) else content:
+                    fh.write(chunk)
+
+    return Plan([Output(path, fill=fill)], losses)

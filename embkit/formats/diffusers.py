@@ -33,3 +33,51 @@ def parse(raw: Raw, path: str) -> list[Part]:
         slot = width_slot(tensor, path, f"tensor {token!r}")
         parts.append(Part(name=token, tensors={slot: tensor}, metadata={}, member=token if len(raw.tree) > 1 else None))
     return parts
+
+
+# -- writing ------------------------------------------------------------------------------------
+
+
+def second_file(path: str) -> str:
+    """The CLIP-G file beside an SDXL pair's first file: ``learned_embeds_2.safetensors``."""
+    import os
+
+    root, ext = os.path.splitext(path)
+    return f"{root}_2{ext}"
+
+
+def write(emb, path: str, container: str, options: dict):
+    """Plan a diffusers file ``{trigger: T[n, d]}`` (safetensors with metadata, or ``.bin``).
+    ``sdxl_two_files=True`` writes an SDXL pair the way diffusers' SDXL script does: CLIP-L to
+    ``path``, CLIP-G to :func:`second_file`, under the same token."""
+    from . import safetensors_file, torchfile_write
+    from ..errors import WriteError
+    from .writer_base import Loss, Output, Plan, check_width, metadata_losses, output_losses, pick_slot, safetensors_metadata, stored_array
+
+    losses: list = []
+    if options.get("sdxl_two_files"):
+        if not {"clip_l", "clip_g"} <= set(emb.slots):
+            raise WriteError(f"sdxl_two_files needs clip_l and clip_g; {emb.name!r} has {', '.join(emb.slots)}", path=path)
+        pairs = [(path, "clip_l"), (second_file(path), "clip_g")]
+        for other in emb.slots:
+            if other not in ("clip_l", "clip_g"):
+                losses.append(Loss("slot-dropped", f"a diffusers SDXL pair holds clip_l and clip_g: {other} dropped", other))
+        output_losses(emb, "diffusers", losses)
+        for _, slot in pairs:
+            check_width(emb, slot, "diffusers", path)
+    else:
+        pairs = [(path, pick_slot(emb, "diffusers", options, losses, path=path))]
+        if {"clip_l", "clip_g"} <= set(emb.slots):
+            hint = "; sdxl_two_files=True writes both"
+            losses = [Loss(x.code, x.message + hint, x.slot) if x.code == "slot-dropped" else x for x in losses]
+    if container != "safetensors":
+        metadata_losses(emb, "diffusers .bin", (), losses)
+    outputs = []
+    for target, slot in pairs:
+        dtype, arr = stored_array(emb, slot)
+        if container == "safetensors":
+            data = safetensors_file.dumps({emb.name: (dtype, arr)}, safetensors_metadata(emb))
+        else:
+            data = torchfile_write.dumps({emb.name: torchfile_write.TensorData(dtype, arr)})
+        outputs.append(Output(target, data))
+    return Plan(outputs, losses)

@@ -157,3 +157,104 @@ def read_raw(data: bytes | memoryview, path: str) -> Raw:
     if not isinstance(tree, dict):
         raise BrokenFileError("embedded data is not an A1111 embedding dict", path=path)
     return Raw(tree=tree, container=container, notes=notes)
+
+
+# -- writing: A1111's insert_image_data_embed ------------------------------------------------------
+
+#: side length of the picture generated when the caller gives none
+GENERATED_SIZE = 256
+
+
+def card_json(tree: dict) -> bytes:
+    """The A1111 dict as A1111's ``EmbeddingEncoder`` writes it: arrays as ``{"TORCHTENSOR": [...]}``."""
+
+    def default(value: Any) -> Any:
+        if isinstance(value, np.ndarray):
+            return {"TORCHTENSOR": value.tolist()}
+        raise TypeError(f"cannot put a {type(value).__name__} in an embedding card")
+
+    return json.dumps(tree, default=default).encode("utf-8")
+
+
+def _style_block(block: np.ndarray, sequence: np.ndarray) -> np.ndarray:
+    """A1111's ``style_block``: dots whose shades only touch the high 4 bits (decoration)."""
+    from PIL import Image, ImageDraw
+
+    im = Image.new("RGB", (block.shape[1], block.shape[0]))
+    draw = ImageDraw.Draw(im)
+    i = 0
+    for x in range(-6, im.size[0], 8):
+        for yi, y in enumerate(range(-6, im.size[1], 8)):
+            offset = 4 if yi % 2 == 0 else 0
+            shade = int(sequence[i % len(sequence)])
+            i += 1
+            draw.ellipse((x + offset, y, x + 6 + offset, y + 6), fill=(shade, shade, shade))
+    fg = np.array(im).astype(np.uint8) & 0xF0
+    return block ^ fg
+
+
+def insert_data(picture, payload: bytes, first_row: np.ndarray):
+    """The card image: ``[low block | black column | picture | black column | high block]``, the
+    zlib-compressed ``payload`` split into 4-bit halves, each tiled to the picture's height and XOR-ed
+    with A1111's generator; ``first_row`` (the first vector) shades the decoration."""
+    from PIL import Image
+
+    d = 3
+    data = np.frombuffer(zlib.compress(payload, level=9), np.uint8).copy()
+    high, low = data >> 4, data & 0x0F
+    h = picture.size[1]
+    size = low.shape[0] + (h - (low.shape[0] % h))
+    size = size + ((h * d) - (size % (h * d)))
+    low = np.resize(low, size).reshape((h, -1, d))
+    high = np.resize(high, size).reshape((h, -1, d))
+    edge = np.abs(np.asarray(first_row[:1024], dtype=np.float64))
+    peak = edge.max() if edge.size and np.isfinite(edge).all() else 0.0
+    edge = (edge / peak * 255).astype(np.uint8) if peak > 0 else np.zeros(max(1, edge.size), np.uint8)
+    low = xor_block(_style_block(low, edge))
+    high = xor_block(_style_block(high, edge[::-1]))
+    im_low, im_high = Image.fromarray(low, mode="RGB"), Image.fromarray(high, mode="RGB")
+    card = Image.new("RGB", (picture.size[0] + im_low.size[0] + im_high.size[0] + 2, h), (0, 0, 0))
+    card.paste(im_low, (0, 0))
+    card.paste(picture, (im_low.size[0] + 1, 0))
+    card.paste(im_high, (im_low.size[0] + 1 + picture.size[0] + 1, 0))
+    return card
+
+
+def generated_picture(name: str, vectors: np.ndarray):
+    """A plain picture for a card when the caller has none: the vectors as a colour field, the
+    trigger name written on it."""
+    from PIL import Image, ImageDraw
+
+    n = GENERATED_SIZE
+    flat = np.resize(np.asarray(vectors, dtype=np.float64).ravel(), 3 * 16 * 16)
+    span = np.ptp(flat) or 1.0
+    tiles = ((flat - flat.min()) / span * 160 + 60).astype(np.uint8).reshape(16, 16, 3)
+    img = Image.fromarray(tiles, mode="RGB").resize((n, n), Image.NEAREST)
+    draw = ImageDraw.Draw(img)
+    draw.rectangle((0, n - 28, n, n), fill=(24, 24, 24))
+    draw.text((8, n - 22), name[:40], fill=(240, 240, 240))
+    return img
+
+
+def dumps_png(tree: dict, picture=None) -> bytes:
+    """A PNG embedding card for an A1111 dict (tensors as numpy arrays): the ``sd-ti-embedding``
+    text chunk and the pixel blocks, around ``picture`` (a PIL image or a path) or a generated one."""
+    import io
+
+    from PIL import Image, PngImagePlugin
+
+    payload = card_json(tree)
+    first = next(iter(tree["string_to_param"].values()))
+    first = np.atleast_2d(first)
+    if picture is None:
+        picture = generated_picture(str(tree.get("name") or "embedding"), first)
+    elif not isinstance(picture, Image.Image):
+        with Image.open(picture) as opened:
+            picture = opened.convert("RGB")
+    picture = picture.convert("RGB")
+    card = insert_data(picture, payload, first[0])
+    info = PngImagePlugin.PngInfo()
+    info.add_text(TEXT_KEY, base64.b64encode(payload).decode("ascii"))
+    out = io.BytesIO()
+    card.save(out, format="PNG", pnginfo=info)
+    return out.getvalue()

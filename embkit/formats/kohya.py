@@ -30,3 +30,44 @@ def parse(raw: Raw, path: str) -> list[Part]:
     if key == "emp_params":
         meta["key"] = key
     return [Part(name=stem_of(path), tensors={slot: tensor}, metadata=meta)]
+
+
+# -- writing ------------------------------------------------------------------------------------
+
+#: ``modelspec.architecture`` for a kohya file, by the slot it holds (kohya's sai_model_spec names).
+ARCHITECTURES = {
+    "clip_l": "stable-diffusion-v1/textual-inversion",
+    "clip_h": "stable-diffusion-v2-768-v/textual-inversion",
+    "clip_g": "stable-diffusion-xl-v1-base/textual-inversion",
+}
+
+
+def write(emb, path: str, container: str, options: dict):
+    """Plan a kohya file: ``{'emb_params': T[n, d]}``; in safetensors with ``modelspec.*`` keys
+    and embkit's metadata, in a ``.pt`` with nothing else. Triggered by the file stem."""
+    from . import safetensors_file, torchfile_write
+    from .base import stem_of
+    from .writer_base import Output, Plan, metadata_losses, pick_slot, safetensors_metadata, stored_array, trigger_loss
+
+    losses: list = []
+    slot = pick_slot(emb, "kohya", options, losses, path=path)
+    dtype, arr = stored_array(emb, slot)
+    stem = stem_of(path)
+    trigger_loss(emb, stem, "kohya", losses)
+    if container == "safetensors":
+        spec = {
+            "modelspec.sai_model_spec": "1.0.0",
+            "modelspec.architecture": ARCHITECTURES[slot],
+            "modelspec.implementation": "https://github.com/Stability-AI/generative-models" if slot == "clip_g" else "diffusers",
+            "modelspec.title": emb.name,
+        }
+        # the file name is the trigger; a different name is kept as stored_name
+        kept = emb if stem == emb.name else emb.replace(metadata={**emb.metadata, "stored_name": emb.name})
+        meta = safetensors_metadata(kept)
+        for key, value in spec.items():
+            meta.setdefault(key, value)
+        data = safetensors_file.dumps({"emb_params": (dtype, arr)}, meta)
+    else:
+        metadata_losses(emb, "kohya .pt", (), losses)
+        data = torchfile_write.dumps({"emb_params": torchfile_write.TensorData(dtype, arr)})
+    return Plan([Output(path, data)], losses)

@@ -52,3 +52,38 @@ def parse(raw: Raw, path: str) -> list[Part]:
         if key == "t5xxl" or key == "t5xxl_out":
             meta["t5_key"] = key
     return [Part(name=stem_of(path), tensors=tensors, metadata=meta, warnings=warnings)]
+
+
+# -- writing ------------------------------------------------------------------------------------
+
+T5_KEYS = ("t5", "t5xxl")
+
+
+def write(emb, path: str, container: str, options: dict):
+    """Plan an encoder-keyed file: every slot, output vectors as ``<key>_out``. ``t5_key`` spells
+    the T5 key (``t5`` for OneTrainer and diffusers, ``t5xxl`` for ComfyUI; default: as read, else
+    ``t5``). Metadata is kept in safetensors. Triggered by the file stem."""
+    from . import safetensors_file, torchfile_write
+    from ..errors import WriteError
+    from .writer_base import Output, Plan, metadata_losses, safetensors_metadata, stored_array, trigger_loss
+
+    t5_key = options.get("t5_key") or emb.metadata.get("t5_key") or "t5"
+    if t5_key in ("t5xxl_out",):
+        t5_key = "t5xxl"
+    if t5_key not in T5_KEYS:
+        raise WriteError(f"t5_key must be 't5' or 't5xxl', not {t5_key!r}", path=path)
+    losses: list = []
+    stem = stem_of(path)
+    trigger_loss(emb, stem, "multi", losses)
+    tensors = {}
+    for slot in emb.vectors:
+        base = slot.removesuffix("_out")
+        key = (t5_key if base == "t5" else base) + ("_out" if slot.endswith("_out") else "")
+        tensors[key] = stored_array(emb, slot)
+    if container == "safetensors":
+        kept = emb if stem == emb.name else emb.replace(metadata={**emb.metadata, "stored_name": emb.name})
+        data = safetensors_file.dumps(tensors, safetensors_metadata(kept))
+    else:
+        metadata_losses(emb, "multi .pt", (), losses)
+        data = torchfile_write.dumps({k: torchfile_write.TensorData(*v) for k, v in tensors.items()})
+    return Plan([Output(path, data)], losses)

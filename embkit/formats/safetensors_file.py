@@ -2,7 +2,8 @@
 
 The header is parsed here, with caps applied before anything is allocated, so that probing reads only
 the header and bf16 can be widened by hand (numpy has no bf16). Tensor bytes are sliced straight out
-of the file buffer. Writing goes through the ``safetensors`` package.
+of the file buffer. :func:`dumps` writes the same format by hand (it is a page of spec) so that
+bf16 can be stored without torch; tests load its output with ``safetensors.torch.load_file``.
 """
 
 from __future__ import annotations
@@ -119,3 +120,24 @@ def data_offset(data: bytes | memoryview) -> int:
     """Where tensor data starts (``8 + header length``): AutoV3 hashes from here to the end."""
     (n,) = struct.unpack_from("<Q", data, 0)
     return 8 + n
+
+
+def dumps(tensors: dict[str, tuple[str, np.ndarray]], metadata: dict[str, str] | None = None) -> list[bytes]:
+    """A safetensors file as a list of byte chunks: ``tensors`` maps a key to (dtype name, array
+    of the stored bytes: bf16 as uint16 bit patterns). Tensors are laid out like the safetensors
+    library does (by alignment, then name), the header is padded with spaces to 8 bytes."""
+    order = sorted(tensors, key=lambda k: (-NUMPY_DTYPES[tensors[k][0]].itemsize, k))
+    header: dict[str, Any] = {}
+    if metadata:
+        header["__metadata__"] = {str(k): str(v) for k, v in metadata.items()}
+    chunks: list[bytes] = []
+    offset = 0
+    for key in order:
+        dtype, arr = tensors[key]
+        buf = np.ascontiguousarray(arr, dtype=NUMPY_DTYPES[dtype]).tobytes()
+        header[key] = {"dtype": ST_CODES[dtype], "shape": list(arr.shape), "data_offsets": [offset, offset + len(buf)]}
+        chunks.append(buf)
+        offset += len(buf)
+    text = json.dumps(header, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
+    text += b" " * (-len(text) % 8)
+    return [struct.pack("<Q", len(text)) + text, *chunks]

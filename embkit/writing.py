@@ -1,0 +1,171 @@
+"""``embkit.write``: an Embedding to a file in any writable format, atomically, loud about loss.
+
+The writer for each format is the ``writer`` column of :data:`embkit.formats.FORMATS`; it turns the
+embedding into bytes and a list of :class:`Loss` warnings without touching the disk. This module
+picks the format and container, casts the dtype, applies ``strict``, and only then writes each
+output through :mod:`embkit.atomic` (temporary file, fsync, rename).
+
+Choosing the format when ``format`` is None (the extension, then the embedding):
+
+====================  ==========================================================================
+``.png``              ``a1111-image``
+``.bin``              ``diffusers`` (the ``learned_embeds.bin`` convention)
+``.pt`` ``.pth`` …    ``a1111`` for one input slot without output vectors, else ``multi``
+``.safetensors``      ``diffusers`` when the file is named ``learned_embeds*``; else ``multi`` for
+                      several slots (or output vectors), ``kohya`` for one
+no extension          ``concept-folder`` (a folder)
+====================  ==========================================================================
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+from .atomic import check_target, fsync_dir, write_bytes, write_folder
+from .errors import LossError, WriteError
+from .formats import FORMATS, Format, container_for_extension, get_container, get_format
+from .formats.writer_base import Loss, Plan, cast, dtype_name
+from .schema import Embedding
+
+#: options a writer understands (anything else is a caller's typo, reported as such)
+OPTIONS = {
+    "slot": "the one slot single-encoder formats keep (default: the first)",
+    "t5_key": "multi: spell the T5 key 't5' (OneTrainer, diffusers) or 't5xxl' (ComfyUI)",
+    "sdxl_two_files": "diffusers: write an SDXL pair as <name> (CLIP-L) and <name>_2 (CLIP-G)",
+    "picture": "a1111-image: the picture inside the card (PIL image or path)",
+    "embeds": "concept-folder: 'bin' (default) or 'safetensors' for the tensor file",
+}
+
+
+def choose_format(embedding: Embedding, path: str) -> str:
+    """The format id :func:`write` uses when none is given (see the module docstring)."""
+    low = os.path.basename(os.fspath(path).rstrip("/\\")).lower()
+    several = len(embedding.slots) > 1 or bool(embedding.output_slots)
+    if low.endswith(".png"):
+        return "a1111-image"
+    if low.endswith(".bin"):
+        return "diffusers"
+    if low.endswith(".safetensors"):
+        if low.startswith("learned_embeds"):
+            return "diffusers"
+        return "multi" if several else "kohya"
+    container = container_for_extension(low)
+    if container is not None and container.id == "pickle":
+        return "multi" if several else "a1111"
+    if not os.path.splitext(low)[1]:
+        return "concept-folder"
+    raise WriteError("cannot tell the format from the extension; pass format= (embkit formats lists them)", path=path)
+
+
+def choose_container(fmt: Format, path: str, container: str | None = None) -> str:
+    """The container for ``path``: ``container`` if given, else the one its extension names."""
+    if not fmt.write_containers:
+        raise WriteError(f"embkit cannot write {fmt.id} files", path=path)
+    if container is None:
+        if fmt.write_containers == ("folder",):
+            return "folder"
+        found = container_for_extension(path)
+        if found is None:
+            exts = ", ".join(ext for c in fmt.write_containers for ext in get_container(c).extensions)
+            raise WriteError(f"no extension embkit knows; a {fmt.id} file ends in {exts}", path=path)
+        container = found.id
+    if container not in fmt.write_containers:
+        raise WriteError(f"a {fmt.id} file cannot be written as {container}; it can be {', '.join(fmt.write_containers)}", path=path)
+    return container
+
+
+def default_extension(format: str, container: str | None = None) -> str:
+    """The extension a converted file gets: ``.pt``, ``.bin`` (diffusers pickles),
+    ``.safetensors``, ``.png``, or ``""`` for a folder."""
+    fmt = get_format(format)
+    container = container or fmt.write_containers[0]
+    if container == "folder":
+        return ""
+    if container == "pickle" and fmt.id == "diffusers":
+        return ".bin"
+    return get_container(container).extensions[0]
+
+
+def plan(embedding: Embedding, path: str | os.PathLike, format: str | None = None, *, container: str | None = None, dtype: str | None = None, **options: Any) -> Plan:
+    """What :func:`write` would write and lose, without writing (``--dry-run``)."""
+    path = os.fspath(path)
+    unknown = sorted(set(options) - set(OPTIONS))
+    if unknown:
+        raise TypeError(f"unknown write option(s) {', '.join(unknown)}; known: {', '.join(OPTIONS)}")
+    fmt_id = format or choose_format(embedding, path)
+    try:
+        fmt = get_format(fmt_id)
+    except KeyError as exc:
+        raise WriteError(str(exc.args[0]), path=path) from None
+    if fmt.writer is None:
+        writable = ", ".join(f.id for f in FORMATS if f.writer is not None)
+        raise WriteError(f"embkit cannot write {fmt.id} files; it writes {writable}", path=path)
+    chosen = choose_container(fmt, path, container)
+    if dtype is not None:
+        try:
+            dtype = dtype_name(dtype)
+        except ValueError as exc:
+            raise WriteError(str(exc), path=path) from None
+    losses: list[Loss] = []
+    cast_emb = cast(embedding, dtype, losses, fmt_id=fmt.id)
+    result = fmt.writer(cast_emb, path, chosen, dict(options))
+    result.losses[:0] = losses
+    return result
+
+
+def write(
+    embedding: Embedding,
+    path: str | os.PathLike,
+    format: str | None = None,
+    *,
+    container: str | None = None,
+    overwrite: bool = False,
+    strict: bool = False,
+    dtype: str | None = None,
+    sync_dir: bool = True,
+    **options: Any,
+) -> list[Loss]:
+    """Write ``embedding`` to ``path`` as ``format`` and return what the target could not hold.
+
+    ``format`` is a FORMATS id (``a1111``, ``a1111-image``, ``diffusers``, ``kohya``, ``multi``,
+    ``concept-folder``); when None it follows the extension and the embedding (see the module
+    docstring). The container follows the extension unless ``container`` is given. ``dtype``
+    (``fp32``, ``fp16``, ``bf16``) casts every slot; by default each slot keeps its stored dtype
+    bit for bit. ``strict=True`` raises :class:`~embkit.errors.LossError` listing every loss
+    before anything is written. An existing target raises
+    :class:`~embkit.errors.TargetExistsError` unless ``overwrite``. Writes are atomic: a failure
+    leaves no file behind. Options: see :data:`OPTIONS`.
+    """
+    path = os.fspath(path)
+    check_target(path, overwrite)
+    planned = plan(embedding, path, format, container=container, dtype=dtype, **options)
+    if strict and planned.losses:
+        lines = "; ".join(loss.message for loss in planned.losses)
+        raise LossError(f"would lose: {lines}", path=path)
+    for out in planned.outputs:
+        check_target(out.path, overwrite)
+    written: list[str] = []
+    try:
+        for out in planned.outputs:
+            if out.fill is not None:
+                write_folder(out.path, out.fill, overwrite=overwrite)
+            else:
+                write_bytes(out.path, out.data, overwrite=overwrite, sync_dir=False)
+            written.append(out.path)
+    except BaseException:
+        # a pair is all or nothing: remove what this call created (never a file it replaced)
+        if not overwrite:
+            for done in written:
+                try:
+                    os.unlink(done)
+                except OSError:
+                    pass
+        raise
+    if sync_dir:
+        for folder in {os.path.dirname(os.path.abspath(p)) for p in written}:
+            fsync_dir(folder)
+    return list(planned.losses)
+
+
+__all__ = ["write", "plan", "Loss", "choose_format", "choose_container", "default_extension", "OPTIONS"]
