@@ -1,0 +1,343 @@
+"""``embkit library …``: the registry of a user's embeddings (scan, list, search, show, dupes,
+conflicts, check, export, remove, tag). The database is ``--db``, else ``$EMBKIT_LIBRARY``, else
+``library.sqlite`` in the platform's user data folder."""
+
+from __future__ import annotations
+
+import sys
+
+import click
+
+from . import output
+
+_DB_HELP = "Library database file (default: $EMBKIT_LIBRARY, else the user data folder)."
+
+
+def _db_option(f):
+    return click.option("--db", "db", type=click.Path(dir_okay=False), default=None, help=_DB_HELP)(f)
+
+
+def _open(ctx: click.Context, db: str | None):
+    from ..library import Library
+
+    path = db or (ctx.obj or {}).get("db")
+    lib = Library(path)
+    ctx.call_on_close(lib.close)
+    return lib
+
+
+@click.group("library")
+@click.option("--db", "db", type=click.Path(dir_okay=False), default=None, help=_DB_HELP)
+@click.pass_context
+def cli(ctx: click.Context, db: str | None) -> None:
+    """An SQLite registry of your embeddings: scan folders once, then search, find duplicates and
+    name conflicts, and check what a model would load."""
+    ctx.obj = {"db": db}
+
+
+# -- scan -------------------------------------------------------------------------------------
+
+
+@cli.command("scan")
+@click.argument("paths", nargs=-1, required=True, type=click.Path())
+@click.option("--jobs", "-j", type=click.IntRange(1, 256), default=None, help="Worker processes (default: CPUs available).")
+@click.option("--json", "as_json", is_flag=True, help="Print the scan report as JSON.")
+@click.option("--quiet", "-q", is_flag=True, help="No progress bar, no summary.")
+@_db_option
+@click.pass_context
+def scan_cmd(ctx, paths, jobs, as_json, quiet, db) -> None:
+    """Scan files and folders (recursively) into the library. Incremental: unchanged files are not
+    reopened, changed ones are re-read, deleted ones are dropped. Unreadable or unsafe files are
+    recorded with the reason."""
+    lib = _open(ctx, db)
+    if as_json or quiet or not sys.stderr.isatty():
+        report = lib.scan(paths, jobs=jobs)
+    else:
+        report = _scan_with_bar(lib, paths, jobs)
+    if as_json:
+        output.print_json(report.to_dict())
+        return
+    if quiet:
+        return
+    for path, code, message in report.errors[:20]:
+        output.warn(f"[{code}] {message}")
+    if len(report.errors) > 20:
+        output.warn(f"… and {len(report.errors) - 20} more unreadable files (embkit library list --errors)")
+    rate = report.seen / report.seconds if report.seconds else 0.0
+    output.info(
+        f"{report.seen} files: {report.added} added, {report.updated} updated, {report.unchanged} unchanged, "
+        f"{report.removed} removed, {len(report.errors)} unreadable ({report.seconds:.2f} s, {rate:,.0f} files/s)"
+    )
+
+
+def _scan_with_bar(lib, paths, jobs):
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+    with Progress(
+        TextColumn("scanning"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(), console=output.err_console(), transient=True
+    ) as bar:
+        task = bar.add_task("scan", total=None)
+
+        def progress(done: int, total: int) -> None:
+            bar.update(task, completed=done, total=total)
+
+        return lib.scan(paths, jobs=jobs, progress=progress)
+
+
+# -- list / search / show -----------------------------------------------------------------------
+
+
+def _filters(f):
+    from ..formats import FORMAT_IDS
+    from ..schema import SLOTS
+
+    opts = [
+        click.option("--family", help="Family (sd1, sd2, sdxl, sd3, flux): exact, or one the slots fit."),
+        click.option("--slot", type=click.Choice(SLOTS), help="Has this slot."),
+        click.option("--name", help="Trigger name glob, case-insensitive ('*neg*')."),
+        click.option("--vectors", help="Vector count: N, MIN-MAX, MIN- or -MAX."),
+        click.option("--format", "format_", type=click.Choice(FORMAT_IDS), help="Layout."),
+        click.option("--tag", help="Has this tag."),
+        click.option("--json", "as_json", is_flag=True, help="Print JSON."),
+        _db_option,
+    ]
+    for opt in reversed(opts):
+        f = opt(f)
+    return f
+
+
+def _vectors(value: str | None):
+    if value is None:
+        return None
+    try:
+        if "-" not in value:
+            return int(value)
+        lo, hi = value.split("-", 1)
+        return (int(lo) if lo else None, int(hi) if hi else None)
+    except ValueError:
+        raise click.BadParameter(f"{value!r}: use N, MIN-MAX, MIN- or -MAX", param_hint="--vectors") from None
+
+
+def _query(ctx, db, family, slot, name, vectors, format_, tag):
+    lib = _open(ctx, db)
+    return lib.search(family=family, slot=slot, name=name, vectors=_vectors(vectors), format=format_, tag=tag)
+
+
+@cli.command("list")
+@_filters
+@click.option("--errors", "show_errors", is_flag=True, help="List the files that could not be read instead.")
+@click.pass_context
+def list_cmd(ctx, family, slot, name, vectors, format_, tag, as_json, db, show_errors) -> None:
+    """List the embeddings in the library (filters combine)."""
+    if show_errors:
+        errs = _open(ctx, db).errors()
+        if as_json:
+            output.print_json([e.to_dict() for e in errs])
+        else:
+            _errors_table(errs)
+        return
+    _print_entries(_query(ctx, db, family, slot, name, vectors, format_, tag), as_json)
+
+
+@cli.command("search")
+@click.argument("pattern", required=False)
+@_filters
+@click.pass_context
+def search_cmd(ctx, pattern, family, slot, name, vectors, format_, tag, as_json, db) -> None:
+    """Search by a name PATTERN (a substring, or a glob with * ? [ ]) and filters."""
+    if pattern and name:
+        raise click.UsageError("give the name as PATTERN or --name, not both")
+    if pattern and not any(c in pattern for c in "*?["):
+        pattern = f"*{pattern}*"
+    _print_entries(_query(ctx, db, family, slot, pattern or name, vectors, format_, tag), as_json)
+
+
+@cli.command("show")
+@click.argument("key")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@_db_option
+@click.pass_context
+def show_cmd(ctx, key, as_json, db) -> None:
+    """Everything stored about the embeddings KEY names: a trigger name, a path, or a hash
+    (sha256, AutoV2, AutoV3 or vectors hash; a prefix of 6+ hex digits)."""
+    found = _open(ctx, db).show(key)
+    if as_json:
+        output.print_json([e.to_dict() for e in found])
+        return
+    for e in found:
+        _show_entry(e)
+
+
+def _print_entries(found, as_json: bool) -> None:
+    if as_json:
+        output.print_json([e.to_dict() for e in found])
+        return
+    if not found:
+        output.warn("no embeddings match")
+        return
+    from rich.table import Table
+
+    esc = output.escape
+    table = Table(show_header=True, header_style="bold", box=None)
+    for col in ("name", "family", "slots", "vectors", "format", "autov2", "tags", "path"):
+        table.add_column(col, justify="right" if col == "vectors" else "left", overflow="fold" if col == "path" else "ellipsis")
+    for e in found:
+        slots = " ".join(f"{s.slot}:{s.vectors}x{s.width}" for s in e.slots)
+        table.add_row(esc(e.name), e.family, slots, str(e.num_vectors), e.format, e.autov2, esc(",".join(e.tags)), esc(e.path + (f" [{e.member}]" if e.member else "")))
+    output.console().print(table)
+    output.info(f"[dim]{len(found)} embeddings[/]")
+
+
+def _show_entry(e) -> None:
+    from rich.table import Table
+
+    esc = output.escape
+    table = Table(title=f"[bold]{esc(e.name)}[/]", title_justify="left", show_header=False, box=None)
+    table.add_column("field", style="bold")
+    table.add_column("value", overflow="fold")
+    rows = [
+        ("path", e.path + (f" [{e.member}]" if e.member else "")),
+        ("stored name", e.stored_name or "-"),
+        ("format", f"{e.format} ({e.container})"),
+        ("family", f"{e.family} (fits: {', '.join(e.families) or 'none'})"),
+        ("vectors", str(e.num_vectors)),
+        ("size", f"{e.size} bytes"),
+        ("sha256", e.sha256),
+        ("AutoV2", e.autov2),
+        ("AutoV3", e.autov3 or "-"),
+        ("vectors hash", e.vectors_hash),
+        ("tags", ", ".join(e.tags) or "-"),
+    ]
+    for s in e.slots:
+        norms = f"norms {s.norm_min:.3g} / {s.norm_mean:.3g} / {s.norm_max:.3g}" if s.norm_mean is not None else "norms n/a"
+        rows.append((f"slot {s.slot}", f"{s.vectors} x {s.width} {s.dtype}, {norms} (min/mean/max)"))
+    for k, v in sorted(e.metadata.items()):
+        rows.append((f"meta {k}", str(v)[:200]))
+    for w in e.warnings:
+        rows.append(("warning", w))
+    for k, v in rows:
+        table.add_row(esc(k), esc(v))
+    output.console().print(table)
+
+
+def _errors_table(errs) -> None:
+    if not errs:
+        output.info("no unreadable files")
+        return
+    from rich.table import Table
+
+    table = Table(show_header=True, header_style="bold", box=None)
+    table.add_column("code")
+    table.add_column("message", overflow="fold")
+    for e in errs:
+        table.add_row(e.code, output.escape(e.message))
+    output.console().print(table)
+
+
+# -- dupes / conflicts / check ------------------------------------------------------------------
+
+
+def _print_groups(groups, as_json: bool, none_text: str) -> None:
+    if as_json:
+        output.print_json([g.to_dict() for g in groups])
+        return
+    if not groups:
+        output.info(none_text)
+        return
+    esc = output.escape
+    for g in groups:
+        output.info(f"[bold]{g.kind}[/] {esc(g.message)}")
+        for e in g.entries:
+            output.info(f"    {esc(e.name)}  [dim]{esc(e.path)}{esc(' [' + e.member + ']' if e.member else '')} ({e.format}, {e.family})[/]")
+
+
+@cli.command("dupes")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@_db_option
+@click.pass_context
+def dupes_cmd(ctx, as_json, db) -> None:
+    """Identical files, and the same vectors kept in different files or formats."""
+    _print_groups(_open(ctx, db).dupes(), as_json, "no duplicates")
+
+
+@cli.command("conflicts")
+@click.option("--kind", type=click.Choice(["same-trigger", "case", "prefix", "stored-name", "family-mix"]), multiple=True, help="Only these kinds.")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@_db_option
+@click.pass_context
+def conflicts_cmd(ctx, kind, as_json, db) -> None:
+    """Trigger names that confuse hosts: one name in several files, names differing only by case,
+    names that are prefixes of others, stored name ≠ file name, SD1 and SDXL under one name."""
+    groups = [g for g in _open(ctx, db).conflicts() if not kind or g.kind in kind]
+    _print_groups(groups, as_json, "no conflicts")
+
+
+@cli.command("check")
+@click.option("--model", "target", required=True, help="Target: a family (sd1, sdxl, …), a model folder, or a model id.")
+@click.option("--name", "names", multiple=True, help="Only these entries (name, path or hash); repeatable.")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@_db_option
+@click.pass_context
+def check_cmd(ctx, target, names, as_json, db) -> None:
+    """Which embeddings would load on a model, which would be skipped, and why."""
+    results = _open(ctx, db).check(target, names or None)
+    if as_json:
+        output.print_json([r.to_dict() for r in results])
+        return
+    esc = output.escape
+    loads = [r for r in results if r.loads]
+    for r in results:
+        mark = "[green]load[/]" if r.loads else "[red]skip[/]"
+        output.info(f"{mark}  {esc(r.entry.name)}  [dim]{esc(r.entry.path)}[/]")
+        for f in r.findings:
+            if f["severity"] != "info":
+                colour = "red" if f["severity"] == "error" else "yellow"
+                output.info(f"        [{colour}]{f['severity']}[/] [{colour}]\\[{esc(f['code'])}][/] {esc(f['message'])}")
+    output.info(f"[bold]{len(loads)}[/] would load, [bold]{len(results) - len(loads)}[/] would be skipped on {esc(target)}")
+
+
+# -- export / remove / tag ----------------------------------------------------------------------
+
+
+@cli.command("export")
+@click.option("--output", "-o", "out", type=click.Path(dir_okay=False), help="Write the manifest here (default: stdout).")
+@_db_option
+@click.pass_context
+def export_cmd(ctx, out, db) -> None:
+    """The whole library as a JSON manifest."""
+    manifest = _open(ctx, db).export()
+    if out is None:
+        output.print_json(manifest)
+        return
+    import json
+
+    from ..atomic import write_bytes
+
+    write_bytes(out, (json.dumps(manifest, indent=2, ensure_ascii=False) + "\n").encode("utf-8"), overwrite=True)
+    output.info(f"wrote {len(manifest['entries'])} entries to {output.escape(out)}")
+
+
+@cli.command("remove")
+@click.argument("keys", nargs=-1)
+@click.option("--missing", is_flag=True, help="Also forget every file that is no longer on disk.")
+@_db_option
+@click.pass_context
+def remove_cmd(ctx, keys, missing, db) -> None:
+    """Forget the files holding the entries KEYS name (files on disk are not touched)."""
+    if not keys and not missing:
+        raise click.UsageError("name something to remove, or pass --missing")
+    n = _open(ctx, db).remove(*keys, missing=missing)
+    output.info(f"forgot {n} files")
+
+
+@cli.command("tag")
+@click.argument("key")
+@click.argument("tags", nargs=-1, required=True)
+@click.option("--remove", is_flag=True, help="Remove these tags instead of adding them.")
+@_db_option
+@click.pass_context
+def tag_cmd(ctx, key, tags, remove, db) -> None:
+    """Add TAGS to (or --remove them from) the entries KEY names."""
+    found = _open(ctx, db).tag(key, *tags, remove=remove)
+    for e in found:
+        output.info(f"{output.escape(e.name)}: {output.escape(', '.join(e.tags) or '(no tags)')}")

@@ -1,0 +1,258 @@
+""":class:`Library`: the Python face of the registry. Each method is a thin layer over
+:mod:`~embkit.library.scan`, :mod:`~embkit.library.queries` and :mod:`~embkit.library.conflicts`;
+compatibility checks go through :func:`embkit.validate.validate`."""
+
+from __future__ import annotations
+
+import builtins
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Iterable
+
+from ..errors import EmbkitError, LibraryError
+from . import queries, schema
+from .queries import Entry, FileError, Group
+from .scan import ScanReport
+
+
+@dataclass
+class CheckResult:
+    """Whether one library entry would load on a target model, and why not."""
+
+    entry: Entry
+    loads: bool
+    #: ``{"code", "severity", "message"}`` per finding (errors explain a skip, warnings do not).
+    findings: list[dict] = field(default_factory=list)
+    embedding: Any = field(default=None, repr=False)
+
+    def to_dict(self) -> dict:
+        return {"name": self.entry.name, "path": self.entry.path, "member": self.entry.member, "loads": self.loads, "findings": self.findings}
+
+
+@dataclass
+class LoadReport:
+    """What :meth:`Library.load_into` applied and what it skipped (name, reasons)."""
+
+    loaded: list[str]
+    skipped: list[tuple[str, list[str]]]
+
+
+class Library:
+    """An SQLite registry of embedding files.
+
+        >>> lib = embkit.Library()                 # $EMBKIT_LIBRARY or the user data folder
+        >>> lib.scan(["~/sd/embeddings"])
+        >>> [e.name for e in lib.search(family="sdxl")]
+
+    ``path`` is the database file; it is created (with its folder) when missing.
+    """
+
+    def __init__(self, path: str | os.PathLike | None = None):
+        self.path = Path(path).expanduser() if path is not None else schema.default_path()
+        self._conn = schema.connect(self.path)
+
+    # -- lifetime ------------------------------------------------------------------------------
+    def close(self) -> None:
+        """Close the database connection."""
+        self._conn.close()
+
+    def __enter__(self) -> "Library":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    @property
+    def schema_version(self) -> int:
+        """The database's schema version."""
+        return schema.version(self._conn)
+
+    # -- scanning ------------------------------------------------------------------------------
+    def scan(
+        self,
+        paths: Iterable[str | os.PathLike] | str | os.PathLike,
+        jobs: int | None = None,
+        progress: Callable[[int, int], None] | None = None,
+    ) -> ScanReport:
+        """Scan files and folders (recursively) into the library. Incremental: unchanged files
+        (same size and mtime) are not opened; files gone from a scanned folder are removed.
+        ``jobs`` worker processes read files (default: the CPUs available); ``progress(done,
+        total)`` is called as files are read."""
+        from .scan import scan
+
+        if isinstance(paths, (str, os.PathLike)):
+            paths = [paths]
+        return scan(self._conn, [os.path.expanduser(os.fspath(p)) for p in paths], jobs=jobs, progress=progress)
+
+    # -- queries -------------------------------------------------------------------------------
+    def search(
+        self,
+        *,
+        family: str | None = None,
+        slot: str | None = None,
+        name: str | None = None,
+        vectors: int | tuple[int | None, int | None] | None = None,
+        format: str | None = None,
+        tag: str | None = None,
+    ) -> list[Entry]:
+        """Entries matching every filter given: ``family`` (exact, or one the slots fit: an SD1
+        embedding fits ``sdxl``), ``slot`` present, ``name`` glob (case-insensitive, ``*bad*``),
+        ``vectors`` (a count or an inclusive ``(min, max)``, either end ``None``), ``format`` id,
+        ``tag``."""
+        return queries.entries(self._conn, family=family, slot=slot, name=name, vectors=vectors, format=format, tag=tag)
+
+    def list(self, **filters: Any) -> builtins.list[Entry]:
+        """Every entry (same filters as :meth:`search`)."""
+        return self.search(**filters)
+
+    def errors(self) -> builtins.list[FileError]:
+        """Files the scans could not read, with the reason."""
+        return queries.errors(self._conn)
+
+    def show(self, name_or_hash: str) -> builtins.list[Entry]:
+        """Entries whose trigger name, path or hash (sha256 / AutoV2 / AutoV3 / vectors hash
+        prefix) matches; :class:`~embkit.errors.LibraryError` when none does."""
+        return queries.find(self._conn, name_or_hash)
+
+    def dupes(self) -> builtins.list[Group]:
+        """Identical files, and identical vectors kept in different files or formats."""
+        return queries.dupes(self._conn)
+
+    def conflicts(self) -> builtins.list[Group]:
+        """Trigger-name conflicts (see :mod:`embkit.library.conflicts`)."""
+        from .conflicts import conflicts
+
+        return conflicts(self.search())
+
+    # -- compatibility -------------------------------------------------------------------------
+    def check(self, target: Any, names: Iterable[str] | None = None) -> builtins.list[CheckResult]:
+        """For each entry (or those named), whether it would load on ``target`` (a family name, a
+        model folder, a pipeline or a :class:`~embkit.encoders.ModelSpec`) and the findings that
+        say why not. Files are re-read from disk (torch-free) to validate their vectors."""
+        from ..io import read_all
+        from ..validate import validate
+
+        spec = _spec(target)
+        chosen = self._chosen(names)
+        results: builtins.list[CheckResult] = []
+        cache: dict[str, Any] = {}
+        for entry in chosen:
+            if entry.path not in cache:
+                try:
+                    cache[entry.path] = read_all(entry.path)
+                except EmbkitError as exc:
+                    cache[entry.path] = exc
+            got = cache[entry.path]
+            if isinstance(got, EmbkitError):
+                results.append(CheckResult(entry, False, [{"code": got.code, "severity": "error", "message": str(got)}]))
+                continue
+            emb = _pick(got, entry)
+            if emb is None:
+                msg = f"{entry.path} no longer holds {entry.name!r}; rescan the library"
+                results.append(CheckResult(entry, False, [{"code": "library-stale", "severity": "error", "message": msg}]))
+                continue
+            report = validate(emb, spec)
+            findings = [{"code": f.code, "severity": f.severity, "message": f.message} for f in report.findings]
+            results.append(CheckResult(entry, bool(report.ok), findings, emb))
+        return results
+
+    def load_into(self, pipe: Any, names: Iterable[str] | None = None) -> LoadReport:
+        """Apply every compatible embedding (or those named) to a diffusers pipeline in one step,
+        through :func:`embkit.diffusers.apply`. Incompatible ones, and a second file defining a
+        trigger already taken, are skipped and reported."""
+        from ..diffusers import apply
+
+        loaded, skipped, embs, taken = [], [], [], {}
+        for r in self.check(pipe, names):
+            if not r.loads:
+                skipped.append((r.entry.name, [f["message"] for f in r.findings if f["severity"] == "error"]))
+            elif r.entry.name.lower() in taken:
+                skipped.append((r.entry.name, [f"trigger already taken by {taken[r.entry.name.lower()]}"]))
+            else:
+                taken[r.entry.name.lower()] = r.entry.path
+                embs.append(r.embedding)
+                loaded.append(r.entry.name)
+        if embs:
+            apply(pipe, embs)
+        return LoadReport(loaded, skipped)
+
+    # -- maintenance ---------------------------------------------------------------------------
+    def export(self) -> dict:
+        """The whole library as a JSON-ready manifest: every entry and every unreadable file."""
+        return {
+            "embkit_library": schema.SCHEMA_VERSION,
+            "database": str(self.path),
+            "exported_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+            "entries": [e.to_dict() for e in self.search()],
+            "errors": [e.to_dict() for e in self.errors()],
+        }
+
+    def remove(self, *keys: str, missing: bool = False) -> int:
+        """Forget the files holding the entries ``keys`` name (name, path or hash), and with
+        ``missing`` every file no longer on disk. Files on disk are never touched; a later scan of
+        their folder adds them back. Returns the number of files forgotten."""
+        paths: set[str] = set()
+        for key in keys:
+            paths.update(e.path for e in self.show(key))
+        if missing:
+            paths.update(p for (p,) in self._conn.execute("SELECT path FROM files") if not os.path.exists(p))
+        self._conn.execute("BEGIN IMMEDIATE")
+        try:
+            self._conn.executemany("DELETE FROM files WHERE path = ?", [(p,) for p in sorted(paths)])
+            self._conn.execute("COMMIT")
+        except BaseException:
+            self._conn.execute("ROLLBACK")
+            raise
+        return len(paths)
+
+    def tag(self, key: str, *tags: str, remove: bool = False) -> builtins.list[Entry]:
+        """Add (or with ``remove``, take away) tags on the entries ``key`` names. Tags belong to
+        the content (file hash and member), so they survive moves and rescans."""
+        tags = tuple(t.strip() for t in tags if t.strip())
+        if not tags:
+            raise LibraryError("give at least one tag")
+        found = self.show(key)
+        rows = [(e.sha256, e.member, t) for e in found for t in tags]
+        sql = "DELETE FROM tags WHERE sha256 = ? AND member = ? AND tag = ?" if remove else "INSERT OR IGNORE INTO tags (sha256, member, tag) VALUES (?,?,?)"
+        self._conn.execute("BEGIN IMMEDIATE")
+        try:
+            self._conn.executemany(sql, rows)
+            self._conn.execute("COMMIT")
+        except BaseException:
+            self._conn.execute("ROLLBACK")
+            raise
+        return self.show(key)
+
+    def _chosen(self, names: Iterable[str] | None) -> builtins.list[Entry]:
+        if names is None:
+            return self.search()
+        out, seen = [], set()
+        for n in names:
+            for e in self.show(n):
+                if e.id not in seen:
+                    seen.add(e.id)
+                    out.append(e)
+        return out
+
+
+def _spec(target: Any) -> Any:
+    from .. import encoders
+
+    spec_type = getattr(encoders, "ModelSpec", None)
+    if spec_type is not None and isinstance(target, spec_type):
+        return target
+    return encoders.resolve_target(target)
+
+
+def _pick(embeddings: list, entry: Entry):
+    """The embedding in a freshly read file that a library entry describes."""
+    for emb in embeddings:
+        member = emb.source.member if emb.source is not None else None
+        if (member or "") == entry.member and emb.name == entry.name:
+            return emb
+    for emb in embeddings:
+        if emb.name == entry.name:
+            return emb
+    return None

@@ -1,0 +1,156 @@
+"""One file → the rows the library stores for it. Runs in scan worker processes, so it returns
+plain tuples (cheap to send between processes) and never touches the database.
+
+Each file is read once: the bytes are hashed, then handed to :func:`embkit.io.open_file`. A file
+that cannot be read or is refused as unsafe becomes a row with its error code and message instead
+of stopping the scan.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import time
+from typing import Any
+
+import numpy as np
+
+from ..encoders import families_for, family_for
+from ..errors import EmbkitError, TooLargeError
+from ..formats import sniff_container
+from ..formats.base import tensor_matrix
+from ..hashes import file_hashes
+from ..io import _read_bytes, open_file
+from ..schema import is_output_slot, slot_order
+
+#: Files larger than this are recorded as too large without being read (no embedding is close).
+MAX_FILE_BYTES = 1024**3
+
+#: Result kinds.
+SAME = "same"  # the content hash matches the stored one: only size/mtime changed
+FILE = "file"  # a full record
+
+
+def examine(path: str, size: int, mtime_ns: int, known_sha: str | None = None) -> tuple:
+    """Read, hash and parse one file.
+
+    Returns ``(SAME, path, size, mtime_ns, scanned_at)`` when its sha256 equals ``known_sha``, else
+    ``(FILE, file_row, embeddings)`` where ``file_row`` is ``(path, size, mtime_ns, sha256, autov2,
+    autov3, format, container, metadata_json, error_code, error, scanned_at)`` and each embedding is
+    ``(member, name, stored_name, family, families, num_vectors, vectors_hash, metadata_json,
+    warnings_json, slots)`` with slots ``[(slot, vectors, width, dtype, vectors_hash, norm_min,
+    norm_mean, norm_max)]``.
+    """
+    now = time.time()
+    hashes: dict[str, str] = {}
+    try:
+        if size > MAX_FILE_BYTES:
+            raise TooLargeError(f"file is {size} bytes, past the library's cap of {MAX_FILE_BYTES}", path=path)
+        data = _read(path)
+        hashes = _hashes(data)
+        if known_sha is not None and hashes["sha256"] == known_sha:
+            return (SAME, path, size, mtime_ns, now)
+        return _parse(path, size, mtime_ns, data, hashes, now)
+    except EmbkitError as exc:
+        return _error_row(path, size, mtime_ns, hashes, exc.code, str(exc), now)
+    except Exception as exc:  # a reader bug on a strange file must not end a scan of thousands
+        return _error_row(path, size, mtime_ns, hashes, "error", f"{path}: unexpected {type(exc).__name__}: {exc}", now)
+
+
+def _read(path: str) -> Any:
+    return _read_bytes(path)
+
+
+def _hashes(data: Any) -> dict[str, str]:
+    container = sniff_container(bytes(data[:32]))
+    return file_hashes(data, container.id if container is not None else "")
+
+
+def _error_row(path, size, mtime_ns, hashes, code, message, now) -> tuple:
+    sha = hashes.get("sha256")
+    row = (path, size, mtime_ns, sha, hashes.get("autov2"), hashes.get("autov3"), None, None, None, code, message, now)
+    return (FILE, row, [])
+
+
+def _parse(path: str, size: int, mtime_ns: int, data: Any, hashes: dict, now: float) -> tuple:
+    loaded = open_file(path, data=data)
+    embeddings = [_embedding_row(loaded, part) for part in loaded.parts]
+    meta = _json(loaded.metadata) if loaded.metadata else None
+    row = (path, size, mtime_ns, hashes["sha256"], hashes["autov2"], hashes.get("autov3"), loaded.format.id, loaded.container, meta, None, None, now)
+    return (FILE, row, embeddings)
+
+
+def _embedding_row(loaded, part) -> tuple:
+    # The same checks embkit.io.embedding_of applies (2-D float matrices, known slots), without
+    # building a frozen Embedding: the scan only needs shapes, hashes and norms.
+    slots = []
+    whole = hashlib.sha256()
+    inputs = []
+    count = 0
+    for slot in sorted(part.tensors, key=slot_order):
+        t = part.tensors[slot]
+        a = np.ascontiguousarray(tensor_matrix(t, loaded.path, f"{part.name} {slot}"), dtype=np.float32)
+        n, d = a.shape
+        h = hashlib.sha256(b"%d,%d;" % (n, d))
+        h.update(a.data)
+        vh = h.hexdigest()
+        whole.update(b"%s:%s;" % (slot.encode(), vh.encode()))
+        norms = np.sqrt(np.einsum("ij,ij->i", a, a, dtype=np.float64)).tolist()
+        slots.append((slot, n, d, t.dtype, vh, _num(min(norms)), _num(sum(norms) / n), _num(max(norms))))
+        if not is_output_slot(slot):
+            inputs.append(slot)
+            count = max(count, n)
+    meta = {**loaded.metadata, **part.metadata}
+    stored = meta.get("stored_name")
+    return (
+        part.member or "",
+        part.name,
+        stored if isinstance(stored, str) else None,
+        family_for(inputs),
+        ",".join(families_for(inputs)),
+        count,
+        whole.hexdigest(),
+        _json(meta),
+        _json(list(part.warnings)),
+        slots,
+    )
+
+
+def _json(value: Any) -> str:
+    return json.dumps(value, ensure_ascii=False, sort_keys=True, default=str, allow_nan=True)
+
+
+def _num(value) -> float | None:
+    v = float(value)
+    return v if v == v and v not in (float("inf"), float("-inf")) else None
+
+
+def walk(root: str, extensions: tuple[str, ...]) -> list[tuple[str, int, int]]:
+    """Every file under ``root`` (recursively, skipping hidden folders) whose name ends with one of
+    ``extensions``: ``(absolute path, size, mtime_ns)``. A file path is returned as itself."""
+    root = os.path.abspath(root)
+    out: list[tuple[str, int, int]] = []
+    if not os.path.isdir(root):
+        st = os.stat(root)
+        return [(root, st.st_size, st.st_mtime_ns)]
+    stack = [root]
+    while stack:
+        folder = stack.pop()
+        try:
+            entries = os.scandir(folder)
+        except OSError:
+            continue  # unreadable folder: its files are simply not seen
+        with entries:
+            for entry in entries:
+                name = entry.name
+                try:
+                    if entry.is_dir():
+                        if not name.startswith("."):
+                            stack.append(entry.path)
+                    elif name.lower().endswith(extensions) and not name.lower().endswith(".preview.png"):
+                        st = entry.stat()
+                        out.append((entry.path, st.st_size, st.st_mtime_ns))
+                except OSError:
+                    continue  # vanished or broken link between listing and stat
+    return out

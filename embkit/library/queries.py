@@ -1,0 +1,237 @@
+"""Reading the library: entries with filters, lookup by name or hash, duplicates and conflicts.
+
+Everything here is plain SQL over the tables in :mod:`embkit.library.schema` plus a little Python;
+no file is opened.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from ..errors import LibraryError
+
+
+@dataclass(frozen=True)
+class SlotRecord:
+    """One slot of a stored embedding: shape, stored dtype, a hash of its float32 vectors, and the
+    minimum / mean / maximum L2 norm of its vectors."""
+
+    slot: str
+    vectors: int
+    width: int
+    dtype: str
+    vectors_hash: str
+    norm_min: float | None
+    norm_mean: float | None
+    norm_max: float | None
+
+
+@dataclass(frozen=True)
+class Entry:
+    """One embedding in the library (a file holding several gives several entries)."""
+
+    id: int
+    name: str
+    stored_name: str | None
+    member: str
+    path: str
+    format: str
+    container: str
+    family: str
+    families: tuple[str, ...]
+    num_vectors: int
+    slots: tuple[SlotRecord, ...]
+    size: int
+    mtime_ns: int
+    sha256: str
+    autov2: str
+    autov3: str | None
+    vectors_hash: str
+    metadata: dict[str, Any]
+    warnings: tuple[str, ...]
+    scanned_at: float
+    tags: tuple[str, ...] = ()
+
+    def to_dict(self) -> dict:
+        """A JSON-ready dict (the shape ``--json`` prints)."""
+        d = asdict(self)
+        d["families"] = list(self.families)
+        d["slots"] = [asdict(s) for s in self.slots]
+        d["warnings"] = list(self.warnings)
+        d["tags"] = list(self.tags)
+        return d
+
+
+@dataclass(frozen=True)
+class FileError:
+    """A file the scan could not read, with the embkit error code and message."""
+
+    path: str
+    code: str
+    message: str
+    size: int
+    sha256: str | None
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class Group:
+    """A duplicate group or a conflict: what kind, the key they share, a sentence, the entries."""
+
+    kind: str
+    key: str
+    message: str
+    entries: tuple[Entry, ...] = field(default_factory=tuple)
+
+    def to_dict(self) -> dict:
+        return {"kind": self.kind, "key": self.key, "message": self.message, "entries": [_brief(e) for e in self.entries]}
+
+
+def _brief(e: Entry) -> dict:
+    return {"name": e.name, "path": e.path, "member": e.member, "format": e.format, "family": e.family, "sha256": e.sha256}
+
+
+_SELECT = """
+SELECT e.id, e.name, e.stored_name, e.member, f.path, f.format, f.container, e.family, e.families, e.num_vectors,
+       f.size, f.mtime_ns, f.sha256, f.autov2, f.autov3, e.vectors_hash, e.metadata, e.warnings, f.scanned_at
+FROM embeddings e JOIN files f ON f.id = e.file_id
+"""
+
+
+def entries(
+    conn: sqlite3.Connection,
+    *,
+    family: str | None = None,
+    slot: str | None = None,
+    name: str | None = None,
+    vectors: int | tuple[int | None, int | None] | None = None,
+    format: str | None = None,
+    tag: str | None = None,
+    where: str = "",
+    params: tuple = (),
+) -> list[Entry]:
+    """Entries matching every filter given (see :meth:`embkit.library.Library.search`)."""
+    clauses, args = [], list(params)
+    if where:
+        clauses.append(where)
+    if family:
+        # an exact family, or one the slots fit (an SD1 embedding also fits SDXL's clip_l slot)
+        clauses.append("(e.family = ? OR ',' || e.families || ',' LIKE ?)")
+        args += [family, f"%,{family},%"]
+    if slot:
+        clauses.append("EXISTS (SELECT 1 FROM slots s WHERE s.embedding_id = e.id AND s.slot = ?)")
+        args.append(slot)
+    if name:
+        clauses.append("lower(e.name) GLOB ?")
+        args.append(name.lower())
+    if vectors is not None:
+        lo, hi = (vectors, vectors) if isinstance(vectors, int) else vectors
+        if lo is not None:
+            clauses.append("e.num_vectors >= ?")
+            args.append(int(lo))
+        if hi is not None:
+            clauses.append("e.num_vectors <= ?")
+            args.append(int(hi))
+    if format:
+        clauses.append("f.format = ?")
+        args.append(format)
+    if tag:
+        clauses.append("EXISTS (SELECT 1 FROM tags t WHERE t.sha256 = f.sha256 AND t.member = e.member AND t.tag = ?)")
+        args.append(tag)
+    sql = _SELECT + (" WHERE " + " AND ".join(clauses) if clauses else "") + " ORDER BY lower(e.name), f.path, e.member"
+    rows = conn.execute(sql, args).fetchall()
+    return _build(conn, rows)
+
+
+def _build(conn: sqlite3.Connection, rows: list[tuple]) -> list[Entry]:
+    if not rows:
+        return []
+    ids = [r[0] for r in rows]
+    slots: dict[int, list[SlotRecord]] = {}
+    tags: dict[tuple[str, str], list[str]] = {}
+    for chunk in _chunks(ids, 900):
+        marks = ",".join("?" * len(chunk))
+        for r in conn.execute(
+            f"SELECT embedding_id, slot, vectors, width, dtype, vectors_hash, norm_min, norm_mean, norm_max FROM slots WHERE embedding_id IN ({marks})",
+            chunk,
+        ):
+            slots.setdefault(r[0], []).append(SlotRecord(*r[1:]))
+    for sha, member, tag in conn.execute("SELECT sha256, member, tag FROM tags ORDER BY tag"):
+        tags.setdefault((sha, member), []).append(tag)
+    from ..schema import slot_order
+
+    out = []
+    for r in rows:
+        s = sorted(slots.get(r[0], []), key=lambda x: slot_order(x.slot))
+        out.append(
+            Entry(
+                id=r[0], name=r[1], stored_name=r[2], member=r[3], path=r[4], format=r[5], container=r[6], family=r[7],
+                families=tuple(f for f in r[8].split(",") if f), num_vectors=r[9], slots=tuple(s), size=r[10],
+                mtime_ns=r[11], sha256=r[12], autov2=r[13], autov3=r[14], vectors_hash=r[15],
+                metadata=json.loads(r[16]), warnings=tuple(json.loads(r[17])), scanned_at=r[18],
+                tags=tuple(tags.get((r[12], r[3]), ())),
+            )
+        )
+    return out
+
+
+def _chunks(items: list, n: int):
+    for i in range(0, len(items), n):
+        yield items[i : i + n]
+
+
+def errors(conn: sqlite3.Connection) -> list[FileError]:
+    """Files recorded with an error instead of embeddings."""
+    rows = conn.execute("SELECT path, error_code, error, size, sha256 FROM files WHERE error_code IS NOT NULL ORDER BY path")
+    return [FileError(*r) for r in rows]
+
+
+def find(conn: sqlite3.Connection, key: str) -> list[Entry]:
+    """Entries whose trigger name (any case), path, member, or hash (sha256, AutoV2, AutoV3,
+    vectors hash; a prefix of at least 6 hex digits) is ``key``. Raises when nothing matches."""
+    import os
+
+    k = key.strip()
+    if not k:
+        raise LibraryError("give a name, a path or a hash")
+    found = entries(conn, where="lower(e.name) = lower(?)", params=(k,))
+    if not found:
+        found = entries(conn, where="f.path = ? OR e.member = ?", params=(os.path.abspath(k), k))
+    low = k.lower()
+    if not found and len(low) >= 6 and all(c in "0123456789abcdef" for c in low):
+        like = low + "%"
+        found = entries(
+            conn,
+            where="(f.sha256 LIKE ? OR f.autov3 LIKE ? OR e.vectors_hash LIKE ?)",
+            params=(like, like, like),
+        )
+    if not found:
+        raise LibraryError(f"no embedding in the library matches {key!r} (by name, path or hash)")
+    return found
+
+
+def dupes(conn: sqlite3.Connection) -> list[Group]:
+    """Groups of entries that are copies: the same file bytes (``same-file``), or the same vectors
+    in files that differ (``same-vectors``: a conversion, another format, a renamed copy)."""
+    groups: list[Group] = []
+    shas = [r[0] for r in conn.execute(
+        "SELECT f.sha256 FROM files f WHERE f.error_code IS NULL GROUP BY f.sha256 HAVING count(*) > 1 ORDER BY f.sha256"
+    )]
+    for sha in shas:
+        es = entries(conn, where="f.sha256 = ?", params=(sha,))
+        paths = sorted({e.path for e in es})
+        groups.append(Group("same-file", sha, f"{len(paths)} files have identical bytes (sha256 {sha[:12]})", tuple(es)))
+    vh = [r[0] for r in conn.execute(
+        "SELECT e.vectors_hash FROM embeddings e JOIN files f ON f.id = e.file_id GROUP BY e.vectors_hash"
+        " HAVING count(DISTINCT f.sha256) > 1 ORDER BY e.vectors_hash"
+    )]
+    for h in vh:
+        es = entries(conn, where="e.vectors_hash = ?", params=(h,))
+        fmts = sorted({e.format for e in es})
+        groups.append(Group("same-vectors", h, f"{len(es)} embeddings hold the same vectors in different files ({', '.join(fmts)})", tuple(es)))
+    return groups

@@ -1,0 +1,199 @@
+"""Scanning folders into the library: walk, compare with what is stored, read what changed (in
+parallel), and write the results in batched transactions.
+
+Incremental: a file whose size and mtime match its row is not opened. One whose size or mtime
+changed is hashed; when its sha256 is unchanged only the row's size and mtime are updated, else it
+is parsed again. Rows for files that are gone from a scanned folder are deleted.
+"""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+import time
+from dataclasses import dataclass, field
+from typing import Callable, Iterable
+
+from . import extract
+
+#: Below this many files to read, worker processes cost more than they save.
+PARALLEL_ABOVE = 64
+#: Files per task sent to a worker, and per write transaction.
+CHUNK = 32
+BATCH = 2000
+
+
+@dataclass
+class ScanReport:
+    """What a scan did. ``errors`` lists ``(path, code, message)`` for files that could not be read."""
+
+    seen: int = 0
+    added: int = 0
+    updated: int = 0
+    unchanged: int = 0
+    removed: int = 0
+    errors: list[tuple[str, str, str]] = field(default_factory=list)
+    seconds: float = 0.0
+
+    def to_dict(self) -> dict:
+        """A JSON-ready dict."""
+        return {
+            "seen": self.seen,
+            "added": self.added,
+            "updated": self.updated,
+            "unchanged": self.unchanged,
+            "removed": self.removed,
+            "errors": [{"path": p, "code": c, "message": m} for p, c, m in self.errors],
+            "seconds": round(self.seconds, 3),
+        }
+
+
+def scan(
+    conn: sqlite3.Connection,
+    paths: Iterable[str | os.PathLike],
+    *,
+    jobs: int | None = None,
+    progress: Callable[[int, int], None] | None = None,
+) -> ScanReport:
+    """Scan files and folders (recursively) into the database; see the module docstring."""
+    from ..formats import extensions
+
+    start = time.perf_counter()
+    report = ScanReport()
+    exts = tuple(extensions())
+    found: dict[str, tuple[int, int]] = {}
+    roots = []
+    for p in paths:
+        root = os.path.abspath(os.fspath(p))
+        roots.append(root)
+        if not os.path.exists(root):
+            continue  # a vanished root: its rows are removed below
+        for path, size, mtime in extract.walk(root, exts):
+            found[path] = (size, mtime)
+    report.seen = len(found)
+
+    stored = _stored_under(conn, roots)
+    todo: list[tuple[str, int, int, str | None]] = []
+    for path, (size, mtime) in found.items():
+        old = stored.get(path)
+        if old is None:
+            todo.append((path, size, mtime, None))
+        elif old[0] == size and old[1] == mtime:
+            report.unchanged += 1
+        else:
+            todo.append((path, size, mtime, old[2]))
+    gone = [path for path in stored if path not in found]
+
+    total = len(todo)
+    if progress:
+        progress(0, total)
+    done = 0
+    pending: list[tuple] = []
+    for results in _run(todo, jobs):
+        pending.extend(results)
+        done += len(results)
+        if len(pending) >= BATCH:
+            _write(conn, pending, [], report, stored)
+            pending = []
+        if progress:
+            progress(done, total)
+    _write(conn, pending, gone, report, stored)
+    report.seconds = time.perf_counter() - start
+    return report
+
+
+def _stored_under(conn: sqlite3.Connection, roots: list[str]) -> dict[str, tuple[int, int, str | None]]:
+    """Rows whose path is one of the roots or lies under one: path → (size, mtime_ns, sha256)."""
+    out: dict[str, tuple[int, int, str | None]] = {}
+    sql = "SELECT path, size, mtime_ns, sha256 FROM files WHERE path = ? OR (path >= ? AND path < ?)"
+    for root in roots:
+        lo = root.rstrip(os.sep) + os.sep
+        hi = lo[:-1] + chr(ord(os.sep) + 1)
+        for path, size, mtime, sha in conn.execute(sql, (root, lo, hi)):
+            out[path] = (size, mtime, sha)
+    return out
+
+
+def _examine_chunk(chunk: list[tuple[str, int, int, str | None]]) -> list[tuple]:
+    return [extract.examine(*item) for item in chunk]
+
+
+def _run(todo: list, jobs: int | None):
+    """Yield lists of :func:`extract.examine` results, in worker processes when it pays."""
+    if jobs is None:
+        jobs = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    chunks = [todo[i : i + CHUNK] for i in range(0, len(todo), CHUNK)]
+    if jobs <= 1 or len(todo) < PARALLEL_ABOVE:
+        for chunk in chunks:
+            yield _examine_chunk(chunk)
+        return
+    import multiprocessing as mp
+
+    # fork starts workers in milliseconds and they inherit the imported readers; elsewhere the
+    # platform default (spawn) works, only slower to start.
+    ctx = mp.get_context("fork") if "fork" in mp.get_all_start_methods() else mp.get_context()
+    with ctx.Pool(min(jobs, len(chunks))) as pool:
+        yield from pool.imap_unordered(_examine_chunk, chunks)
+
+
+def _write(conn: sqlite3.Connection, results: list[tuple], gone: list[str], report: ScanReport, stored: dict) -> None:
+    """Write one batch in one transaction. The row for a path is replaced whole, so two scans
+    writing the same file one after the other leave one consistent row."""
+    if not results and not gone:
+        return
+    conn.execute("BEGIN IMMEDIATE")  # waits (busy timeout) for another scan's batch to finish
+    try:
+        same = [(r[2], r[3], r[4], r[1]) for r in results if r[0] == extract.SAME]
+        if same:
+            conn.executemany("UPDATE files SET size = ?, mtime_ns = ?, scanned_at = ? WHERE path = ?", same)
+        full = [r for r in results if r[0] == extract.FILE]
+        delete = [(r[1][0],) for r in full] + [(p,) for p in gone]
+        if delete:
+            conn.executemany("DELETE FROM files WHERE path = ?", delete)
+        if full:
+            _insert(conn, full)
+        conn.execute("COMMIT")
+    except BaseException:
+        conn.execute("ROLLBACK")
+        raise
+    report.unchanged += len(same)
+    report.removed += len(gone)
+    for r in full:
+        row = r[1]
+        if row[0] in stored:
+            report.updated += 1
+        else:
+            report.added += 1
+        if row[9] is not None:
+            report.errors.append((row[0], row[9], row[10]))
+
+
+def _insert(conn: sqlite3.Connection, full: list[tuple]) -> None:
+    # We hold the write lock, so ids can be handed out here and every table filled with one
+    # executemany each, instead of a statement per row to learn lastrowid.
+    file_id = conn.execute("SELECT coalesce(max(id), 0) FROM files").fetchone()[0]
+    emb_id = conn.execute("SELECT coalesce(max(id), 0) FROM embeddings").fetchone()[0]
+    files, embs, slots = [], [], []
+    for _kind, row, embeddings in full:
+        file_id += 1
+        files.append((file_id, *row))
+        for e in embeddings:
+            emb_id += 1
+            embs.append((emb_id, file_id, *e[:9]))
+            slots.extend((emb_id, *s) for s in e[9])
+    conn.executemany(
+        "INSERT INTO files (id, path, size, mtime_ns, sha256, autov2, autov3, format, container, metadata, error_code, error, scanned_at)"
+        " VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)",
+        files,
+    )
+    if embs:
+        conn.executemany(
+            "INSERT INTO embeddings (id, file_id, member, name, stored_name, family, families, num_vectors, vectors_hash, metadata, warnings)"
+            " VALUES (?,?,?,?,?,?,?,?,?,?,?)",
+            embs,
+        )
+    if slots:
+        conn.executemany(
+            "INSERT INTO slots (embedding_id, slot, vectors, width, dtype, vectors_hash, norm_min, norm_mean, norm_max) VALUES (?,?,?,?,?,?,?,?,?)",
+            slots,
+        )

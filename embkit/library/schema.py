@@ -1,0 +1,181 @@
+"""The library's SQLite database: where it lives, how it is opened, and its versioned schema.
+
+The schema version is SQLite's ``PRAGMA user_version``. :data:`MIGRATIONS` is an append-only list of
+SQL scripts; script *i* takes a database from version *i* to *i + 1*. Opening a database applies the
+missing ones inside ``BEGIN IMMEDIATE`` so two processes opening a fresh database at once do not
+both migrate it. WAL mode lets readers work while a scan writes; a long busy timeout makes a second
+writer wait for the first instead of failing with "database is locked".
+"""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+import time
+from pathlib import Path
+
+from ..errors import LibraryError
+
+#: Environment variable that names the database file (``--db`` wins over it).
+ENV_VAR = "EMBKIT_LIBRARY"
+#: How long a writer waits for another writer before giving up (seconds).
+BUSY_TIMEOUT_S = 120.0
+
+#: Append-only: never edit a released step, add a new one.
+MIGRATIONS: tuple[str, ...] = (
+    # 0 -> 1: files, the embeddings in them, and each embedding's slots.
+    """
+    CREATE TABLE files (
+        id          INTEGER PRIMARY KEY,
+        path        TEXT NOT NULL UNIQUE,
+        size        INTEGER NOT NULL,
+        mtime_ns    INTEGER NOT NULL,
+        sha256      TEXT,
+        autov2      TEXT,
+        autov3      TEXT,
+        format      TEXT,
+        container   TEXT,
+        metadata    TEXT,            -- JSON: what the container itself carries
+        error_code  TEXT,            -- an embkit.errors code when the file could not be read
+        error       TEXT,
+        scanned_at  REAL NOT NULL
+    );
+    CREATE INDEX files_sha256 ON files(sha256);
+    CREATE TABLE embeddings (
+        id           INTEGER PRIMARY KEY,
+        file_id      INTEGER NOT NULL REFERENCES files(id) ON DELETE CASCADE,
+        member       TEXT NOT NULL DEFAULT '',   -- which one, in files holding several
+        name         TEXT NOT NULL,              -- the trigger word
+        stored_name  TEXT,                       -- the name written inside the file
+        family       TEXT NOT NULL,
+        families     TEXT NOT NULL,              -- every family the slots fit, comma-separated
+        num_vectors  INTEGER NOT NULL,
+        vectors_hash TEXT NOT NULL,              -- sha256 over every slot's float32 vectors
+        metadata     TEXT NOT NULL,              -- JSON
+        warnings     TEXT NOT NULL               -- JSON list of strings
+    );
+    CREATE INDEX embeddings_file ON embeddings(file_id);
+    CREATE INDEX embeddings_name ON embeddings(name COLLATE NOCASE);
+    CREATE INDEX embeddings_vectors ON embeddings(vectors_hash);
+    CREATE TABLE slots (
+        embedding_id INTEGER NOT NULL REFERENCES embeddings(id) ON DELETE CASCADE,
+        slot         TEXT NOT NULL,
+        vectors      INTEGER NOT NULL,
+        width        INTEGER NOT NULL,
+        dtype        TEXT NOT NULL,
+        vectors_hash TEXT NOT NULL,
+        norm_min     REAL,
+        norm_mean    REAL,
+        norm_max     REAL,
+        PRIMARY KEY (embedding_id, slot)
+    ) WITHOUT ROWID;
+    """,
+    # 1 -> 2: user tags, keyed by content (file sha256 + member) so they survive moves and rescans.
+    """
+    CREATE TABLE tags (
+        sha256  TEXT NOT NULL,
+        member  TEXT NOT NULL DEFAULT '',
+        tag     TEXT NOT NULL,
+        PRIMARY KEY (sha256, member, tag)
+    ) WITHOUT ROWID;
+    CREATE INDEX tags_tag ON tags(tag);
+    """,
+)
+SCHEMA_VERSION = len(MIGRATIONS)
+
+
+def default_path() -> Path:
+    """``$EMBKIT_LIBRARY``, else ``library.sqlite`` in the platform's user data folder."""
+    env = os.environ.get(ENV_VAR)
+    if env:
+        return Path(env).expanduser()
+    import platformdirs
+
+    return Path(platformdirs.user_data_dir("embkit")) / "library.sqlite"
+
+
+def connect(path: str | os.PathLike, *, upto: int | None = None) -> sqlite3.Connection:
+    """Open (creating when needed) and migrate the database; autocommit mode, WAL, foreign keys.
+
+    ``upto`` stops migrating at that version (tests use it to build an old database).
+    """
+    path = Path(path)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        conn = sqlite3.connect(str(path), timeout=BUSY_TIMEOUT_S, isolation_level=None, check_same_thread=False)
+    except (OSError, sqlite3.Error) as exc:
+        raise LibraryError(f"cannot open the library database ({exc})", path=path) from None
+    try:
+        _set_wal(conn)
+        conn.execute("PRAGMA synchronous=NORMAL")
+        conn.execute("PRAGMA foreign_keys=ON")
+        migrate(conn, path, upto=SCHEMA_VERSION if upto is None else upto)
+    except sqlite3.DatabaseError as exc:
+        conn.close()
+        raise LibraryError(f"is not a usable library database ({exc})", path=path) from None
+    except BaseException:
+        conn.close()
+        raise
+    return conn
+
+
+def _set_wal(conn: sqlite3.Connection) -> None:
+    # Switching a fresh file to WAL needs a moment of exclusive access; a concurrent opener may
+    # hold it, and the busy handler does not cover every path of this pragma, so retry briefly.
+    for attempt in range(200):
+        try:
+            conn.execute("PRAGMA journal_mode=WAL")
+            return
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) and "busy" not in str(exc):
+                raise
+            time.sleep(0.01 * min(attempt + 1, 20))
+    conn.execute("PRAGMA journal_mode=WAL")
+
+
+def version(conn: sqlite3.Connection) -> int:
+    """The database's schema version (``PRAGMA user_version``)."""
+    return int(conn.execute("PRAGMA user_version").fetchone()[0])
+
+
+def migrate(conn: sqlite3.Connection, path: str | os.PathLike = "", *, upto: int = SCHEMA_VERSION) -> int:
+    """Apply the missing migrations up to ``upto``, each step in its own transaction; returns the
+    version reached. A database newer than this embkit is refused, not touched."""
+    current = version(conn)
+    if current > SCHEMA_VERSION:
+        raise LibraryError(
+            f"library schema version {current} is newer than this embkit understands ({SCHEMA_VERSION}); upgrade embkit",
+            path=path or None,
+        )
+    while current < upto:
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            current = version(conn)  # another process may have migrated while we waited
+            if current >= upto:
+                conn.execute("COMMIT")
+                break
+            for statement in _statements(MIGRATIONS[current]):
+                conn.execute(statement)
+            conn.execute(f"PRAGMA user_version={current + 1}")
+            conn.execute("COMMIT")
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+        current += 1
+    return current
+
+
+def _statements(script: str) -> list[str]:
+    # executescript() would COMMIT our transaction first; run the statements one by one instead.
+    out, buf = [], []
+    for line in script.splitlines():
+        line = line.split("--", 1)[0].rstrip()
+        if not line:
+            continue
+        buf.append(line)
+        if line.endswith(";"):
+            out.append("\n".join(buf))
+            buf = []
+    if buf:
+        out.append("\n".join(buf))
+    return out
