@@ -1,0 +1,313 @@
+"""``embkit convert IN... -o OUT|DIR --to FORMAT``: any format to any writable format, in bulk.
+
+One file in and ``-o`` a file name (or a folder) out; several files or a folder in and ``-o`` a
+folder out, with the same tree below it. Files are converted in parallel worker processes; every
+write is atomic, so a killed batch leaves each target complete or absent, and running the same
+command again finishes it (existing targets are skipped unless ``--overwrite``).
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from dataclasses import dataclass, replace
+
+import click
+
+from ..formats import CONTAINER_IDS, writable_ids
+from . import output
+
+DTYPES = ("fp32", "fp16", "bf16")
+
+
+@dataclass(frozen=True)
+class Job:
+    """One input (file or concept folder) and where its output goes."""
+
+    source: str
+    #: the target path, or, when ``into_dir``, the path without extension (extension added per format)
+    target: str
+    into_dir: bool
+    #: --name also names the output file (a lone input converted into a folder)
+    rename: bool = False
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Everything a worker needs to convert one job (picklable: sent to worker processes)."""
+
+    to: str | None
+    container: str | None
+    dtype: str | None
+    name: str | None
+    strict: bool
+    overwrite: bool
+    dry_run: bool
+    options: tuple[tuple[str, object], ...]
+
+
+def plan_jobs(inputs: tuple[str, ...], out: str) -> tuple[list[Job], bool]:
+    """Expand inputs into jobs; also says whether this is a single-file conversion."""
+    from ..atomic import is_temp
+    from ..formats import extensions
+
+    out_is_dir = os.path.isdir(out) or out.endswith(("/", os.sep)) or len(inputs) > 1
+    single = len(inputs) == 1 and (os.path.isfile(inputs[0]) or _is_concept(inputs[0]))
+    if single and not out_is_dir:
+        return [Job(inputs[0], out, False)], True
+    exts = extensions()
+    jobs: list[Job] = []
+    for src in inputs:
+        src = os.path.normpath(src)
+        if os.path.isfile(src) or _is_concept(src):
+            jobs.append(Job(src, os.path.join(out, _stem(os.path.basename(src))), True))
+            continue
+        if not os.path.isdir(src):
+            raise click.BadParameter(f"{src}: no such file or folder", param_hint="IN")
+        base = out if len(inputs) == 1 else os.path.join(out, os.path.basename(src))
+        for root, dirs, files in os.walk(src):
+            dirs.sort()
+            dirs[:] = [d for d in dirs if not is_temp(d) and not d.startswith(".")]
+            rel = os.path.relpath(root, src)
+            if _is_concept(root) and root != src:
+                jobs.append(Job(root, os.path.normpath(os.path.join(base, rel)), True))
+                dirs[:] = []
+                continue
+            for f in sorted(files):
+                low = f.lower()
+                if low.endswith(exts) and not low.endswith(".preview.png") and not is_temp(f) and not f.startswith("."):
+                    jobs.append(Job(os.path.join(root, f), os.path.normpath(os.path.join(base, rel, _stem(f))), True))
+    return jobs, single
+
+
+def _is_concept(path: str) -> bool:
+    from ..errors import NotMine
+    from ..formats.concept_folder import embeds_file
+
+    if not os.path.isdir(path):
+        return False
+    try:
+        embeds_file(path)
+        return True
+    except NotMine:
+        return False
+
+
+def _stem(name: str) -> str:
+    low = name.lower()
+    if low.endswith(".preview.png"):
+        return name[: -len(".preview.png")]
+    return os.path.splitext(name)[0] if os.path.splitext(name)[1] else name
+
+
+def _safe(text: str) -> str:
+    cleaned = "".join(c if c.isalnum() or c in "-_.+" else "_" for c in text).strip("._")
+    return cleaned or "embedding"
+
+
+def convert_one(job: Job, s: Settings) -> dict:
+    """Convert one job; never raises for an embkit problem: the result says what happened."""
+    from ..errors import EmbkitError, LossError, TargetExistsError, UnknownFormatError
+    from ..io import read_all
+    from ..writing import default_extension, plan, write
+
+    result: dict = {"input": job.source, "outputs": [], "status": "converted", "losses": []}
+    try:
+        embs = read_all(job.source)
+        if s.name:
+            embs = [e.replace(name=s.name, metadata={k: v for k, v in e.metadata.items() if k != "stored_name"}) for e in embs]
+        if len(embs) > 1 and not job.into_dir:
+            raise EmbkitError(f"holds {len(embs)} embeddings ({', '.join(e.name for e in embs)}); give -o a folder", path=job.source)
+        options = dict(s.options)
+        for emb in embs:
+            target = job.target
+            if job.into_dir:
+                fmt = s.to
+                stem = target if len(embs) == 1 else f"{target}-{_safe(emb.name)}"
+                if s.name and job.rename and len(embs) == 1:
+                    stem = os.path.join(os.path.dirname(target), _safe(s.name))
+                target = stem + default_extension(fmt, s.container)
+            else:
+                fmt = s.to
+            if s.dry_run:
+                planned = plan(emb, target, fmt, container=s.container, dtype=s.dtype, **options)
+                losses = planned.losses
+                exists = [o.path for o in planned.outputs if os.path.lexists(o.path)]
+                if exists and not s.overwrite:
+                    result["status"] = "skipped"
+                    result["reason"] = f"{exists[0]} exists"
+                elif s.strict and losses:
+                    raise LossError("would lose: " + "; ".join(x.message for x in losses), path=target)
+                else:
+                    result["status"] = "dry-run"
+                result["outputs"].extend(o.path for o in planned.outputs)
+            else:
+                os.makedirs(os.path.dirname(os.path.abspath(target)), exist_ok=True)
+                losses = write(emb, target, fmt, container=s.container, overwrite=s.overwrite, strict=s.strict, dtype=s.dtype, sync_dir=False, **options)
+                result["outputs"].append(target)
+                if fmt == "diffusers" and options.get("sdxl_two_files"):
+                    from ..formats.diffusers import second_file
+
+                    result["outputs"].append(second_file(target))
+            result["losses"].extend({**x.to_dict(), "embedding": emb.name} for x in losses)
+    except TargetExistsError as exc:
+        result.update(status="skipped", reason=f"{exc.path} exists (--overwrite replaces it)", error=exc.to_dict(), exit_code=exc.exit_code)
+    except UnknownFormatError as exc:
+        if job.into_dir:  # a file in a walked folder that is not an embedding (a model, a picture)
+            result.update(status="skipped", reason=f"not an embedding: {exc.detail}")
+        else:
+            result.update(status="failed", reason=exc.detail, error=exc.to_dict(), exit_code=exc.exit_code)
+    except EmbkitError as exc:
+        result.update(status="failed", reason=exc.detail, error=exc.to_dict(), exit_code=exc.exit_code)
+    except (TypeError, ValueError) as exc:
+        result.update(status="failed", reason=str(exc), error={"code": "error", "message": str(exc)}, exit_code=1)
+    return result
+
+
+def convert_chunk(jobs: list[Job], s: Settings) -> list[dict]:
+    """Convert several jobs in one worker, then make their renames durable: one fsync per folder."""
+    from ..atomic import fsync_dir
+
+    results = [convert_one(job, s) for job in jobs]
+    if not s.dry_run:
+        for folder in {os.path.dirname(os.path.abspath(p)) for r in results for p in r["outputs"]}:
+            fsync_dir(folder)
+    return results
+
+
+def run_jobs(jobs: list[Job], s: Settings, workers: int, on_done=None) -> list[dict]:
+    """Run jobs in ``workers`` processes (inline for one worker or a few jobs), in input order."""
+    if workers <= 1 or len(jobs) < 8:
+        results = []
+        for job in jobs:
+            results.extend(convert_chunk([job], s))
+            if on_done:
+                on_done(1)
+        return results
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+
+    size = max(1, min(64, len(jobs) // (workers * 8)))
+    chunks = [jobs[i : i + size] for i in range(0, len(jobs), size)]
+    method = "fork" if "fork" in multiprocessing.get_all_start_methods() else None
+    ctx = multiprocessing.get_context(method)
+    out: list[list[dict]] = [[] for _ in chunks]
+    with ProcessPoolExecutor(max_workers=workers, mp_context=ctx) as pool:
+        futures = {pool.submit(convert_chunk, chunk, s): i for i, chunk in enumerate(chunks)}
+        from concurrent.futures import as_completed
+
+        for fut in as_completed(futures):
+            out[futures[fut]] = fut.result()
+            if on_done:
+                on_done(len(out[futures[fut]]))
+    return [r for chunk in out for r in chunk]
+
+
+@click.command("convert")
+@click.argument("inputs", nargs=-1, required=True, type=click.Path(exists=True))
+@click.option("-o", "--output", "out", required=True, type=click.Path(), help="Output file, or a folder (for several inputs or a folder in).")
+@click.option("--to", "to", type=click.Choice(writable_ids()), help="Target format (default: from the output extension).")
+@click.option("--container", type=click.Choice([c for c in CONTAINER_IDS if c != "webp"]), help="Container for files written into a folder (default: the format's first).")
+@click.option("--dtype", type=click.Choice(DTYPES), help="Store vectors as this dtype (default: keep each slot's dtype).")
+@click.option("--name", help="Rename the trigger word.")
+@click.option("--strict", is_flag=True, help="Fail a file on any loss instead of warning.")
+@click.option("--overwrite", is_flag=True, help="Replace existing targets (default: skip them).")
+@click.option("--dry-run", is_flag=True, help="Report what would be written and lost; write nothing.")
+@click.option("-j", "--jobs", type=click.IntRange(1, 256), default=None, help="Worker processes (default: CPU count).")
+@click.option("--t5-key", type=click.Choice(["t5", "t5xxl"]), help="multi: spell the T5 key (t5xxl for ComfyUI).")
+@click.option("--sdxl-two-files", is_flag=True, help="diffusers: write an SDXL pair as NAME and NAME_2.")
+@click.option("--picture", type=click.Path(exists=True, dir_okay=False), help="a1111-image: picture to put in the card.")
+@click.option("--json", "as_json", is_flag=True, help="Print a JSON report instead of tables.")
+def cli(inputs, out, to, container, dtype, name, strict, overwrite, dry_run, jobs, t5_key, sdxl_two_files, picture, as_json) -> None:
+    """Convert embeddings between formats; folders keep their tree.
+
+    Every loss (a slot, output vectors, metadata, precision the target cannot hold) is reported
+    per file; --strict turns a loss into a failure. Exit status: 0 when nothing failed, else the
+    exit code of the failures' error (1 when they differ)."""
+    job_list, single = plan_jobs(tuple(inputs), out)
+    if single and to is None:
+        pass  # the writer picks the format from the output extension
+    elif to is None and any(j.into_dir for j in job_list):
+        raise click.UsageError("--to FORMAT is needed when writing into a folder")
+    if len(inputs) == 1 and len(job_list) == 1 and name and job_list[0].into_dir and os.path.isfile(inputs[0]):
+        job_list = [replace(job_list[0], rename=True)]
+    if not single and not dry_run:
+        os.makedirs(out, exist_ok=True)
+    options = {}
+    if t5_key:
+        options["t5_key"] = t5_key
+    if sdxl_two_files:
+        options["sdxl_two_files"] = True
+    if picture:
+        options["picture"] = picture
+    settings = Settings(to, container, dtype, name, strict, overwrite, dry_run, tuple(options.items()))
+    workers = jobs or os.cpu_count() or 1
+    results = _run_with_progress(job_list, settings, workers, show=not as_json)
+    code = exit_code(results, single)
+    if as_json:
+        output.print_json(summary(results))
+    else:
+        print_summary(results, dry_run)
+    if code:
+        raise SystemExit(code)
+
+
+def _run_with_progress(job_list: list[Job], s: Settings, workers: int, show: bool) -> list[dict]:
+    con = output.err_console()
+    if not show or len(job_list) < 2 or not con.is_terminal:
+        return run_jobs(job_list, s, workers)
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+    with Progress(TextColumn("converting"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(), console=con, transient=True) as bar:
+        task = bar.add_task("convert", total=len(job_list))
+        return run_jobs(job_list, s, workers, on_done=lambda n: bar.advance(task, n))
+
+
+def exit_code(results: list[dict], single: bool) -> int:
+    """0 when nothing failed; the failures' shared exit code, else 1. A single file whose target
+    exists fails (exit 9); in a batch existing targets are only skipped."""
+    codes = {r["exit_code"] for r in results if r["status"] == "failed"}
+    if single:
+        codes |= {r["exit_code"] for r in results if r["status"] == "skipped" and "exit_code" in r}
+    if not codes:
+        return 0
+    return codes.pop() if len(codes) == 1 else 1
+
+
+def summary(results: list[dict]) -> dict:
+    """The ``--json`` report: counts by status and every file's result."""
+    counts: dict[str, int] = {}
+    for r in results:
+        counts[r["status"]] = counts.get(r["status"], 0) + 1
+    return {"counts": counts, "losses": sum(len(r["losses"]) for r in results), "files": results}
+
+
+def print_summary(results: list[dict], dry_run: bool) -> None:
+    """A table of every file that failed, was skipped or lost something, then the totals."""
+    from rich.table import Table
+
+    esc = output.escape
+    noteworthy = [r for r in results if r["status"] in ("failed", "skipped") or r["losses"] or len(results) <= 20]
+    if noteworthy:
+        table = Table(show_header=True, header_style="bold")
+        table.add_column("file")
+        table.add_column("result")
+        table.add_column("why / what was lost")
+        for r in noteworthy:
+            style = {"failed": "red", "skipped": "yellow"}.get(r["status"], "green")
+            notes = [r["reason"]] if "reason" in r else []
+            notes += [f"[{x['code']}] {x['message']}" for x in r["losses"]]
+            target = ", ".join(r["outputs"]) if r["outputs"] else ""
+            shown = esc(r["input"]) + (f" → {esc(target)}" if target else "")
+            table.add_row(shown, f"[{style}]{r['status']}[/]", esc("\n".join(notes)) if notes else "")
+        output.console().print(table)
+    counts = summary(results)["counts"]
+    done = counts.get("dry-run" if dry_run else "converted", 0)
+    verb = "would convert" if dry_run else "converted"
+    output.console().print(
+        f"{verb} {done}, skipped {counts.get('skipped', 0)}, failed {counts.get('failed', 0)}"
+        f"; {sum(1 for r in results if r['losses'])} with losses"
+    )
+    if not results:
+        output.warn("no embedding files found")
+    sys.stdout.flush()
