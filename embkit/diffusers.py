@@ -1,0 +1,449 @@
+"""Put embeddings into a diffusers pipeline in one step, and take them out again exactly.
+
+:func:`apply` loads any number of embeddings (Embedding objects or files of any format) into every
+text encoder they have vectors for: SD1/SD2 ``text_encoder``; SDXL ``clip_l`` → ``text_encoder`` and
+``clip_g`` → ``text_encoder_2``; Flux ``clip_l`` and ``t5`` (``text_encoder_2`` is T5 there); SD3 all
+three. Compared with diffusers' ``load_textual_inversion`` it
+
+* checks everything first (slots, widths, names, values), so a failure leaves the pipeline untouched;
+* grows each embedding matrix once, by building the new ``nn.Embedding`` directly (no transformers
+  mean-resizing, which costs a covariance and a Cholesky over all rows per call);
+* writes rows in each encoder's own dtype and device;
+* names multi-vector tokens ``tok, tok_1, …`` exactly like diffusers, so its ``maybe_convert_prompt``
+  still works, and registers them as whole-word tokens matching :func:`embkit.prompt.expand`.
+
+:func:`unload` restores what apply changed: the tokenizer's backend object, the matrix size and rows,
+``config.vocab_size``. torch and diffusers are only imported inside functions.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import itertools
+import os
+from dataclasses import dataclass, field
+from typing import Any, Iterable, Iterator, Mapping, Sequence
+
+from .errors import EmbkitError, TargetError, ValidationFailed
+from .prompt import expand, token_names
+from .schema import Embedding
+
+#: (text encoder, tokenizer) attribute pairs a diffusers pipeline may have, in order.
+ENCODER_PAIRS: tuple[tuple[str, str], ...] = (
+    ("text_encoder", "tokenizer"),
+    ("text_encoder_2", "tokenizer_2"),
+    ("text_encoder_3", "tokenizer_3"),
+)
+#: CLIP text-encoder width → slot. T5 encoders are recognised by their model type.
+_CLIP_WIDTH_SLOT = {768: "clip_l", 1024: "clip_h", 1280: "clip_g"}
+#: Pipeline attribute where apply keeps what it did, so unload can undo it.
+_REGISTRY = "_embkit_applied"
+_keys = itertools.count(1)
+
+
+@dataclass(frozen=True)
+class EncoderSlot:
+    """One text encoder of a pipeline: its slot, attribute names and token width."""
+
+    slot: str
+    encoder: str
+    tokenizer: str
+    width: int
+
+
+@dataclass
+class Applied:
+    """What :func:`apply` added to a pipeline.
+
+    Attributes:
+        embeddings: the embeddings applied, in order.
+        triggers: embedding name → the trigger word registered for it.
+        tokens: encoder attribute → the tokens added to its tokenizer, in id order.
+        ids: encoder attribute → the token ids of those tokens.
+        counts: tokenizer attribute → {trigger: number of vectors}, for :func:`embkit.prompt.expand`.
+        warnings: things apply skipped (OneTrainer output vectors) as plain messages.
+    """
+
+    embeddings: tuple[Embedding, ...]
+    triggers: dict[str, str]
+    tokens: dict[str, tuple[str, ...]] = field(default_factory=dict)
+    ids: dict[str, tuple[int, ...]] = field(default_factory=dict)
+    counts: dict[str, dict[str, int]] = field(default_factory=dict)
+    warnings: tuple[str, ...] = ()
+    key: int = 0
+
+    def expand(self, prompt: str, tokenizer: str = "tokenizer") -> str:
+        """``prompt`` with this apply's multi-vector triggers expanded for ``tokenizer``."""
+        return expand(prompt, self.counts.get(tokenizer, {}))
+
+
+@dataclass
+class _Snapshot:
+    # The state of one encoder before an apply: enough to put it back exactly.
+    backend: Any  # the tokenizer's original tokenizers.Tokenizer object
+    rows: int
+    vocab_size: Any
+    overwritten: dict  # id → original row, for ids that fell inside the old matrix (T5's padding rows)
+
+
+@dataclass
+class _Entry:
+    applied: Applied
+    snapshots: dict[str, _Snapshot]
+    token_lists: dict[str, list[str]]
+
+
+# -- finding the encoders ----------------------------------------------------------------------
+
+
+def encoder_slots(pipe: Any) -> list[EncoderSlot]:
+    """The text encoders of ``pipe`` with the slot each one fills (``clip_l``, ``clip_g``, ``t5`` …)."""
+    found = []
+    for enc_attr, tok_attr in ENCODER_PAIRS:
+        encoder, tokenizer = getattr(pipe, enc_attr, None), getattr(pipe, tok_attr, None)
+        if encoder is None or tokenizer is None:
+            continue
+        width = int(encoder.get_input_embeddings().weight.shape[1])
+        model_type = str(getattr(getattr(encoder, "config", None), "model_type", "")).lower()
+        if "t5" in model_type or "T5" in type(encoder).__name__:
+            slot = "t5"
+        else:
+            slot = _CLIP_WIDTH_SLOT.get(width)
+        if slot is None:
+            raise TargetError(f"{type(pipe).__name__}.{enc_attr} has token width {width}, which matches no known text encoder")
+        found.append(EncoderSlot(slot, enc_attr, tok_attr, width))
+    if not found:
+        raise TargetError(f"{type(pipe).__name__} has no text encoder and tokenizer to put embeddings into")
+    return found
+
+
+# -- apply ---------------------------------------------------------------------------------------
+
+
+def _load(embeddings: Any) -> list[Embedding]:
+    from .io import read_all
+
+    if isinstance(embeddings, (Embedding, str, os.PathLike)):
+        embeddings = [embeddings]
+    out: list[Embedding] = []
+    for item in embeddings:
+        if isinstance(item, Embedding):
+            out.append(item)
+        elif isinstance(item, (str, os.PathLike)):
+            out.extend(read_all(item))
+        else:
+            raise EmbkitError(f"cannot apply a {type(item).__name__}; pass Embedding objects or file paths")
+    if not out:
+        raise EmbkitError("no embeddings to apply")
+    return out
+
+
+def _trigger_names(embs: list[Embedding], tokens: Any) -> list[str]:
+    if tokens is None:
+        return [e.name for e in embs]
+    if isinstance(tokens, str):
+        if len(embs) != 1:
+            raise EmbkitError(f"one token given for {len(embs)} embeddings; pass a list or a mapping")
+        return [tokens]
+    if isinstance(tokens, Mapping):
+        return [str(tokens.get(e.name, e.name)) for e in embs]
+    tokens = list(tokens)
+    if len(tokens) != len(embs):
+        raise EmbkitError(f"{len(tokens)} tokens given for {len(embs)} embeddings")
+    return [str(t) if t is not None else e.name for t, e in zip(tokens, embs)]
+
+
+def _where(emb: Embedding) -> str:
+    return emb.source.path if emb.source is not None else f"embedding {emb.name!r}"
+
+
+def _validation_errors(pipe: Any, embs: list[Embedding]) -> list[str]:
+    """Errors from :func:`embkit.validate` against the live pipeline (widths, slots, values, budget)."""
+    from .modelspec import ModelSpec
+    from .validate import validate
+
+    spec = ModelSpec.from_pipeline(pipe)
+    out = []
+    for emb in embs:
+        report = validate(emb, spec)
+        out.extend(f"{_where(emb)}: {f.message}" for f in report.errors)
+    return out
+
+
+def _check(pipe: Any, embs: list[Embedding], triggers: list[str], slots: list[EncoderSlot], validate: bool) -> tuple[dict[str, list[str]], list[str]]:
+    """Every check apply makes, before touching anything. Returns encoder → tokens to add, and warnings."""
+    import numpy as np
+
+    by_slot = {s.slot: s for s in slots}
+    problems: list[str] = []
+    warnings: list[str] = []
+    plan: dict[str, list[str]] = {s.encoder: [] for s in slots}
+    for emb, trigger in zip(embs, triggers):
+        where = _where(emb)
+        missing = [s for s in emb.slots if s not in by_slot]
+        if missing:
+            problems.append(f"{where}: has {', '.join(missing)} vectors but the pipeline has only {', '.join(by_slot)} encoders")
+        uncovered = [s.slot for s in slots if s.slot not in emb.slots and s.slot != "t5"]
+        if uncovered and not missing:
+            # The A1111 "does nothing" trap: an SD1 file on SDXL would reach only one of two encoders.
+            problems.append(f"{where}: has no {', '.join(uncovered)} vectors, which this pipeline's encoders need (it fits {', '.join(emb.families) or 'no family'})")
+        for out_slot in emb.output_slots:
+            warnings.append(f"{where}: {out_slot} output vectors are not token rows; diffusers cannot use them, skipped")
+        for slot in emb.slots:
+            if slot not in by_slot:
+                continue
+            target = by_slot[slot]
+            arr = emb.vectors[slot]
+            if arr.shape[1] != target.width:
+                problems.append(f"{where}: {slot} vectors are {arr.shape[1]} wide, {target.encoder} expects {target.width}")
+            if validate and not np.isfinite(arr).all():
+                problems.append(f"{where}: {slot} vectors hold NaN or infinite values")
+            plan[target.encoder].extend(token_names(trigger, arr.shape[0]))
+    for s in slots:
+        tokenizer = getattr(pipe, s.tokenizer)
+        if not hasattr(tokenizer, "backend_tokenizer"):
+            problems.append(f"{s.tokenizer} is a {type(tokenizer).__name__} without a tokenizers backend; embkit needs a fast tokenizer")
+            continue
+        existing = {t.casefold() for t in tokenizer.get_vocab()}
+        seen: set[str] = set()
+        twice, taken = [], []
+        for tok in plan[s.encoder]:
+            key = tok.casefold()  # CLIP lower-cases, so case variants are the same token
+            (twice if key in seen else taken if key in existing else []).append(tok)
+            seen.add(key)
+        if twice:
+            problems.append(f"{_some(twice)} asked for twice in {s.tokenizer} (two embeddings with one trigger? pass tokens=)")
+        if taken:
+            problems.append(f"{_some(taken)} already in {s.tokenizer}'s vocabulary (unload first, or pass tokens=)")
+    if validate and not problems:
+        # embkit.validate's own checks (prompt budget, slot counts …); its messages say what to do.
+        problems.extend(_validation_errors(pipe, embs))
+    if problems:
+        raise ValidationFailed("cannot apply: " + "; ".join(dict.fromkeys(problems)))
+    return plan, warnings
+
+
+def _some(tokens: list[str]) -> str:
+    shown = ", ".join(repr(t) for t in tokens[:3])
+    return f"token {shown} is" if len(tokens) == 1 else f"tokens {shown}{f' (+{len(tokens) - 3} more)' if len(tokens) > 3 else ''} are"
+
+
+def apply(pipe: Any, embeddings: Any, *, tokens: Any = None, validate: bool = True) -> Applied:
+    """Load ``embeddings`` (Embedding objects or paths, any format, any number) into ``pipe``.
+
+    ``tokens`` overrides the trigger words: one string for one embedding, a list matching the
+    embeddings, or a mapping from embedding name to trigger. Every check runs before anything
+    changes; on failure :class:`embkit.ValidationFailed` lists all problems and the pipeline is
+    untouched. ``validate=False`` skips :func:`embkit.validate` and the value checks (never the
+    structural ones: slots, widths, token names). Returns an
+    :class:`Applied` describing what was added; :func:`unload` undoes it.
+    """
+    embs = _load(embeddings)
+    triggers = _trigger_names(embs, tokens)
+    slots = encoder_slots(pipe)
+    plan, warnings = _check(pipe, embs, triggers, slots, validate)
+    applied = Applied(embeddings=tuple(embs), triggers={e.name: t for e, t in zip(embs, triggers)}, warnings=tuple(warnings), key=next(_keys))
+    snapshots: dict[str, _Snapshot] = {}
+    try:
+        for s in slots:
+            if plan[s.encoder]:
+                rows = _rows_for(embs, triggers, s.slot)
+                snapshots[s.encoder] = _grow(pipe, s, plan[s.encoder], rows, applied)
+    except BaseException:
+        for enc_attr, snap in snapshots.items():
+            _restore(pipe, next(s for s in slots if s.encoder == enc_attr), snap)
+        raise
+    registry = pipe.__dict__.setdefault(_REGISTRY, [])
+    registry.append(_Entry(applied, snapshots, {k: list(v) for k, v in plan.items() if v}))
+    return applied
+
+
+def _rows_for(embs: list[Embedding], triggers: list[str], slot: str):
+    import numpy as np
+
+    parts = [e.vectors[slot] for e in embs if slot in e.vectors]
+    return np.concatenate([p.astype(np.float32, copy=False) for p in parts], axis=0)
+
+
+def _grow(pipe: Any, s: EncoderSlot, new_tokens: list[str], vectors: Any, applied: Applied) -> _Snapshot:
+    """Add ``new_tokens`` to one tokenizer and their rows to its encoder's matrix, in one resize."""
+    import torch
+    from tokenizers import AddedToken, Tokenizer
+
+    tokenizer, encoder = getattr(pipe, s.tokenizer), getattr(pipe, s.encoder)
+    old_backend = tokenizer._tokenizer
+    old_module = encoder.get_input_embeddings()
+    old_weight = old_module.weight
+    rows, width = old_weight.shape
+    snap = _Snapshot(backend=old_backend, rows=rows, vocab_size=getattr(encoder.config, "vocab_size", None), overwritten={})
+    # Work on a copy of the Rust tokenizer: unload puts the original object back, bit for bit.
+    backend = Tokenizer.from_str(old_backend.to_str())
+    tokenizer._tokenizer = backend
+    if hasattr(tokenizer, "_wrap_decode_method_backend_tokenizer"):
+        tokenizer._wrap_decode_method_backend_tokenizer()
+    try:
+        # single_word: a trigger inside another word is not a trigger, as in embkit.prompt.expand.
+        tokenizer.add_tokens([AddedToken(t, single_word=True, normalized=True) for t in new_tokens])
+        ids = [backend.token_to_id(t) for t in new_tokens]
+        if any(i is None for i in ids):
+            raise EmbkitError(f"{s.tokenizer} did not accept the tokens {new_tokens}")
+        new_rows = max(rows, max(ids) + 1)
+        with torch.no_grad():
+            weight = torch.zeros(new_rows, width, dtype=old_weight.dtype, device=old_weight.device)
+            weight[:rows] = old_weight
+            index = torch.tensor(ids, dtype=torch.long, device=old_weight.device)
+            for i in ids:
+                if i < rows:  # T5 pads its matrix past the vocabulary; keep what we overwrite
+                    snap.overwritten[i] = old_weight[i].detach().clone()
+            weight[index] = torch.from_numpy(vectors).to(device=old_weight.device, dtype=old_weight.dtype)
+        _set_matrix(encoder, old_module, weight)
+    except BaseException:
+        _restore(pipe, s, snap)
+        raise
+    applied.tokens[s.encoder] = tuple(new_tokens)
+    applied.ids[s.encoder] = tuple(ids)
+    counts = applied.counts.setdefault(s.tokenizer, {})
+    for emb in applied.embeddings:
+        if s.slot in emb.vectors:
+            counts[applied.triggers[emb.name]] = int(emb.vectors[s.slot].shape[0])
+    return snap
+
+
+def _set_matrix(encoder: Any, like: Any, weight: Any) -> None:
+    import torch
+
+    module = torch.nn.Embedding(weight.shape[0], weight.shape[1], padding_idx=like.padding_idx, _weight=weight, device=weight.device, dtype=weight.dtype)
+    module.weight.requires_grad_(like.weight.requires_grad)
+    encoder.set_input_embeddings(module)
+    if getattr(encoder.config, "vocab_size", None) is not None:
+        encoder.config.vocab_size = int(weight.shape[0])
+
+
+def _restore(pipe: Any, s: EncoderSlot, snap: _Snapshot) -> None:
+    import torch
+
+    tokenizer, encoder = getattr(pipe, s.tokenizer), getattr(pipe, s.encoder)
+    tokenizer._tokenizer = snap.backend
+    current = encoder.get_input_embeddings()
+    with torch.no_grad():
+        weight = current.weight[: snap.rows].detach().clone()
+        for i, row in snap.overwritten.items():
+            weight[i] = row
+    _set_matrix(encoder, current, weight)
+    if snap.vocab_size is not None:
+        encoder.config.vocab_size = snap.vocab_size
+
+
+# -- unload --------------------------------------------------------------------------------------
+
+
+def unload(pipe: Any, applied_or_tokens: Applied | str | Iterable[str] | None = None) -> list[str]:
+    """Remove what :func:`apply` added: everything (``None``), one :class:`Applied`, or the embeddings
+    whose trigger words are given. Tokenizers, matrix sizes and rows, and ``config.vocab_size`` go
+    back exactly to their state before; embeddings applied later stay applied. Returns the triggers
+    removed. Tokens added by other means (diffusers' own loader) after an embkit apply are dropped
+    with it when that apply is undone."""
+    registry: list[_Entry] = pipe.__dict__.get(_REGISTRY, [])
+    if not registry:
+        return []
+    if applied_or_tokens is None:
+        doomed = {id(e): set(e.applied.triggers.values()) for e in registry}
+    elif isinstance(applied_or_tokens, Applied):
+        doomed = {id(e): set(e.applied.triggers.values()) for e in registry if e.applied.key == applied_or_tokens.key}
+        if not doomed:
+            raise EmbkitError("this Applied is not (or no longer) applied to the pipeline")
+    else:
+        wanted = {applied_or_tokens} if isinstance(applied_or_tokens, str) else set(applied_or_tokens)
+        doomed = {id(e): wanted & set(e.applied.triggers.values()) for e in registry}
+        doomed = {k: v for k, v in doomed.items() if v}
+        unknown = wanted - set().union(*doomed.values()) if doomed else wanted
+        if unknown:
+            raise EmbkitError(f"no embedding applied under trigger {', '.join(sorted(unknown))}")
+    first = min(i for i, e in enumerate(registry) if id(e) in doomed)
+    later = registry[first:]
+    slots = {s.encoder: s for s in encoder_slots(pipe)}
+    # Restore each encoder to its state before the first undone apply that touched it.
+    restored: set[str] = set()
+    for entry in later:
+        for enc_attr, snap in entry.snapshots.items():
+            if enc_attr not in restored:
+                _restore(pipe, slots[enc_attr], snap)
+                restored.add(enc_attr)
+    del registry[first:]
+    removed: list[str] = []
+    # Re-apply what should stay, keeping each Applied's key so callers can still unload it later.
+    for entry in later:
+        gone = doomed.get(id(entry), set())
+        removed.extend(t for t in entry.applied.triggers.values() if t in gone)
+        keep = [e for e in entry.applied.embeddings if entry.applied.triggers[e.name] not in gone]
+        if keep:
+            again = apply(pipe, keep, tokens={e.name: entry.applied.triggers[e.name] for e in keep}, validate=False)
+            registry[-1].applied.key = entry.applied.key
+            entry.applied.__dict__.update({k: getattr(again, k) for k in ("embeddings", "triggers", "tokens", "ids", "counts")})
+            registry[-1].applied = entry.applied
+    if not registry:
+        pipe.__dict__.pop(_REGISTRY, None)
+    return removed
+
+
+def applied(pipe: Any) -> list[Applied]:
+    """The :class:`Applied` records currently in ``pipe``, oldest first."""
+    return [e.applied for e in pipe.__dict__.get(_REGISTRY, [])]
+
+
+# -- prompts -------------------------------------------------------------------------------------
+
+
+def trigger_counts(tokenizer: Any) -> dict[str, int]:
+    """Trigger → vectors for every multi-token trigger in a tokenizer, read from its added tokens the
+    way diffusers names them (``tok, tok_1, …``); works for tokens diffusers loaded too."""
+    import re
+
+    names = [t.content for t in tokenizer.added_tokens_decoder.values() if not t.special]
+    have = set(names)
+    counts: dict[str, int] = {}
+    for name in names:
+        m = re.fullmatch(r"(.+)_(\d+)", name)
+        if m and m.group(1) in have:
+            continue
+        n = 1
+        while f"{name}_{n}" in have:
+            n += 1
+        counts[name] = n
+    return counts
+
+
+def expand_prompt(pipe: Any, prompt: str, tokenizer: str = "tokenizer") -> str:
+    """``prompt`` expanded for the multi-vector triggers in one of ``pipe``'s tokenizers."""
+    return expand(prompt, trigger_counts(getattr(pipe, tokenizer)))
+
+
+@contextlib.contextmanager
+def expanded_prompts(pipe: Any) -> Iterator[Any]:
+    """Within this block, ``pipe`` expands prompts with :func:`embkit.prompt.expand` instead of
+    diffusers' ``str.replace`` (mixed case and prefix triggers work). Only this pipeline object is
+    affected, and only inside the block.
+
+        with embkit.diffusers.expanded_prompts(pipe):
+            image = pipe("a photo, EasyNegative").images[0]
+    """
+
+    def convert(prompt: Any, tokenizer: Any) -> Any:
+        counts = trigger_counts(tokenizer)
+        if isinstance(prompt, list):
+            return [expand(p, counts) for p in prompt]
+        return expand(prompt, counts)
+
+    had = "maybe_convert_prompt" in pipe.__dict__
+    previous = pipe.__dict__.get("maybe_convert_prompt")
+    pipe.__dict__["maybe_convert_prompt"] = convert
+    try:
+        yield pipe
+    finally:
+        if had:
+            pipe.__dict__["maybe_convert_prompt"] = previous
+        else:
+            pipe.__dict__.pop("maybe_convert_prompt", None)
+
+
+__all__ = ["apply", "unload", "applied", "Applied", "EncoderSlot", "encoder_slots", "expanded_prompts", "expand_prompt", "trigger_counts", "ENCODER_PAIRS"]

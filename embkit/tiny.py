@@ -1,0 +1,196 @@
+"""Built-in tiny pipelines: the default model for ``embkit verify --render``, no download needed.
+
+Each family's pipeline is a real diffusers pipeline built from configs with seeded random weights:
+text encoders with the family's *real* token widths (768 for SD1's CLIP-L, 1024 for SD2's CLIP-H,
+768 + 1280 for SDXL) so that real embedding files apply unchanged, but one layer and a small
+vocabulary; a small UNet and VAE; an Euler scheduler; no safety checker. It renders 64×64 images in
+a few seconds on a CPU. The pictures are noise-like (the weights are random), but they are a
+deterministic function of the conditioning, which is what a before/after comparison needs.
+
+The CLIP tokenizer is built in memory: the byte-level base vocabulary of CLIP (every byte, alone and
+word-final) plus letter-pair merges, so any text tokenizes. ``clip_tokenizer(vocab_size=49408)`` builds
+a tokenizer of real CLIP size for benchmarks. torch, transformers and diffusers are imported inside
+the functions.
+"""
+
+from __future__ import annotations
+
+import itertools
+import string
+from typing import Any
+
+#: Families with a built-in tiny pipeline → the token width of each text encoder.
+TINY_FAMILIES: dict[str, tuple[int, ...]] = {"sd1": (768,), "sd2": (1024,), "sdxl": (768, 1280)}
+#: Image side the tiny pipelines render at by default.
+TINY_SIZE = 64
+#: Denoising steps the tiny pipelines use by default.
+TINY_STEPS = 4
+
+
+def _bytes_to_unicode() -> dict[int, str]:
+    # CLIP's (GPT-2's) reversible byte → printable character table.
+    bs = list(range(ord("!"), ord("~") + 1)) + list(range(ord("¡"), ord("¬") + 1)) + list(range(ord("®"), ord("ÿ") + 1))
+    cs = bs[:]
+    extra = 0
+    for b in range(256):
+        if b not in bs:
+            bs.append(b)
+            cs.append(256 + extra)
+            extra += 1
+    return {b: chr(c) for b, c in zip(bs, cs)}
+
+
+def clip_vocab(vocab_size: int = 1190) -> tuple[dict[str, int], list[tuple[str, str]]]:
+    """A byte-level BPE vocabulary and merges in CLIP's shape: 512 byte tokens (plain and ``</w>``),
+    then merges of lower-case letters (pairs, then longer runs) up to ``vocab_size - 2``, then
+    ``<|startoftext|>`` and ``<|endoftext|>`` as the last two ids, as in CLIP."""
+    base = list(_bytes_to_unicode().values())
+    vocab: dict[str, int] = {}
+    for ch in base:
+        vocab[ch] = len(vocab)
+    for ch in base:
+        vocab[ch + "</w>"] = len(vocab)
+    merges: list[tuple[str, str]] = []
+    letters = string.ascii_lowercase
+    target = max(vocab_size - 2, len(vocab))
+    length = 1
+    while len(vocab) < target:
+        # Merge every run of `length` letters with one more letter: "ab"+"c" → "abc".
+        for combo in itertools.product(letters, repeat=length + 1):
+            if len(vocab) >= target:
+                break
+            left, right = "".join(combo[:-1]), combo[-1]
+            merges.append((left, right))
+            vocab[left + right] = len(vocab)
+        length += 1
+    vocab["<|startoftext|>"] = len(vocab)
+    vocab["<|endoftext|>"] = len(vocab)
+    return vocab, merges
+
+
+def clip_tokenizer(vocab_size: int = 1190, *, pad_token: str = "<|endoftext|>"):
+    """A ``CLIPTokenizer`` built locally (no download) with :func:`clip_vocab`; 77-token prompts."""
+    from transformers import CLIPTokenizer
+
+    vocab, merges = clip_vocab(vocab_size)
+    return CLIPTokenizer(vocab=vocab, merges=merges, pad_token=pad_token, model_max_length=77)
+
+
+def clip_text_config(width: int, vocab_size: int, *, layers: int = 1, projection_dim: int = 32):
+    """A CLIP text-encoder config of real token width, ``layers`` layers and a small MLP."""
+    from transformers import CLIPTextConfig
+
+    return CLIPTextConfig(
+        vocab_size=vocab_size,
+        hidden_size=width,
+        intermediate_size=256,
+        num_hidden_layers=layers,
+        num_attention_heads=width // 64,
+        max_position_embeddings=77,
+        projection_dim=projection_dim,
+        hidden_act="quick_gelu" if width == 768 else "gelu",
+        bos_token_id=vocab_size - 2,
+        eos_token_id=vocab_size - 1,
+        pad_token_id=vocab_size - 1,
+    )
+
+
+def _vae():
+    from diffusers import AutoencoderKL
+
+    return AutoencoderKL(
+        in_channels=3,
+        out_channels=3,
+        down_block_types=("DownEncoderBlock2D", "DownEncoderBlock2D"),
+        up_block_types=("UpDecoderBlock2D", "UpDecoderBlock2D"),
+        block_out_channels=(32, 64),
+        layers_per_block=1,
+        latent_channels=4,
+        norm_num_groups=32,
+        sample_size=TINY_SIZE,
+    )
+
+
+def _unet(cross_attention_dim: int, *, sdxl: bool):
+    from diffusers import UNet2DConditionModel
+
+    extra: dict[str, Any] = {}
+    if sdxl:
+        # SDXL's UNet also takes the pooled text embedding and six size/crop numbers.
+        extra = dict(
+            addition_embed_type="text_time",
+            addition_time_embed_dim=8,
+            projection_class_embeddings_input_dim=32 + 6 * 8,
+            use_linear_projection=True,
+        )
+    return UNet2DConditionModel(
+        sample_size=TINY_SIZE // 2,
+        in_channels=4,
+        out_channels=4,
+        down_block_types=("CrossAttnDownBlock2D", "DownBlock2D"),
+        up_block_types=("UpBlock2D", "CrossAttnUpBlock2D"),
+        block_out_channels=(32, 64),
+        layers_per_block=1,
+        cross_attention_dim=cross_attention_dim,
+        attention_head_dim=8,
+        norm_num_groups=32,
+        **extra,
+    )
+
+
+def _scheduler():
+    from diffusers import EulerDiscreteScheduler
+
+    return EulerDiscreteScheduler(beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear", timestep_spacing="leading", steps_offset=1)
+
+
+def tiny_pipeline(family: str = "sd1", seed: int = 0, device: str = "cpu", dtype: Any = None):
+    """A small real diffusers pipeline of ``family`` (``sd1``, ``sd2`` or ``sdxl``) with seeded random
+    weights: the same ``seed`` gives bit-identical weights. ``dtype`` is a torch dtype (default
+    float32). Raises :class:`embkit.TargetError` for a family without a tiny pipeline."""
+    from .errors import TargetError
+
+    if family not in TINY_FAMILIES:
+        raise TargetError(f"no built-in tiny pipeline for family {family!r}; built-in: {', '.join(TINY_FAMILIES)}")
+    import torch
+    from transformers import CLIPTextModel, CLIPTextModelWithProjection
+
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        if family == "sdxl":
+            from diffusers import StableDiffusionXLPipeline
+
+            tokenizer, tokenizer_2 = clip_tokenizer(), clip_tokenizer(pad_token="!")
+            text_encoder = CLIPTextModel(clip_text_config(768, len(tokenizer)))
+            text_encoder_2 = CLIPTextModelWithProjection(clip_text_config(1280, len(tokenizer_2)))
+            pipe = StableDiffusionXLPipeline(
+                vae=_vae(),
+                text_encoder=text_encoder,
+                text_encoder_2=text_encoder_2,
+                tokenizer=tokenizer,
+                tokenizer_2=tokenizer_2,
+                unet=_unet(768 + 1280, sdxl=True),
+                scheduler=_scheduler(),
+                add_watermarker=False,
+            )
+        else:
+            from diffusers import StableDiffusionPipeline
+
+            width = TINY_FAMILIES[family][0]
+            tokenizer = clip_tokenizer()
+            pipe = StableDiffusionPipeline(
+                vae=_vae(),
+                text_encoder=CLIPTextModel(clip_text_config(width, len(tokenizer))),
+                tokenizer=tokenizer,
+                unet=_unet(width, sdxl=False),
+                scheduler=_scheduler(),
+                safety_checker=None,
+                feature_extractor=None,
+                requires_safety_checker=False,
+            )
+    pipe = pipe.to(device=device, dtype=dtype) if dtype is not None else pipe.to(device)
+    pipe.set_progress_bar_config(disable=True)
+    return pipe
+
+
+__all__ = ["tiny_pipeline", "clip_tokenizer", "clip_vocab", "clip_text_config", "TINY_FAMILIES", "TINY_SIZE", "TINY_STEPS"]
