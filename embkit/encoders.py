@@ -52,3 +52,15 @@ def family_for(slots: Iterable[str]) -> str:
         if set(fs) == have:
             return fam
     return "unknown"
+
+
+#: Names that live in :mod:`embkit.modelspec` (which imports this module), re-exported lazily.
+_SPEC_NAMES = ("ModelSpec", "SlotSpec", "TokenNorms", "resolve_target", "NORM_PRIORS")
+
+
+def __getattr__(name: str):
+    if name in _SPEC_NAMES:
+        from . import modelspec
+
+        return getattr(modelspec, name)
+    raise AttributeError(f"module 'embkit.encoders' has no attribute {name!r}")

@@ -1,0 +1,207 @@
+"""A text encoder's vocabulary and a torch-free CLIP tokenizer, read from a model folder's files.
+
+Validation asks two questions of a vocabulary: "is this trigger already a token?" (diffusers refuses
+to add it; A1111 would hijack the word) and "how would the tokenizer cut this trigger?" (A1111 and
+kohya-style hosts match the cut pieces; diffusers adds the trigger as one new token). Answering them
+must not import transformers, so this module reads ``vocab.json`` + ``merges.txt`` (or
+``tokenizer.json``) itself and runs CLIP's byte-level BPE in plain Python.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import os
+import re
+from typing import Callable, Iterable, Iterator
+
+from .errors import TargetError
+
+#: Tokenizer files larger than this are refused (the real CLIP vocab.json is about 1 MB,
+#: tokenizer.json about 2 MB; T5's tokenizer.json about 2.5 MB).
+MAX_TOKENIZER_BYTES = 64 * 1024 * 1024
+
+# CLIP's pre-tokenizer pattern, written for Python's ``re`` (no \p{L}): letters, single digits,
+# runs of other non-space characters (underscore counts as "other", as in \p-classes).
+_CLIP_PATTERN = re.compile(r"<\|startoftext\|>|<\|endoftext\|>|'s|'t|'re|'ve|'m|'ll|'d|[^\W\d_]+|\d|(?:[^\s\w]|_)+", re.IGNORECASE)
+
+
+def clip_words(text: str) -> list[str]:
+    """The pieces CLIP's pre-tokenizer cuts ``text`` into (lower-cased, before BPE).
+
+    Every piece becomes at least one token, so a trigger that yields several pieces is split by any
+    CLIP tokenizer whatever its vocabulary.
+    """
+    return _CLIP_PATTERN.findall(" ".join(text.split()).lower())
+
+
+@functools.lru_cache(maxsize=1)
+def _byte_encoder() -> dict[int, str]:
+    """GPT-2/CLIP's reversible byte → printable character map."""
+    bs = list(range(ord("!"), ord("~") + 1)) + list(range(ord("¡"), ord("¬") + 1)) + list(range(ord("®"), ord("ÿ") + 1))
+    cs = bs[:]
+    n = 0
+    for b in range(256):
+        if b not in bs:
+            bs.append(b)
+            cs.append(256 + n)
+            n += 1
+    return dict(zip(bs, map(chr, cs)))
+
+
+class Vocab:
+    """A vocabulary: ``token in vocab`` and, when merges are known, :meth:`tokenize`.
+
+    Built from files (:func:`read_tokenizer_folder`), from a set of strings, or around a live
+    tokenizer's ``tokenize`` function (:meth:`from_callable`).
+    """
+
+    def __init__(self, tokens: Iterable[str], merges: list[tuple[str, str]] | None = None, *, kind: str = "clip", added: Iterable[str] = ()):
+        self._tokens = frozenset(tokens)
+        self._added = frozenset(added)
+        self._ranks = {pair: i for i, pair in enumerate(merges)} if merges is not None else None
+        self._tokenize_fn: Callable[[str], list[str]] | None = None
+        self.kind = kind
+        self._cache: dict[str, tuple[str, ...]] = {}
+
+    @classmethod
+    def from_callable(cls, tokens: Iterable[str], tokenize: Callable[[str], list[str]], *, kind: str = "clip", added: Iterable[str] = ()) -> "Vocab":
+        """A vocabulary whose :meth:`tokenize` is a live tokenizer's (used for pipelines)."""
+        vocab = cls(tokens, None, kind=kind, added=added)
+        vocab._tokenize_fn = tokenize
+        return vocab
+
+    def __contains__(self, token: object) -> bool:
+        return token in self._tokens or token in self._added
+
+    def __len__(self) -> int:
+        return len(self._tokens | self._added)
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._tokens | self._added)
+
+    @property
+    def added(self) -> frozenset[str]:
+        """Tokens added on top of the base vocabulary (embeddings already loaded, special tokens)."""
+        return self._added
+
+    def has_word(self, word: str) -> bool:
+        """True when ``word`` is already one token: as typed, or as CLIP's word-final ``word</w>``."""
+        low = word.lower()
+        return any(t in self for t in (word, low, low + "</w>"))
+
+    @property
+    def can_tokenize(self) -> bool:
+        """Whether :meth:`tokenize` can run (CLIP merges or a live tokenizer are known)."""
+        return self._tokenize_fn is not None or (self._ranks is not None and self.kind == "clip")
+
+    def tokenize(self, text: str) -> list[str]:
+        """The tokens ``text`` becomes as plain prompt text, without start/end tokens."""
+        if self._tokenize_fn is not None:
+            return list(self._tokenize_fn(text))
+        if not self.can_tokenize:
+            raise TargetError(f"this {self.kind} vocabulary has no merges: it cannot tokenize")
+        enc = _byte_encoder()
+        out: list[str] = []
+        for word in clip_words(text):
+            out.extend(self._bpe("".join(enc[b] for b in word.encode("utf-8"))))
+        return out
+
+    def _bpe(self, token: str) -> tuple[str, ...]:
+        # CLIP's BPE (openai/CLIP simple_tokenizer.py): the last character carries "</w>",
+        # the lowest-ranked adjacent pair is merged until no known pair is left.
+        if token in self._cache:
+            return self._cache[token]
+        ranks = self._ranks or {}
+        word = list(token[:-1]) + [token[-1] + "</w>"]
+        while len(word) > 1:
+            pairs = [(ranks.get((a, b), None), i) for i, (a, b) in enumerate(zip(word, word[1:]))]
+            known = [(r, i) for r, i in pairs if r is not None]
+            if not known:
+                break
+            best = min(known)[0]
+            first, second = next((word[i], word[i + 1]) for r, i in known if r == best)
+            merged: list[str] = []
+            i = 0
+            while i < len(word):
+                if i < len(word) - 1 and word[i] == first and word[i + 1] == second:
+                    merged.append(first + second)
+                    i += 2
+                else:
+                    merged.append(word[i])
+                    i += 1
+            word = merged
+        result = tuple(word)
+        self._cache[token] = result
+        return result
+
+
+def _load_json(path: str) -> object:
+    if os.path.getsize(path) > MAX_TOKENIZER_BYTES:
+        raise TargetError(f"tokenizer file is larger than {MAX_TOKENIZER_BYTES} bytes", path=path)
+    try:
+        with open(path, encoding="utf-8") as fh:
+            return json.load(fh)
+    except (OSError, ValueError) as exc:
+        raise TargetError(f"cannot read tokenizer file ({exc})", path=path) from None
+
+
+def _merge_pairs(lines: Iterable[object], path: str) -> list[tuple[str, str]]:
+    pairs = []
+    for line in lines:
+        if isinstance(line, str):
+            if line.startswith("#version") or not line.strip():
+                continue
+            parts = line.split()
+        else:
+            parts = list(line) if isinstance(line, (list, tuple)) else []
+        if len(parts) != 2 or not all(isinstance(p, str) for p in parts):
+            raise TargetError(f"bad merge rule {line!r:.60}", path=path)
+        pairs.append((parts[0], parts[1]))
+    return pairs
+
+
+def read_tokenizer_folder(folder: str) -> Vocab | None:
+    """The vocabulary in a tokenizer folder, or ``None`` when it holds no file embkit can read.
+
+    CLIP folders hold ``vocab.json`` + ``merges.txt`` (older saves) or ``tokenizer.json`` (newer
+    saves); T5 folders ``tokenizer.json`` (Unigram: a vocabulary list, no merges; ``spiece.model``
+    alone is not read). Tokens added on top (``added_tokens``) are included.
+    """
+    vocab_json = os.path.join(folder, "vocab.json")
+    merges_txt = os.path.join(folder, "merges.txt")
+    tok_json = os.path.join(folder, "tokenizer.json")
+    added = _added_tokens(folder)
+    if os.path.isfile(vocab_json):
+        tokens = _load_json(vocab_json)
+        if not isinstance(tokens, dict):
+            raise TargetError("vocab.json is not a JSON object", path=vocab_json)
+        merges = None
+        if os.path.isfile(merges_txt):
+            if os.path.getsize(merges_txt) > MAX_TOKENIZER_BYTES:
+                raise TargetError(f"merges.txt is larger than {MAX_TOKENIZER_BYTES} bytes", path=merges_txt)
+            with open(merges_txt, encoding="utf-8") as fh:
+                merges = _merge_pairs(fh.read().splitlines(), merges_txt)
+        return Vocab(tokens, merges, kind="clip", added=added)
+    if os.path.isfile(tok_json):
+        spec = _load_json(tok_json)
+        model = spec.get("model") if isinstance(spec, dict) else None
+        if not isinstance(model, dict):
+            raise TargetError("tokenizer.json has no model section", path=tok_json)
+        added = set(added) | {t.get("content") for t in spec.get("added_tokens") or [] if isinstance(t, dict) and isinstance(t.get("content"), str)}
+        if model.get("type") == "BPE" and isinstance(model.get("vocab"), dict):
+            return Vocab(model["vocab"], _merge_pairs(model.get("merges") or [], tok_json), kind="clip", added=added)
+        if model.get("type") == "Unigram" and isinstance(model.get("vocab"), list):
+            pieces = [p[0] for p in model["vocab"] if isinstance(p, list) and p and isinstance(p[0], str)]
+            return Vocab(pieces, None, kind="t5", added=added)
+        raise TargetError(f"tokenizer.json model type {model.get('type')!r} is not one embkit reads", path=tok_json)
+    return None
+
+
+def _added_tokens(folder: str) -> set[str]:
+    # added_tokens.json: older transformers saves of tokenizers with textual inversions baked in.
+    path = os.path.join(folder, "added_tokens.json")
+    if not os.path.isfile(path):
+        return set()
+    data = _load_json(path)
+    return {k for k in data if isinstance(k, str)} if isinstance(data, dict) else set()
