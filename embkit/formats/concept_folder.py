@@ -90,7 +90,7 @@ def write(emb, path: str, container: str, options: dict):
     if embeds not in ("bin", "safetensors"):
         raise WriteError(f"embeds must be 'bin' or 'safetensors', not {embeds!r}", path=path)
     inner_name = f"learned_embeds.{embeds}"
-    plan = diffusers.write(emb, os.path.join(path, inner_name), "safetensors" if embeds == "safetensors" else "pickle", {k: v for k, v in options.items() if k == "slot"})
+    plan = diffusers.write(emb, os.path.join(path, inner_name), "safetensors" if embeds == "safetensors" else "pickle", {**{k: v for k, v in options.items() if k == "slot"}, "_in_folder": True})
     losses = [x for x in plan.losses if x.code != "metadata-dropped"]
     if embeds == "bin":
         metadata_losses(emb, "concept folder", ("type_of_concept",), losses)

@@ -76,7 +76,7 @@ def write(emb, path: str, container: str, options: dict):
     for target, slot in pairs:
         dtype, arr = stored_array(emb, slot)
         if container == "safetensors":
-            data = safetensors_file.dumps({emb.name: (dtype, arr)}, safetensors_metadata(emb))
+            data = safetensors_file.dumps({emb.name: (dtype, arr)}, safetensors_metadata(emb, all_json=bool(options.get("_in_folder"))))
         else:
             data = torchfile_write.dumps({emb.name: torchfile_write.TensorData(dtype, arr)})
         outputs.append(Output(target, data))

@@ -129,15 +129,16 @@ def trigger_loss(emb: Embedding, stem: str, fmt_id: str, losses: list[Loss]) -> 
         )
 
 
-def safetensors_metadata(emb: Embedding, extra: dict[str, str] | None = None) -> dict[str, str]:
+def safetensors_metadata(emb: Embedding, extra: dict[str, str] | None = None, *, all_json: bool = False) -> dict[str, str]:
     """``__metadata__`` for a safetensors file: ``format: pt``, string ``modelspec.*`` keys as
-    themselves, everything else as JSON under :data:`META_JSON_KEY`."""
+    themselves, everything else as JSON under :data:`META_JSON_KEY` (everything with
+    ``all_json``: a concept folder's reader keeps only that key)."""
     meta: dict[str, str] = {"format": "pt"}
     rest: dict[str, Any] = {}
     for key, value in emb.metadata.items():
         if key == "format" or (key in LAYOUT_KEYS and key != "stored_name"):
             continue
-        if key.startswith("modelspec.") and isinstance(value, str):
+        if key.startswith("modelspec.") and isinstance(value, str) and not all_json:
             meta[key] = value
         else:
             rest[key] = value
