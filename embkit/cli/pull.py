@@ -1,0 +1,64 @@
+"""``embkit pull REPO_ID``: download embeddings from the Hugging Face Hub, read and validate them."""
+
+from __future__ import annotations
+
+import sys
+
+import click
+
+from . import output
+
+
+@click.command("pull")
+@click.argument("repo_id")
+@click.option("--revision", help="Branch, tag or commit (default: main).")
+@click.option("--file", "filename", help="Only this file of the repo (path in the repo).")
+@click.option("-o", "--output", "out_dir", type=click.Path(file_okay=False), help="Copy (or convert) the files into this folder.")
+@click.option("--library", "library", is_flag=True, help="Add the pulled embeddings to the embkit library.")
+@click.option("--db", type=click.Path(dir_okay=False), help="Library database to add to (default: the user library).")
+@click.option("--convert", is_flag=True, help="Write each embedding as .safetensors into the output folder instead of copying.")
+@click.option("--overwrite", is_flag=True, help="Replace files in the output folder that differ from the pulled ones.")
+@click.option("--token", envvar=None, help="Hugging Face token (default: HF_TOKEN or the one saved by `hf auth login`).")
+@click.option("--json", "as_json", is_flag=True, help="Print a JSON list, one object per pulled file.")
+def cli(repo_id: str, revision: str | None, filename: str | None, out_dir: str | None, library: bool, db: str | None,
+        convert: bool, overwrite: bool, token: str | None, as_json: bool) -> None:
+    """Download the embeddings of a Hub repo through huggingface_hub's cache (works offline with
+    HF_HUB_OFFLINE=1 once cached): sd-concepts-library folders, single files, or every embedding file
+    of a repo. Each is read and validated against its family. Exits non-zero when a file cannot be read
+    or a validation finding is an error."""
+    from .. import hub
+
+    if convert and out_dir is None:
+        raise click.UsageError("--convert needs -o DIR")
+    results = hub.pull(repo_id, revision=revision, filename=filename, out_dir=out_dir,
+                       library=(db or True) if library else None, convert=convert, token=token,
+                       overwrite=overwrite, progress=not as_json and sys.stderr.isatty())
+    if as_json:
+        output.print_json([r.to_dict() for r in results])
+    else:
+        for r in results:
+            _print(r)
+    errors = [r.error for r in results if r.error is not None]
+    if errors:
+        raise SystemExit(errors[0].exit_code)
+    if any(f.get("severity") == "error" for r in results for f in r.findings):
+        raise SystemExit(7)
+
+
+def _print(r) -> None:
+    esc = output.escape
+    if r.error is not None:
+        output.error_line(f"{r.repo_id}/{r.filename}", r.error.to_dict())
+        return
+    for emb in r.embeddings:
+        slots = ", ".join(f"{s} {a.shape[0]}×{a.shape[1]}" for s, a in emb.vectors.items())
+        output.info(f"[bold]{esc(emb.name)}[/]  [cyan]{r.format}[/]  [green]{emb.family}[/]  {slots}")
+    output.info(f"  {esc(r.repo_id)}/{esc(r.filename)} @ {r.commit[:10]} → {esc(r.path)}")
+    for path in r.converted:
+        output.info(f"  converted → {esc(path)}")
+    for f in r.findings:
+        sev = f.get("severity", "?")
+        colour = {"error": "red", "warning": "yellow"}.get(sev, "dim")
+        output.info(f"  [{colour}]{esc(str(sev))}[/] {esc(str(f.get('code', '')))}: {esc(str(f.get('message', '')))}")
+    for note in r.notes:
+        output.warn(note)

@@ -1,0 +1,419 @@
+"""Hugging Face Hub: pull embedding repos, resolve diffusers model repos, push embeddings with a card.
+
+Everything goes through ``huggingface_hub`` (imported inside the functions, so ``import embkit``
+stays cheap and the package stays optional): its cache under ``HF_HOME``, its token handling
+(``HF_TOKEN`` or ``hf auth login``), its offline mode (``HF_HUB_OFFLINE=1``) and its resumable
+downloads. Its exceptions are translated into :class:`~embkit.errors.HubError`, whose message names
+the repo, the revision and the file. No torch here.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass, field
+from typing import Any, Iterator
+
+from .errors import EmbkitError, HubError, MissingDependencyError, TargetExistsError
+from .formats import concept_folder, extensions
+from .schema import Embedding
+
+#: Files of an sd-concepts-library repo that go with ``learned_embeds.bin``.
+CONCEPT_TEXT = (concept_folder.TOKEN_FILE, concept_folder.TYPE_FILE)
+#: What ``model_folder`` fetches of a diffusers repo, by ``include``.
+MODEL_PATTERNS = {
+    "config": ["model_index.json", "*/config.json", "tokenizer*/*", "scheduler/*"],
+    "text_encoders": ["model_index.json", "*/config.json", "tokenizer*/*", "scheduler/*", "text_encoder*/*.safetensors"],
+    # Sub-folder files only: a repo's root often holds multi-GB single-file checkpoints.
+    "all": ["model_index.json", "*/*.json", "*/*.txt", "*/*.safetensors"],
+}
+
+
+@dataclass
+class PulledFile:
+    """One embedding file (or concept folder) fetched from a repo, read, validated, maybe converted.
+
+    ``path`` is where it lies locally: the copy in ``out_dir`` when one was given, else the file in
+    the Hugging Face cache. ``error`` is set (and ``embeddings`` empty) when the file could not be read.
+    """
+
+    repo_id: str
+    filename: str
+    commit: str
+    path: str
+    format: str | None = None
+    embeddings: tuple[Embedding, ...] = ()
+    findings: tuple[dict, ...] = ()
+    converted: tuple[str, ...] = ()
+    error: EmbkitError | None = None
+    notes: list[str] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        """The JSON object ``embkit pull --json`` prints for this file."""
+        return {
+            "repo_id": self.repo_id,
+            "filename": self.filename,
+            "commit": self.commit,
+            "path": self.path,
+            "format": self.format,
+            "embeddings": [
+                {"name": e.name, "family": e.family, "slots": {s: {"vectors": int(a.shape[0]), "dim": int(a.shape[1])} for s, a in e.vectors.items()}}
+                for e in self.embeddings
+            ],
+            "findings": list(self.findings),
+            "converted": list(self.converted),
+            "notes": list(self.notes),
+            **({"error": self.error.to_dict()} if self.error is not None else {}),
+        }
+
+
+def _hf():
+    try:
+        import huggingface_hub
+    except ImportError:
+        raise MissingDependencyError("the Hub features need huggingface_hub: pip install huggingface_hub") from None
+    return huggingface_hub
+
+
+@contextlib.contextmanager
+def _hub_errors(repo_id: str, revision: str | None, filename: str | None = None) -> Iterator[None]:
+    """Translate huggingface_hub and transport errors into HubError naming repo, revision and file."""
+    hf = _hf()
+    from huggingface_hub import errors as hfe
+
+    rev = revision or "main"
+    what = f"{repo_id}@{rev}" + (f" file {filename}" if filename else "")
+    try:
+        yield
+    except EmbkitError:
+        raise
+    except hfe.GatedRepoError as exc:
+        status = _status(exc)
+        raise HubError(f"{what}: the repo is gated (HTTP {status}); accept its conditions on the Hub, then log in "
+                       "with `hf auth login` or set HF_TOKEN") from None
+    except hfe.RevisionNotFoundError:
+        raise HubError(f"{repo_id}: no revision {rev!r} (branch, tag or commit)") from None
+    except hfe.RepositoryNotFoundError as exc:
+        raise HubError(f"{repo_id}: repository not found (HTTP {_status(exc)}); check the name, or log in if it is private") from None
+    # LocalEntryNotFoundError (and IncompleteSnapshotError) subclass EntryNotFoundError: test them first.
+    except (hfe.LocalEntryNotFoundError, hfe.OfflineModeIsEnabled) as exc:
+        if hf.constants.is_offline_mode():
+            raise HubError(f"{what}: offline (HF_HUB_OFFLINE=1) and not in the cache {hf.constants.HF_HUB_CACHE}; "
+                           "run once with network access") from None
+        raise HubError(f"{what}: cannot reach the Hub at {hf.constants.ENDPOINT} and not in the cache ({_first_line(exc)})") from None
+    except (hfe.RemoteEntryNotFoundError, hfe.EntryNotFoundError):
+        raise HubError(f"{what}: no such file in the repo") from None
+    except hfe.HfHubHTTPError as exc:
+        status = _status(exc)
+        hint = "; log in with `hf auth login` or set HF_TOKEN (a write token for push)" if status in (401, 403) else ""
+        raise HubError(f"{what}: the Hub answered HTTP {status}: {_first_line(exc)}{hint}") from None
+
+
+def _status(exc: BaseException) -> int | str:
+    response = getattr(exc, "response", None)
+    return getattr(response, "status_code", "?")
+
+
+def _first_line(exc: BaseException) -> str:
+    lines = [ln for ln in str(exc).splitlines() if ln.strip()]
+    return " ".join(lines[:2]) if lines else type(exc).__name__
+
+
+def _is_transport_error(exc: BaseException) -> bool:
+    """A dropped connection, a timeout, or the client's size check after a short body."""
+    names = {c.__name__ for c in type(exc).__mro__}
+    if names & {"RemoteProtocolError", "ReadError", "TimeoutException", "ConnectError", "NetworkError", "TransportError"}:
+        return True
+    return isinstance(exc, OSError) and "Consistency check failed" in str(exc)
+
+
+# -- pull --------------------------------------------------------------------------------------------
+def _patterns(filename: str | None) -> list[str]:
+    if filename is None:
+        return [f"*{ext}" for ext in extensions()] + [f"*{name}" for name in CONCEPT_TEXT]
+    folder = os.path.dirname(filename)
+    extra = [f"{folder}/{n}" if folder else n for n in CONCEPT_TEXT] if os.path.basename(filename) in concept_folder.EMBED_FILES else []
+    return [filename, *extra]
+
+
+def _snapshot(repo_id: str, revision: str | None, patterns: list[str], token: str | None, progress: bool) -> str:
+    """snapshot_download of the matching files; an interrupted transfer becomes a HubError naming it."""
+    hf = _hf()
+    kwargs = dict(repo_id=repo_id, revision=revision, allow_patterns=patterns, token=token)
+    with _progress(progress), _hub_errors(repo_id, revision):
+        try:
+            return hf.snapshot_download(**kwargs)
+        except Exception as exc:
+            if not _is_transport_error(exc):
+                raise
+            missing = _not_cached(hf, kwargs)
+            names = ", ".join(missing) if missing else "a file"
+            raise HubError(f"{repo_id}@{revision or 'main'}: download of {names} was interrupted "
+                           f"({_first_line(exc)}); nothing partial was kept, run again to retry") from None
+
+
+def _not_cached(hf, kwargs: dict) -> list[str]:
+    """The files a dry run says are still missing from the cache (best effort, for the message)."""
+    try:
+        infos = hf.snapshot_download(**kwargs, dry_run=True)
+        return [i.filename for i in infos if not i.is_cached]
+    except Exception:  # the message is a courtesy: never hide the original error behind this one
+        return []
+
+
+@contextlib.contextmanager
+def _progress(enabled: bool) -> Iterator[None]:
+    """huggingface_hub draws tqdm bars on stderr; the library stays quiet unless asked."""
+    from huggingface_hub.utils import are_progress_bars_disabled, disable_progress_bars, enable_progress_bars
+
+    was_disabled = are_progress_bars_disabled()
+    if not enabled:
+        disable_progress_bars()
+    try:
+        yield
+    finally:
+        if not enabled and not was_disabled:
+            enable_progress_bars()
+
+
+def find_embeddings(folder: str) -> list[tuple[str, str]]:
+    """``(path in repo, local path)`` of every embedding in a downloaded snapshot: each folder holding
+    ``learned_embeds.*`` is one concept folder; every other file with an embkit extension is one file."""
+    exts = tuple(e.lower() for e in extensions())
+    found: list[tuple[str, str]] = []
+    for root, dirs, files in os.walk(folder):
+        dirs[:] = sorted(d for d in dirs if not d.startswith("."))
+        rel = os.path.relpath(root, folder).replace(os.sep, "/")
+        rel = "" if rel == "." else rel
+        concept = any(f in files for f in concept_folder.EMBED_FILES)
+        if concept:
+            found.append((rel or ".", root))
+        for name in sorted(files):
+            if concept and name in concept_folder.EMBED_FILES:
+                continue
+            if name.lower().endswith(exts):
+                found.append((f"{rel}/{name}" if rel else name, os.path.join(root, name)))
+    return found
+
+
+def pull(repo_id: str, *, revision: str | None = None, filename: str | None = None, out_dir: str | os.PathLike | None = None,
+         library: str | os.PathLike | bool | None = None, convert: bool = False, token: str | None = None,
+         overwrite: bool = False, progress: bool = False) -> list[PulledFile]:
+    """Download the embeddings of a Hub repo, read and validate each, optionally convert and index them.
+
+    Recognises sd-concepts-library repos (``learned_embeds.bin`` + ``token_identifier.txt`` +
+    ``type_of_concept.txt``, read as one concept folder), single-file repos and repos holding several
+    embeddings (every file whose extension embkit reads). ``filename`` restricts to one file.
+    With ``out_dir`` the files are copied there (a concept folder into ``out_dir/<repo name>/``);
+    with ``convert`` each embedding is written as ``.safetensors`` into ``out_dir`` instead.
+    ``library`` (a database path, or ``True`` for the default library) adds the results to it.
+    Files that cannot be read come back with ``error`` set; a failed download raises HubError.
+    """
+    if convert and out_dir is None:
+        raise HubError(f"{repo_id}: converting needs an output folder (out_dir)")
+    snapshot = _snapshot(repo_id, revision, _patterns(filename), token, progress)
+    commit = os.path.basename(os.path.normpath(snapshot))
+    items = find_embeddings(snapshot)
+    if filename is not None:
+        want = os.path.dirname(filename) or "." if os.path.basename(filename) in concept_folder.EMBED_FILES else filename
+        items = [it for it in items if it[0] == want]
+        if not items:
+            raise HubError(f"{repo_id}@{revision or 'main'} file {filename}: no such file in the repo")
+    if not items:
+        raise HubError(f"{repo_id}@{revision or 'main'}: holds no embedding files (looked for {', '.join(extensions())} "
+                       "and sd-concepts-library folders)")
+    results = [_load(repo_id, commit, rel, local) for rel, local in items]
+    pulled = tuple(e for r in results for e in r.embeddings)
+    for res in results:
+        res.findings = tuple(f for emb in res.embeddings for f in _validate(emb, res, pulled))
+    if out_dir is not None:
+        os.makedirs(out_dir, exist_ok=True)
+        for res in results:
+            if res.error is None:
+                _deliver(res, os.fspath(out_dir), convert, overwrite)
+    if library:
+        _add_to_library(results, library)
+    return results
+
+
+def _load(repo_id: str, commit: str, rel: str, local: str) -> PulledFile:
+    from .io import open_file, read_all
+
+    res = PulledFile(repo_id=repo_id, filename=rel, commit=commit, path=local)
+    try:
+        res.format = open_file(local).format.id
+        res.embeddings = tuple(read_all(local))
+    except EmbkitError as exc:
+        res.error = exc
+    return res
+
+
+def _validate(emb: Embedding, res: PulledFile, others: tuple[Embedding, ...] = ()) -> list[dict]:
+    """Findings of embkit.validate against the embedding's own family, as plain dicts (the other
+    embeddings of the same pull count as loaded, for the trigger-clash checks)."""
+    family = emb.family if emb.family != "unknown" else (emb.families[0] if emb.families else None)
+    if family is None:
+        res.notes.append(f"{emb.name}: no known family fits slots {', '.join(emb.slots)}; not validated")
+        return []
+    try:
+        from .validate import validate
+
+        report = validate(emb, family, loaded=[o for o in others if o is not emb])
+    except ImportError as exc:  # validation lives in its own module; pulling must not depend on it
+        res.notes.append(f"validation skipped: {exc}")
+        return []
+    return [{"embedding": emb.name, **f.to_dict()} for f in report.findings]
+
+
+def _deliver(res: PulledFile, out_dir: str, convert: bool, overwrite: bool) -> None:
+    """Copy (or convert) one pulled item into ``out_dir``; never leaves a partial file."""
+    if convert:
+        written = []
+        for emb in res.embeddings:
+            target = os.path.join(out_dir, _safe_stem(_stem_for(emb, res)) + ".safetensors")
+            written.append(_write_safetensors(emb, target, overwrite))
+        res.converted = tuple(written)
+        res.path = written[0] if len(written) == 1 else out_dir
+        return
+    src = res.path
+    if os.path.isdir(src):
+        target = os.path.join(out_dir, res.repo_id.split("/")[-1] if res.filename == "." else res.filename)
+        names = [n for n in (*concept_folder.EMBED_FILES, *CONCEPT_TEXT) if os.path.isfile(os.path.join(src, n))]
+        os.makedirs(target, exist_ok=True)
+        for n in names:
+            _copy_atomic(os.path.join(src, n), os.path.join(target, n), overwrite)
+    else:
+        target = os.path.join(out_dir, *res.filename.split("/"))
+        os.makedirs(os.path.dirname(target), exist_ok=True)
+        _copy_atomic(src, target, overwrite)
+    res.path = target
+
+
+def _stem_for(emb: Embedding, res: PulledFile) -> str:
+    if res.filename == "." or res.format == "concept-folder":
+        return res.repo_id.split("/")[-1] if res.filename == "." else os.path.basename(res.filename)
+    if len(res.embeddings) > 1:
+        return f"{os.path.splitext(os.path.basename(res.filename))[0]}-{emb.name}"
+    return os.path.splitext(os.path.basename(res.filename))[0]
+
+
+def _safe_stem(stem: str) -> str:
+    keep = "".join(c if c.isalnum() or c in "-_." else "_" for c in stem.strip("<>").strip())
+    return keep.strip("._") or "embedding"
+
+
+def _copy_atomic(src: str, dst: str, overwrite: bool) -> None:
+    """Copy through a temporary file in the target folder, renamed into place."""
+    real = os.path.realpath(src)  # the cache holds symlinks to blobs
+    if os.path.exists(dst):
+        if _same_bytes(real, dst):
+            return
+        if not overwrite:
+            raise TargetExistsError("exists and differs from the pulled file; pass overwrite to replace it", path=dst)
+    fd, tmp = tempfile.mkstemp(prefix=".embkit-", suffix=".part", dir=os.path.dirname(dst) or ".")
+    try:
+        with os.fdopen(fd, "wb") as out, open(real, "rb") as inp:
+            shutil.copyfileobj(inp, out, 1024 * 1024)
+            out.flush()
+            os.fsync(out.fileno())
+        os.replace(tmp, dst)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+
+
+def _same_bytes(a: str, b: str) -> bool:
+    if os.path.getsize(a) != os.path.getsize(b):
+        return False
+    with open(a, "rb") as fa, open(b, "rb") as fb:
+        while True:
+            ca, cb = fa.read(1 << 20), fb.read(1 << 20)
+            if ca != cb:
+                return False
+            if not ca:
+                return True
+
+
+def safetensors_format(emb: Embedding) -> str:
+    """The layout a converted file gets: diffusers (``{trigger: vectors}``, which A1111, ComfyUI and
+    diffusers all load) for one encoder, encoder-keyed ``multi`` for several."""
+    return "diffusers" if len(emb.vectors) == 1 else "multi"
+
+
+def _write_safetensors(emb: Embedding, target: str, overwrite: bool) -> str:
+    try:
+        from .writing import write
+    except ImportError:
+        raise MissingDependencyError("converting needs embkit.writing, which is not installed in this checkout") from None
+    write(emb, target, format=safetensors_format(emb), overwrite=overwrite)
+    return target
+
+
+def _add_to_library(results: list[PulledFile], library: str | os.PathLike | bool) -> None:
+    try:
+        from .library import Library
+    except ImportError:
+        raise MissingDependencyError("--library needs embkit.library, which is not available in this checkout") from None
+    paths = sorted({p for r in results if r.error is None for p in (r.converted or (r.path,))})
+    # A pull adds a handful of files: one worker, no process pool to start.
+    with Library(None if library is True else os.fspath(library)) as lib:
+        lib.scan(paths, jobs=1)
+
+
+# -- model repos ---------------------------------------------------------------------------------------
+def model_folder(repo_id: str, revision: str | None = None, token: str | None = None, *, include: str = "config",
+                 progress: bool = False) -> str:
+    """A local folder for a diffusers model repo, through huggingface_hub's cache.
+
+    ``include``: ``"config"`` (model_index, configs, tokenizers, scheduler: enough to validate against),
+    ``"text_encoders"`` (also the text encoders' safetensors weights), or ``"all"`` (every sub-folder's
+    json, txt and safetensors files: enough to build a pipeline).
+    """
+    if include not in MODEL_PATTERNS:
+        raise ValueError(f"include must be one of {', '.join(MODEL_PATTERNS)}")
+    folder = _snapshot(repo_id, revision, MODEL_PATTERNS[include], token, progress)
+    if not (os.path.isfile(os.path.join(folder, "model_index.json")) or os.path.isfile(os.path.join(folder, "text_encoder", "config.json"))):
+        raise HubError(f"{repo_id}@{revision or 'main'}: not a diffusers model repo (no model_index.json or text_encoder/config.json)")
+    return folder
+
+
+# -- push ----------------------------------------------------------------------------------------------
+def push(path: str | os.PathLike, repo_id: str, *, token: str | None = None, private: bool = False,
+         sheet: str | os.PathLike | None = None, commit_message: str | None = None) -> str:
+    """Upload an embedding as ``.safetensors`` (converted first when it is another format) with a model
+    card ``README.md`` (family, slots, vectors, trigger word, hashes, and the verify contact sheet
+    when ``sheet`` is given). Creates the repo when needed. Returns the repo's URL."""
+    from .hub_card import model_card
+
+    hf = _hf()
+    path = os.fspath(path)
+    from .io import open_file, read_all
+
+    loaded = open_file(path)
+    embs = read_all(path)
+    with tempfile.TemporaryDirectory(prefix="embkit-push-") as tmp:
+        if loaded.container == "safetensors":
+            upload, name = path, os.path.basename(path)
+        else:
+            if len(embs) != 1:
+                raise HubError(f"{path}: holds {len(embs)} embeddings; convert them to separate safetensors files and push each", path=None)
+            stem = _safe_stem(embs[0].name if loaded.container == "folder" else os.path.splitext(os.path.basename(path))[0])
+            name = stem + ".safetensors"
+            upload = _write_safetensors(embs[0], os.path.join(tmp, name), False)
+            embs = read_all(upload)
+        with open(upload, "rb") as fh:
+            data = fh.read()
+        sheet_name = "contact_sheet.png" if sheet is not None else None
+        card = model_card(embs, name, data, source=path if upload != path else None, sheet=sheet_name, repo_id=repo_id)
+        ops = [hf.CommitOperationAdd(path_in_repo=name, path_or_fileobj=data),
+               hf.CommitOperationAdd(path_in_repo="README.md", path_or_fileobj=card.encode("utf-8"))]
+        if sheet is not None:
+            ops.append(hf.CommitOperationAdd(path_in_repo=sheet_name, path_or_fileobj=os.fspath(sheet)))
+        api = hf.HfApi(token=token)
+        with _hub_errors(repo_id, None, name):
+            url = api.create_repo(repo_id, private=private, exist_ok=True)
+            api.create_commit(repo_id, operations=ops, commit_message=commit_message or f"Upload {name} with embkit")
+    return str(url)
