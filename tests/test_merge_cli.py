@@ -130,3 +130,33 @@ def test_member_of_multi_embedding_file(tmp_path, pair):
     out = tmp_path / "xy.safetensors"
     invoke("merge", f"{bundle}::x", f"{bundle}::y", "-o", out)
     assert np.array_equal(embkit.read(out).vectors["clip_l"], np.concatenate([mk.vectors(1, 768, seed=1), mk.vectors(1, 768, seed=2)]))
+
+
+TORCH_FREE = r"""
+import json, sys
+from embkit.cli.main import main
+a, b, model, out = sys.argv[1:]
+for args in (["merge", a, b, "--mode", "slerp", "-o", out + "1.safetensors"],
+             ["merge", a, b, "--expr", "0.5*a + 0.5*b", "-o", out + "2.safetensors"],
+             ["edit", a, "--select", "0:1", "--port", "sdxl", "--via", model, "--dtype", "fp16", "-o", out + "3.safetensors"]):
+    try:
+        main(args)
+    except SystemExit as exc:
+        assert not exc.code, exc.code
+heavy = sorted(m for m in sys.modules if m.split(".")[0] in ("torch", "diffusers", "transformers"))
+sys.stderr.write("HEAVY=" + json.dumps(heavy) + "\n")
+"""
+
+
+def test_merge_edit_port_never_import_torch(tmp_path, pair):
+    import subprocess
+    import sys
+
+    from test_port import make_sdxl_folder
+
+    make_sdxl_folder(tmp_path / "model")
+    proc = subprocess.run([sys.executable, "-c", TORCH_FREE, *map(str, pair), str(tmp_path / "model"), str(tmp_path / "out")], capture_output=True, text=True, timeout=120)
+    line = [ln for ln in proc.stderr.splitlines() if ln.startswith("HEAVY=")]
+    assert line, proc.stderr
+    assert json.loads(line[0][6:]) == []
+    assert embkit.read(tmp_path / "out3.safetensors").family == "sdxl"
