@@ -394,7 +394,9 @@ def _handler(server: HubServer, role: str):
                 return
             repo_id = f"{payload.get('organization') or USER}/{payload['name']}"
             if repo_id in state.repos:
-                return self._error(409, "RepoExists", "You already created this model repo", {})
+                # The Hub's 409 carries the repo url too: create_repo(exist_ok=True) reads it.
+                msg = "You already created this model repo"
+                return self._json(409, {"error": msg, "url": f"{server.endpoint}/{repo_id}"}, {"X-Error-Message": msg})
             with state.lock:
                 repo = state.repos[repo_id] = Repo(repo_id, private=payload.get("visibility") == "private" or bool(payload.get("private")))
             state.commit(repo_id, {".gitattributes": b"*.safetensors filter=lfs diff=lfs merge=lfs -text\n"}, message="initial commit")

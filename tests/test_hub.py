@@ -314,3 +314,13 @@ def test_pull_does_not_import_torch(hub, tmp_path):
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=120)
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.split() == ["3", "[]"]
+
+
+def test_validation_errors_fail_the_pull(hub, tmp_path):
+    bad = vectors(2, 768)
+    bad[1, 5] = np.nan
+    hub.add_repo("someone/nan", {"nan.safetensors": st_save({"emb_params": bad})})
+    proc = run(hub, tmp_path, "pull", "someone/nan", "--json")
+    assert proc.returncode == 7, proc.stderr
+    [res] = json.loads(proc.stdout)
+    assert any(f["code"] == "nan-inf" and f["severity"] == "error" for f in res["findings"])

@@ -56,8 +56,13 @@ def _print(r) -> None:
     output.info(f"  {esc(r.repo_id)}/{esc(r.filename)} @ {r.commit[:10]} → {esc(r.path)}")
     for path in r.converted:
         output.info(f"  converted → {esc(path)}")
+    notes = [f for f in r.findings if f.get("severity") == "info"]
+    if notes:
+        output.info(f"  [dim]{len(notes)} note(s): {esc(', '.join(sorted({str(f.get('code')) for f in notes})))} (--json shows them)[/]")
     for f in r.findings:
         sev = f.get("severity", "?")
+        if sev == "info":
+            continue
         colour = {"error": "red", "warning": "yellow"}.get(sev, "dim")
         output.info(f"  [{colour}]{esc(str(sev))}[/] {esc(str(f.get('code', '')))}: {esc(str(f.get('message', '')))}")
     for note in r.notes:

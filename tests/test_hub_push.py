@@ -1,0 +1,166 @@
+"""``embkit push`` and ``embkit.hub.model_folder`` against the local fake Hub (tests/hub_server.py),
+through the real huggingface_hub client in a fresh process."""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+from safetensors.numpy import save as st_save
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from hub_server import WRITE_TOKEN, HubServer  # noqa: E402
+from test_hub import a1111_pt, run  # noqa: E402
+
+RNG = np.random.default_rng(19)
+
+
+@pytest.fixture(scope="module")
+def hub():
+    srv = HubServer().start()
+    yield srv
+    srv.stop()
+
+
+def png_bytes() -> bytes:
+    buf = io.BytesIO()
+    Image.new("RGB", (16, 8), (200, 30, 30)).save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def test_push_creates_the_repo_and_commits_the_file_and_a_card(hub, tmp_path):
+    data = st_save({"clip_l": RNG.standard_normal((3, 768)).astype(np.float32),
+                    "clip_g": RNG.standard_normal((3, 1280)).astype(np.float32)})
+    src = tmp_path / "neon-style.safetensors"
+    src.write_bytes(data)
+    sheet = tmp_path / "sheet.png"
+    sheet.write_bytes(png_bytes())
+    proc = run(hub, tmp_path, "push", str(src), "tester/neon-style", "--sheet", str(sheet), "-m", "first upload",
+               HF_TOKEN=WRITE_TOKEN)
+    assert proc.returncode == 0, proc.stderr
+    assert f"{hub.endpoint}/tester/neon-style" in proc.stdout
+    files = hub.files("tester/neon-style")
+    assert files["neon-style.safetensors"] == data
+    assert files["contact_sheet.png"] == sheet.read_bytes()
+    card = files["README.md"].decode()
+    sha = hashlib.sha256(data).hexdigest()
+    for needle in ("library_name: embkit", "stable-diffusion-xl", "Trigger word: `neon-style`", "| clip_g | 3 | 1280 | float32 |",
+                   sha, sha[:10], "![embkit verify contact sheet](contact_sheet.png)", "weight_name=\"neon-style.safetensors\""):
+        assert needle in card, needle
+    assert hub.state.repos["tester/neon-style"].messages[-1] == "first upload"
+    create = [r for r in hub.requests("POST", "/api/repos/create")]
+    assert create and all(r["auth"] == f"Bearer {WRITE_TOKEN}" for r in create)
+
+
+def test_push_converts_other_formats_to_safetensors(hub, tmp_path):
+    pytest.importorskip("embkit.writing")
+    values = RNG.standard_normal((2, 768)).astype(np.float32)
+    src = tmp_path / "bad-hands.pt"
+    src.write_bytes(a1111_pt("bad-hands", values))
+    proc = run(hub, tmp_path, "push", str(src), "tester/bad-hands", "--private", HF_TOKEN=WRITE_TOKEN)
+    assert proc.returncode == 0, proc.stderr
+    files = hub.files("tester/bad-hands")
+    assert "bad-hands.pt" not in files
+    out = tmp_path / "back.safetensors"
+    out.write_bytes(files["bad-hands.safetensors"])
+    import embkit
+
+    emb = embkit.read(out)
+    assert np.array_equal(emb.vectors["clip_l"], values)
+    assert "converted by embkit from `bad-hands.pt`" in files["README.md"].decode()
+    assert hub.state.repos["tester/bad-hands"].private is True
+
+
+def test_push_to_an_existing_repo_adds_a_commit(hub, tmp_path):
+    src = tmp_path / "twice.safetensors"
+    src.write_bytes(st_save({"emb_params": RNG.standard_normal((1, 768)).astype(np.float32)}))
+    for _ in range(2):
+        assert run(hub, tmp_path, "push", str(src), "tester/twice", HF_TOKEN=WRITE_TOKEN).returncode == 0
+    src.write_bytes(st_save({"emb_params": RNG.standard_normal((2, 768)).astype(np.float32)}))
+    assert run(hub, tmp_path, "push", str(src), "tester/twice", HF_TOKEN=WRITE_TOKEN).returncode == 0
+    assert hub.files("tester/twice")["twice.safetensors"] == src.read_bytes()
+
+
+def test_push_without_a_write_token_is_a_hub_error(hub, tmp_path):
+    src = tmp_path / "x.safetensors"
+    src.write_bytes(st_save({"emb_params": RNG.standard_normal((1, 768)).astype(np.float32)}))
+    proc = run(hub, tmp_path, "push", str(src), "tester/nope")
+    assert proc.returncode == 12
+    assert "tester/nope" in proc.stderr and "401" in proc.stderr
+    assert "tester/nope" not in hub.state.repos
+
+
+def test_pushed_file_pulls_back(hub, tmp_path):
+    values = RNG.standard_normal((4, 768)).astype(np.float32)
+    src = tmp_path / "roundtrip.safetensors"
+    src.write_bytes(st_save({"emb_params": values}))
+    assert run(hub, tmp_path, "push", str(src), "tester/roundtrip", HF_TOKEN=WRITE_TOKEN).returncode == 0
+    proc = run(hub, tmp_path, "pull", "tester/roundtrip", "-o", str(tmp_path / "o"), "--json")
+    assert proc.returncode == 0, proc.stderr
+    [res] = json.loads(proc.stdout)
+    assert res["embeddings"][0]["name"] == "roundtrip"
+    assert (tmp_path / "o" / "roundtrip.safetensors").read_bytes() == src.read_bytes()
+
+
+def test_model_folder_fetches_configs_and_tokenizers_only(hub, tmp_path):
+    files = {
+        "model_index.json": json.dumps({"_class_name": "StableDiffusionPipeline"}).encode(),
+        "text_encoder/config.json": json.dumps({"hidden_size": 768}).encode(),
+        "text_encoder/model.safetensors": st_save({"w": np.zeros((4, 4), np.float32)}),
+        "tokenizer/vocab.json": b"{}",
+        "tokenizer/merges.txt": b"#version: 0.2\n",
+        "unet/config.json": b"{}",
+        "unet/diffusion_pytorch_model.safetensors": st_save({"w": np.zeros((64, 64), np.float32)}),
+        "v1-5-pruned.safetensors": st_save({"w": np.zeros((64, 64), np.float32)}),
+    }
+    hub.add_repo("someorg/tiny-sd", files)
+    hub.add_repo("someone/not-a-model", {"x.safetensors": st_save({"emb_params": np.zeros((1, 768), np.float32)})})
+    code = ("import json, os, sys, embkit.hub as h\n"
+            "out = {}\n"
+            "for inc in ('config', 'text_encoders', 'all'):\n"
+            "    f = h.model_folder('someorg/tiny-sd', include=inc)\n"
+            "    out[inc] = sorted(os.path.relpath(os.path.join(r, n), f) for r, _, ns in os.walk(f) for n in ns)\n"
+            "try:\n    h.model_folder('someone/not-a-model')\nexcept Exception as e:\n    out['err'] = [type(e).__name__, str(e)]\n"
+            "out['torch'] = 'torch' in sys.modules\n"
+            "print(json.dumps(out))\n")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("HF_")}
+    env.update(HF_ENDPOINT=hub.endpoint, HF_HOME=str(tmp_path))
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    out = json.loads(proc.stdout)
+    assert out["config"] == ["model_index.json", "text_encoder/config.json", "tokenizer/merges.txt", "tokenizer/vocab.json", "unet/config.json"]
+    assert "text_encoder/model.safetensors" in out["text_encoders"]
+    assert "unet/diffusion_pytorch_model.safetensors" not in out["text_encoders"]
+    assert "unet/diffusion_pytorch_model.safetensors" in out["all"]
+    assert "v1-5-pruned.safetensors" not in out["all"]
+    assert out["err"][0] == "HubError" and "someone/not-a-model" in out["err"][1]
+    assert out["torch"] is False
+
+
+def test_verify_model_accepts_a_hub_id(hub, tmp_path):
+    """embkit.validate resolves ``org/name`` through hub.model_folder (the verify --model HUB_ID path)."""
+    pytest.importorskip("embkit.validate")
+    files = {
+        "model_index.json": json.dumps({"_class_name": "StableDiffusionPipeline"}).encode(),
+        "text_encoder/config.json": json.dumps({"hidden_size": 768, "max_position_embeddings": 77, "vocab_size": 49408,
+                                                "architectures": ["CLIPTextModel"], "model_type": "clip_text_model"}).encode(),
+    }
+    hub.add_repo("someorg/verify-target", files)
+    src = tmp_path / "e.safetensors"
+    src.write_bytes(st_save({"emb_params": RNG.standard_normal((2, 1280)).astype(np.float32) * 0.02}))
+    code = ("import embkit, json\n"
+            "r = embkit.validate(embkit.read('e.safetensors'), 'someorg/verify-target')\n"
+            "print(json.dumps(r.codes()))\n")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("HF_")}
+    env.update(HF_ENDPOINT=hub.endpoint, HF_HOME=str(tmp_path))
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, cwd=tmp_path, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert "width-mismatch" in json.loads(proc.stdout)
