@@ -13,8 +13,6 @@ writer stores. Arithmetic is done in float64. No torch.
 
 from __future__ import annotations
 
-import hashlib
-import os
 import re
 from typing import Any, Callable, Iterable, Sequence
 
@@ -22,6 +20,7 @@ import numpy as np
 
 from .errors import OperationError
 from .formats.base import narrow_bf16, widen_bf16
+from .provenance import describe, vectors_sha256
 from .schema import DTYPES, Embedding
 
 MODES = ("concat", "sum", "mean", "lerp", "slerp")
@@ -32,56 +31,7 @@ SLERP_DOT_THRESHOLD = 0.9995
 DTYPE_ALIASES = {"fp16": "float16", "half": "float16", "bf16": "bfloat16", "fp32": "float32", "float": "float32", "fp64": "float64"}
 
 
-# -- provenance ----------------------------------------------------------------------------------
-_FILE_SHA: dict[tuple[str, int, int], str] = {}
-
-
-def _file_sha256(path: str) -> str | None:
-    """SHA-256 of a source file (cached by path, size and mtime); None when it is not a file."""
-    try:
-        st = os.stat(path)
-    except OSError:
-        return None
-    if not os.path.isfile(path):
-        return None
-    key = (os.path.abspath(path), st.st_size, st.st_mtime_ns)
-    if key not in _FILE_SHA:
-        h = hashlib.sha256()
-        with open(path, "rb") as fh:
-            for block in iter(lambda: fh.read(1 << 20), b""):
-                h.update(block)
-        _FILE_SHA[key] = h.hexdigest()
-    return _FILE_SHA[key]
-
-
-def vectors_sha256(emb: Embedding) -> str:
-    """A hash of an embedding's vectors (slot names, shapes, stored dtypes and values as float32);
-    identifies an input even when it was never a file."""
-    h = hashlib.sha256()
-    for slot, arr in emb.vectors.items():
-        h.update(f"{slot}:{arr.shape[0]}x{arr.shape[1]}:{emb.dtypes[slot]};".encode())
-        h.update(np.ascontiguousarray(arr, dtype="<f4").tobytes())
-    return h.hexdigest()
-
-
-def describe(emb: Embedding, *, history: bool = True) -> dict[str, Any]:
-    """The provenance record of one input: name, file path/format/SHA-256 when it was read from a
-    file, vectors hash, and (``history``) the input's own provenance."""
-    rec: dict[str, Any] = {"name": emb.name}
-    if emb.source is not None:
-        rec["path"] = os.path.basename(emb.source.path)
-        rec["format"] = emb.source.format
-        if emb.source.member:
-            rec["member"] = emb.source.member
-        sha = _file_sha256(emb.source.path)
-        if sha:
-            rec["sha256"] = sha
-    rec["vectors_sha256"] = vectors_sha256(emb)
-    if history and emb.metadata.get("provenance"):
-        rec["provenance"] = list(emb.metadata["provenance"])
-    return rec
-
-
+# -- helpers -------------------------------------------------------------------------------------
 def _edited(emb: Embedding, vectors: dict[str, np.ndarray], operation: str, dtypes: dict | None = None, **params: Any) -> Embedding:
     """The edit result: new vectors, the source dropped (it is no longer that file), provenance added."""
     changes: dict[str, Any] = {"vectors": vectors, "source": None}
@@ -91,7 +41,6 @@ def _edited(emb: Embedding, vectors: dict[str, np.ndarray], operation: str, dtyp
     return out.with_provenance(operation, [describe(emb, history=False)], **params)
 
 
-# -- helpers -------------------------------------------------------------------------------------
 def store(values: np.ndarray, dtype: str) -> np.ndarray:
     """Values rounded to a stored dtype: float16/float32/float64 by numpy; bfloat16 rounded to
     nearest even like :func:`embkit.formats.base.narrow_bf16` and widened back to float32. Finite

@@ -21,7 +21,8 @@ import numpy as np
 
 from .errors import BrokenFileError, OperationError, TargetError
 from .formats.safetensors_file import read_raw
-from .ops import describe, store
+from .ops import store
+from .provenance import describe
 from .schema import SLOT_WIDTHS, Embedding
 
 ZERO_WARNING = (
