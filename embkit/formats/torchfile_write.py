@@ -4,9 +4,13 @@ The layout is the one ``torch.save`` writes: a zip (members stored, not compress
 data aligned to 64 bytes with padding in the local header's extra field) holding
 
     archive/data.pkl                 the object, pickled with protocol 2
-    archive/.format_version, archive/.storage_alignment, archive/byteorder
-    archive/data/<key>               one raw little-endian storage per tensor
+    archive/byteorder                ``little``
+    archive/data/<key>               one raw little-endian storage per tensor (keys 0, 1, …)
     archive/version, archive/.data/serialization_id
+
+Newer torch also writes ``.format_version`` and ``.storage_alignment``; they are left out because
+A1111's loader refuses any member outside ``data.pkl``, ``data/<n>``, ``version``, ``byteorder`` and
+``.data/serialization_id`` (``modules/safe.py``), and torch reads files without them.
 
 The pickle is emitted opcode by opcode (Python's pickler would import ``torch`` to check the
 globals it names). A tensor is the call torch itself records:
@@ -151,8 +155,6 @@ def dumps(obj: Any, archive: str = "archive") -> bytes:
     pkl, storages = dumps_pickle(obj)
     members: list[tuple[str, bytes]] = [
         (f"{archive}/data.pkl", pkl),
-        (f"{archive}/.format_version", b"1"),
-        (f"{archive}/.storage_alignment", b"64"),
         (f"{archive}/byteorder", b"little"),
     ]
     digest = hashlib.sha256(pkl)
