@@ -22,8 +22,9 @@ from .modelspec import NORM_PRIORS, T5_TOKEN_LIMIT, SlotSpec, TokenNorms, _defau
 from .schema import SLOTS
 from .vocab import read_tokenizer_folder
 
-#: Where a diffusers text encoder keeps its token-embedding matrix.
-FOLDER_EMBED_KEYS = ("text_model.embeddings.token_embedding.weight", "shared.weight", "encoder.embed_tokens.weight")
+#: Where a diffusers text encoder keeps its token-embedding matrix (transformers 5 saves CLIP without
+#: the ``text_model.`` prefix, older saves with it; T5 under ``shared`` or ``encoder.embed_tokens``).
+FOLDER_EMBED_KEYS = ("text_model.embeddings.token_embedding.weight", "embeddings.token_embedding.weight", "shared.weight", "encoder.embed_tokens.weight")
 WEIGHT_FILES = ("model.safetensors", "model.fp16.safetensors")
 INDEX_FILES = ("model.safetensors.index.json", "model.fp16.safetensors.index.json")
 #: ``modelspec.architecture`` prefixes (kohya/SAI metadata) → family.

@@ -138,6 +138,7 @@ def validate(embedding: Embedding | str | os.PathLike, target: Any, *, loaded: I
     from .validate_names import check_names
 
     findings += check_names(embedding, spec, [o for o in loaded if o is not embedding])
+    findings.sort(key=lambda f: SEVERITIES.index(f.severity))  # stable: errors first, then warnings, then notes
     return Report(embedding.name, spec.describe(), tuple(findings), embedding.source.path if embedding.source else None, embedding.family)
 
 

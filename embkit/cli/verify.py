@@ -1,0 +1,174 @@
+"""``embkit verify PATH... [--model TARGET]``: does each embedding fit the target model?
+
+Prints a table of findings per embedding (or ``--json``) and a summary of which would load and
+which would be skipped, and why. Exit status: 0 when everything passes; 7
+(:attr:`embkit.errors.ValidationFailed.exit_code`) when any embedding has an error or a file cannot
+be read, and with ``--strict`` also when any has a warning; 6 when the target cannot be built.
+With ``--render``, rendering (``embkit.cli.render``) runs after validation.
+"""
+
+from __future__ import annotations
+
+import os
+
+import click
+
+from . import output
+
+SEVERITY_STYLE = {"error": "bold red", "warning": "yellow", "info": "dim"}
+
+
+@click.command("verify")
+@click.argument("paths", nargs=-1, required=True, type=click.Path())
+@click.option("-m", "--model", help="Target: a family (sd1, sd2, sdxl, sd3, flux), a diffusers folder, a .safetensors checkpoint or a Hub repo id (org/name). Default: each embedding's own family (sd1 when unknown).")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object (files, findings, summary) instead of tables.")
+@click.option("--strict", is_flag=True, help="Fail on warnings too.")
+@click.option("--render", is_flag=True, help="After validating, render with and without each embedding (see docs).")
+@click.option("--prompt", help="With --render: the prompt to render.")
+@click.option("--as-negative", is_flag=True, help="With --render: put the embedding in the negative prompt.")
+@click.option("--seed", "seeds", type=int, multiple=True, help="With --render: a seed (repeatable).")
+@click.option("--steps", type=int, help="With --render: denoising steps.")
+@click.option("--device", type=click.Choice(["auto", "cuda", "cpu"]), default="auto", show_default=True, help="With --render: where to render.")
+@click.option("-o", "--output", "output_path", type=click.Path(), help="With --render: the contact sheet PNG to write.")
+def cli(paths, model, as_json, strict, render, prompt, as_negative, seeds, steps, device, output_path) -> None:
+    """Check embeddings against a target model: widths, slots, values, prompt budget, trigger names.
+
+    Folders are walked (every embedding file and concept folder under them); files in a folder that
+    are not embeddings are ignored. All embeddings given are checked as if loaded together, so
+    trigger collisions between them are reported."""
+    from ..errors import ValidationFailed
+    from ..modelspec import resolve_target
+
+    spec = resolve_target(model) if model else None
+    files = _load(paths)
+    everything = [e for f in files for e in f["embeddings"]]
+    own_specs: dict[str, object] = {}
+    failed = False
+    for entry in files:
+        entry["reports"] = []
+        for emb in entry["embeddings"]:
+            target = spec or own_specs.setdefault(emb.family, resolve_target(emb.family if emb.family != "unknown" else "sd1"))
+            from ..validate import validate
+
+            report = validate(emb, target, loaded=everything)
+            entry["reports"].append(report)
+            failed |= not report.passes(strict)
+        failed |= entry["error"] is not None
+    summary = _summary(files)
+    if not (as_json and render):
+        if as_json:
+            output.print_json(_json(files, spec, summary, failed))
+        else:
+            _print(files, summary, spec, strict)
+    code = ValidationFailed.exit_code if failed else 0
+    if render:
+        code = _render(paths, model, prompt, as_negative, seeds, steps, device, output_path, as_json, strict) or code
+    raise SystemExit(code)
+
+
+def _render(paths, model, prompt, as_negative, seeds, steps, device, output_path, as_json, strict) -> int:
+    try:
+        from . import render
+    except ModuleNotFoundError as exc:
+        if exc.name != "embkit.cli.render":
+            raise
+        output.error(RuntimeError("--render is not available in this install (embkit.cli.render is missing)"))
+        return 11
+    return render.run(paths=list(paths), model=model, prompt=prompt, as_negative=as_negative, seeds=list(seeds), steps=steps,
+                      device=device, output=output_path, json_out=as_json, strict=strict)
+
+
+def _load(paths) -> list[dict]:
+    """Read every file; a file in a walked folder that is not an embedding is marked ignored."""
+    from ..errors import EmbkitError, UnknownFormatError
+    from ..io import read_all
+    from ..report import walk
+
+    files = []
+    for arg in paths:
+        walked = os.path.isdir(arg) and not _is_concept(arg)
+        for path in walk([arg]):
+            entry = {"path": path, "embeddings": [], "error": None, "ignored": False}
+            try:
+                entry["embeddings"] = read_all(path)
+            except UnknownFormatError as exc:
+                if walked:
+                    entry["ignored"] = True
+                else:
+                    entry["error"] = exc
+            except EmbkitError as exc:
+                entry["error"] = exc
+            files.append(entry)
+    return files
+
+
+def _is_concept(path: str) -> bool:
+    from ..report import is_concept_folder
+
+    return is_concept_folder(path)
+
+
+def _reason(report) -> str:
+    first = report.errors[0]
+    return first.code + (f" ({first.slot})" if first.slot else "") + (f" - fix: {first.fix}" if first.fix else "")
+
+
+def _summary(files: list[dict]) -> dict:
+    load, skipped, ignored = [], [], []
+    for entry in files:
+        if entry["ignored"]:
+            ignored.append(entry["path"])
+        elif entry["error"] is not None:
+            skipped.append({"name": None, "path": entry["path"], "reason": f"{entry['error'].code}: {entry['error'].detail}"})
+        for report in entry["reports"]:
+            if report.ok:
+                load.append({"name": report.name, "path": entry["path"], "warnings": len(report.warnings)})
+            else:
+                skipped.append({"name": report.name, "path": entry["path"], "reason": _reason(report)})
+    return {"load": load, "skipped": skipped, "ignored": ignored}
+
+
+def _json(files: list[dict], spec, summary: dict, failed: bool) -> dict:
+    out_files = []
+    for entry in files:
+        if entry["ignored"]:
+            continue
+        item: dict = {"path": entry["path"], "reports": [r.to_dict() for r in entry["reports"]]}
+        if entry["error"] is not None:
+            item["error"] = entry["error"].to_dict()
+        out_files.append(item)
+    return {"target": spec.to_dict() if spec else None, "ok": not failed, "files": out_files, "summary": summary}
+
+
+def _print(files: list[dict], summary: dict, spec, strict: bool) -> None:
+    from rich.table import Table
+
+    con, esc = output.console(), output.escape
+    if spec is not None:
+        con.print(f"target [bold]{esc(spec.describe())}[/] [dim]({esc(spec.kind)}: {esc(spec.source)})[/]")
+        for note in spec.notes:
+            con.print(f"  [dim]{esc(note)}[/]")
+        if not any(s.vocab is not None for s in spec.slots.values()):
+            con.print("  [dim]no tokenizer: triggers not checked against the vocabulary (pass a model folder for that)[/]")
+    for entry in files:
+        if entry["ignored"]:
+            continue
+        if entry["error"] is not None:
+            output.error(entry["error"])
+            continue
+        for report in entry["reports"]:
+            verdict = "[green]ok[/]" if report.passes(strict) else "[red]fails[/]"
+            title = f"[bold]{esc(report.name)}[/] {verdict}  [dim]{esc(entry['path'])} → {esc(report.target)}[/]"
+            table = Table(title=title, title_justify="left", header_style="bold", expand=False)
+            for col in ("severity", "code", "slot", "row", "message"):
+                table.add_column(col, overflow="fold")
+            for f in report.findings:
+                if f.code == "vocab-unavailable":
+                    continue  # said once, under the target line
+                style = SEVERITY_STYLE[f.severity]
+                table.add_row(f"[{style}]{f.severity}[/]", f.code, f.slot or "", "" if f.index is None else str(f.index), esc(f.message))
+            con.print(table)
+    load, skipped, ignored = summary["load"], summary["skipped"], summary["ignored"]
+    con.print(f"\n[bold]{len(load)}[/] would load, [bold]{len(skipped)}[/] would be skipped" + (f", {len(ignored)} non-embedding file(s) ignored" if ignored else ""))
+    for item in skipped:
+        con.print(f"  [red]skipped[/] {esc(item['name'] or os.path.basename(item['path']))}: {esc(item['reason'])}")
