@@ -120,3 +120,23 @@ def test_pad_to(tmp_path, corpus):
     invoke("edit", corpus / "bad-hands-5.pt", "--pad-to", "4", "-o", out)
     v = embkit.read(out).vectors["clip_l"]
     assert v.shape == (4, 768) and not v[2:].any()
+
+
+def test_recipes_from_docs_run(tmp_path, corpus):
+    """The corpus-based commands in docs/recipes.md work as written."""
+    bad, easy = str(corpus / "bad-hands-5.pt"), str(corpus / "EasyNegative.pt")
+    o = lambda name: str(tmp_path / name)  # noqa: E731
+    invoke("merge", bad, easy, "-o", o("negs.safetensors"))
+    invoke("merge", bad, easy, "--mode", "mean", "--pad", "--weights", "0.4,0.6", "-o", o("negblend.safetensors"))
+    invoke("merge", bad, easy, "--pad", "--expr", "0.4*a + 0.6*EasyNegative", "-o", o("negblend2.safetensors"), "--overwrite")
+    assert np.array_equal(embkit.read(o("negblend.safetensors")).vectors["clip_l"], embkit.read(o("negblend2.safetensors")).vectors["clip_l"])
+    invoke("edit", easy, "--select", "0:4", "--scale", "1.2", "-o", o("EasyNegative4.safetensors"))
+    invoke("edit", easy, "--select", "0,1,5", "-o", o("EasyNegative3.safetensors"))
+    invoke("edit", easy, "--select", "0:4", "--norm", "0.45", "-o", o("EasyNegative4n.safetensors"))
+    norms = np.linalg.norm(embkit.read(o("EasyNegative4n.safetensors")).vectors["clip_l"].astype(np.float64), axis=1)
+    assert abs(norms.mean() - 0.45) < 1e-6
+    invoke("edit", o("negs.safetensors"), "--port", "sdxl", "-o", o("negs_xl.safetensors"))
+    invoke("edit", o("negs_xl.safetensors"), "--scale-slot", "clip_g=0.7", "-o", o("negs_xl_soft.safetensors"))
+    invoke("edit", o("negs_xl.safetensors"), "--port", "sd1", "-o", o("negs_sd1.safetensors"))
+    invoke("edit", o("negs.safetensors"), "--dtype", "fp16", "-o", o("small.safetensors"))
+    assert (tmp_path / "small.safetensors").stat().st_size < (tmp_path / "negs.safetensors").stat().st_size
