@@ -160,20 +160,40 @@ class Library:
 
     def load_into(self, pipe: Any, names: Iterable[str] | None = None) -> LoadReport:
         """Apply every compatible embedding (or those named) to a diffusers pipeline in one step,
-        through :func:`embkit.diffusers.apply`. Incompatible ones, and a second file defining a
-        trigger already taken, are skipped and reported."""
-        from ..diffusers import apply
+        through :func:`embkit.diffusers.apply`. Skipped, with the reason: embeddings that do not
+        fit the pipeline, a second file defining a trigger already taken (tokenizers ignore case),
+        and triggers whose tokens the tokenizer already has."""
+        from ..diffusers import apply, encoder_slots
+        from ..prompt import token_names
 
-        loaded, skipped, embs, taken = [], [], [], {}
+        vocab: set[str] = set()
+        pipe_slots = [s.slot for s in encoder_slots(pipe)]
+        for s in encoder_slots(pipe):
+            vocab.update(t.casefold() for t in getattr(pipe, s.tokenizer).get_vocab())
+        loaded, skipped, embs = [], [], []
+        taken: dict[str, str] = {}  # casefolded token -> the file that claimed it
         for r in self.check(pipe, names):
+            name = r.entry.name
             if not r.loads:
-                skipped.append((r.entry.name, [f["message"] for f in r.findings if f["severity"] == "error"]))
-            elif r.entry.name.lower() in taken:
-                skipped.append((r.entry.name, [f"trigger already taken by {taken[r.entry.name.lower()]}"]))
+                skipped.append((name, [f["message"] for f in r.findings if f["severity"] == "error"]))
+                continue
+            tokens = [t.casefold() for t in token_names(name, r.embedding.num_vectors)]
+            clash = next((t for t in tokens if t in taken), None)
+            # apply() refuses the whole batch over one misfit, so leave those out here: vectors for
+            # an encoder the pipeline lacks, or no vectors for one it has (T5 may go without).
+            extra = [s for s in r.embedding.slots if s not in pipe_slots]
+            lacking = [s for s in pipe_slots if s not in r.embedding.slots and s != "t5"]
+            if extra or lacking:
+                what = f"has {', '.join(extra)} vectors the pipeline has no encoder for" if extra else f"has no {', '.join(lacking)} vectors"
+                skipped.append((name, [f"{r.entry.path}: {what} (pipeline encoders: {', '.join(pipe_slots)})"]))
+            elif clash is not None:
+                skipped.append((name, [f"{r.entry.path}: token {clash!r} is already taken by {taken[clash]}"]))
+            elif any(t in vocab for t in tokens):
+                skipped.append((name, [f"{r.entry.path}: the tokenizer already has a token {name!r} (unload it, or rename the embedding)"]))
             else:
-                taken[r.entry.name.lower()] = r.entry.path
+                taken.update(dict.fromkeys(tokens, r.entry.path))
                 embs.append(r.embedding)
-                loaded.append(r.entry.name)
+                loaded.append(name)
         if embs:
             apply(pipe, embs)
         return LoadReport(loaded, skipped)
@@ -238,12 +258,9 @@ class Library:
 
 
 def _spec(target: Any) -> Any:
-    from .. import encoders
+    from ..modelspec import resolve_target
 
-    spec_type = getattr(encoders, "ModelSpec", None)
-    if spec_type is not None and isinstance(target, spec_type):
-        return target
-    return encoders.resolve_target(target)
+    return resolve_target(target)  # a ModelSpec passes through unchanged
 
 
 def _pick(embeddings: list, entry: Entry):

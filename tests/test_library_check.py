@@ -1,0 +1,114 @@
+"""Library compatibility checks (through embkit.validate) and load_into on a real tiny diffusers
+pipeline."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import embkit
+import makers as mk
+from conftest import run_embkit
+
+
+@pytest.fixture(scope="module")
+def library(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("check")
+    root = tmp / "embeddings"
+    root.mkdir()
+    mk.kohya_file(root / "zqxone.safetensors", mk.vectors(1, 768, seed=1))
+    mk.a1111_pt(root / "zqxtwo.pt", mk.vectors(2, 768, seed=2))
+    mk.multi_file(root / "zqxlarge.safetensors", {"clip_l": mk.vectors(2, 768, seed=3), "clip_g": mk.vectors(2, 1280, seed=4)})
+    mk.kohya_file(root / "zqxwide.safetensors", mk.vectors(1, 1024, seed=5))  # SD2
+    (root / "dup").mkdir()
+    mk.kohya_file(root / "dup" / "ZQXONE.safetensors", mk.vectors(1, 768, seed=6))  # same trigger to a tokenizer
+    db = tmp / "lib.sqlite"
+    with embkit.Library(db) as lib:
+        lib.scan([root], jobs=1)
+    return db, root
+
+
+def _by_name(results):
+    return {(r.entry.name, Path(r.entry.path).parent.name): r for r in results}
+
+
+def test_check_by_family(library):
+    db, _ = library
+    with embkit.Library(db) as lib:
+        sd1 = {r.entry.name: r for r in lib.check("sd1") if r.entry.name != "ZQXONE"}
+        assert {n for n, r in sd1.items() if r.loads} == {"zqxone", "zqxtwo", "zqxlarge"}
+        assert any(f["code"] == "extra-slot" and f["severity"] == "warning" for f in sd1["zqxlarge"].findings)
+        assert not sd1["zqxwide"].loads
+        assert any(f["code"] == "width-mismatch" and f["severity"] == "error" for f in sd1["zqxwide"].findings)
+        sdxl = {r.entry.name: r for r in lib.check("sdxl", names=["zqxlarge", "zqxone"])}
+        assert set(sdxl) == {"zqxlarge", "zqxone", "ZQXONE"}  # a name matches case-insensitively
+        assert sdxl["zqxlarge"].loads
+        assert not sdxl["zqxone"].loads and any(f["code"] == "missing-slot" for f in sdxl["zqxone"].findings)
+
+
+def test_check_notices_a_file_gone_since_the_scan(library, tmp_path):
+    db, root = library
+    with embkit.Library(tmp_path / "stale.sqlite") as lib:
+        victim = tmp_path / "gone.safetensors"
+        mk.kohya_file(victim, mk.vectors(1, 768, seed=9))
+        lib.scan([victim])
+        victim.unlink()
+        [r] = lib.check("sd1")
+        assert not r.loads and r.findings[0]["severity"] == "error" and "gone.safetensors" in r.findings[0]["message"]
+
+
+def test_check_cli_json(library):
+    db, _ = library
+    done = run_embkit("library", "--db", str(db), "check", "--model", "sdxl", "--json")
+    assert done.returncode == 0, done.stderr
+    got = {r["name"]: r for r in json.loads(done.stdout)}
+    assert got["zqxlarge"]["loads"] is True and got["zqxtwo"]["loads"] is False
+    human = run_embkit("library", "--db", str(db), "check", "--model", "sd1")
+    assert "would load" in human.stdout and "skip" in human.stdout
+    bad = run_embkit("library", "--db", str(db), "check", "--model", "no-such-family")
+    assert bad.returncode == 6, bad.stderr  # TargetError
+
+
+@pytest.fixture(scope="module")
+def sd1_pipe():
+    pytest.importorskip("diffusers")
+    from embkit.tiny import tiny_pipeline
+
+    return tiny_pipeline("sd1")
+
+
+def test_load_into_applies_every_compatible_embedding_at_once(library, sd1_pipe):
+    db, root = library
+    pipe = sd1_pipe
+    rows_before = pipe.text_encoder.get_input_embeddings().weight.shape[0]
+    with embkit.Library(db) as lib:
+        report = lib.load_into(pipe)
+    try:
+        assert sorted(report.loaded) == ["ZQXONE", "zqxtwo"] or sorted(report.loaded) == ["zqxone", "zqxtwo"]
+        skipped = dict(report.skipped)
+        assert set(skipped) >= {"zqxlarge", "zqxwide"}
+        assert "has clip_g vectors the pipeline has no encoder for" in skipped["zqxlarge"][0]
+        loser = "ZQXONE" if "zqxone" in report.loaded else "zqxone"
+        assert "already taken" in skipped[loser][0]
+        weight = pipe.text_encoder.get_input_embeddings().weight.detach().numpy()
+        assert weight.shape[0] == rows_before + 3  # zqxone (1 vector) + zqxtwo (2), in one resize
+        tok = pipe.tokenizer
+        got = weight[tok.convert_tokens_to_ids("zqxtwo_1")]
+        np.testing.assert_array_equal(got, mk.vectors(2, 768, seed=2)[1])
+    finally:
+        from embkit.diffusers import unload
+
+        unload(pipe)
+    assert pipe.text_encoder.get_input_embeddings().weight.shape[0] == rows_before
+    with embkit.Library(db) as lib:
+        again = lib.load_into(pipe, names=["zqxtwo"])
+    try:
+        assert again.loaded == ["zqxtwo"] and not again.skipped
+        with embkit.Library(db) as lib:
+            third = lib.load_into(pipe, names=["zqxtwo"])  # already applied: skipped, pipeline untouched
+        assert third.loaded == [] and "already has a token" in third.skipped[0][1][0]
+    finally:
+        unload(pipe)
