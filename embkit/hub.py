@@ -99,11 +99,11 @@ def _hub_errors(repo_id: str, revision: str | None, filename: str | None = None)
         raise HubError(f"{repo_id}: repository not found (HTTP {_status(exc)}); check the name, or log in if it is private") from None
     # LocalEntryNotFoundError (and IncompleteSnapshotError) subclass EntryNotFoundError: test them first.
     except (hfe.LocalEntryNotFoundError, hfe.OfflineModeIsEnabled) as exc:
-        if hf.constants.is_offline_mode():
+        if _offline(hf):
             raise HubError(f"{what}: offline (HF_HUB_OFFLINE=1) and not in the cache {hf.constants.HF_HUB_CACHE}; "
                            "run once with network access") from None
         raise HubError(f"{what}: cannot reach the Hub at {hf.constants.ENDPOINT} and not in the cache ({_first_line(exc)})") from None
-    except (hfe.RemoteEntryNotFoundError, hfe.EntryNotFoundError):
+    except (getattr(hfe, "RemoteEntryNotFoundError", hfe.EntryNotFoundError), hfe.EntryNotFoundError):
         raise HubError(f"{what}: no such file in the repo") from None
     except hfe.HfHubHTTPError as exc:
         status = _status(exc)
@@ -121,10 +121,21 @@ def _first_line(exc: BaseException) -> str:
     return " ".join(lines[:2]) if lines else type(exc).__name__
 
 
+def _offline(hf) -> bool:
+    constants = hf.constants
+    return constants.is_offline_mode() if hasattr(constants, "is_offline_mode") else bool(constants.HF_HUB_OFFLINE)
+
+
 def _is_transport_error(exc: BaseException) -> bool:
-    """A dropped connection, a timeout, or the client's size check after a short body."""
+    """A dropped connection, a timeout, or the client's size check after a short body (httpx or
+    requests, depending on the huggingface_hub version) -- not the Hub's own answers or offline mode."""
+    from huggingface_hub import errors as hfe
+
+    if isinstance(exc, (hfe.HfHubHTTPError, hfe.LocalEntryNotFoundError, hfe.OfflineModeIsEnabled)):
+        return False
     names = {c.__name__ for c in type(exc).__mro__}
-    if names & {"RemoteProtocolError", "ReadError", "TimeoutException", "ConnectError", "NetworkError", "TransportError"}:
+    if names & {"RemoteProtocolError", "ReadError", "TimeoutException", "ConnectError", "NetworkError", "TransportError",
+                "ChunkedEncodingError", "ConnectionError", "ReadTimeout", "ProtocolError"}:
         return True
     return isinstance(exc, OSError) and "Consistency check failed" in str(exc)
 

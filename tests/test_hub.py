@@ -324,3 +324,14 @@ def test_validation_errors_fail_the_pull(hub, tmp_path):
     assert proc.returncode == 7, proc.stderr
     [res] = json.loads(proc.stdout)
     assert any(f["code"] == "nan-inf" and f["severity"] == "error" for f in res["findings"])
+
+
+def test_unreachable_hub_with_a_cold_cache(hub, tmp_path):
+    import socket
+
+    with socket.socket() as s:  # a port that nothing listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    proc = run(hub, tmp_path, "pull", "someone/pack", HF_ENDPOINT=f"http://127.0.0.1:{port}")
+    assert proc.returncode == 12, proc.stderr
+    assert "cannot reach the Hub" in proc.stderr and "someone/pack" in proc.stderr
