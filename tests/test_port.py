@@ -142,3 +142,32 @@ def test_port_real_corpus_file(corpus):
     assert back.same_vectors(e)
     assert [p["operation"] for p in back.metadata["provenance"]] == ["port", "port"]
     assert xl.metadata["provenance"][0]["inputs"][0]["sha256"].startswith("aa7651be")
+
+
+def test_bf16_model_rows_match_whole_matrix(tmp_path):
+    torch = pytest.importorskip("torch")
+    from safetensors.torch import save_file as save_torch
+
+    from embkit.port import TokenMatrix
+
+    rng = np.random.default_rng(3)
+    for enc, width in (("text_encoder", 768), ("text_encoder_2", 1280)):
+        (tmp_path / enc).mkdir()
+        t = torch.from_numpy(rng.standard_normal((VOCAB, width)).astype(np.float32)).to(torch.bfloat16)
+        save_torch({"text_model.embeddings.token_embedding.weight": t}, str(tmp_path / enc / "model.safetensors"))
+    tm = TokenMatrix(tmp_path, "text_encoder_2", 1280)
+    try:
+        whole = tm.matrix()
+        assert tm.dtype == "bfloat16" and whole.shape == (VOCAB, 1280)
+        assert np.array_equal(tm.rows([5, 0, 49]), whole[[5, 0, 49]])
+        expected = t.float().numpy()  # torch's own bf16 → float32 widening
+        assert np.array_equal(whole, expected)
+    finally:
+        tm.close()
+    vocab_l = TokenMatrix(tmp_path, "text_encoder", 768)
+    try:
+        rows = vocab_l.matrix()[[8, 2]] * 2
+    finally:
+        vocab_l.close()
+    out = to_sdxl(sd1(rows), tmp_path)
+    assert np.array_equal(out.vectors["clip_g"], expected[[8, 2]])
