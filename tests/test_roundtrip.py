@@ -126,7 +126,11 @@ def expected_losses(emb: Embedding, target: str, stem: str) -> set[str]:
     if fmt != "multi" and emb.output_slots:
         codes.add("output-vectors-dropped")
     held = held_metadata(target)
-    if held is not None and any(k not in held and k not in LAYOUT and v is not None for k, v in emb.metadata.items()):
+    derived = {"modelspec.sai_model_spec", "modelspec.architecture", "modelspec.implementation"}  # kohya writes them
+    title_is_name = emb.metadata.get("modelspec.title") in (emb.name, emb.metadata.get("stored_name"))
+    droppable = [k for k, v in emb.metadata.items() if k not in LAYOUT and k not in derived and v is not None]
+    droppable = [k for k in droppable if not (k == "modelspec.title" and title_is_name)]
+    if held is not None and any(k not in held for k in droppable):
         codes.add("metadata-dropped")
     if fmt in STEM_TRIGGERED and stem != emb.name:
         codes.add("trigger-renamed")

@@ -46,12 +46,16 @@ class Settings:
     options: tuple[tuple[str, object], ...]
 
 
-def plan_jobs(inputs: tuple[str, ...], out: str) -> tuple[list[Job], bool]:
-    """Expand inputs into jobs; also says whether this is a single-file conversion."""
+def plan_jobs(inputs: tuple[str, ...], out: str, to: str | None = None) -> tuple[list[Job], bool]:
+    """Expand inputs into jobs; also says whether this is a single-file conversion.
+
+    ``-o`` names a folder when it is one, ends with a separator, has no extension (unless the
+    target is itself a concept folder), or when there are several inputs or a folder of them."""
     from ..atomic import is_temp
     from ..formats import extensions
 
-    out_is_dir = os.path.isdir(out) or out.endswith(("/", os.sep)) or len(inputs) > 1
+    no_ext = not os.path.splitext(os.path.basename(out))[1] and to != "concept-folder"
+    out_is_dir = os.path.isdir(out) or out.endswith(("/", os.sep)) or len(inputs) > 1 or no_ext
     single = len(inputs) == 1 and (os.path.isfile(inputs[0]) or _is_concept(inputs[0]))
     if single and not out_is_dir:
         return [Job(inputs[0], out, False)], True
@@ -224,7 +228,7 @@ def cli(inputs, out, to, container, dtype, name, strict, overwrite, dry_run, job
     Every loss (a slot, output vectors, metadata, precision the target cannot hold) is reported
     per file; --strict turns a loss into a failure. Exit status: 0 when nothing failed, else the
     exit code of the failures' error (1 when they differ)."""
-    job_list, single = plan_jobs(tuple(inputs), out)
+    job_list, single = plan_jobs(tuple(inputs), out, to)
     if single and to is None:
         pass  # the writer picks the format from the output extension
     elif to is None and any(j.into_dir for j in job_list):

@@ -21,6 +21,8 @@ from .base import narrow_bf16
 #: Metadata keys that describe a source file's layout rather than the embedding: they are not
 #: carried over and their absence in the target is not a loss.
 LAYOUT_KEYS = frozenset({"string_to_token", "stored_name", "placeholder", "key", "t5_key", "format", "token_identifier", "lora_tensors"})
+#: modelspec keys the kohya writer derives from the slots: not a loss where another format drops them
+DERIVED_KEYS = frozenset({"modelspec.sai_model_spec", "modelspec.architecture", "modelspec.implementation"})
 #: safetensors ``__metadata__`` key holding embkit's JSON metadata (read back by embkit.io).
 META_JSON_KEY = "embkit.metadata"
 
@@ -116,7 +118,13 @@ def metadata_losses(emb: Embedding, fmt_id: str, held: Iterable[str], losses: li
     held = set(held)
     if "*" in held:
         return
-    dropped = [k for k, v in emb.metadata.items() if k not in held and k not in LAYOUT_KEYS and v is not None]
+    names = (emb.name, emb.metadata.get("stored_name"))
+    dropped = [
+        k
+        for k, v in emb.metadata.items()
+        if k not in held and k not in LAYOUT_KEYS and k not in DERIVED_KEYS and v is not None
+        and not (k == "modelspec.title" and v in names)  # the title kohya files get is the name
+    ]
     if dropped:
         losses.append(Loss("metadata-dropped", f"{fmt_id} file cannot hold metadata: {', '.join(sorted(dropped))}"))
 
