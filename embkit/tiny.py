@@ -25,6 +25,7 @@ TINY_FAMILIES: dict[str, tuple[int, ...]] = {"sd1": (768,), "sd2": (1024,), "sdx
 TINY_SIZE = 64
 #: Denoising steps the tiny pipelines use by default.
 TINY_STEPS = 4
+_MARK = "_embkit_tiny"
 
 
 def _bytes_to_unicode() -> dict[int, str]:
@@ -101,9 +102,10 @@ def _vae():
     return AutoencoderKL(
         in_channels=3,
         out_channels=3,
-        down_block_types=("DownEncoderBlock2D", "DownEncoderBlock2D"),
-        up_block_types=("UpDecoderBlock2D", "UpDecoderBlock2D"),
-        block_out_channels=(32, 64),
+        # Three blocks: 8x downsampling would be SD's; 4x keeps the latents (16x16) cheap on a CPU.
+        down_block_types=("DownEncoderBlock2D",) * 3,
+        up_block_types=("UpDecoderBlock2D",) * 3,
+        block_out_channels=(32, 32, 32),
         layers_per_block=1,
         latent_channels=4,
         norm_num_groups=32,
@@ -124,7 +126,7 @@ def _unet(cross_attention_dim: int, *, sdxl: bool):
             use_linear_projection=True,
         )
     return UNet2DConditionModel(
-        sample_size=TINY_SIZE // 2,
+        sample_size=TINY_SIZE // 4,
         in_channels=4,
         out_channels=4,
         down_block_types=("CrossAttnDownBlock2D", "DownBlock2D"),
@@ -190,7 +192,13 @@ def tiny_pipeline(family: str = "sd1", seed: int = 0, device: str = "cpu", dtype
             )
     pipe = pipe.to(device=device, dtype=dtype) if dtype is not None else pipe.to(device)
     pipe.set_progress_bar_config(disable=True)
+    pipe.__dict__[_MARK] = family
     return pipe
 
 
-__all__ = ["tiny_pipeline", "clip_tokenizer", "clip_vocab", "clip_text_config", "TINY_FAMILIES", "TINY_SIZE", "TINY_STEPS"]
+def is_tiny(pipe: Any) -> bool:
+    """True for a pipeline built by :func:`tiny_pipeline`."""
+    return _MARK in getattr(pipe, "__dict__", {})
+
+
+__all__ = ["tiny_pipeline", "is_tiny", "clip_tokenizer", "clip_vocab", "clip_text_config", "TINY_FAMILIES", "TINY_SIZE", "TINY_STEPS"]

@@ -1,0 +1,345 @@
+"""Before/after test renders: does an embedding change what the model makes?
+
+:func:`compare` renders the same prompt and seeds twice, without and with the embeddings applied
+(in the positive or the negative prompt), and measures three things: how far the text encoders'
+conditioning moved (cosine distance of the encoder outputs, with vs without), how far the images
+moved (mean absolute pixel difference, 0–255), and the time. :func:`contact_sheet` lays the images
+out as a labelled PNG. An embedding that moves neither is the classic "appears to do nothing"
+failure: :data:`EXIT_NO_EFFECT` / :class:`NoEffectError`.
+
+The prompt text is the same in both renders: without the embedding its trigger is plain words to the
+tokenizer; with it, the trigger is the embedding's vectors. torch and diffusers load lazily.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import dataclass, field
+from typing import Any, Sequence
+
+from .errors import EmbkitError, TargetError
+from .schema import Embedding
+
+#: Exit status of ``embkit verify --render`` when the embedding changes nothing.
+EXIT_NO_EFFECT = 14
+#: Below both of these, an embedding "changes nothing": conditioning cosine distance and mean
+#: absolute pixel difference (0–255 scale, largest over the seeds).
+NO_EFFECT_COSINE = 1e-6
+NO_EFFECT_PIXELS = 0.5
+#: Prompt used when none is given (the triggers are added to it).
+DEFAULT_PROMPT = "a photo"
+#: Steps for a real (non-tiny) model when none are given.
+DEFAULT_STEPS = 20
+
+
+class NoEffectError(EmbkitError):
+    """The embedding was applied but changed neither the conditioning nor the images."""
+
+    code = "no-effect"
+    exit_code = EXIT_NO_EFFECT
+
+
+@dataclass
+class SeedRender:
+    """One seed's pair of images (``uint8`` H×W×3 arrays) and their mean absolute difference."""
+
+    seed: int
+    before: Any
+    after: Any
+    pixel_difference: float
+
+
+@dataclass
+class Comparison:
+    """The result of :func:`compare`."""
+
+    model: str
+    device: str
+    dtype: str
+    prompt: str
+    negative_prompt: str | None
+    as_negative: bool
+    triggers: list[str]
+    steps: int
+    renders: list[SeedRender]
+    conditioning_distance: float
+    seconds: float
+    seconds_per_image: float
+    warnings: list[str] = field(default_factory=list)
+
+    @property
+    def pixel_difference(self) -> float:
+        """The largest mean absolute pixel difference over the seeds (0–255)."""
+        return max((r.pixel_difference for r in self.renders), default=0.0)
+
+    @property
+    def changed(self) -> bool:
+        """False when the embedding moved neither the conditioning nor any image."""
+        return self.conditioning_distance >= NO_EFFECT_COSINE or self.pixel_difference >= NO_EFFECT_PIXELS
+
+    def to_dict(self) -> dict:
+        """JSON form (no image data)."""
+        return {
+            "model": self.model,
+            "device": self.device,
+            "dtype": self.dtype,
+            "prompt": self.prompt,
+            "negative_prompt": self.negative_prompt,
+            "as_negative": self.as_negative,
+            "triggers": self.triggers,
+            "steps": self.steps,
+            "seeds": [r.seed for r in self.renders],
+            "conditioning_cosine_distance": self.conditioning_distance,
+            "pixel_difference": {str(r.seed): r.pixel_difference for r in self.renders},
+            "pixel_difference_max": self.pixel_difference,
+            "seconds": self.seconds,
+            "seconds_per_image": self.seconds_per_image,
+            "changed": self.changed,
+            "warnings": list(self.warnings),
+        }
+
+
+# -- choosing the device and the model ---------------------------------------------------------
+
+
+def resolve_device(device: str = "auto") -> tuple[str, Any]:
+    """``auto`` → CUDA in float16 when present, else CPU in float32; ``cuda`` / ``cpu`` as asked."""
+    import torch
+
+    if device == "auto":
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    if device == "cuda" and not torch.cuda.is_available():
+        raise TargetError("--device cuda was asked for, but torch sees no CUDA device")
+    if device not in ("cuda", "cpu"):
+        raise TargetError(f"unknown device {device!r}; use auto, cuda or cpu")
+    return device, (torch.float16 if device == "cuda" else torch.float32)
+
+
+def family_of(embeddings: Sequence[Embedding]) -> str:
+    """The built-in tiny family that fits every embedding (``sd1``, ``sd2`` or ``sdxl``)."""
+    from .tiny import TINY_FAMILIES
+
+    candidates = None
+    for emb in embeddings:
+        fits = [f for f in emb.families if f in TINY_FAMILIES]
+        candidates = fits if candidates is None else [f for f in candidates if f in fits]
+    if not candidates:
+        slots = sorted({s for e in embeddings for s in e.slots})
+        raise TargetError(f"no built-in pipeline fits embeddings with slots {', '.join(slots)}; pass --model with a model folder or Hub id")
+    return candidates[0]
+
+
+def load_pipeline(model: str | None, embeddings: Sequence[Embedding], device: str = "auto") -> tuple[Any, str, bool]:
+    """The pipeline to render with, its description, and whether it is a built-in tiny one.
+
+    ``model``: ``None`` (the tiny pipeline of the embeddings' family), a family name (that family's
+    tiny pipeline), a local diffusers folder (loaded with ``local_files_only``), or a Hub repo id
+    (fetched through :func:`embkit.hub.model_folder`).
+    """
+    from .tiny import TINY_FAMILIES, tiny_pipeline
+
+    dev, dtype = resolve_device(device)
+    if model is None or model.strip().lower() in TINY_FAMILIES:
+        family = family_of(embeddings) if model is None else model.strip().lower()
+        return tiny_pipeline(family, device=dev, dtype=dtype), f"built-in tiny {family}", True
+    if model.strip().lower() in ("sd3", "flux"):
+        raise TargetError(f"no built-in tiny pipeline for {model}; pass a local diffusers folder or a Hub id")
+    folder = model
+    if not os.path.isdir(model):
+        from .hub import model_folder
+
+        folder = model_folder(model, include="all")
+    try:
+        from diffusers import DiffusionPipeline
+
+        pipe = DiffusionPipeline.from_pretrained(folder, local_files_only=True, torch_dtype=dtype)
+    except (OSError, ValueError, EnvironmentError) as exc:
+        raise TargetError(f"cannot load a diffusers pipeline from {folder}: {exc}") from None
+    pipe = pipe.to(dev)
+    pipe.set_progress_bar_config(disable=True)
+    return pipe, model, False
+
+
+# -- measuring ---------------------------------------------------------------------------------
+
+
+def _conditioning(pipe: Any, text: str) -> Any:
+    """Every text encoder's output for ``text`` (triggers expanded), concatenated and flattened."""
+    import torch
+
+    from .diffusers import encoder_slots, expand_prompt
+
+    parts = []
+    with torch.no_grad():
+        for s in encoder_slots(pipe):
+            tokenizer, encoder = getattr(pipe, s.tokenizer), getattr(pipe, s.encoder)
+            ids = tokenizer(expand_prompt(pipe, text, s.tokenizer), padding="max_length", max_length=tokenizer.model_max_length, truncation=True, return_tensors="pt").input_ids
+            out = encoder(ids.to(encoder.device))[0]
+            parts.append(out.float().flatten().cpu())
+    return torch.cat(parts)
+
+
+def _images(pipe: Any, prompt: str, negative: str | None, seeds: Sequence[int], steps: int, size: int | None) -> list[Any]:
+    import numpy as np
+    import torch
+
+    from .diffusers import expanded_prompts
+
+    out = []
+    generator_device = "cuda" if pipe.device.type == "cuda" else "cpu"
+    with expanded_prompts(pipe), torch.no_grad():
+        for seed in seeds:
+            kwargs: dict[str, Any] = dict(prompt=prompt, negative_prompt=negative, num_inference_steps=steps, output_type="np")
+            if size is not None:
+                kwargs.update(height=size, width=size)
+            kwargs["generator"] = torch.Generator(device=generator_device).manual_seed(int(seed))
+            image = pipe(**kwargs).images[0]
+            out.append(np.clip(np.rint(np.asarray(image, dtype=np.float32) * 255), 0, 255).astype(np.uint8))
+    return out
+
+
+def prompts_for(triggers: Sequence[str], prompt: str | None, as_negative: bool) -> tuple[str, str | None, list[str]]:
+    """(positive, negative, warnings): where the triggers go. In the negative prompt the triggers
+    are the whole negative; in the positive they are appended unless the prompt names them."""
+    from .prompt import find
+
+    warnings: list[str] = []
+    if as_negative:
+        return (prompt or DEFAULT_PROMPT), ", ".join(triggers), warnings
+    if prompt is None:
+        return f"{DEFAULT_PROMPT}, {', '.join(triggers)}", None, warnings
+    missing = [t for t in triggers if t not in find(prompt, list(triggers))]
+    if missing:
+        warnings.append(f"the prompt does not name {', '.join(missing)}; appended")
+        prompt = f"{prompt}, {', '.join(missing)}"
+    return prompt, None, warnings
+
+
+def compare(
+    pipe: Any,
+    embeddings: Sequence[Embedding | str],
+    *,
+    prompt: str | None = None,
+    as_negative: bool = False,
+    seeds: Sequence[int] = (0,),
+    steps: int | None = None,
+    size: int | None = None,
+    model: str = "",
+) -> Comparison:
+    """Render ``prompt`` for each seed without and with ``embeddings`` and measure the change.
+
+    The pipeline is left as it was: the embeddings are applied for the second pass and unloaded
+    afterwards. ``steps`` defaults to the tiny pipelines' 4, or 20 for a real model.
+    """
+    import numpy as np
+
+    from .diffusers import _load, apply, unload
+
+    embs = _load(list(embeddings))
+    seeds = tuple(int(s) for s in seeds) or (0,)
+    triggers = [e.name for e in embs]
+    positive, negative, warnings = prompts_for(triggers, prompt, as_negative)
+    from .tiny import TINY_SIZE, TINY_STEPS, is_tiny
+
+    if steps is None:
+        steps = TINY_STEPS if is_tiny(pipe) else DEFAULT_STEPS
+    if size is None and is_tiny(pipe):
+        size = TINY_SIZE
+    side = negative if as_negative else positive
+    start = time.perf_counter()
+    cond_before = _conditioning(pipe, side)
+    before = _images(pipe, positive, negative, seeds, steps, size)
+    applied = apply(pipe, embs)
+    try:
+        warnings.extend(applied.warnings)
+        cond_after = _conditioning(pipe, side)
+        after = _images(pipe, positive, negative, seeds, steps, size)
+    finally:
+        unload(pipe, applied)
+    seconds = time.perf_counter() - start
+    import torch
+
+    cosine = float(torch.nn.functional.cosine_similarity(cond_before, cond_after, dim=0))
+    renders = [
+        SeedRender(seed, b, a, float(np.abs(a.astype(np.int16) - b.astype(np.int16)).mean())) for seed, b, a in zip(seeds, before, after)
+    ]
+    return Comparison(
+        model=model or type(pipe).__name__,
+        device=pipe.device.type,
+        dtype=str(pipe.dtype).replace("torch.", ""),
+        prompt=positive,
+        negative_prompt=negative,
+        as_negative=as_negative,
+        triggers=triggers,
+        steps=int(steps),
+        renders=renders,
+        conditioning_distance=max(0.0, 1.0 - cosine),
+        seconds=seconds,
+        seconds_per_image=seconds / (2 * len(seeds)),
+        warnings=warnings,
+    )
+
+
+# -- the contact sheet -------------------------------------------------------------------------
+
+
+def contact_sheet(comparison: Comparison, *, tile: int = 256) -> Any:
+    """A PIL image: one column per seed, ``before`` on the top row and ``after`` below, each tile
+    labelled with its seed and row, and a title line naming the triggers and the numbers."""
+    from PIL import Image, ImageDraw
+
+    label_h, title_h, pad = 18, 22, 6
+    cols = len(comparison.renders)
+    width = pad + cols * (tile + pad)
+    height = title_h + 2 * (label_h + tile + pad) + pad
+    sheet = Image.new("RGB", (width, height), (24, 24, 24))
+    draw = ImageDraw.Draw(sheet)
+    title = (
+        f"{', '.join(comparison.triggers)}  |  cos dist {comparison.conditioning_distance:.4f}  |  "
+        f"pixel diff {comparison.pixel_difference:.2f}  |  {'negative' if comparison.as_negative else 'positive'}"
+    )
+    draw.text((pad, 5), title, fill=(235, 235, 235))
+    for col, render in enumerate(comparison.renders):
+        x = pad + col * (tile + pad)
+        for row, (name, image) in enumerate((("before", render.before), ("after", render.after))):
+            y = title_h + row * (label_h + tile + pad)
+            draw.text((x, y + 3), f"seed {render.seed} · {name}", fill=(235, 235, 235))
+            picture = Image.fromarray(image).resize((tile, tile), Image.NEAREST if image.shape[0] < tile else Image.LANCZOS)
+            sheet.paste(picture, (x, y + label_h))
+    return sheet
+
+
+def save_sheet(comparison: Comparison, path: str | os.PathLike) -> str:
+    """Write the contact sheet as PNG (to a temporary file in the folder, then renamed)."""
+    import tempfile
+
+    path = os.fspath(path)
+    folder = os.path.dirname(os.path.abspath(path))
+    fd, tmp = tempfile.mkstemp(prefix=".embkit-", suffix=".png", dir=folder)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            contact_sheet(comparison).save(fh, format="PNG")
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+    return path
+
+
+__all__ = [
+    "compare",
+    "contact_sheet",
+    "save_sheet",
+    "load_pipeline",
+    "resolve_device",
+    "family_of",
+    "prompts_for",
+    "Comparison",
+    "SeedRender",
+    "NoEffectError",
+    "EXIT_NO_EFFECT",
+    "NO_EFFECT_COSINE",
+    "NO_EFFECT_PIXELS",
+]
