@@ -176,7 +176,7 @@ def _check_slots(ctx: _Context) -> list[Finding]:
                 "width-mismatch",
                 "error",
                 f"{ctx.label} ({got} wide) does not fit {spec.describe()}: A1111 skips it silently, ComfyUI drops it with a log "
-                f"line, diffusers raises a shape error. No faithful port exists between these encoders; use a {target} version of this embedding.",
+                f"line, diffusers raises a shape error. No faithful port exists between these encoders; use a version of this embedding made for {target}.",
             )
         )
         return out

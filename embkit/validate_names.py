@@ -108,7 +108,8 @@ def _in_vocab(vocab, name: str) -> bool:
 def _pair(emb: Embedding, name: str, n: int, mine: set[str], other: str, count: int) -> list[Finding]:
     out: list[Finding] = []
     if other == name:
-        out.append(Finding("trigger-duplicate", "warning", f"another loaded embedding is also triggered by {name!r}: only one of them loads (which one depends on the host). Rename one: `{_rename_fix(emb, name + '_2')}`."))
+        fix = _rename_fix(emb, name + "_2")
+        out.append(Finding("trigger-duplicate", "warning", f"another loaded embedding is also triggered by {name!r}: only one of them loads (which one depends on the host). Rename one: `{fix}`.", fix=fix))
         return out
     if other.lower() == name.lower():
         fix = _rename_fix(emb, name.lower() + "_alt")

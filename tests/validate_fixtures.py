@@ -63,14 +63,16 @@ def build_model_folder(root: Path, *, sdxl: bool = False) -> Path:
     folder = root / ("tiny-sdxl" if sdxl else "tiny-sd1")
     tok.save_pretrained(str(folder / "tokenizer"))
     torch.manual_seed(0)
-    config = CLIPTextConfig(vocab_size=len(tok.get_vocab()), hidden_size=768, intermediate_size=64, num_hidden_layers=1,
+    size = len(tok.get_vocab())
+    ids = {"bos_token_id": size - 2, "eos_token_id": size - 1, "pad_token_id": size - 1}  # <|startoftext|>, <|endoftext|>
+    config = CLIPTextConfig(vocab_size=size, **ids, hidden_size=768, intermediate_size=64, num_hidden_layers=1,
                             num_attention_heads=12, max_position_embeddings=77, projection_dim=32)
     CLIPTextModel(config).save_pretrained(str(folder / "text_encoder"))
     pipeline = "StableDiffusionXLPipeline" if sdxl else "StableDiffusionPipeline"
     (folder / "model_index.json").write_text(json.dumps({"_class_name": pipeline}))
     if sdxl:
         tok.save_pretrained(str(folder / "tokenizer_2"))
-        config2 = CLIPTextConfig(vocab_size=len(tok.get_vocab()), hidden_size=1280, intermediate_size=64, num_hidden_layers=1,
+        config2 = CLIPTextConfig(vocab_size=size, **ids, hidden_size=1280, intermediate_size=64, num_hidden_layers=1,
                                  num_attention_heads=20, max_position_embeddings=77, projection_dim=1280,
                                  architectures=["CLIPTextModelWithProjection"])
         config2.save_pretrained(str(folder / "text_encoder_2"))
