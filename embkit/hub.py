@@ -397,34 +397,6 @@ def push(path: str | os.PathLike, repo_id: str, *, token: str | None = None, pri
     """Upload an embedding as ``.safetensors`` (converted first when it is another format) with a model
     card ``README.md`` (family, slots, vectors, trigger word, hashes, and the verify contact sheet
     when ``sheet`` is given). Creates the repo when needed. Returns the repo's URL."""
-    from .hub_card import model_card
+    from .hub_push import push_file
 
-    hf = _hf()
-    path = os.fspath(path)
-    from .io import open_file, read_all
-
-    loaded = open_file(path)
-    embs = read_all(path)
-    with tempfile.TemporaryDirectory(prefix="embkit-push-") as tmp:
-        if loaded.container == "safetensors":
-            upload, name = path, os.path.basename(path)
-        else:
-            if len(embs) != 1:
-                raise HubError(f"{path}: holds {len(embs)} embeddings; convert them to separate safetensors files and push each", path=None)
-            stem = _safe_stem(embs[0].name if loaded.container == "folder" else os.path.splitext(os.path.basename(path))[0])
-            name = stem + ".safetensors"
-            upload = _write_safetensors(embs[0], os.path.join(tmp, name), False)
-            embs = read_all(upload)
-        with open(upload, "rb") as fh:
-            data = fh.read()
-        sheet_name = "contact_sheet.png" if sheet is not None else None
-        card = model_card(embs, name, data, source=path if upload != path else None, sheet=sheet_name, repo_id=repo_id)
-        ops = [hf.CommitOperationAdd(path_in_repo=name, path_or_fileobj=data),
-               hf.CommitOperationAdd(path_in_repo="README.md", path_or_fileobj=card.encode("utf-8"))]
-        if sheet is not None:
-            ops.append(hf.CommitOperationAdd(path_in_repo=sheet_name, path_or_fileobj=os.fspath(sheet)))
-        api = hf.HfApi(token=token)
-        with _hub_errors(repo_id, None, name):
-            url = api.create_repo(repo_id, private=private, exist_ok=True)
-            api.create_commit(repo_id, operations=ops, commit_message=commit_message or f"Upload {name} with embkit")
-    return str(url)
+    return push_file(path, repo_id, token=token, private=private, sheet=sheet, commit_message=commit_message)

@@ -1,0 +1,116 @@
+"""``embkit push``: upload an embedding as safetensors with a model card (``README.md``).
+
+The card is plain text built from the schema and the uploaded bytes: YAML front matter the Hub indexes (tags,
+``library_name``), then the trigger word, family, slots, vectors, hashes, how to load it, and the
+verify contact sheet when one is given.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from typing import Sequence
+
+from .errors import HubError
+from .hashes import a1111_short, autov2, autov3, sha256
+from .io import open_file, read_all
+from .schema import Embedding
+
+#: Hub tags per family, so the repo shows up under the right base model filters.
+FAMILY_TAGS = {
+    "sd1": "stable-diffusion",
+    "sd2": "stable-diffusion",
+    "sdxl": "stable-diffusion-xl",
+    "sd3": "stable-diffusion-3",
+    "flux": "flux",
+}
+
+
+def model_card(embeddings: Sequence[Embedding], filename: str, data: bytes, *, source: str | None = None,
+               sheet: str | None = None, repo_id: str | None = None) -> str:
+    """Markdown for the repo card of ``filename`` (whose bytes are ``data``) holding ``embeddings``."""
+    sha = sha256(data)
+    hashes = {"sha256": sha, "AutoV2": autov2(sha), "A1111 short hash": a1111_short(sha), "AutoV3": autov3(data)}
+    families = sorted({e.family for e in embeddings})
+    tags = ["textual-inversion", "embedding", "embkit", *[FAMILY_TAGS[f] for f in families if f in FAMILY_TAGS]]
+    tags = list(dict.fromkeys(tags))
+    front = ["---", "library_name: embkit", "tags:", *[f"- {t}" for t in tags], "---", ""]
+    main = embeddings[0]
+    title = repo_id.split("/")[-1] if repo_id else main.name
+    body = [
+        f"# {title}",
+        "",
+        f"Textual-inversion embedding. Trigger word: `{main.name}`." if len(embeddings) == 1
+        else "Textual-inversion embeddings. Trigger words: " + ", ".join(f"`{e.name}`" for e in embeddings) + ".",
+        "",
+        "| trigger | family | slot | vectors | width | dtype |",
+        "| --- | --- | --- | --- | --- | --- |",
+    ]
+    for emb in embeddings:
+        for slot, arr in emb.vectors.items():
+            body.append(f"| `{emb.name}` | {emb.family} | {slot} | {arr.shape[0]} | {arr.shape[1]} | {emb.dtypes[slot]} |")
+    body += ["", f"It takes {main.num_vectors} of the 75 tokens of a CLIP prompt.", "", f"## File `{filename}`", ""]
+    body += [f"- {k}: `{v}`" for k, v in hashes.items() if v]
+    if source:
+        body += [f"- converted by embkit from `{_basename(source)}`"]
+    body += [
+        "",
+        "## Use",
+        "",
+        f"- AUTOMATIC1111 / Forge / ComfyUI: put `{filename}` in the embeddings folder and write "
+        f"`{_stem(filename)}` in the prompt.",
+        "- diffusers:",
+        "",
+        "```python",
+        f"pipe.load_textual_inversion({json.dumps(repo_id or '.')}, weight_name={json.dumps(filename)}, token={json.dumps(main.name)})",
+        "```",
+        "",
+        "- embkit: `embkit pull " + (repo_id or "REPO_ID") + "` then `embkit inspect` / `embkit verify`.",
+    ]
+    if sheet:
+        body += ["", "## Verify contact sheet", "", "Same prompt and seeds without and with the embedding (`embkit verify --render`):",
+                 "", f"![embkit verify contact sheet]({sheet})"]
+    return "\n".join(front + body) + "\n"
+
+
+def _basename(path: str) -> str:
+    return os.path.basename(os.path.normpath(path))
+
+
+def _stem(filename: str) -> str:
+    return os.path.splitext(filename)[0]
+
+
+def push_file(path: str | os.PathLike, repo_id: str, *, token: str | None = None, private: bool = False,
+              sheet: str | os.PathLike | None = None, commit_message: str | None = None) -> str:
+    """The work behind :func:`embkit.hub.push` (see there)."""
+    from .hub import _hf, _hub_errors, _safe_stem, _write_safetensors
+
+    hf = _hf()
+    path = os.fspath(path)
+    loaded = open_file(path)
+    embs = read_all(path)
+    with tempfile.TemporaryDirectory(prefix="embkit-push-") as tmp:
+        if loaded.container == "safetensors":
+            upload, name = path, os.path.basename(path)
+        else:
+            if len(embs) != 1:
+                raise HubError(f"{path}: holds {len(embs)} embeddings; convert them to separate safetensors files and push each", path=None)
+            stem = _safe_stem(embs[0].name if loaded.container == "folder" else os.path.splitext(os.path.basename(path))[0])
+            name = stem + ".safetensors"
+            upload = _write_safetensors(embs[0], os.path.join(tmp, name), False)
+            embs = read_all(upload)
+        with open(upload, "rb") as fh:
+            data = fh.read()
+        sheet_name = "contact_sheet.png" if sheet is not None else None
+        card = model_card(embs, name, data, source=path if upload != path else None, sheet=sheet_name, repo_id=repo_id)
+        ops = [hf.CommitOperationAdd(path_in_repo=name, path_or_fileobj=data),
+               hf.CommitOperationAdd(path_in_repo="README.md", path_or_fileobj=card.encode("utf-8"))]
+        if sheet is not None:
+            ops.append(hf.CommitOperationAdd(path_in_repo=sheet_name, path_or_fileobj=os.fspath(sheet)))
+        api = hf.HfApi(token=token)
+        with _hub_errors(repo_id, None, name):
+            url = api.create_repo(repo_id, private=private, exist_ok=True)
+            api.create_commit(repo_id, operations=ops, commit_message=commit_message or f"Upload {name} with embkit")
+    return str(url)
