@@ -59,11 +59,19 @@ def accepts(prefix: bytes) -> bool:
 # -- the objects the allow-listed globals build ------------------------------------------------
 
 
+def _refuse_build(self, state: Any) -> None:
+    # The pickle BUILD opcode calls ``__setstate__`` (or writes ``__dict__``) on any object on the
+    # stack. On our checked records that would undo the checks (a tensor's shape rewritten after its
+    # bounds were verified read out of bounds), so they refuse it.
+    raise UnsafeFileError(f"pickle tries to overwrite the fields of a {type(self).__name__}; refusing")
+
+
 @dataclass(frozen=True)
 class StorageType:
     """Stand-in for ``torch.FloatStorage`` and friends: only says which dtype."""
 
     dtype: str
+    __setstate__ = _refuse_build
 
 
 @dataclass(frozen=True)
@@ -73,6 +81,7 @@ class StorageRef:
     key: str
     dtype: str
     numel: int
+    __setstate__ = _refuse_build
 
 
 @dataclass
@@ -83,6 +92,32 @@ class TensorRef:
     offset: int
     shape: tuple[int, ...]
     stride: tuple[int, ...]
+    __setstate__ = _refuse_build
+
+
+class _Marker:
+    """An allow-listed name that stands for a type (``torch.nn.parameter.Parameter``)."""
+
+    __slots__ = ()
+    __setstate__ = _refuse_build
+
+
+class _Global:
+    """An allow-listed function as the unpickler hands it out: fresh per lookup, callable, and
+    refusing BUILD, so a pickle can neither set attributes on our functions nor poison them for
+    later files (the modelscan #85 trick)."""
+
+    __slots__ = ("name", "target")
+
+    def __init__(self, name: str, target: Any) -> None:
+        self.name = name
+        self.target = target
+
+    def __call__(self, *args: Any) -> Any:
+        return self.target(*args)
+
+    def __setstate__(self, state: Any) -> None:
+        raise UnsafeFileError(f"pickle tries to set attributes on the global {self.name}; refusing")
 
 
 class ModuleStandIn:
@@ -141,6 +176,9 @@ def _rebuild_tensor_v2(storage, storage_offset, size, stride, requires_grad=Fals
             extent += (dim - 1) * st
     if numel > MAX_TENSOR_ELEMENTS:
         raise TooLargeError(f"a tensor of shape {list(shape)} ({numel} elements) is past the cap of {MAX_TENSOR_ELEMENTS}")
+    if numel > max(storage.numel, 1 << 20):
+        # zero strides let a tiny storage expand into a huge tensor; real files never need it
+        raise TooLargeError(f"a tensor of shape {list(shape)} expands a storage of {storage.numel} elements")
     if numel and extent >= storage.numel:
         raise UnsafeFileError(
             f"tensor of shape {list(shape)} at offset {offset} reaches past its storage of {storage.numel} elements"
@@ -163,6 +201,7 @@ def _rebuild_parameter(data, requires_grad=False, backward_hooks=None, *state):
 def _rebuild_from_type_v2(func, new_type, args, state):
     # torch wraps tensor subclasses (Parameter among them) this way; only our own rebuild
     # functions may be the callee, and only a Parameter the type.
+    func = getattr(func, "target", None)
     if func not in (_rebuild_tensor_v2, _rebuild_parameter, _rebuild_tensor) or new_type is not _PARAMETER:
         raise UnsafeFileError("torch._tensor._rebuild_from_type_v2 with an unexpected function or type")
     if type(args) is not tuple:
@@ -189,7 +228,7 @@ def _set(items=()):
     return set(items)
 
 
-_PARAMETER = object()
+_PARAMETER = _Marker()
 
 ALLOWED_GLOBALS: dict[tuple[str, str], Any] = {
     ("torch._utils", "_rebuild_tensor_v2"): _rebuild_tensor_v2,
@@ -223,12 +262,13 @@ class _SafeUnpickler(pickle.Unpickler):
     def find_class(self, module: str, name: str) -> Any:
         self.globals_seen.append(f"{module}.{name}")
         try:
-            return ALLOWED_GLOBALS[(module, name)]
+            value = ALLOWED_GLOBALS[(module, name)]
         except (KeyError, TypeError):
             raise UnsafeFileError(
                 f"pickle asks for the global {module}.{name}, which is not on embkit's allow-list; nothing was executed",
                 path=self._path,
             ) from None
+        return _Global(f"{module}.{name}", value) if callable(value) and not isinstance(value, type) else value
 
     def persistent_load(self, pid: Any) -> StorageRef:
         if type(pid) is not tuple or len(pid) not in (5, 6) or pid[0] not in ("storage", b"storage"):
@@ -254,8 +294,46 @@ class _SafeUnpickler(pickle.Unpickler):
         return ref
 
 
+#: Pickles up to this size go straight to the C unpickler (worst case a few dozen MB of objects);
+#: bigger ones are first walked to count their opcodes, since one opcode byte can make a 200-byte
+#: object (EMPTY_SET) and a compressed data.pkl can be 1000 times its size on disk.
+SMALL_PICKLE_BYTES = 256 * 1024
+MAX_PICKLE_OPS = 500_000
+
+
+def _count_ops(data: bytes, path: str) -> None:
+    import pickletools
+
+    try:
+        for n, (op, _arg, _pos) in enumerate(pickletools.genops(data)):
+            if n >= MAX_PICKLE_OPS:
+                raise TooLargeError(f"pickle has more than {MAX_PICKLE_OPS} opcodes; an embedding has a few hundred", path=path)
+            if op.name == "STOP":
+                return
+    except TooLargeError:
+        raise
+    except Exception:  # damaged opcodes: the unpickler itself reports them
+        return
+
+
+class _Budget:
+    """Bytes a file may make us materialise: a few times its size. Shared storages, zero strides
+    and compressed members otherwise let a small file expand into gigabytes."""
+
+    def __init__(self, file_size: int, path: str) -> None:
+        self.left = 4 * file_size + 64 * 1024 * 1024
+        self.path = path
+
+    def spend(self, nbytes: int) -> None:
+        self.left -= nbytes
+        if self.left < 0:
+            raise TooLargeError("its tensors expand to far more bytes than the file holds", path=self.path)
+
+
 def _unpickle(data: bytes, path: str, *, legacy: bool) -> tuple[Any, _SafeUnpickler, int]:
     """Run the allow-list unpickler over ``data``; returns the object, the unpickler, bytes used."""
+    if len(data) > SMALL_PICKLE_BYTES:
+        _count_ops(data, path)
     stream = io.BytesIO(data)
     up = _SafeUnpickler(stream, path, legacy=legacy)
     try:
@@ -314,10 +392,12 @@ def _read_member(zf: zipfile.ZipFile, name: str, cap: int, path: str) -> bytes:
         raise BrokenFileError(f"zip member {name} is damaged ({exc})", path=path) from None
 
 
-def _zip_loader(zf: zipfile.ZipFile, prefix: str, ref: TensorRef, path: str):
+def _zip_loader(zf: zipfile.ZipFile, prefix: str, ref: TensorRef, path: str, budget: _Budget | None = None):
     def load() -> np.ndarray:
         st = ref.storage
         dt = NUMPY_DTYPES[st.dtype]
+        if budget is not None:
+            budget.spend((st.numel + _numel(ref.shape)) * dt.itemsize)
         raw = _read_member(zf, f"{prefix}/data/{st.key}", min(MAX_TOTAL_BYTES, st.numel * dt.itemsize), path)
         if len(raw) != st.numel * dt.itemsize:
             raise BrokenFileError(
@@ -329,9 +409,20 @@ def _zip_loader(zf: zipfile.ZipFile, prefix: str, ref: TensorRef, path: str):
     return load
 
 
+def _numel(shape: tuple[int, ...]) -> int:
+    n = 1
+    for d in shape:
+        n *= d
+    return n
+
+
 def _view(flat: np.ndarray, ref: TensorRef) -> np.ndarray:
     """Copy the strided view a tensor describes out of its storage (bounds checked at rebuild)."""
     item = flat.dtype.itemsize
+    # checked again here, where it matters: as_strided past the buffer reads foreign memory
+    extent = ref.offset + sum((d - 1) * st for d, st in zip(ref.shape, ref.stride) if d)
+    if any(d < 0 or st < 0 for d, st in zip(ref.shape, ref.stride)) or (0 not in ref.shape and extent >= flat.size):
+        raise UnsafeFileError(f"tensor of shape {list(ref.shape)} reaches past its storage of {flat.size} elements")
     view = np.lib.stride_tricks.as_strided(
         flat[ref.offset :], shape=ref.shape, strides=tuple(s * item for s in ref.stride), writeable=False
     )
@@ -349,7 +440,8 @@ def _wrap(obj: Any, loader_for, depth: int = 0) -> Any:
     if isinstance(obj, (list, tuple)):
         return type(obj)(_wrap(v, loader_for, depth + 1) for v in obj)
     if isinstance(obj, ModuleStandIn):
-        obj.state = _wrap(obj.state, loader_for, depth + 1)
+        # NEWOBJ without BUILD leaves a module without state (``__init__`` never ran)
+        obj.state = _wrap(obj.__dict__.get("state", {}), loader_for, depth + 1)
     return obj
 
 
@@ -360,40 +452,21 @@ def read_raw(data: bytes | memoryview, path: str) -> Raw:
         zf, root = _open_zip(data, path)
         pkl = _read_member(zf, f"{root}/data.pkl", MAX_PICKLE_BYTES, path)
         obj, _up, _n = _unpickle(pkl, path, legacy=False)
-        return Raw(tree=_wrap(obj, lambda ref: _zip_loader(zf, root, ref, path)), container="pickle")
+        budget = _Budget(len(data), path)
+        return Raw(tree=_wrap(obj, lambda ref: _zip_loader(zf, root, ref, path, budget)), container="pickle")
     if prefix.startswith(LEGACY_PREFIX):
         return _read_legacy(data, path)
     raise NotMine(path)
 
 
 def referenced_globals(data: bytes | memoryview, path: str) -> list[str]:
-    """Every global the file's pickle names, found by walking opcodes; nothing is executed."""
-    import pickletools
+    """Every global the file's pickles name, found by walking opcodes; nothing is executed.
 
-    prefix = bytes(data[:32])
-    if prefix.startswith(ZIP_MAGIC):
-        zf, root = _open_zip(data, path)
-        streams = [_read_member(zf, f"{root}/data.pkl", MAX_PICKLE_BYTES, path)]
-    elif prefix.startswith(LEGACY_PREFIX):
-        streams = [bytes(data[: MAX_PICKLE_BYTES])]
-    else:
-        streams = [bytes(data[: MAX_PICKLE_BYTES])]
-    found: list[str] = []
-    for stream in streams:
-        strings: list[str] = []
-        try:
-            for op, arg, _pos in pickletools.genops(stream):
-                if op.name in ("GLOBAL", "INST"):
-                    found.append(str(arg).replace(" ", "."))
-                elif op.name in ("SHORT_BINUNICODE", "BINUNICODE", "UNICODE", "BINUNICODE8", "SHORT_BINSTRING", "BINSTRING", "STRING"):
-                    strings.append(str(arg))
-                elif op.name == "STACK_GLOBAL":
-                    found.append(".".join(strings[-2:]) if len(strings) >= 2 else "<stack global>")
-                elif op.name == "STOP":
-                    break
-        except Exception as exc:  # malformed opcodes: report what was found so far, then fail
-            raise BrokenFileError(f"pickle opcodes are damaged ({exc})", path=path) from None
-    return list(dict.fromkeys(found))
+    See :mod:`embkit.scan`, which tracks the memo (so a STACK_GLOBAL built from memoised strings
+    resolves correctly) and walks every pickle of a legacy stream, not only the first."""
+    from ..scan import scan_bytes
+
+    return scan_bytes(bytes(data), path).globals
 
 
 # -- legacy form --------------------------------------------------------------------------------
@@ -433,9 +506,12 @@ def _read_legacy(data: bytes | memoryview, path: str) -> Raw:
         if pos > len(buf):
             raise BrokenFileError(f"legacy torch file is truncated inside storage {key}", path=path)
 
+    budget = _Budget(len(buf), path)
+
     def loader_for(ref: TensorRef):
         def load() -> np.ndarray:
             st = ref.storage
+            budget.spend(_numel(ref.shape) * NUMPY_DTYPES[st.dtype].itemsize)
             if st.key not in offsets:
                 raise BrokenFileError(f"storage {st.key} has no data in the file", path=path)
             flat = np.frombuffer(buf, dtype=NUMPY_DTYPES[st.dtype], count=st.numel, offset=offsets[st.key])
