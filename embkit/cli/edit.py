@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from ..formats import FORMAT_IDS
+from ..formats import writable_ids
 from .merge import read_input, write_result
 
 
@@ -23,7 +23,7 @@ from .merge import read_input, write_result
 @click.option("--dtype", type=click.Choice(["fp16", "bf16", "fp32", "float16", "bfloat16", "float32"]), help="Store in this dtype.")
 @click.option("--slot", help="Apply --select/--reorder/--drop-zero/--pad-to/--scale/--norm/--dtype to this slot only.")
 @click.option("--rename", help="New trigger name.")
-@click.option("--format", "format_", type=click.Choice(FORMAT_IDS), help="Output layout (default: from the extension).")
+@click.option("--format", "format_", type=click.Choice(writable_ids()), help="Output layout (default: from the extension).")
 @click.option("--overwrite", is_flag=True, help="Replace OUT if it exists.")
 @click.option("--strict", is_flag=True, help="Fail (exit 8) instead of warning when the output format loses something.")
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON summary (path, slots, losses, provenance).")

@@ -6,7 +6,7 @@ import os
 
 import click
 
-from ..formats import FORMAT_IDS
+from ..formats import writable_ids
 from . import output
 
 MEMBER_SEP = "::"
@@ -75,7 +75,7 @@ def write_result(emb, out: str, format_: str | None, overwrite: bool, strict: bo
 @click.option("--expr", "expression", help='A blend like "0.7*a + 0.3*b": a, b, … are the inputs in order (file stems work too).')
 @click.option("--pad", is_flag=True, help="Zero-pad inputs with fewer vectors instead of refusing (sum, mean, lerp, slerp).")
 @click.option("--name", help="Trigger name of the result (default: the output file's stem).")
-@click.option("--format", "format_", type=click.Choice(FORMAT_IDS), help="Output layout (default: from the extension).")
+@click.option("--format", "format_", type=click.Choice(writable_ids()), help="Output layout (default: from the extension).")
 @click.option("--overwrite", is_flag=True, help="Replace OUT if it exists.")
 @click.option("--strict", is_flag=True, help="Fail (exit 8) instead of warning when the output format loses something.")
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON summary (path, slots, losses, provenance).")
