@@ -179,13 +179,23 @@ def _print_entries(found, as_json: bool) -> None:
 
     esc = output.escape
     table = Table(show_header=True, header_style="bold", box=None)
-    for col in ("name", "family", "slots", "vectors", "format", "autov2", "tags", "path"):
-        table.add_column(col, justify="right" if col == "vectors" else "left", overflow="fold" if col == "path" else "ellipsis")
+    cols = ["name", "family", "slots", "vectors", "format"] + (["tags"] if any(e.tags for e in found) else []) + ["path"]
+    for col in cols:
+        # everything but the path keeps to one line; the path folds when the terminal is narrow
+        table.add_column(col, justify="right" if col == "vectors" else "left", no_wrap=col != "path", overflow="fold")
     for e in found:
-        slots = " ".join(f"{s.slot}:{s.vectors}x{s.width}" for s in e.slots)
-        table.add_row(esc(e.name), e.family, slots, str(e.num_vectors), e.format, e.autov2, esc(",".join(e.tags)), esc(e.path + (f" [{e.member}]" if e.member else "")))
+        cells = {
+            "name": esc(e.name),
+            "family": e.family,
+            "slots": " ".join(f"{s.slot}:{s.vectors}x{s.width}" for s in e.slots),
+            "vectors": str(e.num_vectors),
+            "format": e.format,
+            "tags": esc(",".join(e.tags)),
+            "path": esc(e.path + (f" [{e.member}]" if e.member else "")),
+        }
+        table.add_row(*(cells[c] for c in cols))
     output.console().print(table)
-    output.info(f"[dim]{len(found)} embeddings[/]")
+    output.info(f"[dim]{len(found)} embedding{'' if len(found) == 1 else 's'}[/]")
 
 
 def _show_entry(e) -> None:

@@ -111,8 +111,8 @@ def _embedding_row(loaded, part) -> tuple:
         ",".join(families_for(inputs)),
         count,
         whole.hexdigest(),
-        _json(meta),
-        _json(list(part.warnings)),
+        _json(meta) if meta else "{}",
+        _json(list(part.warnings)) if part.warnings else "[]",
         slots,
     )
 
