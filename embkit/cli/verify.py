@@ -4,7 +4,8 @@ Prints a table of findings per embedding (or ``--json``) and a summary of which 
 which would be skipped, and why. Exit status: 0 when everything passes; 7
 (:attr:`embkit.errors.ValidationFailed.exit_code`) when any embedding has an error or a file cannot
 be read, and with ``--strict`` also when any has a warning; 6 when the target cannot be built.
-With ``--render``, rendering (``embkit.cli.render``) runs after validation.
+With ``--render``, rendering (``embkit.cli.render``) runs after validation and its status is the
+command's.
 """
 
 from __future__ import annotations
@@ -62,7 +63,8 @@ def cli(paths, model, as_json, strict, render, prompt, as_negative, seeds, steps
             _print(files, summary, spec, strict)
     code = ValidationFailed.exit_code if failed else 0
     if render:
-        code = _render(paths, model, prompt, as_negative, seeds, steps, device, output_path, as_json, strict) or code
+        # the render validates against the pipeline it builds and owns the exit status from here
+        code = _render(paths, model, prompt, as_negative, seeds, steps, device, output_path, as_json, strict)
     raise SystemExit(code)
 
 
@@ -80,7 +82,7 @@ def _render(paths, model, prompt, as_negative, seeds, steps, device, output_path
 
 def _load(paths) -> list[dict]:
     """Read every file; a file in a walked folder that is not an embedding is marked ignored."""
-    from ..errors import EmbkitError, UnknownFormatError
+    from ..errors import BrokenFileError, EmbkitError, UnknownFormatError
     from ..io import read_all
     from ..report import walk
 
@@ -91,8 +93,10 @@ def _load(paths) -> list[dict]:
             entry = {"path": path, "embeddings": [], "error": None, "ignored": False}
             try:
                 entry["embeddings"] = read_all(path)
-            except UnknownFormatError as exc:
-                if walked:
+            except (UnknownFormatError, BrokenFileError) as exc:
+                # in a walked folder, a file that is no embedding (or a picture that is no embedding
+                # card: previews sit next to embeddings) is not the user's concern
+                if walked and (isinstance(exc, UnknownFormatError) or path.lower().endswith((".png", ".webp"))):
                     entry["ignored"] = True
                 else:
                     entry["error"] = exc
