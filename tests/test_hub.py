@@ -335,3 +335,9 @@ def test_unreachable_hub_with_a_cold_cache(hub, tmp_path):
     proc = run(hub, tmp_path, "pull", "someone/pack", HF_ENDPOINT=f"http://127.0.0.1:{port}")
     assert proc.returncode == 12, proc.stderr
     assert "cannot reach the Hub" in proc.stderr and "someone/pack" in proc.stderr
+
+
+def test_file_option_on_a_concept_repo_brings_its_text_files(hub, tmp_path):
+    [res] = pull_json(hub, tmp_path, "sd-concepts-library/cat-toy", "--file", "learned_embeds.bin")
+    assert res["format"] == "concept-folder"
+    assert res["embeddings"][0]["name"] == "<cat-toy>"
