@@ -89,6 +89,8 @@ def _hub_errors(repo_id: str, revision: str | None, filename: str | None = None)
         yield
     except EmbkitError:
         raise
+    except getattr(hfe, "HFValidationError", ()) as exc:
+        raise HubError(f"{repo_id!r} is not a valid Hub repo id ({_first_line(exc)})") from None
     except hfe.GatedRepoError as exc:
         status = _status(exc)
         raise HubError(f"{what}: the repo is gated (HTTP {status}); accept its conditions on the Hub, then log in "

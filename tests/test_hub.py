@@ -341,3 +341,9 @@ def test_file_option_on_a_concept_repo_brings_its_text_files(hub, tmp_path):
     [res] = pull_json(hub, tmp_path, "sd-concepts-library/cat-toy", "--file", "learned_embeds.bin")
     assert res["format"] == "concept-folder"
     assert res["embeddings"][0]["name"] == "<cat-toy>"
+
+
+def test_invalid_repo_id(hub, tmp_path):
+    proc = run(hub, tmp_path, "pull", "not a/valid repo!")
+    assert proc.returncode == 12, proc.stderr
+    assert "not a valid Hub repo id" in proc.stderr and "Traceback" not in proc.stderr

@@ -164,3 +164,22 @@ def test_verify_model_accepts_a_hub_id(hub, tmp_path):
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, cwd=tmp_path, timeout=120)
     assert proc.returncode == 0, proc.stderr
     assert "width-mismatch" in json.loads(proc.stdout)
+
+
+def test_verify_cli_with_a_hub_model(hub, tmp_path):
+    """``embkit verify --model ORG/NAME`` fetches the model's configs through the Hub client."""
+    pytest.importorskip("embkit.cli.verify")
+    files = {
+        "model_index.json": json.dumps({"_class_name": "StableDiffusionXLPipeline"}).encode(),
+        "text_encoder/config.json": json.dumps({"hidden_size": 768, "max_position_embeddings": 77, "vocab_size": 49408,
+                                                "model_type": "clip_text_model"}).encode(),
+        "text_encoder_2/config.json": json.dumps({"hidden_size": 1280, "projection_dim": 1280, "max_position_embeddings": 77,
+                                                  "vocab_size": 49408, "model_type": "clip_text_model"}).encode(),
+    }
+    hub.add_repo("someorg/xl-target", files)
+    src = tmp_path / "sd1.safetensors"
+    src.write_bytes(st_save({"emb_params": RNG.standard_normal((2, 768)).astype(np.float32) * 0.02}))
+    proc = run(hub, tmp_path, "verify", str(src), "--model", "someorg/xl-target", "--json")
+    assert proc.returncode != 0, proc.stdout
+    assert "missing-slot" in proc.stdout and "clip_g" in proc.stdout
+    assert any("/someorg/xl-target/resolve/" in r["path"] for r in hub.requests("HEAD"))
