@@ -314,3 +314,24 @@ def test_scanning_and_querying_never_import_torch(tmp_path, tree):
     )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr
+
+
+def test_a_missing_root_is_an_error_not_a_purge(lib, tree):
+    lib.scan([tree])
+    with pytest.raises(LibraryError, match="no such file or folder"):
+        lib.scan([tree / "typo"])
+    assert len(lib.search()) == 10
+
+
+def test_symlinked_folders_are_followed_once(lib, tmp_path):
+    root = tmp_path / "linked"
+    (root / "real").mkdir(parents=True)
+    mk.kohya_file(root / "real" / "x.safetensors", mk.vectors(1, 768, seed=1))
+    (root / "real" / "loop").symlink_to(root, target_is_directory=True)  # a cycle
+    report = lib.scan([root])
+    assert report.seen == 1  # the link leads back to the scanned folder, so it is not entered again
+    other = tmp_path / "elsewhere"
+    other.mkdir()
+    mk.kohya_file(other / "y.safetensors", mk.vectors(1, 768, seed=2))
+    (root / "real" / "more").symlink_to(other, target_is_directory=True)
+    assert lib.scan([root]).seen == 2  # a link to a folder outside is followed

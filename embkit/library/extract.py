@@ -16,11 +16,11 @@ from typing import Any
 
 import numpy as np
 
+from .. import hashes
 from ..encoders import families_for, family_for
 from ..errors import EmbkitError, TooLargeError
 from ..formats import sniff_container
 from ..formats.base import tensor_matrix
-from ..hashes import file_hashes
 from ..io import _read_bytes, open_file
 from ..schema import is_output_slot, slot_order
 
@@ -63,8 +63,14 @@ def _read(path: str) -> Any:
 
 
 def _hashes(data: Any) -> dict[str, str]:
+    # The hashes the library stores, as embkit.hashes defines them (file_hashes would also
+    # compute CRC32 and BLAKE3, which are not stored: skipping them saves a pass over the bytes).
+    sha = hashes.sha256(data)
+    out = {"sha256": sha, "autov2": hashes.autov2(sha)}
     container = sniff_container(bytes(data[:32]))
-    return file_hashes(data, container.id if container is not None else "")
+    if container is not None and container.id == "safetensors":
+        out["autov3"] = hashes.autov3(data)
+    return out
 
 
 def _error_row(path, size, mtime_ns, hashes, code, message, now) -> tuple:
@@ -135,6 +141,7 @@ def walk(root: str, extensions: tuple[str, ...]) -> list[tuple[str, int, int]]:
         st = os.stat(root)
         return [(root, st.st_size, st.st_mtime_ns)]
     stack = [root]
+    seen_dirs = {_dir_key(root)}  # followed symlinks may loop back; visit each real folder once
     while stack:
         folder = stack.pop()
         try:
@@ -147,6 +154,11 @@ def walk(root: str, extensions: tuple[str, ...]) -> list[tuple[str, int, int]]:
                 try:
                     if entry.is_dir():
                         if not name.startswith("."):
+                            if entry.is_symlink():
+                                key = _dir_key(entry.path)
+                                if key in seen_dirs:
+                                    continue
+                                seen_dirs.add(key)
                             stack.append(entry.path)
                     elif name.lower().endswith(extensions) and not name.lower().endswith(".preview.png"):
                         st = entry.stat()
@@ -154,3 +166,8 @@ def walk(root: str, extensions: tuple[str, ...]) -> list[tuple[str, int, int]]:
                 except OSError:
                     continue  # vanished or broken link between listing and stat
     return out
+
+
+def _dir_key(path: str) -> tuple[int, int]:
+    st = os.stat(path)
+    return (st.st_dev, st.st_ino)

@@ -14,6 +14,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Callable, Iterable
 
+from ..errors import LibraryError
 from . import extract
 
 #: Below this many files to read, worker processes cost more than they save.
@@ -65,9 +66,11 @@ def scan(
     roots = []
     for p in paths:
         root = os.path.abspath(os.fspath(p))
-        roots.append(root)
         if not os.path.exists(root):
-            continue  # a vanished root: its rows are removed below
+            # most likely a typo; forgetting everything stored under it would be a nasty surprise
+            raise LibraryError("no such file or folder (to forget files that are gone: embkit library remove --missing)", path=root)
+        roots.append(root)
+    for root in roots:
         for path, size, mtime in extract.walk(root, exts):
             found[path] = (size, mtime)
     report.seen = len(found)
