@@ -137,7 +137,7 @@ def validate(embedding: Embedding | str | os.PathLike, target: Any, *, loaded: I
     findings += _check_budget(ctx)
     from .validate_names import check_names
 
-    findings += check_names(embedding, spec, [o for o in loaded if o is not embedding])
+    findings += check_names(embedding, spec, loaded)
     findings.sort(key=lambda f: SEVERITIES.index(f.severity))  # stable: errors first, then warnings, then notes
     return Report(embedding.name, spec.describe(), tuple(findings), embedding.source.path if embedding.source else None, embedding.family)
 

@@ -11,6 +11,7 @@ in a prompt.
 from __future__ import annotations
 
 import shlex
+import weakref
 from typing import Iterable
 
 from .modelspec import ModelSpec
@@ -24,11 +25,21 @@ def _expanded(name: str, count: int) -> set[str]:
     return {f"{name}_{i}" for i in range(1, count)}
 
 
-def _others(loaded: Iterable[Embedding | str]) -> list[tuple[str, int]]:
+#: Embedding → (name, vector count), so that checking N embeddings loaded together costs N² cheap
+#: string tests rather than N² schema walks.
+_COUNTS: "weakref.WeakKeyDictionary[Embedding, tuple[str, int]]" = weakref.WeakKeyDictionary()
+
+
+def _others(loaded: Iterable[Embedding | str], exclude: Embedding) -> list[tuple[str, int]]:
     out = []
     for item in loaded:
+        if item is exclude:
+            continue
         if isinstance(item, Embedding):
-            out.append((item.name, item.num_vectors))
+            pair = _COUNTS.get(item)
+            if pair is None:
+                pair = _COUNTS[item] = (item.name, item.num_vectors)
+            out.append(pair)
         elif isinstance(item, str) and item:
             out.append((item, 1))
         elif isinstance(item, tuple) and len(item) == 2:
@@ -92,8 +103,12 @@ def check_names(emb: Embedding, spec: ModelSpec, loaded: Iterable[Embedding | st
         if taken:
             fix = _rename_fix(emb, fresh)
             out.append(Finding("expanded-name-collision", "warning", f"the extra-vector names {', '.join(taken)} are already tokens of the target's vocabulary: diffusers refuses to load it. Rename it: `{fix}`.", fix=fix))
-    for other, count in _others(loaded):
-        out += _pair(emb, name, n, mine, other, count)
+    low = name.lower()
+    for other, count in _others(loaded, emb):
+        other_low = other.lower()
+        # every pair finding needs one name to contain the other, ignoring case: test that first
+        if low in other_low or other_low in low:
+            out += _pair(emb, name, n, mine, other, count)
     return out
 
 
@@ -138,6 +153,8 @@ def _pair(emb: Embedding, name: str, n: int, mine: set[str], other: str, count: 
                 fix=fix,
             )
         )
+    else:
+        return out  # any expanded-name clash needs one name to contain the other
     theirs = {other} | _expanded(other, count)
     clash = sorted((mine & theirs) | ({name} & _expanded(other, count)))
     if clash:
