@@ -26,8 +26,11 @@ from .base import Raw, Tensor
 
 TEXT_KEY = "sd-ti-embedding"
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
-MAX_PIXELS = 40_000_000
-MAX_JSON_BYTES = 256 * 1024 * 1024
+#: Cards are a few hundred pixels a side; decoding costs about 14 bytes a pixel at peak (RGB copies,
+#: masks), so 8 Mpx keeps a hostile image near 120 MB.
+MAX_PIXELS = 8_000_000
+#: An embedding's JSON is a few hundred KB (8 x 768 floats is about 150 KB).
+MAX_JSON_BYTES = 32 * 1024 * 1024
 
 
 def accepts(prefix: bytes) -> bool:
@@ -86,6 +89,8 @@ def _decode_json(raw: bytes, path: str) -> Any:
         raise
     except (ValueError, TypeError, UnicodeDecodeError) as exc:
         raise BrokenFileError(f"embedded JSON is damaged ({exc})", path=path) from None
+    except RecursionError:
+        raise BrokenFileError("embedded JSON nests too deeply", path=path) from None
 
 
 def _crop_black(img: np.ndarray) -> np.ndarray:
@@ -137,7 +142,8 @@ def read_raw(data: bytes | memoryview, path: str) -> Raw:
         w, h = img.size
         if w * h > MAX_PIXELS:
             raise TooLargeError(f"image of {w}x{h} pixels is past the cap of {MAX_PIXELS}", path=path)
-        text = getattr(img, "text", None) if container == "png" else None
+        # text chunks ahead of the pixels are in img.info already; img.text would decode every pixel
+        text = (img.info if TEXT_KEY in img.info else getattr(img, "text", None)) if container == "png" else None
         notes: list[str] = []
         if text and TEXT_KEY in text:
             try:

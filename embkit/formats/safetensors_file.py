@@ -55,6 +55,8 @@ def read_header(data: bytes | memoryview, path: str) -> tuple[dict[str, Any], di
         header = json.loads(bytes(data[8 : 8 + n]))
     except (ValueError, UnicodeDecodeError) as exc:
         raise BrokenFileError(f"safetensors header is not valid JSON ({exc})", path=path) from None
+    except RecursionError:
+        raise BrokenFileError("safetensors header JSON nests too deeply", path=path) from None
     if not isinstance(header, dict):
         raise BrokenFileError("safetensors header is not a JSON object", path=path)
     meta = header.pop("__metadata__", None) or {}
