@@ -322,6 +322,15 @@ def _merge_weights(mode: str, n: int, weights: Sequence[float] | None) -> list[f
     return w
 
 
+def _combine(embs: Sequence[Embedding], s: str, mode: str, w: list[float], pad_rows: bool) -> np.ndarray:
+    if mode == "concat":
+        return np.concatenate([np.asarray(e.vectors[s], dtype=np.float64) for e in embs])
+    arrays = _aligned(embs, s, pad_rows, mode)
+    if mode == "slerp":
+        return slerp_rows(arrays[0], arrays[1], w[1])
+    return sum(wi * a for wi, a in zip(w, arrays))
+
+
 def merge(
     embeddings: Iterable[Embedding],
     mode: str = "concat",
@@ -329,6 +338,7 @@ def merge(
     *,
     pad: bool = False,
     name: str | None = None,
+    slot: str | None = None,
 ) -> Embedding:
     """Combine embeddings of one family into a new one.
 
@@ -339,7 +349,8 @@ def merge(
     arithmetic modes refuse unless ``pad`` zero-pads the shorter ones. Inputs of different families
     or widths are refused with :class:`~embkit.errors.OperationError`. The result is named ``name``
     (default: the input names joined with ``_``), carries the first input's output slots, and records
-    every input (hash, name, weight) in ``metadata["provenance"]``.
+    every input (hash, name, weight) in ``metadata["provenance"]``. With ``slot``, only that slot
+    is combined and every other slot is the first input's, unchanged.
     """
     embs = list(embeddings)
     if mode not in MODES:
@@ -348,19 +359,22 @@ def merge(
     w = _merge_weights(mode, len(embs), weights)
     vectors: dict[str, np.ndarray] = {}
     dtypes: dict[str, str] = {}
+    if slot is not None:
+        for e in embs:
+            targets(e, slot)
     for s in embs[0].slots:
+        if slot is not None and s != slot:
+            vectors[s], dtypes[s] = embs[0].vectors[s], embs[0].dtypes[s]
+            continue
         dtype = _result_dtype(embs, s)
-        if mode == "concat":
-            values = np.concatenate([np.asarray(e.vectors[s], dtype=np.float64) for e in embs])
-        else:
-            arrays = _aligned(embs, s, pad, mode)
-            if mode == "slerp":
-                values = slerp_rows(arrays[0], arrays[1], w[1])
-            else:
-                values = sum(wi * a for wi, a in zip(w, arrays))
-        vectors[s] = store(values, dtype)
+        vectors[s] = store(_combine(embs, s, mode, w, pad), dtype)
         dtypes[s] = dtype
+    if slot is not None and slot not in embs[0].slots:  # an output slot named explicitly
+        dtypes[slot] = _result_dtype(embs, slot)
+        vectors[slot] = store(_combine(embs, slot, mode, w, pad), dtypes[slot])
     for s in embs[0].output_slots:
+        if s in vectors:
+            continue
         vectors[s] = embs[0].vectors[s]
         dtypes[s] = embs[0].dtypes[s]
     inputs = [describe(e) for e in embs]
@@ -371,6 +385,8 @@ def merge(
         params["t"] = w[1]
     if pad:
         params["pad"] = True
+    if slot is not None:
+        params["slot"] = slot
     result = Embedding(name=name or "_".join(e.name for e in embs), vectors=vectors, dtypes=dtypes)
     return result.with_provenance(f"merge.{mode}", inputs, **params)
 

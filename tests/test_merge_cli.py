@@ -160,3 +160,11 @@ def test_merge_edit_port_never_import_torch(tmp_path, pair):
     assert line, proc.stderr
     assert json.loads(line[0][6:]) == []
     assert embkit.read(tmp_path / "out3.safetensors").family == "sdxl"
+
+
+def test_merge_slot_only(tmp_path):
+    a = mk.multi_file(tmp_path / "a.safetensors", {"clip_l": np.ones((1, 768), np.float32), "clip_g": np.ones((1, 1280), np.float32)})
+    b = mk.multi_file(tmp_path / "b.safetensors", {"clip_l": np.full((1, 768), 3, np.float32), "clip_g": np.full((1, 1280), 3, np.float32)})
+    invoke("merge", a, b, "--mode", "mean", "--slot", "clip_g", "-o", tmp_path / "g.safetensors")
+    got = embkit.read(tmp_path / "g.safetensors")
+    assert got.vectors["clip_l"][0, 0] == 1 and got.vectors["clip_g"][0, 0] == 2

@@ -140,6 +140,18 @@ def test_merge_multi_slot_consistently_and_carries_first_outputs():
     assert vec(out, "clip_l_out") == [[9, 9, 9]]  # from the first input, unchanged
 
 
+def test_merge_one_named_slot():
+    other = emb("o2", clip_l=[[3, 2, 1]], clip_g=[[4, 3, 2, 1]], clip_l_out=[[7, 7, 7]])
+    out = embkit.merge([XL_OUT, other], "mean", slot="clip_g")
+    assert vec(out) == [[1, 2, 3]]  # the first input's, unchanged
+    assert vec(out, "clip_g") == [[2.5, 2.5, 2.5, 2.5]]
+    assert out.metadata["provenance"][-1]["params"] == {"mode": "mean", "slot": "clip_g"}
+    outs = embkit.merge([XL_OUT, other], "sum", slot="clip_l_out")
+    assert vec(outs, "clip_l_out") == [[16, 16, 16]] and vec(outs) == [[1, 2, 3]]
+    with pytest.raises(OperationError, match="no slot 'clip_l_out'"):
+        embkit.merge([XL_OUT, emb("p", clip_l=[[1, 1, 1]], clip_g=[[1, 1, 1, 1]])], "sum", slot="clip_l_out")
+
+
 def test_merge_provenance_records_inputs_hashes_weights():
     out = embkit.merge([A, B], "sum", [0.7, 0.3], name="blend")
     (entry,) = out.metadata["provenance"]

@@ -74,12 +74,13 @@ def write_result(emb, out: str, format_: str | None, overwrite: bool, strict: bo
 @click.option("--weights", help="Comma-separated weights, one per input (lerp/slerp: one t, or two).")
 @click.option("--expr", "expression", help='A blend like "0.7*a + 0.3*b": a, b, … are the inputs in order (file stems work too).')
 @click.option("--pad", is_flag=True, help="Zero-pad inputs with fewer vectors instead of refusing (sum, mean, lerp, slerp).")
+@click.option("--slot", help="Combine only this slot (e.g. clip_g); the other slots are the first input's.")
 @click.option("--name", help="Trigger name of the result (default: the output file's stem).")
 @click.option("--format", "format_", type=click.Choice(writable_ids()), help="Output layout (default: from the extension).")
 @click.option("--overwrite", is_flag=True, help="Replace OUT if it exists.")
 @click.option("--strict", is_flag=True, help="Fail (exit 8) instead of warning when the output format loses something.")
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON summary (path, slots, losses, provenance).")
-def cli(inputs, out, mode, weights, expression, pad, name, format_, overwrite, strict, as_json) -> None:
+def cli(inputs, out, mode, weights, expression, pad, slot, name, format_, overwrite, strict, as_json) -> None:
     """Merge embeddings of one family into OUT, recording every input (SHA-256, weight) in the
     result's provenance. Inputs of different families or widths are refused (exit 10); port one
     first with `embkit edit --port`. A file holding several embeddings is read as FILE::MEMBER.
@@ -105,7 +106,7 @@ def cli(inputs, out, mode, weights, expression, pad, name, format_, overwrite, s
     mode = mode or ("sum" if expression is not None else "concat")
     if len(embs) < 2 and mode != "concat":
         raise OperationError(f"{mode} needs at least two inputs")
-    result = merge(embs, mode, w, pad=pad, name=name or default_name(out) or None)
+    result = merge(embs, mode, w, pad=pad, name=name or default_name(out) or None, slot=slot)
     write_result(result, out, format_, overwrite, strict, as_json)
 
 
