@@ -81,3 +81,11 @@ def test_python_m_embkit_and_formats():
 def test_inspect_nothing_found(tmp_path):
     proc = run_embkit("inspect", str(tmp_path))
     assert proc.returncode == 4
+
+
+def test_error_line_shows_code(tmp_path):
+    bad = tmp_path / "broken.pt"
+    bad.write_bytes(b"PK\x03\x04garbage")
+    proc = run_embkit("inspect", str(bad))
+    assert proc.returncode == 3
+    assert "error[broken-file]" in proc.stderr and "broken.pt" in proc.stderr

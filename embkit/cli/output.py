@@ -52,12 +52,12 @@ def _default(value: Any) -> Any:
 def error(exc: BaseException) -> None:
     """Print an error on stderr as ``error[code]: message``."""
     code = getattr(exc, "code", "error")
-    err_console().print(f"[bold red]error[/][red][{code}][/]: {escape(str(exc))}")
+    err_console().print(f"[bold red]error[/][red]\\[{code}][/]: {escape(str(exc))}")
 
 
 def error_line(path: str, err: dict) -> None:
     """Print a per-file error entry (``{"code", "message"}``) on stderr."""
-    err_console().print(f"[bold red]error[/][red][{err['code']}][/]: {escape(err['message'])}")
+    err_console().print(f"[bold red]error[/][red]\\[{err['code']}][/]: {escape(err['message'])}")
 
 
 def warn(message: str) -> None:
