@@ -45,11 +45,10 @@ def run(
 
 def _run(paths, model, prompt, as_negative, seeds, steps, device, sheet_path, json_out, strict) -> int:
     from .. import render
-    from ..io import read_all
     from ..modelspec import ModelSpec
     from ..validate import validate
 
-    embeddings = [e for p in paths for e in read_all(p)]
+    embeddings = _read(paths)
     if not embeddings:
         raise EmbkitError("no embeddings given")
     if not json_out:
@@ -88,6 +87,27 @@ def _run(paths, model, prompt, as_negative, seeds, steps, device, sheet_path, js
     elif code:
         out.err_console().print("[red]failed[/]: warnings count as errors with --strict")
     return code
+
+
+def _read(paths: Sequence[str]) -> list:
+    """Every embedding in the paths; a plain folder is walked and its non-embedding files skipped
+    (as ``embkit verify`` does)."""
+    from ..errors import BrokenFileError, UnknownFormatError
+    from ..io import read_all
+    from ..formats.concept_folder import is_concept_folder
+    from ..report import walk
+
+    found = []
+    for path in paths:
+        if os.path.isdir(path) and not is_concept_folder(path):
+            for inner in walk([path]):
+                try:
+                    found.extend(read_all(inner))
+                except (UnknownFormatError, BrokenFileError):
+                    continue
+        else:
+            found.extend(read_all(path))
+    return found
 
 
 def _print(comparison, sheet_path: str, warnings: list[str]) -> None:

@@ -1,0 +1,142 @@
+"""Before/after renders, the contact sheet and ``embkit verify --render`` (embkit.cli.render.run)."""
+
+from __future__ import annotations
+
+import json
+import os
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+pytest.importorskip("diffusers")
+
+import embkit  # noqa: E402
+from embkit import diffusers as ed  # noqa: E402
+from embkit import render  # noqa: E402
+from embkit.schema import Embedding  # noqa: E402
+from test_diffusers_helpers import assert_same_state, pipeline, state  # noqa: E402
+
+
+@pytest.fixture
+def sd1():
+    pipe = pipeline("sd1")
+    yield pipe
+    ed.unload(pipe)
+
+
+def _plain_word_embedding(pipe, trigger: str) -> Embedding:
+    """An embedding whose vectors are exactly the rows the tokenizer gives its trigger as plain
+    text: applying it changes nothing, the "appears to do nothing" case."""
+    ids = pipe.tokenizer(trigger, add_special_tokens=False).input_ids
+    rows = pipe.text_encoder.get_input_embeddings().weight[ids].detach().numpy().copy()
+    return Embedding(trigger, {"clip_l": rows})
+
+
+def test_compare_shows_a_real_embedding_changes_the_render(sd1, corpus):
+    before = state(sd1)
+    comparison = render.compare(sd1, [corpus / "EasyNegative.pt"], seeds=(0,))
+    assert comparison.prompt == "a photo, EasyNegative" and comparison.negative_prompt is None
+    assert comparison.steps == 4 and comparison.renders[0].before.shape == (64, 64, 3)
+    assert comparison.conditioning_distance > 0.01
+    assert comparison.pixel_difference > render.NO_EFFECT_PIXELS
+    assert comparison.changed
+    assert not np.array_equal(comparison.renders[0].before, comparison.renders[0].after)
+    assert_same_state(state(sd1), before)  # compare leaves the pipeline as it found it
+
+
+def test_compare_as_negative_puts_triggers_in_the_negative_prompt(sd1, corpus):
+    comparison = render.compare(sd1, [corpus / "bad-hands-5.pt"], as_negative=True, prompt="a hand", steps=2)
+    assert (comparison.prompt, comparison.negative_prompt) == ("a hand", "bad-hands-5")
+    assert comparison.changed and comparison.conditioning_distance > 0
+
+
+def test_embedding_equal_to_its_plain_words_changes_nothing(sd1):
+    comparison = render.compare(sd1, [_plain_word_embedding(sd1, "x9")], steps=2)
+    assert comparison.conditioning_distance < render.NO_EFFECT_COSINE
+    assert comparison.pixel_difference == 0.0
+    assert not comparison.changed
+
+
+def test_prompts_for_appends_missing_triggers():
+    assert render.prompts_for(["tok"], None, False) == ("a photo, tok", None, [])
+    positive, negative, warnings = render.prompts_for(["tok", "b"], "a TOK here", False)
+    assert positive == "a TOK here, b" and negative is None and "b" in warnings[0]
+    assert render.prompts_for(["tok", "b"], None, True) == ("a photo", "tok, b", [])
+
+
+def test_contact_sheet_lays_out_before_and_after_per_seed():
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    imgs = [rng.integers(0, 255, (64, 64, 3), dtype=np.uint8) for _ in range(4)]
+    comp = render.Comparison("m", "cpu", "float32", "p", None, False, ["t"], 2,
+                             [render.SeedRender(0, imgs[0], imgs[1], 1.0), render.SeedRender(7, imgs[2], imgs[3], 2.0)], 0.1, 1.0, 0.25)
+    sheet = render.contact_sheet(comp, tile=128)
+    assert sheet.size == (6 + 2 * 134, 22 + 2 * (18 + 128 + 6) + 6)
+    # the "after" tile of seed 7 is image 3 scaled up 2x (nearest)
+    x, y = 6 + 134, 22 + 18 + 128 + 6 + 18
+    tile = np.asarray(sheet.crop((x, y, x + 128, y + 128)))
+    assert np.array_equal(tile, np.asarray(Image.fromarray(imgs[3]).resize((128, 128), Image.NEAREST)))
+
+
+def test_run_writes_sheet_and_json(tmp_path, corpus, capsys):
+    from embkit.cli import render as cli_render
+
+    sheet = tmp_path / "sheet.png"
+    code = cli_render.run(paths=[str(corpus / "bad-hands-5.pt")], model=None, prompt=None, as_negative=True, seeds=(1, 2), steps=2,
+                          device="cpu", output=str(sheet), json_out=True, strict=False)
+    report = json.loads(capsys.readouterr().out)
+    assert code == 0 and report["ok"] and report["exit_code"] == 0
+    assert report["model"] == "built-in tiny sd1" and report["seeds"] == [1, 2]
+    assert report["conditioning_cosine_distance"] > 0 and report["pixel_difference_max"] > 0
+    from PIL import Image
+
+    with Image.open(sheet) as im:
+        assert im.format == "PNG" and im.size[0] > 2 * 256
+
+
+def test_run_exits_no_effect_when_nothing_changes(tmp_path, sd1, capsys):
+    from safetensors.numpy import save_file
+
+    from embkit.cli import render as cli_render
+
+    path = tmp_path / "x9.safetensors"
+    save_file({"x9": np.array(_plain_word_embedding(sd1, "x9").vectors["clip_l"])}, str(path))
+    code = cli_render.run(paths=[str(path)], model="sd1", prompt="a x9", as_negative=False, seeds=(0,), steps=1,
+                          device="cpu", output=str(tmp_path / "s.png"), json_out=False, strict=False)
+    assert code == render.EXIT_NO_EFFECT == 14
+    assert "appears to do nothing" in capsys.readouterr().err.replace("\n", " ")
+
+
+def test_run_refuses_an_sd1_file_on_the_sdxl_pipeline(tmp_path, corpus, capsys):
+    from embkit.cli import render as cli_render
+
+    code = cli_render.run(paths=[str(corpus / "bad-hands-5.pt")], model="sdxl", prompt=None, as_negative=False, seeds=(0,), steps=1,
+                          device="cpu", output=str(tmp_path / "s.png"), json_out=True, strict=False)
+    report = json.loads(capsys.readouterr().out)
+    assert code == embkit.ValidationFailed.exit_code and report["exit_code"] == code
+    assert not (tmp_path / "s.png").exists()
+
+
+def test_local_pipeline_folder_renders(tmp_path, corpus, sd1, capsys):
+    from embkit.cli import render as cli_render
+
+    folder = tmp_path / "model"
+    sd1.save_pretrained(str(folder))
+    code = cli_render.run(paths=[str(corpus / "ttekcor/learned_embeds.safetensors")], model=str(folder), prompt="a <detail-schemas> cat",
+                          as_negative=False, seeds=(0,), steps=1, device="cpu", output=str(tmp_path / "s.png"), json_out=True, strict=False)
+    report = json.loads(capsys.readouterr().out)
+    assert code == 0, report
+    assert report["model"] == str(folder) and report["prompt"] == "a <detail-schemas> cat"
+    assert os.path.getsize(tmp_path / "s.png") > 0
+
+
+def test_verify_render_command_end_to_end(tmp_path, corpus):
+    from conftest import run_embkit
+
+    sheet = tmp_path / "easy.png"
+    result = run_embkit("verify", str(corpus / "EasyNegative.pt"), "--render", "--steps", "1", "--device", "cpu", "-o", str(sheet), "--json", timeout=300)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert json.loads(result.stdout)["changed"] is True
+    assert sheet.exists()
