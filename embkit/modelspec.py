@@ -183,8 +183,9 @@ class ModelSpec:
         if not slots:
             raise TargetError(f"{type(pipe).__name__} has no text encoder (text_encoder, text_encoder_2, text_encoder_3)")
         fam = family_for(slots)
-        if fam == "flux" and "t5" in slots:
-            slots["t5"] = _replace_limit(slots["t5"], T5_TOKEN_LIMIT["flux"])
+        if fam in T5_TOKEN_LIMIT and "t5" in slots:
+            # the pipelines' max_sequence_length default, not the tokenizer's 512
+            slots["t5"] = _replace_limit(slots["t5"], T5_TOKEN_LIMIT[fam])
         return cls(fam, slots, source=f"pipeline {type(pipe).__name__}", kind="pipeline")
 
 

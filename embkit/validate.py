@@ -197,7 +197,11 @@ def _check_slots(ctx: _Context) -> list[Finding]:
             continue
         is_t5 = slot == "t5"
         port = f"embkit edit {ctx.fix_path} -o OUT --port sdxl" if spec.family == "sdxl" and have == {"clip_l"} else None
-        if port:
+        if port and spec.kind == "folder":
+            # the target folder holds both token matrices: nearest-token transfer beats a zero CLIP-G half
+            port += f" --via {_quote(spec.source)}"
+            msg = f"{ctx.label}: on SDXL only the CLIP-L half would apply (A1111 skips it entirely); port it with `{port}`."
+        elif port:
             msg = f"{ctx.label}: on SDXL only the CLIP-L half would apply (A1111 skips it entirely); port it with `{port}` (add `--via MODEL` for nearest-token transfer)."
         else:
             msg = f"{ctx.label} has no {SLOT_TITLES[slot]} vectors: on {target} only the {', '.join(SLOT_TITLES[s] for s in sorted(common, key=emb.slots.index))} part would apply"

@@ -70,6 +70,12 @@ def test_missing_slot_sd1_on_sdxl_says_how_to_port():
     assert f.fix == "embkit edit IN -o OUT --port sdxl"
 
 
+def test_missing_slot_port_uses_the_target_folder(tmp_path_factory):
+    sdxl = build_model_folder(tmp_path_factory.mktemp("xl"), sdxl=True)
+    [f] = only(validate(SD1(), sdxl), "missing-slot")
+    assert f.fix == f"embkit edit IN -o OUT --port sdxl --via {sdxl}"
+
+
 def test_missing_t5_is_a_warning():
     [f] = only(validate(SD1(), "flux"), "missing-slot")
     assert f.slot == "t5" and f.severity == "warning"
