@@ -255,7 +255,7 @@ def _check_values(ctx: _Context) -> list[Finding]:
             )
         norms = np.linalg.norm(np.where(np.isfinite(values), values, 0.0), axis=1)
         zero = np.flatnonzero(finite & np.all(values == 0.0, axis=1))
-        if zero.size:
+        if zero.size and slot in emb.slots:  # OneTrainer's *_out vectors are added to outputs: zero is harmless there
             fix = f"embkit edit {ctx.fix_path} -o OUT --drop-zero"
             out.append(
                 Finding(

@@ -110,6 +110,14 @@ def test_zero_vector():
     assert f.severity == "warning" and f.index == 2 and f.fix.endswith("--drop-zero")
 
 
+def test_output_vectors_are_checked_for_nan_but_not_for_zero_rows():
+    out = np.zeros((2, 768), np.float32)
+    assert not only(validate(emb(clip_l=vecs(2, 768), clip_l_out=out), "sd1"), "zero-vector")
+    out[0, 0] = np.inf
+    [f] = only(validate(emb(clip_l=vecs(2, 768), clip_l_out=out), "sd1"), "nan-inf")
+    assert f.slot == "clip_l_out"
+
+
 def test_norm_outlier_high_and_low_against_priors():
     v = vecs(4, 768, norm=0.4)
     v[1] *= 100  # 40: far past 15 x 0.39
