@@ -153,7 +153,11 @@ def load_pipeline(model: str | None, embeddings: Sequence[Embedding], device: st
     try:
         from diffusers import DiffusionPipeline
 
-        pipe = DiffusionPipeline.from_pretrained(folder, local_files_only=True, torch_dtype=dtype)
+        # diffusers renamed torch_dtype to dtype (0.36+); older releases only know torch_dtype
+        from diffusers.utils import deprecation_utils
+
+        dtype_kw = "dtype" if hasattr(deprecation_utils, "_resolve_dtype") else "torch_dtype"
+        pipe = DiffusionPipeline.from_pretrained(folder, local_files_only=True, **{dtype_kw: dtype})
     except (OSError, ValueError, EnvironmentError) as exc:
         raise TargetError(f"cannot load a diffusers pipeline from {folder}: {exc}") from None
     pipe = pipe.to(dev)
