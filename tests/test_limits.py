@@ -102,6 +102,12 @@ def pickle_huge_bytes() -> bytes:
     return torch_zip(pickle_of(b"\x8e" + struct.pack("<Q", 4 * 1024**3) + b"abc", 4))
 
 
+def pickle_memo_bomb() -> bytes:
+    """A valid file whose pickle memoises its dict at index 2**30 (LONG_BINPUT): the C unpickler
+    sized its memo array by that index, allocating gigabytes (found by fuzzing)."""
+    return torch_zip(pickle_of(kohya_body() + b"r" + struct.pack("<I", 2**30)))
+
+
 def pickle_billion_element_tensor() -> bytes:
     return torch_zip(pickle_of(kohya_body(tensor(storage(numel=1_000_000_000), shape=(1_000_000_000,), stride=(1,)))))
 
@@ -165,6 +171,7 @@ CASES = {
     "pickle nested 500000 deep": (".pt", pickle_deep_nesting, {"too-large", "broken-file"}),
     "pickle of 8 M empty sets (compressed)": (".pt", pickle_object_bomb, {"too-large"}),
     "pickle BINBYTES8 declaring 4 GB": (".pt", pickle_huge_bytes, {"too-large", "broken-file"}),
+    "pickle memo index 2**30 (LONG_BINPUT)": (".pt", pickle_memo_bomb, {"ok"}),
     "pickle tensor of a billion elements": (".pt", pickle_billion_element_tensor, {"too-large"}),
     "legacy storage of a billion elements": (".pt", legacy_billion_element_storage, {"too-large"}),
     "PNG header claiming 10^10 pixels": (".png", png_bomb_header, {"too-large"}),
