@@ -1,0 +1,79 @@
+"""Fuzzing the readers: mutated corpus and generated files may only raise embkit's own errors.
+
+CI runs a bounded, derandomised number of cases (``EMBKIT_FUZZ_EXAMPLES``, default 5,000 in total,
+split over the containers below). A long campaign: ``EMBKIT_FUZZ_EXAMPLES=200000 pytest
+tests/test_fuzz.py`` or, faster and without shrinking, ``python tests/fuzz/campaign.py --examples
+200000`` (see docs/safety.md). Each case is read with read_all, probed and scanned; any exception
+that is not an EmbkitError fails, and so does a read that takes longer than 10 s.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from fuzz.mutate import KINDS, Seed, all_seeds, apply, check, mutate
+
+TOTAL = int(os.environ.get("EMBKIT_FUZZ_EXAMPLES", "5000"))
+#: Share of the cases per container: pickles have the largest attack surface.
+SHARES = {"pickle": 0.5, "safetensors": 0.3, "png": 0.2}
+SEEDS = all_seeds()
+
+
+def _container(seed: Seed) -> str:
+    return {".pt": "pickle", ".bin": "pickle", ".safetensors": "safetensors", ".png": "png"}[seed.ext]
+
+
+OPS = st.lists(
+    st.tuples(st.sampled_from(KINDS), st.integers(0, 2**31 - 1), st.integers(0, 2**31 - 1), st.integers(0, 255)),
+    min_size=1,
+    max_size=4,
+)
+_TMP = Path(tempfile.mkdtemp(prefix="embkit-fuzz-"))
+COUNTS: dict[str, int] = {}
+
+
+def _fuzz_test(container: str):
+    seeds = [s for s in SEEDS if _container(s) == container]
+    examples = max(1, int(TOTAL * SHARES[container]))
+
+    @settings(
+        max_examples=examples,
+        derandomize=True,
+        deadline=None,
+        database=None,
+        suppress_health_check=list(HealthCheck),
+    )
+    @given(seed=st.sampled_from(seeds), ops=OPS, inner=st.booleans())
+    def run(seed: Seed, ops, inner: bool) -> None:
+        COUNTS[container] = COUNTS.get(container, 0) + 1
+        check(apply(seed, ops, inner), _TMP / f"{container}{seed.ext}")
+
+    return run
+
+
+@pytest.mark.parametrize("container", list(SHARES))
+def test_fuzz(container: str):
+    _fuzz_test(container)()
+    assert COUNTS.get(container, 0) >= min(100, int(TOTAL * SHARES[container]))
+
+
+def test_seeds_cover_every_container_and_read_cleanly():
+    assert {_container(s) for s in SEEDS} == set(SHARES)
+    for seed in SEEDS:
+        assert check(seed.data, _TMP / f"seed{seed.ext}") == "ok", seed.name
+        if seed.inner is not None:
+            assert check(seed.rebuild(seed.inner), _TMP / f"seed{seed.ext}") == "ok", seed.name
+
+
+def test_mutations_are_deterministic_and_change_bytes():
+    data = bytes(range(256)) * 4
+    for kind in KINDS:
+        ops = [(kind, 1234, 567, 89)]
+        assert mutate(data, ops) == mutate(data, ops)
+        assert mutate(data, ops) != data, kind
