@@ -29,6 +29,8 @@ T5_TOKEN_LIMIT = {"sd3": 256, "flux": 512}
 ALIASES = {"sd15": "sd1", "sd1.5": "sd1", "sd-1.5": "sd1", "sd21": "sd2", "sd2.1": "sd2", "xl": "sdxl", "sd35": "sd3", "sd3.5": "sd3"}
 #: Caps for reading checkpoint headers (the safetensors library's own header limit).
 MAX_HEADER_BYTES = 100 * 1024 * 1024
+#: The largest token matrix read for norms (T5-XXL's is 32128 x 4096 = 132M elements).
+MAX_MATRIX_ELEMENTS = 256 * 1024 * 1024
 _ST_DTYPES = {"F32": np.dtype("<f4"), "F16": np.dtype("<f2"), "BF16": np.dtype("<u2"), "F64": np.dtype("<f8")}
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 
@@ -254,6 +256,8 @@ def matrix_norms(path: str, entry: dict, start: int, chunk_rows: int = 4096) -> 
     if dtype is None or len(shape) != 2:
         raise TargetError(f"token-embedding tensor has dtype {entry.get('dtype')} and shape {shape}; expected a 2-D float", path=path)
     rows, width = shape
+    if rows * width > MAX_MATRIX_ELEMENTS:
+        raise TargetError(f"token-embedding tensor of shape {shape} is past the cap of {MAX_MATRIX_ELEMENTS} elements", path=path)
     lo, hi = entry["data_offsets"]
     if rows * width * dtype.itemsize != hi - lo:
         raise TargetError(f"token-embedding tensor of shape {shape} does not fill its {hi - lo} bytes", path=path)

@@ -125,15 +125,48 @@ def test_from_folder_sdxl_second_encoder_without_weights_uses_prior(sdxl_folder)
     assert any("text_encoder_2" in n and "prior" in n for n in spec.notes)
 
 
+def test_from_folder_reads_norms_from_a_sharded_encoder(tmp_path, sd1_folder):
+    import shutil
+
+    folder = tmp_path / "sharded"
+    shutil.copytree(sd1_folder, folder)
+    enc = folder / "text_encoder"
+    (enc / "model.safetensors").rename(enc / "model-00001-of-00001.safetensors")
+    from embkit.modelspec import read_st_header
+
+    keys = read_st_header(str(enc / "model-00001-of-00001.safetensors"))[0]
+    (enc / "model.safetensors.index.json").write_text(json.dumps({"weight_map": {k: "model-00001-of-00001.safetensors" for k in keys}}))
+    sharded = ModelSpec.from_folder(folder).slots["clip_l"].token_norms
+    assert sharded.source == "matrix"
+    assert sharded == ModelSpec.from_folder(sd1_folder).slots["clip_l"].token_norms
+
+
+def test_from_folder_refuses_a_huge_declared_token_matrix(tmp_path, sd1_folder):
+    import shutil
+
+    folder = tmp_path / "huge"
+    shutil.copytree(sd1_folder / "text_encoder", folder / "text_encoder")
+    write_sparse_checkpoint(folder / "text_encoder" / "model.safetensors", {"text_model.embeddings.token_embedding.weight": ("F16", [400_000, 768])})
+    with pytest.raises(TargetError, match="past the cap"):
+        ModelSpec.from_folder(folder)
+
+
 def test_from_folder_rejects_a_folder_without_text_encoder(tmp_path):
     with pytest.raises(TargetError, match="text_encoder"):
         ModelSpec.from_folder(tmp_path)
 
 
 # -- checkpoints ------------------------------------------------------------------------------------
-@pytest.mark.parametrize("keys, family, slots", [(SD1_KEYS, "sd1", {"clip_l": 768}), (SD2_KEYS, "sd2", {"clip_h": 1024}), (SDXL_KEYS, "sdxl", {"clip_l": 768, "clip_g": 1280})])
+OLD_SD1_KEYS = {"cond_stage_model.transformer.embeddings.token_embedding.weight": ("F32", [49408, 768])}  # transformers < 4.x naming
+
+
+@pytest.mark.parametrize(
+    "keys, family, slots",
+    [(SD1_KEYS, "sd1", {"clip_l": 768}), (OLD_SD1_KEYS, "sd1", {"clip_l": 768}), (SD2_KEYS, "sd2", {"clip_h": 1024}),
+     (SDXL_KEYS, "sdxl", {"clip_l": 768, "clip_g": 1280})],
+)
 def test_from_checkpoint_reads_the_family_from_token_embedding_shapes(tmp_path, keys, family, slots):
-    path = write_sparse_checkpoint(tmp_path / f"{family}.safetensors", keys)
+    path = write_sparse_checkpoint(tmp_path / "model.safetensors", keys)
     assert os.path.getsize(path) > 49408 * 768 * 2  # declared data really is there (sparse)
     t0 = time.perf_counter()
     spec = ModelSpec.from_checkpoint(path)
