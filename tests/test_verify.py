@@ -145,3 +145,9 @@ def test_render_without_the_render_module_is_a_clear_error(tmp_path, monkeypatch
     save_file({"emb_params": vecs(1, 768)}, str(path))
     proc = run_embkit("verify", str(path), "--render")
     assert proc.returncode == 11 and "--render is not available" in proc.stderr
+
+
+def test_a_folder_without_embeddings_says_so(tmp_path):
+    Image.new("RGB", (8, 8)).save(tmp_path / "picture.png")
+    res = CliRunner().invoke(embkit_cli, ["verify", str(tmp_path)], catch_exceptions=False)
+    assert res.exit_code == 4 and "no embedding files found" in res.output

@@ -56,6 +56,11 @@ def cli(paths, model, as_json, strict, render, prompt, as_negative, seeds, steps
             failed |= not report.passes(strict)
         failed |= entry["error"] is not None
     summary = _summary(files)
+    if not any(not f["ignored"] for f in files) and not render:
+        from ..errors import UnknownFormatError
+
+        output.warn("no embedding files found")
+        raise SystemExit(UnknownFormatError.exit_code)  # as `embkit inspect` does
     if not (as_json and render):
         if as_json:
             output.print_json(_json(files, spec, summary, failed))
