@@ -290,7 +290,8 @@ def conflicts_cmd(ctx, kind, as_json, db) -> None:
 @click.pass_context
 def check_cmd(ctx, target, names, as_json, db) -> None:
     """Which embeddings would load on a model, which would be skipped, and why."""
-    results = _open(ctx, db).check(target, names or None)
+    lib = _open(ctx, db)
+    results = lib.check(target, names or None)
     if as_json:
         output.print_json([r.to_dict() for r in results])
         return
@@ -304,6 +305,9 @@ def check_cmd(ctx, target, names, as_json, db) -> None:
                 colour = "red" if f["severity"] == "error" else "yellow"
                 output.info(f"        [{colour}]{f['severity']}[/] [{colour}]\\[{esc(f['code'])}][/] {esc(f['message'])}")
     output.info(f"[bold]{len(loads)}[/] would load, [bold]{len(results) - len(loads)}[/] would be skipped on {esc(target)}")
+    unreadable = len(lib.errors()) if not names else 0
+    if unreadable:
+        output.warn(f"{unreadable} unreadable files were not checked (embkit library list --errors)")
 
 
 # -- export / remove / tag ----------------------------------------------------------------------
