@@ -114,6 +114,30 @@ def plan(embedding: Embedding, path: str | os.PathLike, format: str | None = Non
     return result
 
 
+def prepare(
+    embedding: Embedding,
+    path: str | os.PathLike,
+    format: str | None = None,
+    *,
+    container: str | None = None,
+    overwrite: bool = False,
+    strict: bool = False,
+    dtype: str | None = None,
+    **options: Any,
+) -> Plan:
+    """Everything :func:`write` does before touching the disk: plan, ``strict``, existing
+    targets. Batch writers (``embkit convert``) then write many plans with one disk flush."""
+    path = os.fspath(path)
+    check_target(path, overwrite)
+    planned = plan(embedding, path, format, container=container, dtype=dtype, **options)
+    if strict and planned.losses:
+        lines = "; ".join(loss.message for loss in planned.losses)
+        raise LossError(f"would lose: {lines}", path=path)
+    for out in planned.outputs:
+        check_target(out.path, overwrite)
+    return planned
+
+
 def write(
     embedding: Embedding,
     path: str | os.PathLike,
@@ -137,14 +161,7 @@ def write(
     :class:`~embkit.errors.TargetExistsError` unless ``overwrite``. Writes are atomic: a failure
     leaves no file behind. Options: see :data:`OPTIONS`.
     """
-    path = os.fspath(path)
-    check_target(path, overwrite)
-    planned = plan(embedding, path, format, container=container, dtype=dtype, **options)
-    if strict and planned.losses:
-        lines = "; ".join(loss.message for loss in planned.losses)
-        raise LossError(f"would lose: {lines}", path=path)
-    for out in planned.outputs:
-        check_target(out.path, overwrite)
+    planned = prepare(embedding, path, format, container=container, overwrite=overwrite, strict=strict, dtype=dtype, **options)
     written: list[str] = []
     try:
         for out in planned.outputs:
@@ -168,4 +185,4 @@ def write(
     return list(planned.losses)
 
 
-__all__ = ["write", "plan", "Loss", "choose_format", "choose_container", "default_extension", "OPTIONS"]
+__all__ = ["write", "plan", "prepare", "Loss", "choose_format", "choose_container", "default_extension", "OPTIONS"]

@@ -109,11 +109,15 @@ def _safe(text: str) -> str:
     return cleaned or "embedding"
 
 
-def convert_one(job: Job, s: Settings) -> dict:
-    """Convert one job; never raises for an embkit problem: the result says what happened."""
+def convert_one(job: Job, s: Settings, staged: list | None = None) -> dict:
+    """Convert one job; never raises for an embkit problem: the result says what happened.
+
+    With ``staged`` (a list), files are not written here: ``(result, files, index)`` entries are
+    appended, the files handed to the worker's writer threads (folders are written at once)."""
+    from ..atomic import write_folder
     from ..errors import EmbkitError, LossError, TargetExistsError, UnknownFormatError
     from ..io import read_all
-    from ..writing import default_extension, plan, write
+    from ..writing import default_extension, plan, prepare, write
 
     result: dict = {"input": job.source, "outputs": [], "status": "converted", "losses": []}
     try:
@@ -146,13 +150,21 @@ def convert_one(job: Job, s: Settings) -> dict:
                     result["status"] = "dry-run"
                 result["outputs"].extend(o.path for o in planned.outputs)
             else:
-                os.makedirs(os.path.dirname(os.path.abspath(target)), exist_ok=True)
-                losses = write(emb, target, fmt, container=s.container, overwrite=s.overwrite, strict=s.strict, dtype=s.dtype, sync_dir=False, **options)
-                result["outputs"].append(target)
-                if fmt == "diffusers" and options.get("sdxl_two_files"):
-                    from ..formats.diffusers import second_file
-
-                    result["outputs"].append(second_file(target))
+                _makedirs(os.path.dirname(os.path.abspath(target)))
+                if staged is None:
+                    losses = write(emb, target, fmt, container=s.container, overwrite=s.overwrite, strict=s.strict, dtype=s.dtype, sync_dir=False, **options)
+                    planned_paths = [target] + ([_second(target)] if fmt == "diffusers" and options.get("sdxl_two_files") else [])
+                else:
+                    planned = prepare(emb, target, fmt, container=s.container, overwrite=s.overwrite, strict=s.strict, dtype=s.dtype, **options)
+                    losses = planned.losses
+                    files = [(o.path, o.data) for o in planned.outputs if o.fill is None]
+                    for o in planned.outputs:
+                        if o.fill is not None:
+                            write_folder(o.path, o.fill, overwrite=s.overwrite)
+                    if files:
+                        staged.append((result, files, staged_writer().submit(files)))
+                    planned_paths = [o.path for o in planned.outputs]
+                result["outputs"].extend(planned_paths)
             result["losses"].extend({**x.to_dict(), "embedding": emb.name} for x in losses)
     except TargetExistsError as exc:
         result.update(status="skipped", reason=f"{exc.path} exists (--overwrite replaces it)", error=exc.to_dict(), exit_code=exc.exit_code)
@@ -168,11 +180,65 @@ def convert_one(job: Job, s: Settings) -> dict:
     return result
 
 
+_MADE: set[str] = set()
+
+
+def _makedirs(folder: str) -> None:
+    if folder not in _MADE:
+        os.makedirs(folder, exist_ok=True)
+        _MADE.add(folder)
+
+
+def _second(target: str) -> str:
+    from ..formats.diffusers import second_file
+
+    return second_file(target)
+
+
+class _Writer:
+    """The worker's BatchWriter, made on first use (threads do not survive a fork)."""
+
+    overwrite = False
+    writer = None
+
+
+_WRITER = _Writer()
+
+
+def staged_writer():
+    from ..atomic import BatchWriter
+
+    if _WRITER.writer is None or _WRITER.writer.overwrite != _WRITER.overwrite:
+        _WRITER.writer = BatchWriter(overwrite=_WRITER.overwrite)
+    return _WRITER.writer
+
+
 def convert_chunk(jobs: list[Job], s: Settings) -> list[dict]:
-    """Convert several jobs in one worker, then make their renames durable: one fsync per folder."""
+    """Convert several jobs in one worker: each job's files are handed to a few writer threads
+    as soon as they are planned (fsync waits overlap the next job's reading), then the chunk
+    waits for them and fsyncs each folder once."""
+    from ..errors import EmbkitError
+
     from ..atomic import fsync_dir
 
-    results = [convert_one(job, s) for job in jobs]
+    staged: list = []
+    _WRITER.overwrite = s.overwrite
+    results = [convert_one(job, s, staged) for job in jobs]
+    if staged:
+        errors = staged_writer().finish()
+        for (result, files, index), exc in zip(staged, errors):
+            if exc is None:
+                continue
+            if not isinstance(exc, EmbkitError):
+                raise exc
+            exists = getattr(exc, "code", "") == "exists"
+            result.update(
+                status="skipped" if exists else "failed",
+                reason=f"{exc.path} exists (--overwrite replaces it)" if exists else str(exc),
+                error=exc.to_dict(),
+                exit_code=exc.exit_code,
+            )
+            result["outputs"] = [p for p in result["outputs"] if p not in {f for f, _ in files}]
     if not s.dry_run:
         for folder in {os.path.dirname(os.path.abspath(p)) for r in results for p in r["outputs"]}:
             fsync_dir(folder)
@@ -181,18 +247,21 @@ def convert_chunk(jobs: list[Job], s: Settings) -> list[dict]:
 
 def run_jobs(jobs: list[Job], s: Settings, workers: int, on_done=None) -> list[dict]:
     """Run jobs in ``workers`` processes (inline for one worker or a few jobs), in input order."""
+    # chunks of up to 64 files: one disk flush each, several per worker so the bar moves
+    size = max(1, min(64, len(jobs) // (max(workers, 1) * 4) or 1))
+    chunks = [jobs[i : i + size] for i in range(0, len(jobs), size)]
     if workers <= 1 or len(jobs) < 8:
         results = []
-        for job in jobs:
-            results.extend(convert_chunk([job], s))
+        for chunk in chunks:
+            results.extend(convert_chunk(chunk, s))
             if on_done:
-                on_done(1)
+                on_done(len(chunk))
         return results
     import multiprocessing
     from concurrent.futures import ProcessPoolExecutor
 
-    size = max(1, min(64, len(jobs) // (workers * 8)))
-    chunks = [jobs[i : i + size] for i in range(0, len(jobs), size)]
+    from .. import atomic, io, writing  # noqa: F401  imported once, before the workers fork
+
     method = "fork" if "fork" in multiprocessing.get_all_start_methods() else None
     ctx = multiprocessing.get_context(method)
     out: list[list[dict]] = [[] for _ in chunks]
@@ -217,7 +286,7 @@ def run_jobs(jobs: list[Job], s: Settings, workers: int, on_done=None) -> list[d
 @click.option("--strict", is_flag=True, help="Fail a file on any loss instead of warning.")
 @click.option("--overwrite", is_flag=True, help="Replace existing targets (default: skip them).")
 @click.option("--dry-run", is_flag=True, help="Report what would be written and lost; write nothing.")
-@click.option("-j", "--jobs", type=click.IntRange(1, 256), default=None, help="Worker processes (default: CPU count).")
+@click.option("-j", "--jobs", type=click.IntRange(1, 256), default=None, help="Worker processes (default: CPU count + 1).")
 @click.option("--t5-key", type=click.Choice(["t5", "t5xxl"]), help="multi: spell the T5 key (t5xxl for ComfyUI).")
 @click.option("--sdxl-two-files", is_flag=True, help="diffusers: write an SDXL pair as NAME and NAME_2.")
 @click.option("--picture", type=click.Path(exists=True, dir_okay=False), help="a1111-image: picture to put in the card.")
@@ -245,7 +314,8 @@ def cli(inputs, out, to, container, dtype, name, strict, overwrite, dry_run, job
     if picture:
         options["picture"] = picture
     settings = Settings(to, container, dtype, name, strict, overwrite, dry_run, tuple(options.items()))
-    workers = jobs or os.cpu_count() or 1
+    # one more worker than CPUs: each spends part of its time waiting for fsync
+    workers = jobs or (os.cpu_count() or 1) + 1
     results = _run_with_progress(job_list, settings, workers, show=not as_json)
     code = exit_code(results, single)
     if as_json:
