@@ -84,6 +84,7 @@ class _Snapshot:
     rows: int
     vocab_size: Any
     overwritten: dict  # id → original row, for ids that fell inside the old matrix (T5's padding rows)
+    eos: Any = None  # the CLIP text model's legacy eos_token_id (2), when apply corrected it
 
 
 @dataclass
@@ -289,14 +290,16 @@ def _grow(pipe: Any, s: EncoderSlot, new_tokens: list[str], vectors: Any, applie
             raise EmbkitError(f"{s.tokenizer} did not accept the tokens {new_tokens}")
         new_rows = max(rows, max(ids) + 1)
         with torch.no_grad():
-            weight = torch.zeros(new_rows, width, dtype=old_weight.dtype, device=old_weight.device)
+            weight = torch.empty(new_rows, width, dtype=old_weight.dtype, device=old_weight.device)
             weight[:rows] = old_weight
+            weight[rows:] = 0  # rows between the old end and a new id, if the tokenizer skipped any
             index = torch.tensor(ids, dtype=torch.long, device=old_weight.device)
             for i in ids:
                 if i < rows:  # T5 pads its matrix past the vocabulary; keep what we overwrite
                     snap.overwritten[i] = old_weight[i].detach().clone()
             weight[index] = torch.from_numpy(vectors).to(device=old_weight.device, dtype=old_weight.dtype)
         _set_matrix(encoder, old_module, weight)
+        _fix_legacy_eos(encoder, tokenizer, snap)
     except BaseException:
         _restore(pipe, s, snap)
         raise
@@ -307,6 +310,20 @@ def _grow(pipe: Any, s: EncoderSlot, new_tokens: list[str], vectors: Any, applie
         if s.slot in emb.vectors:
             counts[applied.triggers[emb.name]] = int(emb.vectors[s.slot].shape[0])
     return snap
+
+
+def _fix_legacy_eos(encoder: Any, tokenizer: Any, snap: _Snapshot) -> None:
+    # CLIP configs written before transformers PR #24773 (SD1.5's, SDXL's) say eos_token_id=2, and
+    # then the pooled output is taken at input_ids.argmax(): with added tokens (ids above the real
+    # end token) that is the trigger's position, not the end of the prompt, which corrupts SDXL's
+    # pooled embedding. Point the text model at the tokenizer's real end token while applied.
+    text_model = getattr(encoder, "text_model", None)
+    eos = getattr(tokenizer, "eos_token_id", None)
+    if text_model is None or getattr(text_model, "eos_token_id", None) != 2 or eos in (None, 2):
+        return
+    snap.eos = (text_model.eos_token_id, encoder.config.eos_token_id)
+    text_model.eos_token_id = eos
+    encoder.config.eos_token_id = eos
 
 
 def _set_matrix(encoder: Any, like: Any, weight: Any) -> None:
@@ -332,6 +349,8 @@ def _restore(pipe: Any, s: EncoderSlot, snap: _Snapshot) -> None:
     _set_matrix(encoder, current, weight)
     if snap.vocab_size is not None:
         encoder.config.vocab_size = snap.vocab_size
+    if snap.eos is not None:
+        encoder.text_model.eos_token_id, encoder.config.eos_token_id = snap.eos
 
 
 # -- unload --------------------------------------------------------------------------------------

@@ -224,3 +224,65 @@ def test_unload_with_nothing_applied_is_a_no_op(sd1):
 def test_encoder_slots_by_family(sd1, sdxl):
     assert [(s.slot, s.encoder) for s in ed.encoder_slots(sd1)] == [("clip_l", "text_encoder")]
     assert [(s.slot, s.encoder, s.width) for s in ed.encoder_slots(sdxl)] == [("clip_l", "text_encoder", 768), ("clip_g", "text_encoder_2", 1280)]
+
+
+class _FluxLike:
+    """A Flux-shaped host (CLIP-L as text_encoder, T5 as text_encoder_2), without the transformer:
+    enough for apply/unload, which only touch encoders and tokenizers."""
+
+    def __init__(self):
+        from transformers import CLIPTextModel, T5Config, T5EncoderModel, T5Tokenizer
+
+        from embkit.tiny import clip_text_config, clip_tokenizer
+
+        torch.manual_seed(0)
+        self.tokenizer = clip_tokenizer()
+        self.text_encoder = CLIPTextModel(clip_text_config(768, len(self.tokenizer)))
+        pieces = [("<pad>", 0.0), ("</s>", 0.0), ("<unk>", 0.0)] + [(c, -1.0) for c in "abcdefghijklmnopqrstuvwxyz"] + [("▁" + c, -1.5) for c in "abcdefghijklmnopqrstuvwxyz"] + [("▁", -2.0)]
+        self.tokenizer_2 = T5Tokenizer(vocab=pieces, extra_ids=4)
+        # T5 pads its matrix past the vocabulary (32128 rows for 32100 tokens): so does this one
+        self.text_encoder_2 = T5EncoderModel(T5Config(vocab_size=len(self.tokenizer_2) + 8, d_model=4096, d_kv=8, d_ff=16, num_layers=1, num_heads=2))
+
+
+def test_flux_like_clip_l_and_t5_with_padded_matrix():
+    host = _FluxLike()
+    assert [(s.slot, s.encoder) for s in ed.encoder_slots(host)] == [("clip_l", "text_encoder"), ("t5", "text_encoder_2")]
+    before = state(host)
+    t5_rows = host.text_encoder_2.get_input_embeddings().weight.shape[0]
+    emb = synthetic("<flux-style>", rows=2, slots=("clip_l", "t5"), seed=4)
+    applied = ed.apply(host, emb)
+    ids = applied.ids["text_encoder_2"]
+    assert max(ids) < t5_rows  # the new tokens landed inside T5's padding rows: no resize needed
+    assert host.text_encoder_2.get_input_embeddings().weight.shape[0] == t5_rows
+    assert np.array_equal(_rows(host, applied, "text_encoder_2"), emb.vectors["t5"])
+    assert np.array_equal(_rows(host, applied, "text_encoder"), emb.vectors["clip_l"])
+    ed.unload(host)
+    assert_same_state(state(host), before)  # the padding rows it wrote over are back
+
+
+def test_t5_is_optional_but_clip_is_not_on_flux_like():
+    host = _FluxLike()
+    applied = ed.apply(host, synthetic("<clip-only>", slots=("clip_l",)))
+    assert set(applied.tokens) == {"text_encoder"}
+    ed.unload(host)
+
+
+def test_legacy_clip_eos_id_is_corrected_while_applied(sdxl):
+    # SDXL's real CLIP-G config says eos_token_id=2: pooling then picks input_ids.argmax(), which is
+    # an added token's position once embeddings are loaded (diffusers' own loader has this bug)
+    enc = sdxl.text_encoder_2
+    saved = (enc.text_model.eos_token_id, enc.config.eos_token_id)
+    enc.text_model.eos_token_id = enc.config.eos_token_id = 2
+    try:
+        emb = synthetic("<pool>", rows=2, slots=("clip_l", "clip_g"), seed=8)
+        applied = ed.apply(sdxl, emb)
+        assert enc.text_model.eos_token_id == sdxl.tokenizer_2.eos_token_id
+        ids = sdxl.tokenizer_2(applied.expand("a <pool>", "tokenizer_2"), padding="max_length", max_length=77, return_tensors="pt").input_ids
+        with torch.no_grad():
+            out = enc(ids)
+        eos_at = int((ids[0] == sdxl.tokenizer_2.eos_token_id).nonzero()[0])
+        assert torch.allclose(out.text_embeds[0], enc.text_projection(out.last_hidden_state[0, eos_at]), atol=1e-5)
+        ed.unload(sdxl)
+        assert (enc.text_model.eos_token_id, enc.config.eos_token_id) == (2, 2)
+    finally:
+        enc.text_model.eos_token_id, enc.config.eos_token_id = saved

@@ -72,6 +72,7 @@ def state(pipe) -> dict:
             "weight": enc.get_input_embeddings().weight.detach().clone(),
             "dtype": enc.get_input_embeddings().weight.dtype,
             "vocab_size": enc.config.vocab_size,
+            "class": type(enc.get_input_embeddings()).__name__,
         }
     return out
 
@@ -92,6 +93,6 @@ def assert_same_state(a: dict, b: dict) -> None:
 
     assert a.keys() == b.keys()
     for k in a:
-        for field in ("len", "vocab", "added", "backend", "dtype", "vocab_size"):
+        for field in ("len", "vocab", "added", "backend", "dtype", "vocab_size", "class"):
             assert a[k][field] == b[k][field], (k, field)
         assert torch.equal(a[k]["weight"], b[k]["weight"]), k
