@@ -1,0 +1,48 @@
+"""docs/errors.md and docs/safety.md stay true to the code they describe."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+from embkit import errors
+from embkit.formats import base, imagecard, safetensors_file, torchfile
+
+DOCS = Path(__file__).resolve().parent.parent / "docs"
+
+
+def _error_rows() -> dict[str, tuple[str, str, int]]:
+    rows = {}
+    for line in (DOCS / "errors.md").read_text().splitlines():
+        m = re.match(r"\| `(\w+)` \| `(\w+)` \| `([\w-]+)` \| (\d+) \|", line)
+        if m:
+            rows[m.group(1)] = (m.group(2), m.group(3), int(m.group(4)))
+    return rows
+
+
+def test_error_table_lists_every_class_with_its_code_and_exit_status():
+    rows = _error_rows()
+    assert set(rows) == {cls.__name__ for cls in errors.ALL_ERRORS}
+    for cls in errors.ALL_ERRORS:
+        parent, code, exit_code = rows[cls.__name__]
+        assert parent == cls.__mro__[1].__name__, cls
+        assert (code, exit_code) == (cls.code, cls.exit_code), cls
+
+
+def test_every_public_error_class_is_in_all_errors():
+    public = {name for name, obj in vars(errors).items() if isinstance(obj, type) and issubclass(obj, errors.EmbkitError)}
+    assert public == {cls.__name__ for cls in errors.ALL_ERRORS}
+
+
+def test_safety_doc_states_the_caps_in_the_code():
+    text = (DOCS / "safety.md").read_text()
+    assert base.MAX_TENSOR_ELEMENTS == 64 * 1024 * 1024 and "64 Mi" in text
+    assert safetensors_file.MAX_HEADER_BYTES == 100 * 1024 * 1024 and "100 MB" in text
+    assert imagecard.MAX_PIXELS == 8_000_000 and "8 Mpx" in text
+    assert torchfile.MAX_PICKLE_OPS == 500_000 and "500,000" in text
+    assert torchfile.SMALL_PICKLE_BYTES == 256 * 1024 and "256 KB" in text
+    assert torchfile.MAX_PICKLE_BYTES == 64 * 1024 * 1024 and "64 MB declared" in text
+    assert torchfile.MAX_ZIP_MEMBERS == 100_000 and "100,000" in text
+    for module, name in torchfile.ALLOWED_GLOBALS:
+        if not name.endswith("Storage") and module != "__builtin__":
+            assert name in text, name
