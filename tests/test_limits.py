@@ -65,6 +65,13 @@ def safetensors_deep_json() -> bytes:
     return struct.pack("<Q", len(header)) + header
 
 
+def safetensors_overlapping() -> bytes:
+    """400 tokens all pointing at the same 1 MB of data: 400 MB of tensors from a 1 MB file."""
+    n = 341 * 768 * 4
+    header = json.dumps({f"<t{k}>": {"dtype": "F32", "shape": [341, 768], "data_offsets": [0, n]} for k in range(400)}).encode()
+    return struct.pack("<Q", len(header)) + header + bytes(n)
+
+
 def zip_member_huge_declared() -> bytes:
     data = bytearray(torch_zip(pickle_of(kohya_body())))
     off = data.find(b"PK\x01\x02")  # central directory entry of data.pkl: uncompressed size at +24
@@ -165,6 +172,7 @@ CASES = {
     "safetensors header claiming 5 GB": (".safetensors", safetensors_huge_header, {"too-large"}),
     "safetensors tensor of a billion elements": (".safetensors", safetensors_billion_elements, {"too-large", "broken-file"}),
     "safetensors header nested 200000 deep": (".safetensors", safetensors_deep_json, {"broken-file", "too-large"}),
+    "safetensors 400 tensors sharing 1 MB": (".safetensors", safetensors_overlapping, {"broken-file"}),
     "zip member declaring 4 GB": (".pt", zip_member_huge_declared, {"too-large"}),
     "zip storage bomb (256 MB of deflated zeros)": (".pt", zip_storage_bomb, {"too-large"}),
     "zero-stride expansion of a 1-element storage": (".pt", zero_stride_expansion, {"too-large"}),

@@ -27,7 +27,10 @@ from typing import Callable
 from . import pickles as P
 
 HANG_SECONDS = 10
-KINDS = ("flip", "set", "interesting", "truncate", "insert", "delete", "duplicate", "shuffle")
+KINDS = ("flip", "set", "interesting", "truncate", "insert", "delete", "duplicate", "shuffle", "json")
+#: values the "json" mutation puts in place of a JSON value (a safetensors header, a card's JSON)
+_JSON_VALUES = (None, True, -1, 0, 2**64, 1.5, "F32", "BF16", "I64", [], {}, [1, 2, 3], [[]], {"x": 1}, "x" * 40,
+                [2**31, 2**31], [-1, 5], [0, 2**40], [768], [1, 768], [10**9], "TORCHTENSOR", [[0.5] * 3] * 2)
 _INTERESTING = (b"\x00", b"\xff", b"\x7f", b"\x80", b"\xff\xff\xff\xff", b"\x00\x00\x00\x80", b"\xff\xff\xff\x7f",
                 b"\x00" * 8, b"\xff" * 8, b"\xff\xff\xff\xff\xff\xff\xff\x7f", b"(", b".", b"\x94", b"\x93", b"}", b"]")
 
@@ -68,6 +71,8 @@ def mutate(data: bytes, ops: list[tuple[str, int, int, int]]) -> bytes:
             chunk = buf[pos : pos + 1 + b % 64]
             dest = c * 7919 % (n + 1)
             buf[dest:dest] = chunk
+        elif kind == "json":
+            buf = bytearray(_json_mutation(bytes(buf), a, b, c))
         elif kind == "shuffle":
             k = 2 + c % 6
             size = max(1, n // k)
@@ -75,6 +80,35 @@ def mutate(data: bytes, ops: list[tuple[str, int, int, int]]) -> bytes:
             random.Random(b).shuffle(chunks)
             buf = bytearray(b"".join(chunks))
     return bytes(buf)
+
+
+def _json_mutation(data: bytes, a: int, b: int, c: int) -> bytes:
+    """Replace (or delete) one value deep inside a JSON document; other bytes are left alone."""
+    try:
+        doc = json.loads(data)
+    except (ValueError, RecursionError):
+        return data
+    slots: list[tuple[object, object]] = []
+
+    def collect(node: object) -> None:
+        if isinstance(node, dict):
+            for key, value in node.items():
+                slots.append((node, key))
+                collect(value)
+        elif isinstance(node, list):
+            for k, value in enumerate(node[:8]):
+                slots.append((node, k))
+                collect(value)
+
+    collect(doc)
+    if not slots:
+        return data
+    parent, key = slots[a % len(slots)]
+    if b % 5 == 0 and isinstance(parent, dict):
+        del parent[key]
+    else:
+        parent[key] = _JSON_VALUES[c % len(_JSON_VALUES)]  # type: ignore[index]
+    return json.dumps(doc).encode()
 
 
 def apply(seed: Seed, ops: list[tuple[str, int, int, int]], inner: bool) -> bytes:
