@@ -18,14 +18,13 @@ three. Compared with diffusers' ``load_textual_inversion`` it
 
 from __future__ import annotations
 
-import contextlib
 import itertools
 import os
 from dataclasses import dataclass, field
-from typing import Any, Iterable, Iterator, Mapping, Sequence
+from typing import Any, Iterable, Mapping
 
 from .errors import EmbkitError, TargetError, ValidationFailed
-from .prompt import expand, token_names
+from .prompt import expand, expand_prompt, expanded_prompts, token_names, trigger_counts
 from .schema import Embedding
 
 #: (text encoder, tokenizer) attribute pairs a diffusers pipeline may have, in order.
@@ -408,61 +407,6 @@ def unload(pipe: Any, applied_or_tokens: Applied | str | Iterable[str] | None = 
 def applied(pipe: Any) -> list[Applied]:
     """The :class:`Applied` records currently in ``pipe``, oldest first."""
     return [e.applied for e in pipe.__dict__.get(_REGISTRY, [])]
-
-
-# -- prompts -------------------------------------------------------------------------------------
-
-
-def trigger_counts(tokenizer: Any) -> dict[str, int]:
-    """Trigger → vectors for every multi-token trigger in a tokenizer, read from its added tokens the
-    way diffusers names them (``tok, tok_1, …``); works for tokens diffusers loaded too."""
-    import re
-
-    names = [t.content for t in tokenizer.added_tokens_decoder.values() if not t.special]
-    have = set(names)
-    counts: dict[str, int] = {}
-    for name in names:
-        m = re.fullmatch(r"(.+)_(\d+)", name)
-        if m and m.group(1) in have:
-            continue
-        n = 1
-        while f"{name}_{n}" in have:
-            n += 1
-        counts[name] = n
-    return counts
-
-
-def expand_prompt(pipe: Any, prompt: str, tokenizer: str = "tokenizer") -> str:
-    """``prompt`` expanded for the multi-vector triggers in one of ``pipe``'s tokenizers."""
-    return expand(prompt, trigger_counts(getattr(pipe, tokenizer)))
-
-
-@contextlib.contextmanager
-def expanded_prompts(pipe: Any) -> Iterator[Any]:
-    """Within this block, ``pipe`` expands prompts with :func:`embkit.prompt.expand` instead of
-    diffusers' ``str.replace`` (mixed case and prefix triggers work). Only this pipeline object is
-    affected, and only inside the block.
-
-        with embkit.diffusers.expanded_prompts(pipe):
-            image = pipe("a photo, EasyNegative").images[0]
-    """
-
-    def convert(prompt: Any, tokenizer: Any) -> Any:
-        counts = trigger_counts(tokenizer)
-        if isinstance(prompt, list):
-            return [expand(p, counts) for p in prompt]
-        return expand(prompt, counts)
-
-    had = "maybe_convert_prompt" in pipe.__dict__
-    previous = pipe.__dict__.get("maybe_convert_prompt")
-    pipe.__dict__["maybe_convert_prompt"] = convert
-    try:
-        yield pipe
-    finally:
-        if had:
-            pipe.__dict__["maybe_convert_prompt"] = previous
-        else:
-            pipe.__dict__.pop("maybe_convert_prompt", None)
 
 
 __all__ = ["apply", "unload", "applied", "Applied", "EncoderSlot", "encoder_slots", "expanded_prompts", "expand_prompt", "trigger_counts", "ENCODER_PAIRS"]
