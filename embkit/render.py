@@ -137,14 +137,18 @@ def load_pipeline(model: str | None, embeddings: Sequence[Embedding], device: st
     tiny pipeline), a local diffusers folder (loaded with ``local_files_only``), or a Hub repo id
     (fetched through :func:`embkit.hub.model_folder`).
     """
+    from .modelspec import ALIASES
     from .tiny import TINY_FAMILIES, tiny_pipeline
 
     dev, dtype = resolve_device(device)
-    if model is None or model.strip().lower() in TINY_FAMILIES:
-        family = family_of(embeddings) if model is None else model.strip().lower()
+    name = None if model is None else ALIASES.get(model.strip().lower(), model.strip().lower())
+    if name is None or name in TINY_FAMILIES:
+        family = family_of(embeddings) if name is None else name
         return tiny_pipeline(family, device=dev, dtype=dtype), f"built-in tiny {family}", True
-    if model.strip().lower() in ("sd3", "flux"):
+    if name in ("sd3", "flux"):
         raise TargetError(f"no built-in tiny pipeline for {model}; pass a local diffusers folder or a Hub id")
+    if os.path.isfile(model):
+        raise TargetError("rendering needs a diffusers model folder, a family name or a Hub id, not a single file", path=model)
     folder = model
     if not os.path.isdir(model):
         from .hub import model_folder

@@ -140,3 +140,17 @@ def test_verify_render_command_end_to_end(tmp_path, corpus):
     assert result.returncode == 0, result.stderr[-2000:]
     assert json.loads(result.stdout)["changed"] is True
     assert sheet.exists()
+
+
+def test_model_names_and_refusals(corpus, tmp_path):
+    emb = embkit.read(corpus / "bad-hands-5.pt")
+    pipe, description, tiny = render.load_pipeline("SD15", [emb], "cpu")
+    assert description == "built-in tiny sd1" and tiny and pipe.text_encoder.get_input_embeddings().weight.shape[1] == 768
+    with pytest.raises(embkit.TargetError, match="no built-in tiny pipeline"):
+        render.load_pipeline("flux", [emb], "cpu")
+    single = tmp_path / "model.safetensors"
+    single.write_bytes(b"x")
+    with pytest.raises(embkit.TargetError, match="not a single file"):
+        render.load_pipeline(str(single), [emb], "cpu")
+    with pytest.raises(embkit.TargetError, match="no built-in pipeline fits"):
+        render.family_of([Embedding("t", {"t5": np.zeros((1, 4096), np.float32)})])
