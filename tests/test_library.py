@@ -335,3 +335,20 @@ def test_symlinked_folders_are_followed_once(lib, tmp_path):
     mk.kohya_file(other / "y.safetensors", mk.vectors(1, 768, seed=2))
     (root / "real" / "more").symlink_to(other, target_is_directory=True)
     assert lib.scan([root]).seen == 2  # a link to a folder outside is followed
+
+
+def test_a_scan_waits_for_another_writer_instead_of_failing(lib, tree):
+    import threading
+
+    other = sqlite3.connect(lib.path, isolation_level=None, check_same_thread=False)
+    other.execute("BEGIN IMMEDIATE")  # another process in the middle of its write batch
+    committed = []
+    release = threading.Timer(1.0, lambda: (other.execute("COMMIT"), committed.append(True)))
+    release.start()
+    try:
+        report = lib.scan([tree])  # would raise "database is locked" without the busy timeout
+        assert committed, "the scan finished while the other writer still held the lock"
+    finally:
+        release.join()
+        other.close()
+    assert report.added == 13 and len(lib.search()) == 10
