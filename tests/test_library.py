@@ -343,7 +343,7 @@ def test_a_scan_waits_for_another_writer_instead_of_failing(lib, tree):
     other = sqlite3.connect(lib.path, isolation_level=None, check_same_thread=False)
     other.execute("BEGIN IMMEDIATE")  # another process in the middle of its write batch
     committed = []
-    release = threading.Timer(1.0, lambda: (other.execute("COMMIT"), committed.append(True)))
+    release = threading.Timer(1.0, lambda: (committed.append(True), other.execute("COMMIT")))
     release.start()
     try:
         report = lib.scan([tree])  # would raise "database is locked" without the busy timeout
