@@ -24,6 +24,7 @@ from __future__ import annotations
 import io
 import os
 import pickletools
+import warnings
 import zipfile
 from dataclasses import dataclass, field
 from typing import Any, Iterable, Iterator
@@ -149,7 +150,7 @@ def walk_pickle(data: bytes, start: int = 0, where: str = "pickle") -> PickleSca
     stream.seek(start)  # genops then reports absolute offsets
     count = 0
     try:
-        for op, arg, pos in pickletools.genops(stream):
+        for op, arg, pos in _quiet(pickletools.genops(stream)):
             pos = pos or 0
             count += 1
             if count > MAX_SCAN_OPS:
@@ -207,6 +208,19 @@ def walk_pickle(data: bytes, start: int = 0, where: str = "pickle") -> PickleSca
 
 class _Underflow(Exception):
     pass
+
+
+def _quiet(ops: Iterator) -> Iterator:
+    """genops, with the DeprecationWarning that odd STRING escapes raise kept quiet (a hostile file
+    must not turn into a warning, or an exception under ``-W error``)."""
+    while True:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            try:
+                item = next(ops)
+            except StopIteration:
+                return
+        yield item
 
 
 def _generic(op, stack: list, pop, pop_mark) -> None:

@@ -19,6 +19,9 @@ from hypothesis import strategies as st
 
 from fuzz.mutate import KINDS, Seed, all_seeds, apply, check, mutate
 
+#: a hostile file must not make embkit warn either (the library never prints)
+pytestmark = pytest.mark.filterwarnings("error")
+
 TOTAL = int(os.environ.get("EMBKIT_FUZZ_EXAMPLES", "5000"))
 #: Share of the cases per container: pickles have the largest attack surface.
 SHARES = {"pickle": 0.5, "safetensors": 0.3, "png": 0.2}

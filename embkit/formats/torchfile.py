@@ -19,6 +19,7 @@ import io
 import pickle
 import posixpath
 import struct
+import warnings
 import zipfile
 from collections import OrderedDict
 from dataclasses import dataclass
@@ -343,7 +344,9 @@ def _unpickle(data: bytes, path: str, *, legacy: bool) -> tuple[Any, _SafeUnpick
     stream = io.BytesIO(data)
     up = _SafeUnpickler(stream, path, legacy=legacy)
     try:
-        obj = up.load()
+        with warnings.catch_warnings():  # odd STRING escapes warn; a hostile file must not print
+            warnings.simplefilter("ignore")
+            obj = up.load()
     except (UnsafeFileError, BrokenFileError):
         raise
     except RecursionError:
