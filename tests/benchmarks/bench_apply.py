@@ -40,6 +40,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--count", type=int, default=50)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--repeat", type=int, default=3, help="best of N for embkit and the list call")
     args = parser.parse_args()
 
     import torch
@@ -66,18 +67,26 @@ def main() -> None:
     def fresh(cls):
         return cls(clip_tokenizer(49408), copy.deepcopy(base_encoder))
 
+    # embkit and the list call: best of --repeat on fresh encoders (the first embkit call also pays
+    # one-time imports; it is printed too). The 50 calls run once: they take a minute.
     host = fresh(Host)
-    start = time.perf_counter()
-    applied = apply(host, embeddings)
-    t_embkit = time.perf_counter() - start
-    start = time.perf_counter()
-    unload(host)
-    t_unload = time.perf_counter() - start
+    embkit_times, unload_times = [], []
+    for _ in range(args.repeat):
+        start = time.perf_counter()
+        apply(host, embeddings)
+        embkit_times.append(time.perf_counter() - start)
+        start = time.perf_counter()
+        unload(host)
+        unload_times.append(time.perf_counter() - start)
+    t_embkit, t_unload = min(embkit_times), min(unload_times)
 
-    listed = fresh(DiffusersHost)
-    start = time.perf_counter()
-    listed.load_textual_inversion(state_dicts, token=names)
-    t_list = time.perf_counter() - start
+    list_times = []
+    for _ in range(args.repeat):
+        listed = fresh(DiffusersHost)
+        start = time.perf_counter()
+        listed.load_textual_inversion(state_dicts, token=names)
+        list_times.append(time.perf_counter() - start)
+    t_list = min(list_times)
 
     single = fresh(DiffusersHost)
     start = time.perf_counter()
@@ -93,10 +102,10 @@ def main() -> None:
     assert list(again.ids["text_encoder"]) == [listed.tokenizer.convert_tokens_to_ids(t) for t in again.tokens["text_encoder"]]
 
     print(f"{args.count} embeddings, {rows} token rows, into CLIP-L size (49408 x 768) on CPU")
-    print(f"  embkit apply (one call)              {t_embkit * 1000:9.1f} ms   (unload {t_unload * 1000:.1f} ms)")
+    print(f"  embkit apply (one call)              {t_embkit * 1000:9.1f} ms   (first call {embkit_times[0] * 1000:.1f} ms; unload {t_unload * 1000:.1f} ms)")
     print(f"  diffusers load_textual_inversion list {t_list * 1000:9.1f} ms   ratio {t_list / t_embkit:6.1f}x  (target >= 5x)")
     print(f"  diffusers load_textual_inversion x{args.count} {t_calls * 1000:9.1f} ms   ratio {t_calls / t_embkit:6.1f}x  (target >= 50x)")
-    del applied
+    print(f"  against embkit's first call: {t_list / embkit_times[0]:.1f}x and {t_calls / embkit_times[0]:.1f}x")
 
 
 if __name__ == "__main__":
