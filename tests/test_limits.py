@@ -115,6 +115,11 @@ def pickle_memo_bomb() -> bytes:
     return torch_zip(pickle_of(kohya_body() + b"r" + struct.pack("<I", 2**30)))
 
 
+def pickle_bytearray_bomb() -> bytes:
+    """BYTEARRAY8 declaring 1 GB (the unpickler allocated it before reading; found by atheris)."""
+    return torch_zip(pickle_of(b"\x96" + struct.pack("<Q", 1024**3) + b"abc", 5))
+
+
 def pickle_billion_element_tensor() -> bytes:
     return torch_zip(pickle_of(kohya_body(tensor(storage(numel=1_000_000_000), shape=(1_000_000_000,), stride=(1,)))))
 
@@ -180,6 +185,7 @@ CASES = {
     "pickle of 8 M empty sets (compressed)": (".pt", pickle_object_bomb, {"too-large"}),
     "pickle BINBYTES8 declaring 4 GB": (".pt", pickle_huge_bytes, {"too-large", "broken-file"}),
     "pickle memo index 2**30 (LONG_BINPUT)": (".pt", pickle_memo_bomb, {"ok"}),
+    "pickle BYTEARRAY8 declaring 1 GB": (".pt", pickle_bytearray_bomb, {"broken-file"}),
     "pickle tensor of a billion elements": (".pt", pickle_billion_element_tensor, {"too-large"}),
     "legacy storage of a billion elements": (".pt", legacy_billion_element_storage, {"too-large"}),
     "PNG header claiming 10^10 pixels": (".png", png_bomb_header, {"too-large"}),

@@ -250,6 +250,10 @@ ALLOWED_GLOBALS: dict[tuple[str, str], Any] = {
 }
 
 
+def _refuse_bytearray(unpickler: Any) -> None:
+    raise BrokenFileError("pickle holds a bytearray (BYTEARRAY8), which no torch file does", path=unpickler._path)
+
+
 class _SafeUnpickler(pickle._Unpickler):  # noqa: SLF001
     """Resolves only :data:`ALLOWED_GLOBALS`; storages come back as :class:`StorageRef`.
 
@@ -258,6 +262,11 @@ class _SafeUnpickler(pickle._Unpickler):  # noqa: SLF001
     fuzzing). The Python memo is a dict. Embedding pickles are tiny; the cost is about 1.6x on a
     3,000-tensor pickle (25 ms to 40 ms).
     """
+
+    # BYTEARRAY8 allocates its declared size before reading: 13 bytes made a zeroed 1 GB
+    # bytearray (found by fuzzing). Every other opcode reads only the bytes that are there.
+    dispatch = dict(pickle._Unpickler.dispatch)  # noqa: SLF001
+    dispatch[pickle.BYTEARRAY8[0]] = _refuse_bytearray
 
     def __init__(self, stream: io.BytesIO, path: str, *, legacy: bool):
         super().__init__(stream)

@@ -43,5 +43,11 @@ def one_input(data: bytes) -> None:
 
 
 if __name__ == "__main__":
+    import os
+    import resource
+
+    # an input that makes embkit allocate past this raises MemoryError: reported as a crash
+    limit = int(os.environ.get("EMBKIT_FUZZ_MEMORY_MB", "1024")) * 1024 * 1024
+    resource.setrlimit(resource.RLIMIT_DATA, (limit, resource.RLIM_INFINITY))
     atheris.Setup(sys.argv, one_input)
     atheris.Fuzz()

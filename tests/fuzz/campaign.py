@@ -35,7 +35,13 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--out", type=Path, default=Path("fuzz-crashes"))
     ap.add_argument("--corpus", type=Path, default=None)
+    ap.add_argument("--memory-mb", type=int, default=1024,
+                    help="RLIMIT_DATA for this process: an input that makes embkit allocate past it raises MemoryError, a finding")
     args = ap.parse_args(argv)
+    if args.memory_mb:
+        import resource
+
+        resource.setrlimit(resource.RLIMIT_DATA, (args.memory_mb * 1024 * 1024, resource.RLIM_INFINITY))
     seeds = all_seeds(args.corpus)
     rng = random.Random(args.seed)
     outcomes: collections.Counter[str] = collections.Counter()

@@ -32,7 +32,9 @@ KINDS = ("flip", "set", "interesting", "truncate", "insert", "delete", "duplicat
 _JSON_VALUES = (None, True, -1, 0, 2**64, 1.5, "F32", "BF16", "I64", [], {}, [1, 2, 3], [[]], {"x": 1}, "x" * 40,
                 [2**31, 2**31], [-1, 5], [0, 2**40], [768], [1, 768], [10**9], "TORCHTENSOR", [[0.5] * 3] * 2)
 _INTERESTING = (b"\x00", b"\xff", b"\x7f", b"\x80", b"\xff\xff\xff\xff", b"\x00\x00\x00\x80", b"\xff\xff\xff\x7f",
-                b"\x00" * 8, b"\xff" * 8, b"\xff\xff\xff\xff\xff\xff\xff\x7f", b"(", b".", b"\x94", b"\x93", b"}", b"]")
+                b"\x00" * 8, b"\xff" * 8, b"\xff\xff\xff\xff\xff\xff\xff\x7f", b"(", b".", b"\x94", b"\x93", b"}", b"]",
+                # pickle opcodes with a length or index behind them: BYTEARRAY8, BINBYTES8, BINUNICODE8, LONG_BINPUT, LONG4
+                b"\x96\x00\x00\x00\x40", b"\x8e\x00\x00\x00\x40", b"\x8d\x00\x00\x00\x40", b"r\x00\x00\x00\x40", b"\x8b\x00\x00\x00\x40")
 
 
 @dataclass(frozen=True)
