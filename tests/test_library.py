@@ -352,3 +352,18 @@ def test_a_scan_waits_for_another_writer_instead_of_failing(lib, tree):
         release.join()
         other.close()
     assert report.added == 13 and len(lib.search()) == 10
+
+
+def test_pictures_without_an_embedding_are_not_reported_as_errors(lib, tmp_path):
+    from PIL import Image
+
+    root = tmp_path / "with_previews"
+    root.mkdir()
+    mk.kohya_file(root / "thing.safetensors", mk.vectors(1, 768, seed=1))
+    Image.new("RGB", (32, 32), (1, 2, 3)).save(root / "thing.png")  # a Civitai-style preview
+    mk.image_card_text_only(root / "card.png", mk.vectors(2, 768, seed=2), name="cardname")
+    report = lib.scan([root])
+    assert report.pictures == 1 and report.errors == []
+    assert sorted(e.name for e in lib.search()) == ["cardname", "thing"]
+    assert [Path(e.path).name for e in lib.errors()] == ["thing.png"]  # still recorded, with its reason
+    assert lib.scan([root]).unchanged == 3  # and not re-read next time

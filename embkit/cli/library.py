@@ -66,7 +66,9 @@ def scan_cmd(ctx, paths, jobs, as_json, quiet, db) -> None:
     rate = report.seen / report.seconds if report.seconds else 0.0
     output.info(
         f"{report.seen} files: {report.added} added, {report.updated} updated, {report.unchanged} unchanged, "
-        f"{report.removed} removed, {len(report.errors)} unreadable ({report.seconds:.2f} s, {rate:,.0f} files/s)"
+        f"{report.removed} removed, {len(report.errors)} unreadable"
+        + (f", {report.pictures} pictures without an embedding" if report.pictures else "")
+        + f" ({report.seconds:.2f} s, {rate:,.0f} files/s)"
     )
 
 

@@ -22,6 +22,9 @@ PARALLEL_ABOVE = 64
 #: Files per task sent to a worker, and per write transaction.
 CHUNK = 32
 BATCH = 2000
+#: Image containers (ids in the formats table): a picture in an embeddings folder is usually a
+#: preview, not a damaged embedding card.
+PICTURE_CONTAINERS = ("png", "webp")
 
 
 @dataclass
@@ -34,6 +37,9 @@ class ScanReport:
     unchanged: int = 0
     removed: int = 0
     errors: list[tuple[str, str, str]] = field(default_factory=list)
+    #: images (PNG/WebP) holding no embedding: previews beside embedding files, not problems. They
+    #: are recorded like unreadable files (so the next scan skips them) but not listed in ``errors``.
+    pictures: int = 0
     seconds: float = 0.0
 
     def to_dict(self) -> dict:
@@ -45,6 +51,7 @@ class ScanReport:
             "unchanged": self.unchanged,
             "removed": self.removed,
             "errors": [{"path": p, "code": c, "message": m} for p, c, m in self.errors],
+            "pictures": self.pictures,
             "seconds": round(self.seconds, 3),
         }
 
@@ -168,7 +175,16 @@ def _write(conn: sqlite3.Connection, results: list[tuple], gone: list[str], repo
         else:
             report.added += 1
         if row[9] is not None:
-            report.errors.append((row[0], row[9], row[10]))
+            if row[0].lower().endswith(_picture_extensions()) and row[9] in ("broken-file", "unknown-format"):
+                report.pictures += 1
+            else:
+                report.errors.append((row[0], row[9], row[10]))
+
+
+def _picture_extensions() -> tuple[str, ...]:
+    from ..formats import get_container
+
+    return tuple(ext for c in PICTURE_CONTAINERS for ext in get_container(c).extensions)
 
 
 def _insert(conn: sqlite3.Connection, full: list[tuple]) -> None:
