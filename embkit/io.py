@@ -143,7 +143,7 @@ def _read_container(path: str, data: Any) -> Raw:
         from .scan import looks_like_pickle, unsafe_error
 
         if looks_like_pickle(prefix):  # a bare pickle is never unpickled; name what it asks for
-            raise unsafe_error(bytes(data), path)
+            raise unsafe_error(data, path)  # scans at most the first 64 MB
         hinted = container_for_extension(path)
         if hinted is not None:
             raise BrokenFileError(f"does not start like a {hinted.title} file (first bytes {prefix[:12]!r})", path=path)

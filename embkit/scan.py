@@ -266,10 +266,16 @@ def scan_file(path: str | os.PathLike) -> ScanResult:
     path = os.fspath(path)
     try:
         with open(path, "rb") as fh:
-            data = fh.read()
+            # read only what the verdict needs: a zip's directory and pickles, a pickle stream's
+            # first MAX_SCAN_BYTES, a safetensors or image file's first bytes
+            prefix = fh.read(32)
+            if prefix.startswith(torchfile.ZIP_MAGIC):
+                return _scan_zip(fh, path)
+            if prefix.startswith(torchfile.LEGACY_PREFIX) or looks_like_pickle(prefix):
+                return scan_bytes(prefix + fh.read(MAX_SCAN_BYTES - len(prefix)), path)
+            return scan_bytes(prefix, path)
     except OSError as exc:
         raise EmbkitError(f"cannot read ({exc.strerror or exc})", path=path) from None
-    return scan_bytes(data, path)
 
 
 def scan_paths(paths: Iterable[str | os.PathLike]) -> Iterator[ScanResult]:
@@ -312,10 +318,11 @@ def _walk_stream(data: bytes, count: int) -> list[PickleScan]:
     return out
 
 
-def _scan_zip(data: bytes, path: str) -> ScanResult:
+def _scan_zip(source: Any, path: str) -> ScanResult:
+    """``source``: the file's bytes, or its open file (zipfile seeks to the directory itself)."""
     reasons: list[str] = []
     try:
-        zf = zipfile.ZipFile(io.BytesIO(data))
+        zf = zipfile.ZipFile(io.BytesIO(source) if isinstance(source, (bytes, bytearray, memoryview)) else source)
         infos = zf.infolist()
     except (zipfile.BadZipFile, ValueError, EOFError, OSError, NotImplementedError) as exc:
         return ScanResult(path, "zip", UNKNOWN, reasons=(f"damaged zip archive ({exc})",))

@@ -137,3 +137,28 @@ def test_allowed_names_scan_safe_and_the_reader_judges_their_arguments(tmp_path:
     (tmp_path / "odd.pt").write_bytes(data)
     with pytest.raises(embkit.EmbkitError):
         embkit.read(tmp_path / "odd.pt")
+
+
+def test_scan_reads_only_what_it_needs(tmp_path: Path):
+    """A 3 GB (sparse) file is scanned without reading it: peak memory stays small."""
+    import subprocess
+    import sys
+
+    big = tmp_path / "big.safetensors"
+    with open(big, "wb") as fh:
+        fh.write(b"\x10\x00\x00\x00\x00\x00\x00\x00{}              ")
+        fh.truncate(3 * 1024**3)
+    plain = tmp_path / "big.bin"
+    with open(plain, "wb") as fh:
+        fh.write(pickle_of(call(g("os", "system"), s("x"))))
+        fh.truncate(3 * 1024**3)
+    code = (
+        "import sys, json; from embkit.scan import scan_file\n"
+        "v = [scan_file(p).verdict for p in sys.argv[1:]]\n"
+        "hwm = [l for l in open('/proc/self/status') if l.startswith('VmHWM')][0].split()[1]\n"
+        "print(json.dumps([v, int(hwm) // 1024]))"
+    )
+    proc = subprocess.run([sys.executable, "-c", code, str(big), str(plain)], capture_output=True, text=True, timeout=60)
+    verdicts, peak_mb = json.loads(proc.stdout)
+    assert verdicts == ["safe", "unsafe"]
+    assert peak_mb < 200
