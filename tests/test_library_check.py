@@ -107,6 +107,7 @@ def test_load_into_applies_every_compatible_embedding_at_once(library, sd1_pipe)
         again = lib.load_into(pipe, names=["zqxtwo"])
     try:
         assert again.loaded == ["zqxtwo"] and not again.skipped
+        assert again.applied.triggers == {"zqxtwo": "zqxtwo"}
         with embkit.Library(db) as lib:
             third = lib.load_into(pipe, names=["zqxtwo"])  # already applied: skipped, pipeline untouched
         assert third.loaded == [] and "already has a token" in third.skipped[0][1][0]

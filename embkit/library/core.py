@@ -37,6 +37,9 @@ class LoadReport:
 
     loaded: list[str]
     skipped: list[tuple[str, list[str]]]
+    #: what :func:`embkit.diffusers.apply` returned (``None`` when nothing was applied); pass it to
+    #: :func:`embkit.diffusers.unload` to take exactly these embeddings out again.
+    applied: Any = None
 
 
 class Library:
@@ -194,9 +197,7 @@ class Library:
                 taken.update(dict.fromkeys(tokens, r.entry.path))
                 embs.append(r.embedding)
                 loaded.append(name)
-        if embs:
-            apply(pipe, embs)
-        return LoadReport(loaded, skipped)
+        return LoadReport(loaded, skipped, apply(pipe, embs) if embs else None)
 
     # -- maintenance ---------------------------------------------------------------------------
     def export(self) -> dict:
