@@ -8,6 +8,7 @@ kohya, multi, …) turns a Raw into :class:`Part` records. Reading materialises 
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
@@ -148,11 +149,15 @@ def plain(value: Any, depth: int = 0) -> Any:
     """A JSON-compatible copy of a metadata value (tensors become their list of numbers)."""
     if depth > 16:
         return repr(value)[:200]
+    if isinstance(value, float) and not math.isfinite(value):
+        return repr(value)  # JSON has no NaN or infinity (a file's NaN crashed `inspect --json`)
     if value is None or isinstance(value, (bool, int, float, str)):
         return value
     if isinstance(value, Tensor):
+        if value.numel > 64:  # described without reading it: probing must not load big tensors
+            return f"<tensor {list(value.shape)} {value.dtype}>"
         arr = value.array()
-        return arr.item() if arr.size == 1 else arr.tolist() if arr.size <= 64 else f"<tensor {list(value.shape)} {value.dtype}>"
+        return plain(arr.item() if arr.size == 1 else arr.tolist(), depth + 1)
     if isinstance(value, bytes):
         return value.decode("utf-8", "replace")
     if isinstance(value, dict):
