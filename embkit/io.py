@@ -180,8 +180,9 @@ def _container_metadata(raw: Raw, path: str) -> dict[str, Any]:
     for key, value in raw.metadata.items():
         if key == META_JSON_KEY:
             try:
-                extra = json.loads(value)
-            except ValueError:
+                # NaN/Infinity kept as strings: metadata must stay valid JSON for `inspect --json`
+                extra = json.loads(value, parse_constant=str)
+            except (ValueError, RecursionError):
                 raise BrokenFileError(f"safetensors metadata {META_JSON_KEY} is not valid JSON", path=path) from None
             if isinstance(extra, dict):
                 meta.update(extra)

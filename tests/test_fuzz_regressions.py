@@ -73,3 +73,17 @@ def test_bytearray8_is_refused_before_allocating(tmp_path: Path):
     path.write_bytes(torch_zip(pickle_of(b"\x96" + struct.pack("<Q", 989_855_745) + b"abc" + kohya_body(), 5)))
     with pytest.raises(embkit.BrokenFileError, match="bytearray"):
         embkit.read(path)
+
+
+@pytest.mark.parametrize("meta_json, expect", [('{"x": NaN, "y": [Infinity]}', {"x": "NaN", "y": ["Infinity"]}), ("[" * 100_000 + "]" * 100_000, None)])
+def test_embkit_metadata_json_is_sanitised(tmp_path: Path, meta_json: str, expect):
+    """NaN in the embkit.metadata JSON crashed `inspect --json`; deep nesting raised RecursionError."""
+    header = {"__metadata__": {"embkit.metadata": meta_json}, "emb_params": {"dtype": "F32", "shape": [1, 768], "data_offsets": [0, 3072]}}
+    path = _safetensors(tmp_path / "x.safetensors", header, bytes(3072))
+    if expect is None:
+        with pytest.raises(embkit.BrokenFileError):
+            embkit.read(path)
+        return
+    emb = embkit.read(path)
+    assert {k: emb.metadata[k] for k in expect} == expect
+    json.dumps(dict(emb.metadata), allow_nan=False)

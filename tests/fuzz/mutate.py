@@ -271,11 +271,13 @@ def check(data: bytes, path: Path) -> str:
         try:
             for emb in embkit.read_all(path):
                 assert emb.vectors, "an embedding without vectors"
+                json.dumps(dict(emb.metadata), allow_nan=False)  # `inspect --json` prints it
         except embkit.EmbkitError as exc:
             outcome = exc.code
             assert str(exc), "an error without a message"
         try:
-            embkit.probe(path)
+            for probed in embkit.probe(path).embeddings:
+                json.dumps(probed.metadata, allow_nan=False)
         except embkit.EmbkitError:
             pass
         verdict = scan_bytes(data, str(path)).verdict
