@@ -42,19 +42,22 @@ def choose_format(embedding: Embedding, path: str) -> str:
     """The format id :func:`write` uses when none is given (see the module docstring)."""
     low = os.path.basename(os.fspath(path).rstrip("/\\")).lower()
     several = len(embedding.slots) > 1 or bool(embedding.output_slots)
-    if low.endswith(".png"):
-        return "a1111-image"
-    if low.endswith(".bin"):
-        return "diffusers"
-    if low.endswith(".safetensors"):
-        if low.startswith("learned_embeds"):
+    container = container_for_extension(low)
+    if container is None:
+        if not os.path.splitext(low)[1]:
+            return "concept-folder"
+    elif container.id == "safetensors":
+        if low.startswith("learned_embeds"):  # diffusers' training scripts name their output so
             return "diffusers"
         return "multi" if several else "kohya"
-    container = container_for_extension(low)
-    if container is not None and container.id == "pickle":
+    elif container.id == "pickle":
+        if low.endswith(".bin"):  # the learned_embeds.bin convention
+            return "diffusers"
         return "multi" if several else "a1111"
-    if not os.path.splitext(low)[1]:
-        return "concept-folder"
+    else:
+        image = [f.id for f in FORMATS if container.id in f.write_containers]
+        if image:
+            return image[0]
     raise WriteError("cannot tell the format from the extension; pass format= (embkit formats lists them)", path=path)
 
 
