@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import time
 from typing import Any
 
@@ -130,44 +129,3 @@ def _json(value: Any) -> str:
 def _num(value) -> float | None:
     v = float(value)
     return v if v == v and v not in (float("inf"), float("-inf")) else None
-
-
-def walk(root: str, extensions: tuple[str, ...]) -> list[tuple[str, int, int]]:
-    """Every file under ``root`` (recursively, skipping hidden folders) whose name ends with one of
-    ``extensions``: ``(absolute path, size, mtime_ns)``. A file path is returned as itself."""
-    root = os.path.abspath(root)
-    out: list[tuple[str, int, int]] = []
-    if not os.path.isdir(root):
-        st = os.stat(root)
-        return [(root, st.st_size, st.st_mtime_ns)]
-    stack = [root]
-    seen_dirs = {_dir_key(root)}  # followed symlinks may loop back; visit each real folder once
-    while stack:
-        folder = stack.pop()
-        try:
-            entries = os.scandir(folder)
-        except OSError:
-            continue  # unreadable folder: its files are simply not seen
-        with entries:
-            for entry in entries:
-                name = entry.name
-                try:
-                    if entry.is_dir():
-                        if not name.startswith("."):
-                            if entry.is_symlink():
-                                key = _dir_key(entry.path)
-                                if key in seen_dirs:
-                                    continue
-                                seen_dirs.add(key)
-                            stack.append(entry.path)
-                    elif name.lower().endswith(extensions) and not name.lower().endswith(".preview.png"):
-                        st = entry.stat()
-                        out.append((entry.path, st.st_size, st.st_mtime_ns))
-                except OSError:
-                    continue  # vanished or broken link between listing and stat
-    return out
-
-
-def _dir_key(path: str) -> tuple[int, int]:
-    st = os.stat(path)
-    return (st.st_dev, st.st_ino)

@@ -15,13 +15,14 @@ from dataclasses import dataclass, field
 from typing import Callable, Iterable
 
 from ..errors import LibraryError
-from . import extract
 
 #: Below this many files to read, worker processes cost more than they save.
 PARALLEL_ABOVE = 64
 #: Files per task sent to a worker, and per write transaction.
 CHUNK = 32
 BATCH = 2000
+#: Result kinds from embkit.library.extract.examine (repeated here so this module need not import it).
+SAME, FILE = "same", "file"
 #: Image containers (ids in the formats table): a picture in an embeddings folder is usually a
 #: preview, not a damaged embedding card.
 PICTURE_CONTAINERS = ("png", "webp")
@@ -78,7 +79,7 @@ def scan(
             raise LibraryError("no such file or folder (to forget files that are gone: embkit library remove --missing)", path=root)
         roots.append(root)
     for root in roots:
-        for path, size, mtime in extract.walk(root, exts):
+        for path, size, mtime in walk(root, exts):
             found[path] = (size, mtime)
     report.seen = len(found)
 
@@ -125,13 +126,19 @@ def _stored_under(conn: sqlite3.Connection, roots: list[str]) -> dict[str, tuple
 
 
 def _examine_chunk(chunk: list[tuple[str, int, int, str | None]]) -> list[tuple]:
-    return [extract.examine(*item) for item in chunk]
+    from .extract import examine  # imported here: a warm rescan that reads nothing never needs it
+
+    return [examine(*item) for item in chunk]
 
 
 def _run(todo: list, jobs: int | None):
-    """Yield lists of :func:`extract.examine` results, in worker processes when it pays."""
+    """Yield lists of :func:`~embkit.library.extract.examine` results, in worker processes when it pays."""
     if jobs is None:
         jobs = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    if not todo:
+        return
+    from . import extract  # noqa: F401  (before forking, so workers inherit it instead of each importing it)
+
     chunks = [todo[i : i + CHUNK] for i in range(0, len(todo), CHUNK)]
     if jobs <= 1 or len(todo) < PARALLEL_ABOVE:
         for chunk in chunks:
@@ -153,10 +160,10 @@ def _write(conn: sqlite3.Connection, results: list[tuple], gone: list[str], repo
         return
     conn.execute("BEGIN IMMEDIATE")  # waits (busy timeout) for another scan's batch to finish
     try:
-        same = [(r[2], r[3], r[4], r[1]) for r in results if r[0] == extract.SAME]
+        same = [(r[2], r[3], r[4], r[1]) for r in results if r[0] == SAME]
         if same:
             conn.executemany("UPDATE files SET size = ?, mtime_ns = ?, scanned_at = ? WHERE path = ?", same)
-        full = [r for r in results if r[0] == extract.FILE]
+        full = [r for r in results if r[0] == FILE]
         delete = [(r[1][0],) for r in full] + [(p,) for p in gone]
         if delete:
             conn.executemany("DELETE FROM files WHERE path = ?", delete)
@@ -216,3 +223,44 @@ def _insert(conn: sqlite3.Connection, full: list[tuple]) -> None:
             "INSERT INTO slots (embedding_id, slot, vectors, width, dtype, vectors_hash, norm_min, norm_mean, norm_max) VALUES (?,?,?,?,?,?,?,?,?)",
             slots,
         )
+
+
+def walk(root: str, extensions: tuple[str, ...]) -> list[tuple[str, int, int]]:
+    """Every file under ``root`` (recursively, skipping hidden folders) whose name ends with one of
+    ``extensions``: ``(absolute path, size, mtime_ns)``. A file path is returned as itself."""
+    root = os.path.abspath(root)
+    out: list[tuple[str, int, int]] = []
+    if not os.path.isdir(root):
+        st = os.stat(root)
+        return [(root, st.st_size, st.st_mtime_ns)]
+    stack = [root]
+    seen_dirs = {_dir_key(root)}  # followed symlinks may loop back; visit each real folder once
+    while stack:
+        folder = stack.pop()
+        try:
+            entries = os.scandir(folder)
+        except OSError:
+            continue  # unreadable folder: its files are simply not seen
+        with entries:
+            for entry in entries:
+                name = entry.name
+                try:
+                    if entry.is_dir():
+                        if not name.startswith("."):
+                            if entry.is_symlink():
+                                key = _dir_key(entry.path)
+                                if key in seen_dirs:
+                                    continue
+                                seen_dirs.add(key)
+                            stack.append(entry.path)
+                    elif name.lower().endswith(extensions) and not name.lower().endswith(".preview.png"):
+                        st = entry.stat()
+                        out.append((entry.path, st.st_size, st.st_mtime_ns))
+                except OSError:
+                    continue  # vanished or broken link between listing and stat
+    return out
+
+
+def _dir_key(path: str) -> tuple[int, int]:
+    st = os.stat(path)
+    return (st.st_dev, st.st_ino)
