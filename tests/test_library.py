@@ -367,3 +367,33 @@ def test_pictures_without_an_embedding_are_not_reported_as_errors(lib, tmp_path)
     assert sorted(e.name for e in lib.search()) == ["cardname", "thing"]
     assert [Path(e.path).name for e in lib.errors()] == ["thing.png"]  # still recorded, with its reason
     assert lib.scan([root]).unchanged == 3  # and not re-read next time
+
+
+def _entry(name: str, i: int, family: str = "sd1", stored: str | None = None):
+    from embkit.library import Entry
+
+    return Entry(
+        id=i, name=name, stored_name=stored, member="", path=f"/x/{i}.pt", format="kohya", container="pickle", family=family,
+        families=(family,), num_vectors=1, slots=(), size=1, mtime_ns=1, sha256=f"{i:064x}", autov2="", autov3=None,
+        vectors_hash=f"{i:064x}", metadata={}, warnings=(), scanned_at=0.0,
+    )
+
+
+def test_prefix_conflicts_match_a_brute_force_check():
+    from hypothesis import given, settings
+    from hypothesis import strategies as st
+
+    from embkit.library.conflicts import conflicts
+
+    @settings(max_examples=200, deadline=None)
+    @given(st.lists(st.text(alphabet="abAB_", min_size=1, max_size=4), min_size=1, max_size=12))
+    def check(names):
+        groups = conflicts([_entry(n, i) for i, n in enumerate(names)])
+        got = {(g.key, e.name.lower()) for g in groups if g.kind == "prefix" for e in g.entries if e.name.lower() != g.key}
+        lows = {n.lower() for n in names}
+        want = {(a, b) for a in lows for b in lows if a != b and b.startswith(a)}
+        assert got == want
+        cases = {g.key for g in groups if g.kind == "case"}
+        assert cases == {low for low in lows if len({n for n in names if n.lower() == low}) > 1}
+
+    check()
