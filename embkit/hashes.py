@@ -44,11 +44,18 @@ def crc32(data: bytes | memoryview) -> str:
 
 def blake3(data: bytes | memoryview) -> str | None:
     """BLAKE3 of the bytes (InvokeAI's default), or ``None`` when ``blake3`` is not installed."""
+    global _BLAKE3_MISSING
+    if _BLAKE3_MISSING:  # a failed import is not cached by Python: retrying costs ~80 µs per file
+        return None
     try:
         import blake3 as _b3
     except ImportError:
+        _BLAKE3_MISSING = True
         return None
     return _b3.blake3(data).hexdigest()
+
+
+_BLAKE3_MISSING = False
 
 
 def file_hashes(data: bytes | memoryview, container: str) -> dict[str, str]:
