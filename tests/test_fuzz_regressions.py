@@ -87,3 +87,25 @@ def test_embkit_metadata_json_is_sanitised(tmp_path: Path, meta_json: str, expec
     emb = embkit.read(path)
     assert {k: emb.metadata[k] for k in expect} == expect
     json.dumps(dict(emb.metadata), allow_nan=False)
+
+
+@pytest.mark.parametrize("member", ["archive/data.pkl", "archive/data/0"])
+def test_zip_member_flagged_encrypted(tmp_path: Path, member: str):
+    """A zip member with the "encrypted" flag bit: zipfile raised RuntimeError (found by atheris)."""
+    from fuzz.pickles import benign_zip
+
+    data = bytearray(benign_zip())
+    name = member.encode()
+    for sig, flag_at, name_at in ((b"PK\x03\x04", 6, 30), (b"PK\x01\x02", 8, 46)):
+        pos = data.find(sig)
+        while pos != -1:
+            if data[pos + name_at : pos + name_at + len(name)] == name:
+                data[pos + flag_at] |= 1
+            pos = data.find(sig, pos + 4)
+    path = tmp_path / "x.pt"
+    path.write_bytes(bytes(data))
+    with pytest.raises(embkit.BrokenFileError, match="encrypted"):
+        embkit.read(path)
+    from embkit.scan import scan_file
+
+    assert scan_file(path).verdict in ("unknown", "safe")

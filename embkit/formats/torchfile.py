@@ -406,7 +406,8 @@ def _read_member(zf: zipfile.ZipFile, name: str, cap: int, path: str) -> bytes:
         raise TooLargeError(f"zip member {name} declares {info.file_size} bytes, past the cap of {cap}", path=path)
     try:
         return zf.read(info)
-    except (zipfile.BadZipFile, EOFError, OSError, ValueError, NotImplementedError) as exc:
+    except (zipfile.BadZipFile, EOFError, OSError, ValueError, NotImplementedError, RuntimeError) as exc:
+        # RuntimeError: the member's "encrypted" flag is set (found by fuzzing)
         raise BrokenFileError(f"zip member {name} is damaged ({exc})", path=path) from None
 
 
