@@ -24,12 +24,12 @@ pytestmark = pytest.mark.filterwarnings("error")
 
 TOTAL = int(os.environ.get("EMBKIT_FUZZ_EXAMPLES", "5000"))
 #: Share of the cases per container: pickles have the largest attack surface.
-SHARES = {"pickle": 0.5, "safetensors": 0.3, "png": 0.2}
+SHARES = {"pickle": 0.5, "safetensors": 0.3, "image": 0.2}
 SEEDS = all_seeds()
 
 
 def _container(seed: Seed) -> str:
-    return {".pt": "pickle", ".bin": "pickle", ".safetensors": "safetensors", ".png": "png"}[seed.ext]
+    return {".pt": "pickle", ".bin": "pickle", ".safetensors": "safetensors", ".png": "image", ".webp": "image"}[seed.ext]
 
 
 OPS = st.lists(
@@ -63,7 +63,14 @@ def _fuzz_test(container: str):
 @pytest.mark.parametrize("container", list(SHARES))
 def test_fuzz(container: str):
     _fuzz_test(container)()
-    assert COUNTS.get(container, 0) >= min(100, int(TOTAL * SHARES[container]))
+    # hypothesis may stop a little early once it has seen enough distinct inputs; it must not stop short
+    assert COUNTS.get(container, 0) >= 0.9 * int(TOTAL * SHARES[container]), COUNTS
+
+
+def test_report_fuzz_counts(capsys):
+    """Prints how many cases ran (pytest -s shows it; the CI log keeps it)."""
+    with capsys.disabled():
+        print(f"\nfuzz cases run: {COUNTS} (total {sum(COUNTS.values())})")
 
 
 def test_seeds_cover_every_container_and_read_cleanly():

@@ -202,6 +202,7 @@ def corpus_seeds(corpus: Path | None) -> list[Seed]:
         elif path.suffix == ".png":
             out.append(Seed(name, path.suffix, data))
             out.append(_pixel_seed(name + " (text stripped)", data))
+            out.append(_webp_seed(name + " (as lossless WebP)", data))
         else:
             out.append(Seed(name, path.suffix, data))
     return out
@@ -238,6 +239,15 @@ def _pixel_seed(name: str, data: bytes) -> Seed:
 
     raw = img.tobytes()
     return Seed(name, ".png", rebuild(raw), raw, rebuild)
+
+
+def _webp_seed(name: str, data: bytes) -> Seed:
+    """The card re-encoded as lossless WebP (read from its pixels); mutated raw only."""
+    from PIL import Image
+
+    buf = io.BytesIO()
+    Image.open(io.BytesIO(data)).convert("RGB").save(buf, "WEBP", lossless=True, quality=0, method=0)
+    return Seed(name, ".webp", buf.getvalue())
 
 
 def all_seeds(corpus: Path | None = None) -> list[Seed]:
