@@ -186,3 +186,22 @@ def test_sdxl_two_files_and_card_options(tmp_path):
     assert proc.returncode == 0, proc.stderr
     back = embkit.read(tmp_path / "card.png")
     assert back.name == "xl" and np.array_equal(back.vectors["clip_l"], sdxl("xl").vectors["clip_l"])
+
+
+def test_convert_does_not_import_torch(tree, tmp_path):
+    import subprocess
+    import sys
+
+    code = (
+        "import sys\n"
+        "from embkit.cli.main import main\n"
+        "try:\n"
+        f"    main(['convert', {str(tree)!r}, '-o', {str(tmp_path / 'out')!r}, '--to', 'a1111-image', '--jobs', '1', '--json'])\n"
+        "except SystemExit as exc:\n"
+        "    assert not exc.code, exc.code\n"
+        "bad = [m for m in ('torch', 'diffusers', 'transformers') if m in sys.modules]\n"
+        "assert not bad, bad\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    assert len(list((tmp_path / "out").rglob("*.png"))) == 12

@@ -1,6 +1,6 @@
 """Benchmark: convert a folder of 2,000 A1111 .pt files to safetensors.
 
-embkit: ``embkit convert SRC -o OUT --to kohya`` as a whole process (start-up, two worker
+embkit: ``embkit convert SRC -o OUT --to kohya`` as a whole process (start-up, its worker
 processes, atomic fsync'ed writes all included).
 Baseline: what a user would otherwise run, a plain script looping in one process:
 ``torch.load(f, weights_only=True)`` then ``safetensors.torch.save_file({"emb_params": t}, out)``
@@ -103,7 +103,7 @@ def main() -> int:
     best_mine, best_theirs = min(mine), min(theirs)
     ratio = best_theirs / best_mine
     print(f"files: {args.files} A1111 .pt -> safetensors, {os.cpu_count()} CPUs, best of {args.runs}")
-    print(f"embkit convert (whole process, 2 workers, atomic fsync'ed writes): {best_mine:.2f} s  ({best_mine / args.files * 1e3:.2f} ms/file)")
+    print(f"embkit convert (whole process, default workers, atomic fsync'ed writes): {best_mine:.2f} s  ({best_mine / args.files * 1e3:.2f} ms/file)")
     print(f"torch.load + safetensors.torch.save_file script (whole process):     {best_theirs:.2f} s  ({best_theirs / args.files * 1e3:.2f} ms/file)")
     print(f"  of which the loop alone (torch imported):                          {min(LOOP_ONLY):.2f} s  -> embkit vs loop alone: {min(LOOP_ONLY) / best_mine:.1f}x")
     print(f"ratio: {ratio:.1f}x  (target >= {TARGET:.0f}x) -> {'met' if ratio >= TARGET else 'MISSED'}")
