@@ -109,15 +109,15 @@ def _safe(text: str) -> str:
     return cleaned or "embedding"
 
 
-def convert_one(job: Job, s: Settings, staged: list | None = None) -> dict:
+def convert_one(job: Job, s: Settings, staged: list) -> dict:
     """Convert one job; never raises for an embkit problem: the result says what happened.
 
-    With ``staged`` (a list), files are not written here: ``(result, files, index)`` entries are
-    appended, the files handed to the worker's writer threads (folders are written at once)."""
+    Files are handed to the worker's writer threads and ``(result, files)`` appended to
+    ``staged``; :func:`convert_chunk` waits for them (a concept folder is written at once)."""
     from ..atomic import write_folder
     from ..errors import EmbkitError, LossError, TargetExistsError, UnknownFormatError
     from ..io import read_all
-    from ..writing import default_extension, plan, prepare, write
+    from ..writing import default_extension, plan, prepare
 
     result: dict = {"input": job.source, "outputs": [], "status": "converted", "losses": []}
     try:
@@ -151,20 +151,16 @@ def convert_one(job: Job, s: Settings, staged: list | None = None) -> dict:
                 result["outputs"].extend(o.path for o in planned.outputs)
             else:
                 _makedirs(os.path.dirname(os.path.abspath(target)))
-                if staged is None:
-                    losses = write(emb, target, fmt, container=s.container, overwrite=s.overwrite, strict=s.strict, dtype=s.dtype, sync_dir=False, **options)
-                    planned_paths = [target] + ([_second(target)] if fmt == "diffusers" and options.get("sdxl_two_files") else [])
-                else:
-                    planned = prepare(emb, target, fmt, container=s.container, overwrite=s.overwrite, strict=s.strict, dtype=s.dtype, **options)
-                    losses = planned.losses
-                    files = [(o.path, o.data) for o in planned.outputs if o.fill is None]
-                    for o in planned.outputs:
-                        if o.fill is not None:
-                            write_folder(o.path, o.fill, overwrite=s.overwrite)
-                    if files:
-                        staged.append((result, files, staged_writer().submit(files)))
-                    planned_paths = [o.path for o in planned.outputs]
-                result["outputs"].extend(planned_paths)
+                planned = prepare(emb, target, fmt, container=s.container, overwrite=s.overwrite, strict=s.strict, dtype=s.dtype, **options)
+                losses = planned.losses
+                files = [(o.path, o.data) for o in planned.outputs if o.fill is None]
+                for o in planned.outputs:
+                    if o.fill is not None:
+                        write_folder(o.path, o.fill, overwrite=s.overwrite)
+                if files:
+                    staged_writer().submit(files)
+                    staged.append((result, files))
+                result["outputs"].extend(o.path for o in planned.outputs)
             result["losses"].extend({**x.to_dict(), "embedding": emb.name} for x in losses)
     except TargetExistsError as exc:
         result.update(status="skipped", reason=f"{exc.path} exists (--overwrite replaces it)", error=exc.to_dict(), exit_code=exc.exit_code)
@@ -187,12 +183,6 @@ def _makedirs(folder: str) -> None:
     if folder not in _MADE:
         os.makedirs(folder, exist_ok=True)
         _MADE.add(folder)
-
-
-def _second(target: str) -> str:
-    from ..formats.diffusers import second_file
-
-    return second_file(target)
 
 
 class _Writer:
@@ -219,14 +209,12 @@ def convert_chunk(jobs: list[Job], s: Settings) -> list[dict]:
     waits for them and fsyncs each folder once."""
     from ..errors import EmbkitError
 
-    from ..atomic import fsync_dir
-
     staged: list = []
     _WRITER.overwrite = s.overwrite
     results = [convert_one(job, s, staged) for job in jobs]
     if staged:
         errors = staged_writer().finish()
-        for (result, files, index), exc in zip(staged, errors):
+        for (result, files), exc in zip(staged, errors):
             if exc is None:
                 continue
             if not isinstance(exc, EmbkitError):
@@ -239,15 +227,12 @@ def convert_chunk(jobs: list[Job], s: Settings) -> list[dict]:
                 exit_code=exc.exit_code,
             )
             result["outputs"] = [p for p in result["outputs"] if p not in {f for f, _ in files}]
-    if not s.dry_run:
-        for folder in {os.path.dirname(os.path.abspath(p)) for r in results for p in r["outputs"]}:
-            fsync_dir(folder)
     return results
 
 
 def run_jobs(jobs: list[Job], s: Settings, workers: int, on_done=None) -> list[dict]:
     """Run jobs in ``workers`` processes (inline for one worker or a few jobs), in input order."""
-    # chunks of up to 64 files: one disk flush each, several per worker so the bar moves
+    # chunks of up to 64 files, several per worker so the bar moves; each chunk fsyncs its folders once
     size = max(1, min(64, len(jobs) // (max(workers, 1) * 4) or 1))
     chunks = [jobs[i : i + size] for i in range(0, len(jobs), size)]
     if workers <= 1 or len(jobs) < 8:
