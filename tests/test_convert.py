@@ -205,3 +205,18 @@ def test_convert_does_not_import_torch(tree, tmp_path):
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr
     assert len(list((tmp_path / "out").rglob("*.png"))) == 12
+
+
+@pytest.mark.parametrize("to", ["multi", "a1111", "diffusers"])
+def test_corpus_folder(corpus, tmp_path, to):
+    proc = convert(corpus, "-o", tmp_path / "out", "--to", to, "--json")
+    assert proc.returncode == 0, proc.stderr
+    report = json.loads(proc.stdout)
+    assert report["counts"] == {"converted": 5}
+    for r in report["files"]:
+        (out,) = r["outputs"]
+        original = embkit.read(r["input"])
+        back = embkit.read(out)
+        assert back.same_vectors(original)
+        if to == "diffusers":
+            assert back.name == original.name
