@@ -193,6 +193,9 @@ def cast(emb: Embedding, dtype: str | None, losses: list[Loss], *, fmt_id: str =
     changed_any = False
     for slot, values in emb.vectors.items():
         target = dtype_name(dtype) if dtype else emb.dtypes[slot]
+        if target == values.dtype.name == emb.dtypes[slot]:
+            vectors[slot], dtypes[slot] = values, target  # stored as held: nothing to round
+            continue
         new = _rounded(values, target)
         wide_new, wide_old = new.astype(np.float64), values.astype(np.float64)
         same = np.equal(wide_new, wide_old) | (np.isnan(wide_new) & np.isnan(wide_old))
