@@ -76,7 +76,7 @@ def write_bytes(path: str | os.PathLike, chunks: bytes | Iterable[bytes], *, ove
 
 #: threads writing a batch: fsync waits on the disk, not the CPU, and the file system merges
 #: the journal commits of concurrent fsyncs, so a few threads multiply throughput.
-BATCH_THREADS = 4
+BATCH_THREADS = 2
 
 
 def write_group(group: list[tuple[str, bytes | Iterable[bytes]]], *, overwrite: bool = False) -> None:

@@ -271,7 +271,7 @@ def run_jobs(jobs: list[Job], s: Settings, workers: int, on_done=None) -> list[d
 @click.option("--strict", is_flag=True, help="Fail a file on any loss instead of warning.")
 @click.option("--overwrite", is_flag=True, help="Replace existing targets (default: skip them).")
 @click.option("--dry-run", is_flag=True, help="Report what would be written and lost; write nothing.")
-@click.option("-j", "--jobs", type=click.IntRange(1, 256), default=None, help="Worker processes (default: CPU count + 1).")
+@click.option("-j", "--jobs", type=click.IntRange(1, 256), default=None, help="Worker processes (default: CPU count).")
 @click.option("--t5-key", type=click.Choice(["t5", "t5xxl"]), help="multi: spell the T5 key (t5xxl for ComfyUI).")
 @click.option("--sdxl-two-files", is_flag=True, help="diffusers: write an SDXL pair as NAME and NAME_2.")
 @click.option("--picture", type=click.Path(exists=True, dir_okay=False), help="a1111-image: picture to put in the card.")
@@ -299,8 +299,7 @@ def cli(inputs, out, to, container, dtype, name, strict, overwrite, dry_run, job
     if picture:
         options["picture"] = picture
     settings = Settings(to, container, dtype, name, strict, overwrite, dry_run, tuple(options.items()))
-    # one more worker than CPUs: each spends part of its time waiting for fsync
-    workers = jobs or (os.cpu_count() or 1) + 1
+    workers = jobs or os.cpu_count() or 1
     results = _run_with_progress(job_list, settings, workers, show=not as_json)
     code = exit_code(results, single)
     if as_json:
