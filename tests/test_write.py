@@ -443,3 +443,19 @@ def test_card_from_picture_path_and_fp16(tmp_path):
     losses = embkit.write(emb, tmp_path / "h.png", picture=tmp_path / "pic.png")
     assert [x.code for x in losses] == ["dtype-changed"]
     assert np.array_equal(embkit.read(tmp_path / "h.png").vectors["clip_l"], emb.vectors["clip_l"].astype(np.float32))
+
+
+def test_safetensors_metadata_is_strict_json(tmp_path):
+    from safetensors import safe_open
+
+    emb = sd1("n", metadata={"x": float("nan"), "y": [float("-inf"), 1.5], "z": {"deep": [1, {"k": "v"}]}})
+    embkit.write(emb, tmp_path / "n.safetensors")
+    with safe_open(str(tmp_path / "n.safetensors"), "np") as fh:
+        text = fh.metadata()["embkit.metadata"]
+
+    def refuse(constant):
+        raise ValueError(f"non-standard JSON constant {constant}")
+
+    data = json.loads(text, parse_constant=refuse)
+    assert data == {"x": "NaN", "y": ["-Infinity", 1.5], "z": {"deep": [1, {"k": "v"}]}}
+    assert embkit.read(tmp_path / "n.safetensors").metadata["z"] == {"deep": [1, {"k": "v"}]}

@@ -9,6 +9,7 @@ losses (``strict``) and the targets before anything is written, then writes atom
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable
 
@@ -152,8 +153,19 @@ def safetensors_metadata(emb: Embedding, extra: dict[str, str] | None = None, *,
             rest[key] = value
     meta.update(extra or {})
     if rest:
-        meta[META_JSON_KEY] = json.dumps(rest, ensure_ascii=False, sort_keys=True, separators=(",", ":"))
+        meta[META_JSON_KEY] = json.dumps(_strict_json(rest), ensure_ascii=False, sort_keys=True, separators=(",", ":"), allow_nan=False)
     return meta
+
+
+def _strict_json(value: Any) -> Any:
+    """NaN and infinities as the strings embkit's reader gives back (strict JSON for other tools)."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return "NaN" if math.isnan(value) else ("Infinity" if value > 0 else "-Infinity")
+    if isinstance(value, dict):
+        return {k: _strict_json(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_strict_json(v) for v in value]
+    return value
 
 
 def _shape(emb: Embedding, slot: str) -> str:
