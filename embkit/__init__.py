@@ -31,6 +31,7 @@ __version__ = "0.1.0"
 #: Public names that live in heavier modules, imported on first use so ``import embkit`` stays cheap.
 _LAZY = {
     "write": ("embkit.writing", "write"),
+    "Loss": ("embkit.writing", "Loss"),
     "validate": ("embkit.validate", "validate"),
     "Report": ("embkit.validate", "Report"),
     "Finding": ("embkit.validate", "Finding"),
@@ -56,6 +57,7 @@ def __getattr__(name: str):
 __all__ = [
     "Embedding",
     "write",
+    "Loss",
     "validate",
     "ModelSpec",
     "merge",

@@ -33,6 +33,10 @@ def run(
     """Render ``paths``' embeddings with and without, print the numbers, write the sheet; the exit
     status (see the module docstring)."""
     sheet_path = output
+    # transformers and diffusers log import-time notices (torchvision missing, fp32 modules) that
+    # say nothing about the user's embedding; the CLI keeps its output to what was asked.
+    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+    os.environ.setdefault("DIFFUSERS_VERBOSITY", "error")
     try:
         return _run(list(paths), model, prompt, as_negative, tuple(seeds) or (0,), steps, device, sheet_path, json_out, strict)
     except EmbkitError as exc:
