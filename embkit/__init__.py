@@ -12,8 +12,11 @@ Importing embkit is cheap: numpy only. torch and diffusers are imported by
 from .errors import (
     BrokenFileError,
     EmbkitError,
+    HubError,
+    LibraryError,
     LossError,
     MissingDependencyError,
+    NoEffectError,
     OperationError,
     TargetError,
     TargetExistsError,
@@ -41,6 +44,8 @@ _LAZY = {
     "Library": ("embkit.library", "Library"),
     "hub": ("embkit.hub", None),
     "formats": ("embkit.formats", None),
+    "scan": ("embkit.scan", None),
+    "diffusers": ("embkit.diffusers", None),
 }
 
 
@@ -78,4 +83,7 @@ __all__ = [
     "TargetExistsError",
     "OperationError",
     "MissingDependencyError",
+    "NoEffectError",
+    "HubError",
+    "LibraryError",
 ]

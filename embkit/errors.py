@@ -122,6 +122,14 @@ class LibraryError(EmbkitError):
     exit_code = 13
 
 
+class NoEffectError(EmbkitError):
+    """A test render applied the embedding and it changed neither the conditioning nor the images
+    (the "appears to do nothing" failure of ``embkit verify --render``)."""
+
+    code = "no-effect"
+    exit_code = 14
+
+
 class NotMine(Exception):
     """Internal signal: "this reader does not recognise the file". Never escapes embkit.
 
@@ -144,4 +152,5 @@ ALL_ERRORS = (
     MissingDependencyError,
     HubError,
     LibraryError,
+    NoEffectError,
 )

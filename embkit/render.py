@@ -18,11 +18,11 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Sequence
 
-from .errors import EmbkitError, TargetError
+from .errors import EmbkitError, NoEffectError, TargetError
 from .schema import Embedding
 
 #: Exit status of ``embkit verify --render`` when the embedding changes nothing.
-EXIT_NO_EFFECT = 14
+EXIT_NO_EFFECT = NoEffectError.exit_code
 #: Below both of these, an embedding "changes nothing": conditioning cosine distance and mean
 #: absolute pixel difference (0–255 scale, largest over the seeds).
 NO_EFFECT_COSINE = 1e-6
@@ -31,13 +31,6 @@ NO_EFFECT_PIXELS = 0.5
 DEFAULT_PROMPT = "a photo"
 #: Steps for a real (non-tiny) model when none are given.
 DEFAULT_STEPS = 20
-
-
-class NoEffectError(EmbkitError):
-    """The embedding was applied but changed neither the conditioning nor the images."""
-
-    code = "no-effect"
-    exit_code = EXIT_NO_EFFECT
 
 
 @dataclass
