@@ -136,17 +136,6 @@ def test_render_hands_over_with_the_documented_call(tmp_path, monkeypatch):
                           output=str(tmp_path / "sheet.png"), json_out=False, strict=False)]
 
 
-def test_render_without_the_render_module_is_a_clear_error(tmp_path, monkeypatch):
-    import importlib.util
-
-    if importlib.util.find_spec("embkit.cli.render") is not None:
-        pytest.skip("embkit.cli.render exists in this tree")
-    path = tmp_path / "a.safetensors"
-    save_file({"emb_params": vecs(1, 768)}, str(path))
-    proc = run_embkit("verify", str(path), "--render")
-    assert proc.returncode == 11 and "--render is not available" in proc.stderr
-
-
 def test_a_folder_without_embeddings_says_so(tmp_path):
     Image.new("RGB", (8, 8)).save(tmp_path / "picture.png")
     res = CliRunner().invoke(embkit_cli, ["verify", str(tmp_path)], catch_exceptions=False)

@@ -74,13 +74,8 @@ def cli(paths, model, as_json, strict, render, prompt, as_negative, seeds, steps
 
 
 def _render(paths, model, prompt, as_negative, seeds, steps, device, output_path, as_json, strict) -> int:
-    try:
-        from . import render
-    except ModuleNotFoundError as exc:
-        if exc.name != "embkit.cli.render":
-            raise
-        output.error(RuntimeError("--render is not available in this install (embkit.cli.render is missing)"))
-        return 11
+    from . import render
+
     return render.run(paths=list(paths), model=model, prompt=prompt, as_negative=as_negative, seeds=list(seeds), steps=steps,
                       device=device, output=output_path, json_out=as_json, strict=strict)
 
