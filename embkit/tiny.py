@@ -19,6 +19,8 @@ import itertools
 import string
 from typing import Any
 
+from .vocab import byte_encoder
+
 #: Families with a built-in tiny pipeline → the token width of each text encoder.
 TINY_FAMILIES: dict[str, tuple[int, ...]] = {"sd1": (768,), "sd2": (1024,), "sdxl": (768, 1280)}
 #: Image side the tiny pipelines render at by default.
@@ -28,24 +30,11 @@ TINY_STEPS = 4
 _MARK = "_embkit_tiny"
 
 
-def _bytes_to_unicode() -> dict[int, str]:
-    # CLIP's (GPT-2's) reversible byte → printable character table.
-    bs = list(range(ord("!"), ord("~") + 1)) + list(range(ord("¡"), ord("¬") + 1)) + list(range(ord("®"), ord("ÿ") + 1))
-    cs = bs[:]
-    extra = 0
-    for b in range(256):
-        if b not in bs:
-            bs.append(b)
-            cs.append(256 + extra)
-            extra += 1
-    return {b: chr(c) for b, c in zip(bs, cs)}
-
-
 def clip_vocab(vocab_size: int = 1190) -> tuple[dict[str, int], list[tuple[str, str]]]:
     """A byte-level BPE vocabulary and merges in CLIP's shape: 512 byte tokens (plain and ``</w>``),
     then merges of lower-case letters (pairs, then longer runs) up to ``vocab_size - 2``, then
     ``<|startoftext|>`` and ``<|endoftext|>`` as the last two ids, as in CLIP."""
-    base = list(_bytes_to_unicode().values())
+    base = list(byte_encoder().values())
     vocab: dict[str, int] = {}
     for ch in base:
         vocab[ch] = len(vocab)

@@ -36,7 +36,7 @@ def clip_words(text: str) -> list[str]:
 
 
 @functools.lru_cache(maxsize=1)
-def _byte_encoder() -> dict[int, str]:
+def byte_encoder() -> dict[int, str]:
     """GPT-2/CLIP's reversible byte → printable character map."""
     bs = list(range(ord("!"), ord("~") + 1)) + list(range(ord("¡"), ord("¬") + 1)) + list(range(ord("®"), ord("ÿ") + 1))
     cs = bs[:]
@@ -101,7 +101,7 @@ class Vocab:
             return list(self._tokenize_fn(text))
         if not self.can_tokenize:
             raise TargetError(f"this {self.kind} vocabulary has no merges: it cannot tokenize")
-        enc = _byte_encoder()
+        enc = byte_encoder()
         out: list[str] = []
         for word in clip_words(text):
             out.extend(self._bpe("".join(enc[b] for b in word.encode("utf-8"))))

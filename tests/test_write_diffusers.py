@@ -14,6 +14,7 @@ import pytest
 
 import embkit
 from embkit import Embedding
+from embkit.vocab import byte_encoder
 
 import makers
 
@@ -22,23 +23,10 @@ pytest.importorskip("diffusers")
 pytest.importorskip("transformers")
 
 
-def _byte_chars() -> list[str]:
-    """CLIP's byte → unicode table (the GPT-2 one), so every byte has a token."""
-    bs = list(range(ord("!"), ord("~") + 1)) + list(range(ord("¡"), ord("¬") + 1)) + list(range(ord("®"), ord("ÿ") + 1))
-    cs = bs[:]
-    n = 0
-    for b in range(256):
-        if b not in bs:
-            bs.append(b)
-            cs.append(256 + n)
-            n += 1
-    return [chr(c) for c in cs]
-
-
 @pytest.fixture(scope="session")
 def tokenizer_dir(tmp_path_factory):
     folder = tmp_path_factory.mktemp("tokenizer")
-    chars = _byte_chars()
+    chars = list(byte_encoder().values())
     vocab = {}
     for tok in chars + [c + "</w>" for c in chars] + ["<|startoftext|>", "<|endoftext|>"]:
         vocab[tok] = len(vocab)

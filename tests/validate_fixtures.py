@@ -7,27 +7,17 @@ import json
 import struct
 from pathlib import Path
 
+from embkit.vocab import byte_encoder
+
 #: Words the tiny vocabulary knows as single tokens (``word</w>``).
 WORDS = ("cat", "style", "photo", "sks")
-
-
-def _bytes_to_unicode() -> dict[int, str]:
-    bs = list(range(ord("!"), ord("~") + 1)) + list(range(ord("¡"), ord("¬") + 1)) + list(range(ord("®"), ord("ÿ") + 1))
-    cs = bs[:]
-    n = 0
-    for b in range(256):
-        if b not in bs:
-            bs.append(b)
-            cs.append(256 + n)
-            n += 1
-    return dict(zip(bs, map(chr, cs)))
 
 
 def write_vocab_files(folder: Path, words=WORDS) -> tuple[Path, Path]:
     """CLIP-style vocab.json + merges.txt: every byte character alone and word-final, plus merges
     that build each of ``words`` into one word-final token."""
     folder.mkdir(parents=True, exist_ok=True)
-    chars = list(_bytes_to_unicode().values())
+    chars = list(byte_encoder().values())
     vocab: dict[str, int] = {}
     for c in chars:
         vocab[c] = len(vocab)
