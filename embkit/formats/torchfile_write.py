@@ -15,7 +15,7 @@ A1111's loader refuses any member outside ``data.pkl``, ``data/<n>``, ``version`
 The pickle is emitted opcode by opcode (Python's pickler would import ``torch`` to check the
 globals it names). A tensor is the call torch itself records:
 ``torch._utils._rebuild_tensor_v2(<persistent storage>, 0, size, stride, False, OrderedDict())``,
-which ``torch.load(weights_only=True)`` and embkit's allow-list reader both accept.
+which torch's ``weights_only`` loader and embkit's allow-list reader both accept.
 """
 
 from __future__ import annotations
