@@ -232,8 +232,10 @@ def convert_chunk(jobs: list[Job], s: Settings) -> list[dict]:
 
 def run_jobs(jobs: list[Job], s: Settings, workers: int, on_done=None) -> list[dict]:
     """Run jobs in ``workers`` processes (inline for one worker or a few jobs), in input order."""
-    # chunks of up to 64 files, several per worker so the bar moves; each chunk fsyncs its folders once
-    size = max(1, min(64, len(jobs) // (max(workers, 1) * 4) or 1))
+    from ..atomic import COMMIT_EVERY
+
+    # several chunks per worker so the bar moves; each chunk is one group commit (one syncfs)
+    size = max(1, min(COMMIT_EVERY, len(jobs) // (max(workers, 1) * 4) or 1))
     chunks = [jobs[i : i + size] for i in range(0, len(jobs), size)]
     if workers <= 1 or len(jobs) < 8:
         results = []
