@@ -20,12 +20,36 @@ from typing import Callable, Iterable
 from .errors import TargetExistsError, WriteError
 
 TMP_MARK = ".embkit-tmp-"
+_WRITEV = hasattr(os, "writev")
+
+
+class _Token:
+    """A random per-process prefix and a counter for temporary names (no syscall per name; a
+    forked child draws its own prefix, so two processes never pick the same name)."""
+
+    prefix = ""
+    count = 0
+
+    @classmethod
+    def next(cls) -> str:
+        if not cls.prefix:
+            cls.prefix = secrets.token_hex(4)
+        cls.count += 1
+        return f"{cls.prefix}{cls.count:x}"
+
+    @classmethod
+    def reset(cls) -> None:
+        cls.prefix, cls.count = "", 0
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_Token.reset)
 
 
 def temp_name(path: str) -> str:
     """The hidden temporary path used for ``path`` (same folder, so the rename stays atomic)."""
-    folder, name = os.path.split(os.path.abspath(path))
-    return os.path.join(folder, f".{name}{TMP_MARK}{secrets.token_hex(4)}")
+    folder, name = os.path.split(path)
+    return os.path.join(folder, f".{name}{TMP_MARK}{_Token.next()}")
 
 
 def is_temp(name: str) -> bool:
@@ -135,8 +159,9 @@ class BatchWriter:
         path = None
         try:
             for path, chunks in group:
+                # no existence check here: callers check before preparing the bytes, and
+                # publishing refuses an existing target atomically anyway
                 path = os.fspath(path)
-                check_target(path, self.overwrite)
                 tmps.append((temp_name(path), path))
                 _write_tmp(tmps[-1][0], chunks, path, sync=self._sync_each)
         except BaseException as exc:
@@ -306,8 +331,14 @@ def _write_tmp(tmp: str, chunks, path: str, *, sync: bool) -> None:
         raise WriteError(f"cannot create a file there ({exc.strerror or exc})", path=path) from None
     try:
         try:
-            for chunk in [chunks] if isinstance(chunks, (bytes, bytearray, memoryview)) else chunks:
-                view = memoryview(chunk)
+            chunks = [chunks] if isinstance(chunks, (bytes, bytearray, memoryview)) else list(chunks)
+            done = os.writev(fd, chunks) if _WRITEV and 1 < len(chunks) <= 64 else 0  # one syscall
+            for chunk in chunks:
+                view = memoryview(chunk).cast("B")
+                if done >= len(view):
+                    done -= len(view)
+                    continue
+                view, done = view[done:], 0
                 while view:
                     view = view[os.write(fd, view) :]
             if sync:

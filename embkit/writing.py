@@ -137,7 +137,8 @@ def prepare(
         lines = "; ".join(loss.message for loss in planned.losses)
         raise LossError(f"would lose: {lines}", path=path)
     for out in planned.outputs:
-        check_target(out.path, overwrite)
+        if out.path != path:  # ``path`` itself was checked above
+            check_target(out.path, overwrite)
     return planned
 
 

@@ -9,12 +9,18 @@ command again finishes it (existing targets are skipped unless ``--overwrite``).
 from __future__ import annotations
 
 import os
+import stat
 import sys
 from dataclasses import dataclass, replace
 
 import click
 
-from ..formats import CONTAINER_IDS, writable_ids
+if "numpy" not in sys.modules:
+    # convert does no linear algebra; otherwise OpenBLAS starts a thread that spins for about
+    # 0.1 s of CPU once numpy loads, taking a core from the workers on a small machine
+    os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+
+from ..formats import CONTAINER_IDS, writable_ids  # noqa: E402  (numpy loads here)
 from . import output
 
 DTYPES = ("fp32", "fp16", "bf16")
@@ -116,12 +122,11 @@ def convert_one(job: Job, s: Settings, staged: list) -> dict:
     ``staged``; :func:`convert_chunk` waits for them (a concept folder is written at once)."""
     from ..atomic import write_folder
     from ..errors import EmbkitError, LossError, TargetExistsError, UnknownFormatError
-    from ..io import read_all
     from ..writing import default_extension, plan, prepare
 
     result: dict = {"input": job.source, "outputs": [], "status": "converted", "losses": []}
     try:
-        embs = read_all(job.source)
+        embs = _read_all(job.source)
         if s.name:
             embs = [e.replace(name=s.name, metadata={k: v for k, v in e.metadata.items() if k != "stored_name"}) for e in embs]
         if len(embs) > 1 and not job.into_dir:
@@ -150,7 +155,7 @@ def convert_one(job: Job, s: Settings, staged: list) -> dict:
                     result["status"] = "dry-run"
                 result["outputs"].extend(o.path for o in planned.outputs)
             else:
-                _makedirs(os.path.dirname(os.path.abspath(target)))
+                _makedirs(os.path.dirname(target) or ".")
                 planned = prepare(emb, target, fmt, container=s.container, overwrite=s.overwrite, strict=s.strict, dtype=s.dtype, **options)
                 losses = planned.losses
                 files = [(o.path, o.data) for o in planned.outputs if o.fill is None]
@@ -174,6 +179,35 @@ def convert_one(job: Job, s: Settings, staged: list) -> dict:
     except (TypeError, ValueError) as exc:
         result.update(status="failed", reason=str(exc), error={"code": "error", "message": str(exc)}, exit_code=1)
     return result
+
+
+def _read_all(path: str) -> list:
+    """:func:`embkit.io.read_all` with fewer system calls for a plain file: one open, one fstat,
+    the reads, one close (a batch spends more time on them than on parsing small files).
+    Anything else (a folder, an empty, huge or unreadable file) goes through ``read_all``,
+    which also words the errors."""
+    from ..io import MMAP_ABOVE, embedding_of, open_file, read_all
+
+    data = None
+    try:
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_BINARY", 0))
+    except OSError:
+        return read_all(path)
+    try:
+        st = os.fstat(fd)
+        if stat.S_ISREG(st.st_mode) and 0 < st.st_size <= MMAP_ABOVE:
+            parts = [os.read(fd, st.st_size + 1)]
+            while parts[-1] and sum(map(len, parts)) <= MMAP_ABOVE:  # the file grew meanwhile
+                parts.append(os.read(fd, 1 << 20))
+            data = b"".join(parts) if len(parts) > 1 else parts[0]
+    except OSError:
+        data = None
+    finally:
+        os.close(fd)
+    if not data or len(data) > MMAP_ABOVE:
+        return read_all(path)
+    loaded = open_file(path, data=data)
+    return [embedding_of(loaded, part) for part in loaded.parts]
 
 
 _MADE: set[str] = set()

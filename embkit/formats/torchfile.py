@@ -21,6 +21,7 @@ import posixpath
 import struct
 import warnings
 import zipfile
+import zlib
 from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Any
@@ -370,10 +371,99 @@ def _unpickle(data: bytes, path: str, *, legacy: bool) -> tuple[Any, _SafeUnpick
 # -- zip form -----------------------------------------------------------------------------------
 
 
-def _open_zip(data: bytes | memoryview, path: str) -> tuple[zipfile.ZipFile, str]:
+@dataclass(frozen=True)
+class _Member:
+    filename: str
+    file_size: int
+    start: int
+    crc: int
+
+
+class _StoredZip:
+    """The zip layout torch itself writes, read straight from the bytes (parsing it with
+    :mod:`zipfile` costs more than the rest of reading a small embedding). Only the plain case
+    is taken: one disk, no comment, no prepended data, ASCII names, members stored (not
+    compressed, not encrypted), sizes that fit 32 bits, every member's local header agreeing
+    with the central directory, members in order without overlap. :func:`_parse_stored_zip`
+    returns None for anything else and :mod:`zipfile` reads it as before. CRCs are checked."""
+
+    def __init__(self, data: bytes | memoryview, members: dict[str, _Member]):
+        self._data = data
+        self._members = members
+
+    def infolist(self) -> list[_Member]:
+        return list(self._members.values())
+
+    def getinfo(self, name: str) -> _Member:
+        return self._members[name]
+
+    def read(self, info: _Member) -> bytes:
+        chunk = bytes(self._data[info.start : info.start + info.file_size])
+        if zlib.crc32(chunk) != info.crc:
+            raise zipfile.BadZipFile(f"Bad CRC-32 for file {info.filename!r}")
+        return chunk
+
+
+_EOCD = struct.Struct("<4s4H2IH")  # end of central directory, 22 bytes
+_Z64_LOCATOR = struct.Struct("<4sIQI")  # 20 bytes
+_Z64_EOCD = struct.Struct("<4sQ2H2I4Q")  # 56 bytes
+_CENTRAL = struct.Struct("<4s6H3I5H2I")  # 46 bytes
+_LOCAL = struct.Struct("<4s5H3I2H")  # 30 bytes
+
+
+def _parse_stored_zip(data: bytes | memoryview) -> _StoredZip | None:
+    """A :class:`_StoredZip` for torch's plain layout, or None (then :mod:`zipfile` decides)."""
+    n = len(data)
+    eocd = n - _EOCD.size
+    if eocd < 0 or bytes(data[eocd : eocd + 4]) != b"PK\x05\x06":
+        return None  # a comment, or not a zip at all
+    _sig, disk, cd_disk, count_disk, count, cd_size, cd_offset, comment = _EOCD.unpack_from(data, eocd)
+    if disk or cd_disk or comment or count_disk != count or count > MAX_ZIP_MEMBERS or 0xFFFF in (count,) or 0xFFFFFFFF in (cd_size, cd_offset):
+        return None
+    cd_end = eocd
+    loc = eocd - _Z64_LOCATOR.size
+    if loc >= 0 and bytes(data[loc : loc + 4]) == b"PK\x06\x07":  # torch always writes zip64 records
+        _sig, z64_disk, z64_at, disks = _Z64_LOCATOR.unpack_from(data, loc)
+        if z64_disk != 0 or disks != 1 or z64_at != loc - _Z64_EOCD.size:
+            return None
+        sig, rec_size, _made, _need, d1, d2, c1, c2, size64, off64 = _Z64_EOCD.unpack_from(data, z64_at)
+        if sig != b"PK\x06\x06" or rec_size != _Z64_EOCD.size - 12 or d1 or d2 or (c1, c2, size64, off64) != (count, count, cd_size, cd_offset):
+            return None
+        cd_end = z64_at
+    if cd_offset + cd_size != cd_end:
+        return None  # prepended data or a gap: zipfile's business
+    members: dict[str, _Member] = {}
+    pos, last_end = cd_offset, 0
+    for _ in range(count):
+        if pos + _CENTRAL.size > cd_end:
+            return None
+        (sig, _made, _need, flags, method, _t, _d, crc, csize, size, nlen, xlen, clen, disk_start, _ia, _ea, at) = _CENTRAL.unpack_from(data, pos)
+        if sig != b"PK\x01\x02" or method != 0 or flags & ~0x808 or csize != size or xlen or clen or disk_start:
+            return None  # compressed, encrypted, zip64 extras, comments: zipfile's business
+        raw_name = bytes(data[pos + _CENTRAL.size : pos + _CENTRAL.size + nlen])
+        pos += _CENTRAL.size + nlen
+        if not raw_name.isascii() or at < last_end or at + _LOCAL.size > cd_offset:
+            return None
+        (lsig, _v, lflags, lmethod, _t, _d, _c, _s1, _s2, lnlen, lxlen) = _LOCAL.unpack_from(data, at)
+        start = at + _LOCAL.size + lnlen + lxlen
+        if lsig != b"PK\x03\x04" or lflags != flags or lmethod != 0 or bytes(data[at + _LOCAL.size : at + _LOCAL.size + lnlen]) != raw_name:
+            return None
+        last_end = start + size
+        if last_end > cd_offset:
+            return None
+        name = raw_name.decode("ascii")
+        if name in members:
+            return None  # zipfile keeps both; _open_zip refuses the file
+        members[name] = _Member(name, size, start, crc)
+    if pos != cd_end:
+        return None
+    return _StoredZip(data, members)
+
+
+def _open_zip(data: bytes | memoryview, path: str) -> tuple[zipfile.ZipFile | _StoredZip, str]:
     """Open the zip and find the one ``<dir>/data.pkl``; refuse hostile member names."""
     try:
-        zf = zipfile.ZipFile(io.BytesIO(data))
+        zf = _parse_stored_zip(data) or zipfile.ZipFile(io.BytesIO(data))
         infos = zf.infolist()
     except (zipfile.BadZipFile, ValueError, EOFError, OSError, NotImplementedError) as exc:
         raise BrokenFileError(f"damaged zip archive ({exc})", path=path) from None
@@ -397,7 +487,7 @@ def _open_zip(data: bytes | memoryview, path: str) -> tuple[zipfile.ZipFile, str
     return zf, posixpath.dirname(pkls[0])
 
 
-def _read_member(zf: zipfile.ZipFile, name: str, cap: int, path: str) -> bytes:
+def _read_member(zf: zipfile.ZipFile | _StoredZip, name: str, cap: int, path: str) -> bytes:
     try:
         info = zf.getinfo(name)
     except KeyError:
@@ -411,7 +501,7 @@ def _read_member(zf: zipfile.ZipFile, name: str, cap: int, path: str) -> bytes:
         raise BrokenFileError(f"zip member {name} is damaged ({exc})", path=path) from None
 
 
-def _zip_loader(zf: zipfile.ZipFile, prefix: str, ref: TensorRef, path: str, budget: _Budget | None = None):
+def _zip_loader(zf: zipfile.ZipFile | _StoredZip, prefix: str, ref: TensorRef, path: str, budget: _Budget | None = None):
     def load() -> np.ndarray:
         st = ref.storage
         dt = NUMPY_DTYPES[st.dtype]
