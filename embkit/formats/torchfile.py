@@ -411,6 +411,17 @@ _CENTRAL = struct.Struct("<4s6H3I5H2I")  # 46 bytes
 _LOCAL = struct.Struct("<4s5H3I2H")  # 30 bytes
 
 
+def _plain_extra(extra: bytes) -> bool:
+    """True when an extra field is well formed and holds nothing zipfile would act on (padding,
+    timestamps); zip64 (0x0001) and Unicode-path (0x7075) records are left to zipfile."""
+    while len(extra) >= 4:
+        kind, size = struct.unpack_from("<HH", extra)
+        if size + 4 > len(extra) or kind in (0x0001, 0x7075):
+            return False
+        extra = extra[size + 4 :]
+    return True
+
+
 def _parse_stored_zip(data: bytes | memoryview) -> _StoredZip | None:
     """A :class:`_StoredZip` for torch's plain layout, or None (then :mod:`zipfile` decides)."""
     n = len(data)
@@ -437,11 +448,13 @@ def _parse_stored_zip(data: bytes | memoryview) -> _StoredZip | None:
     for _ in range(count):
         if pos + _CENTRAL.size > cd_end:
             return None
-        (sig, _made, _need, flags, method, _t, _d, crc, csize, size, nlen, xlen, clen, disk_start, _ia, _ea, at) = _CENTRAL.unpack_from(data, pos)
-        if sig != b"PK\x01\x02" or method != 0 or flags & ~0x808 or csize != size or xlen or clen or disk_start:
-            return None  # compressed, encrypted, zip64 extras, comments: zipfile's business
+        (sig, _made, need, flags, method, _t, _d, crc, csize, size, nlen, xlen, clen, disk_start, _ia, _ea, at) = _CENTRAL.unpack_from(data, pos)
+        if sig != b"PK\x01\x02" or need > zipfile.MAX_EXTRACT_VERSION or method != 0 or flags & ~0x808 or csize != size or clen or disk_start:
+            return None  # compressed, encrypted, comments: zipfile's business
         raw_name = bytes(data[pos + _CENTRAL.size : pos + _CENTRAL.size + nlen])
-        pos += _CENTRAL.size + nlen
+        if xlen and not _plain_extra(bytes(data[pos + _CENTRAL.size + nlen : pos + _CENTRAL.size + nlen + xlen])):
+            return None
+        pos += _CENTRAL.size + nlen + xlen
         if not raw_name.isascii() or at < last_end or at + _LOCAL.size > cd_offset:
             return None
         (lsig, _v, lflags, lmethod, _t, _d, _c, _s1, _s2, lnlen, lxlen) = _LOCAL.unpack_from(data, at)

@@ -1,0 +1,191 @@
+"""Group commit (embkit.atomic.BatchWriter): temporaries, one flush, then names; and the direct
+reader for torch's stored zips (embkit.formats.torchfile._parse_stored_zip) against zipfile."""
+
+from __future__ import annotations
+
+import io
+import os
+import zipfile
+
+import numpy as np
+import pytest
+
+import embkit
+from embkit import Embedding, atomic
+from embkit.errors import TargetExistsError, WriteError
+from embkit.formats import torchfile
+
+
+def _names(folder) -> list[str]:
+    return sorted(os.listdir(folder))
+
+
+def test_batch_writes_every_group_and_leaves_no_temporaries(tmp_path):
+    groups = [[(str(tmp_path / f"f{i}.bin"), [b"head", bytes([i]) * 100])] for i in range(10)]
+    errors = atomic.write_many(groups)
+    assert errors == [None] * 10
+    assert _names(tmp_path) == sorted(f"f{i}.bin" for i in range(10))
+    for i in range(10):
+        assert (tmp_path / f"f{i}.bin").read_bytes() == b"head" + bytes([i]) * 100
+
+
+def test_commit_publishes_progressively(tmp_path):
+    bw = atomic.BatchWriter(commit_every=4)
+    for i in range(3):
+        bw.submit([(str(tmp_path / f"f{i}"), b"x")])
+    # nothing has a name before the commit: only hidden temporaries exist
+    assert all(atomic.is_temp(n) for n in _names(tmp_path)) and len(_names(tmp_path)) == 3
+    bw.submit([(str(tmp_path / "f3"), b"x")])  # the 4th file commits the batch
+    assert _names(tmp_path) == ["f0", "f1", "f2", "f3"]
+    bw.submit([(str(tmp_path / "f4"), b"x")])
+    assert "f4" not in _names(tmp_path)
+    assert bw.finish() == [None] * 5
+    assert _names(tmp_path) == ["f0", "f1", "f2", "f3", "f4"]
+
+
+def test_flush_happens_before_any_name(tmp_path, monkeypatch):
+    """The data is made durable while the targets do not exist yet (names come after)."""
+    seen: list[list[str]] = []
+    real = atomic._flush
+
+    def watching(tmps):
+        seen.append(_names(tmp_path))
+        return real(tmps)
+
+    monkeypatch.setattr(atomic, "_flush", watching)
+    if atomic._syncfs() is None:
+        pytest.skip("no syncfs here: each file is fsync'ed as it is written")
+    errors = atomic.write_many([[(str(tmp_path / f"t{i}"), b"data")] for i in range(5)])
+    assert errors == [None] * 5
+    assert len(seen) == 1 and len(seen[0]) == 5 and all(atomic.is_temp(n) for n in seen[0])
+    assert _names(tmp_path) == [f"t{i}" for i in range(5)]
+
+
+def test_existing_target_is_kept_without_overwrite(tmp_path):
+    (tmp_path / "a").write_bytes(b"old")
+    errors = atomic.write_many([[(str(tmp_path / "a"), b"new")], [(str(tmp_path / "b"), b"new")]])
+    assert isinstance(errors[0], TargetExistsError) and errors[1] is None
+    assert (tmp_path / "a").read_bytes() == b"old"
+    assert _names(tmp_path) == ["a", "b"]
+    assert atomic.write_many([[(str(tmp_path / "a"), b"new")]], overwrite=True) == [None]
+    assert (tmp_path / "a").read_bytes() == b"new"
+
+
+def test_a_failed_pair_leaves_nothing(tmp_path):
+    pair = [(str(tmp_path / "one"), b"1"), (str(tmp_path / "missing" / "two"), b"2")]
+    errors = atomic.write_many([pair, [(str(tmp_path / "ok"), b"ok")]])
+    assert isinstance(errors[0], WriteError) and errors[1] is None
+    assert _names(tmp_path) == ["ok"]
+
+
+def test_pair_all_or_nothing_when_second_target_appears(tmp_path):
+    (tmp_path / "p_2").write_bytes(b"theirs")
+    errors = atomic.write_many([[(str(tmp_path / "p"), b"1"), (str(tmp_path / "p_2"), b"2")]])
+    assert isinstance(errors[0], TargetExistsError)
+    assert _names(tmp_path) == ["p_2"] and (tmp_path / "p_2").read_bytes() == b"theirs"
+
+
+def test_portable_path_without_syncfs(tmp_path, monkeypatch):
+    monkeypatch.setattr(atomic, "_SYNCFS", [None])
+    bw = atomic.BatchWriter()
+    assert bw._sync_each
+    bw.submit([(str(tmp_path / "x"), b"abc")])
+    assert bw.finish() == [None]
+    assert (tmp_path / "x").read_bytes() == b"abc"
+
+
+def test_failed_syncfs_falls_back_to_fsync_per_file(tmp_path, monkeypatch):
+    calls = []
+
+    def failing_syncfs(fd):
+        calls.append(fd)
+        return -1
+
+    monkeypatch.setattr(atomic, "_SYNCFS", [failing_syncfs])
+    errors = atomic.write_many([[(str(tmp_path / f"y{i}"), b"abc")] for i in range(3)])
+    assert calls and errors == [None] * 3
+    assert _names(tmp_path) == ["y0", "y1", "y2"]
+
+
+def test_interrupt_leaves_no_temporaries(tmp_path):
+    def chunks():
+        yield b"part"
+        raise KeyboardInterrupt
+
+    bw = atomic.BatchWriter()
+    bw.submit([(str(tmp_path / "done"), b"x")])
+    with pytest.raises(KeyboardInterrupt):
+        bw.submit([(str(tmp_path / "broken"), chunks())])
+    assert _names(tmp_path) == []
+
+
+def test_temp_names_are_unique_and_hidden(tmp_path):
+    names = {atomic.temp_name(str(tmp_path / "t.pt")) for _ in range(1000)}
+    assert len(names) == 1000
+    assert all(os.path.basename(n).startswith(".t.pt") and atomic.is_temp(n) for n in names)
+    assert atomic.temp_name("t.pt").startswith(".t.pt")  # same folder, even for a bare name
+
+
+def test_writev_writes_every_chunk(tmp_path):
+    chunks = [b"a" * 3, bytearray(b"b" * 5), memoryview(b"c" * 7), b""]
+    atomic.write_bytes(tmp_path / "v", chunks)
+    assert (tmp_path / "v").read_bytes() == b"aaabbbbbccccccc"
+
+
+# -- the direct zip reader -------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def torch_zip(tmp_path_factory) -> bytes:
+    path = tmp_path_factory.mktemp("z") / "e.pt"
+    rng = np.random.default_rng(0)
+    embkit.write(Embedding("e", {"clip_l": rng.standard_normal((3, 768)).astype(np.float32)}), path)
+    return path.read_bytes()
+
+
+def _zipfile_members(data: bytes):
+    zf = zipfile.ZipFile(io.BytesIO(data))
+    return [(i.filename, zf.read(i)) for i in zf.infolist()]
+
+
+def test_direct_reader_matches_zipfile(torch_zip):
+    fast = torchfile._parse_stored_zip(torch_zip)
+    assert fast is not None, "torch's own layout must take the direct path"
+    assert [(m.filename, fast.read(m)) for m in fast.infolist()] == _zipfile_members(torch_zip)
+
+
+def test_direct_reader_leaves_unusual_zips_to_zipfile(torch_zip):
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as zf:
+        zf.writestr("archive/data.pkl", b"x" * 100)
+    assert torchfile._parse_stored_zip(buf.getvalue()) is None  # compressed
+    assert torchfile._parse_stored_zip(b"junk" + torch_zip) is None  # prepended data
+    with_comment = bytearray(torch_zip)
+    with_comment[-2:] = (3).to_bytes(2, "little")
+    assert torchfile._parse_stored_zip(bytes(with_comment) + b"abc") is None
+
+
+def test_direct_reader_never_disagrees_with_zipfile(torch_zip):
+    """Mutated files: the direct reader either steps aside (None) or reads exactly what zipfile
+    reads; a CRC mismatch is an error in both."""
+    rng = np.random.default_rng(1)
+    taken = 0
+    for _ in range(4000):
+        data = bytearray(torch_zip)
+        for _ in range(int(rng.integers(1, 4))):
+            data[int(rng.integers(0, len(data)))] = int(rng.integers(0, 256))
+        data = bytes(data)
+        fast = torchfile._parse_stored_zip(data)
+        if fast is None:
+            continue
+        taken += 1
+        try:
+            expected = _zipfile_members(data)
+        except Exception as exc:  # noqa: BLE001  zipfile refuses: so must the direct reader
+            assert isinstance(exc, zipfile.BadZipFile) and "CRC" in str(exc), exc
+            with pytest.raises(zipfile.BadZipFile):
+                for m in fast.infolist():
+                    fast.read(m)
+            continue
+        assert [(m.filename, fast.read(m)) for m in fast.infolist()] == expected
+    assert taken > 100  # most single-byte changes hit member data, which the direct path reads
