@@ -6,6 +6,11 @@ system. Without ``overwrite`` the rename is a hard link, which fails if the targ
 meantime, so an existing file is never replaced by a race either. Any failure removes the temporary
 file; a process killed outright (SIGKILL, power loss) can leave only such a hidden temporary file,
 never a partial target.
+
+Single files (:func:`write_bytes`) are fsync'ed, renamed, and their folder fsync'ed. Batches
+(:class:`BatchWriter`, :func:`write_many`) use group commit: many temporaries are written, made
+durable by one ``syncfs`` of their file system, and only then renamed into place. The rule that
+makes both durable is the same: a name is only ever given to bytes already on disk.
 """
 
 from __future__ import annotations

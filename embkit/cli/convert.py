@@ -118,8 +118,9 @@ def _safe(text: str) -> str:
 def convert_one(job: Job, s: Settings, staged: list) -> dict:
     """Convert one job; never raises for an embkit problem: the result says what happened.
 
-    Files are handed to the worker's writer threads and ``(result, files)`` appended to
-    ``staged``; :func:`convert_chunk` waits for them (a concept folder is written at once)."""
+    Files go to the worker's :class:`~embkit.atomic.BatchWriter` (written as hidden temporaries,
+    named at the next group commit) and ``(result, files)`` is appended to ``staged``;
+    :func:`convert_chunk` commits them (a concept folder is written at once)."""
     from ..atomic import write_folder
     from ..errors import EmbkitError, LossError, TargetExistsError, UnknownFormatError
     from ..writing import default_extension, plan, prepare
@@ -220,7 +221,7 @@ def _makedirs(folder: str) -> None:
 
 
 class _Writer:
-    """The worker's BatchWriter, made on first use (threads do not survive a fork)."""
+    """The worker's BatchWriter, made on first use in each worker process."""
 
     overwrite = False
     writer = None
@@ -238,9 +239,9 @@ def staged_writer():
 
 
 def convert_chunk(jobs: list[Job], s: Settings) -> list[dict]:
-    """Convert several jobs in one worker: each job's files are handed to a few writer threads
-    as soon as they are planned (fsync waits overlap the next job's reading), then the chunk
-    waits for them and fsyncs each folder once."""
+    """Convert several jobs in one worker: each job's files are written as temporaries as soon
+    as they are planned, then the chunk ends with one group commit (one flush of the file system,
+    then every name, then one fsync per folder), so targets appear chunk by chunk."""
     from ..errors import EmbkitError
 
     staged: list = []
