@@ -226,7 +226,7 @@ class BatchWriter:
         return errors
 
     def close(self) -> None:
-        """Commit what is pending (kept for callers that used the threaded writer)."""
+        """Commit what is pending."""
         self.commit()
 
     def __enter__(self) -> "BatchWriter":
