@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import errno
 import os
-import secrets
 import shutil
 import sys
 from typing import Callable, Iterable
@@ -38,7 +37,7 @@ class _Token:
     @classmethod
     def next(cls) -> str:
         if not cls.prefix:
-            cls.prefix = secrets.token_hex(4)
+            cls.prefix = os.urandom(4).hex()
         cls.count += 1
         return f"{cls.prefix}{cls.count:x}"
 
