@@ -164,7 +164,9 @@ def test_search_filters(lib, tree):
     lib.scan([tree])
     names = lambda **kw: sorted(e.name for e in lib.search(**kw))  # noqa: E731
     assert names(family="sdxl", slot="clip_g") == ["hero", "style"]
-    assert "Style" in names(family="sdxl")  # an SD1 embedding fits SDXL's CLIP-L slot
+    assert "Style" not in names(family="sdxl")  # family is exact
+    assert "Style" in names(fits="sdxl")  # an SD1 embedding fits SDXL's CLIP-L slot
+    assert names(fits="sdxl", slot="clip_g") == ["hero", "style"]
     assert names(name="STYLE") == ["Style", "style"]
     assert names(name="cat*") == ["cat", "cat_toy"]
     assert names(vectors=8) == ["EasyNeg", "EasyNeg", "easyneg_conv"]

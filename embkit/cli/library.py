@@ -94,7 +94,8 @@ def _filters(f):
     from ..schema import SLOTS
 
     opts = [
-        click.option("--family", help="Family (sd1, sd2, sdxl, sd3, flux): exact, or one the slots fit."),
+        click.option("--family", help="Family (sd1, sd2, sdxl, sd3, flux), exact."),
+        click.option("--fits", help="A family the slots fit (an SD1 embedding fits sdxl's CLIP-L slot)."),
         click.option("--slot", type=click.Choice(SLOTS), help="Has this slot."),
         click.option("--name", help="Trigger name glob, case-insensitive ('*neg*')."),
         click.option("--vectors", help="Vector count: N, MIN-MAX, MIN- or -MAX."),
@@ -120,16 +121,16 @@ def _vectors(value: str | None):
         raise click.BadParameter(f"{value!r}: use N, MIN-MAX, MIN- or -MAX", param_hint="--vectors") from None
 
 
-def _query(ctx, db, family, slot, name, vectors, format_, tag):
+def _query(ctx, db, family, fits, slot, name, vectors, format_, tag):
     lib = _open(ctx, db)
-    return lib.search(family=family, slot=slot, name=name, vectors=_vectors(vectors), format=format_, tag=tag)
+    return lib.search(family=family, fits=fits, slot=slot, name=name, vectors=_vectors(vectors), format=format_, tag=tag)
 
 
 @cli.command("list")
 @_filters
 @click.option("--errors", "show_errors", is_flag=True, help="List the files that could not be read instead.")
 @click.pass_context
-def list_cmd(ctx, family, slot, name, vectors, format_, tag, as_json, db, show_errors) -> None:
+def list_cmd(ctx, family, fits, slot, name, vectors, format_, tag, as_json, db, show_errors) -> None:
     """List the embeddings in the library (filters combine)."""
     if show_errors:
         errs = _open(ctx, db).errors()
@@ -138,20 +139,20 @@ def list_cmd(ctx, family, slot, name, vectors, format_, tag, as_json, db, show_e
         else:
             _errors_table(errs)
         return
-    _print_entries(_query(ctx, db, family, slot, name, vectors, format_, tag), as_json)
+    _print_entries(_query(ctx, db, family, fits, slot, name, vectors, format_, tag), as_json)
 
 
 @cli.command("search")
 @click.argument("pattern", required=False)
 @_filters
 @click.pass_context
-def search_cmd(ctx, pattern, family, slot, name, vectors, format_, tag, as_json, db) -> None:
+def search_cmd(ctx, pattern, family, fits, slot, name, vectors, format_, tag, as_json, db) -> None:
     """Search by a name PATTERN (a substring, or a glob with * ? [ ]) and filters."""
     if pattern and name:
         raise click.UsageError("give the name as PATTERN or --name, not both")
     if pattern and not any(c in pattern for c in "*?["):
         pattern = f"*{pattern}*"
-    _print_entries(_query(ctx, db, family, slot, pattern or name, vectors, format_, tag), as_json)
+    _print_entries(_query(ctx, db, family, fits, slot, pattern or name, vectors, format_, tag), as_json)
 
 
 @cli.command("show")

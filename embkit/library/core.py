@@ -94,17 +94,18 @@ class Library:
         self,
         *,
         family: str | None = None,
+        fits: str | None = None,
         slot: str | None = None,
         name: str | None = None,
         vectors: int | tuple[int | None, int | None] | None = None,
         format: str | None = None,
         tag: str | None = None,
     ) -> list[Entry]:
-        """Entries matching every filter given: ``family`` (exact, or one the slots fit: an SD1
-        embedding fits ``sdxl``), ``slot`` present, ``name`` glob (case-insensitive, ``*bad*``),
+        """Entries matching every filter given: ``family`` (exact: ``sdxl`` finds SDXL embeddings),
+        ``fits`` (a family the slots fit: an SD1 embedding fits ``sdxl``), ``slot`` present, ``name`` glob (case-insensitive, ``*bad*``),
         ``vectors`` (a count or an inclusive ``(min, max)``, either end ``None``), ``format`` id,
         ``tag``."""
-        return queries.entries(self._conn, family=family, slot=slot, name=name, vectors=vectors, format=format, tag=tag)
+        return queries.entries(self._conn, family=family, fits=fits, slot=slot, name=name, vectors=vectors, format=format, tag=tag)
 
     def list(self, **filters: Any) -> builtins.list[Entry]:
         """Every entry (same filters as :meth:`search`)."""

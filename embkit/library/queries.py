@@ -107,6 +107,7 @@ def entries(
     conn: sqlite3.Connection,
     *,
     family: str | None = None,
+    fits: str | None = None,
     slot: str | None = None,
     name: str | None = None,
     vectors: int | tuple[int | None, int | None] | None = None,
@@ -120,9 +121,12 @@ def entries(
     if where:
         clauses.append(where)
     if family:
-        # an exact family, or one the slots fit (an SD1 embedding also fits SDXL's clip_l slot)
+        clauses.append("e.family = ?")
+        args.append(family)
+    if fits:
+        # every family the slots fit: an SD1 embedding also fits SDXL's clip_l slot
         clauses.append("(e.family = ? OR ',' || e.families || ',' LIKE ?)")
-        args += [family, f"%,{family},%"]
+        args += [fits, f"%,{fits},%"]
     if slot:
         clauses.append("EXISTS (SELECT 1 FROM slots s WHERE s.embedding_id = e.id AND s.slot = ?)")
         args.append(slot)
