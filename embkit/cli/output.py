@@ -17,9 +17,14 @@ def console():
     """The stdout rich console (created on first use: importing rich costs time)."""
     global _console
     if _console is None:
+        import os
+
         from rich.console import Console
 
-        _console = Console(highlight=False, soft_wrap=False)
+        # Piped output (files, pagers, CI logs) has no width; rich would squeeze tables of paths
+        # into 80 columns. Use a wide page unless the user set COLUMNS.
+        width = None if sys.stdout.isatty() or os.environ.get("COLUMNS") else 160
+        _console = Console(highlight=False, soft_wrap=False, width=width)
     return _console
 
 
