@@ -226,6 +226,18 @@ def test_tags_follow_content_across_moves(lib, tree):
         lib.tag("cat")
 
 
+def test_tags_follow_a_file_edited_in_place(lib, tree):
+    lib.scan([tree])
+    lib.tag("cat", "animal")
+    path = tree / "sd1" / "cat.safetensors"
+    old_sha = lib.show("cat")[0].sha256
+    mk.kohya_file(path, mk.vectors(3, 768, seed=99))  # new content under the same path
+    os.utime(path, ns=(time.time_ns(), time.time_ns() + 10**9))
+    lib.scan([tree])
+    entry = lib.show("cat")[0]
+    assert entry.sha256 != old_sha and entry.tags == ("animal",)
+
+
 def test_remove_forgets_records_not_files(lib, tree):
     lib.scan([tree])
     assert lib.remove("cat_toy") == 1

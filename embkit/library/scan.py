@@ -169,6 +169,7 @@ def _write(conn: sqlite3.Connection, results: list[tuple], gone: list[str], repo
             conn.executemany("DELETE FROM files WHERE path = ?", delete)
         if full:
             _insert(conn, full)
+            _carry_tags(conn, full, stored)
         conn.execute("COMMIT")
     except BaseException:
         conn.execute("ROLLBACK")
@@ -186,6 +187,18 @@ def _write(conn: sqlite3.Connection, results: list[tuple], gone: list[str], repo
                 report.pictures += 1
             else:
                 report.errors.append((row[0], row[9], row[10]))
+
+
+def _carry_tags(conn: sqlite3.Connection, full: list[tuple], stored: dict) -> None:
+    # Tags are keyed by content so they follow a file when it moves; when a file is edited in
+    # place, its tags follow the path to the new content too (the old content keeps them).
+    moves = []
+    for _kind, row, _embs in full:
+        old = stored.get(row[0])
+        if old is not None and old[2] and row[3] and old[2] != row[3]:
+            moves.append((row[3], old[2]))
+    if moves:
+        conn.executemany("INSERT OR IGNORE INTO tags (sha256, member, tag) SELECT ?, member, tag FROM tags WHERE sha256 = ?", moves)
 
 
 def _picture_extensions() -> tuple[str, ...]:
