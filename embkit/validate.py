@@ -98,6 +98,16 @@ class Report:
     def codes(self) -> list[str]:
         return [f.code for f in self.findings]
 
+    def __iter__(self):
+        """A report is its list of findings: ``for f in embkit.validate(emb, "sdxl")``."""
+        return iter(self.findings)
+
+    def __len__(self) -> int:
+        return len(self.findings)
+
+    def __getitem__(self, index: int) -> Finding:
+        return self.findings[index]
+
     def raise_for_errors(self, strict: bool = False) -> None:
         """Raise :class:`ValidationFailed` naming the first problem unless :meth:`passes`."""
         if not self.passes(strict):

@@ -68,9 +68,11 @@ def test_fuzz(container: str):
 
 
 def test_report_fuzz_counts(capsys):
-    """Prints how many cases ran (pytest -s shows it; the CI log keeps it)."""
+    """Prints how many cases ran (pytest -s shows it; the CI log keeps it) after test_fuzz."""
     with capsys.disabled():
         print(f"\nfuzz cases run: {COUNTS} (total {sum(COUNTS.values())})")
+    if COUNTS:  # run after test_fuzz in the same session (not when selected alone)
+        assert set(COUNTS) == set(CONTAINERS) and all(n >= 0.9 * PER_CONTAINER for n in COUNTS.values()), COUNTS
 
 
 def test_seeds_cover_every_container_and_read_cleanly():

@@ -252,3 +252,13 @@ def test_every_code_is_documented_and_tested():
         assert f"`{code}`" in text, f"docs/validate.md lacks {code}"
         assert f'"{code}"' in here, f"no test for {code}"
         assert severity in ("error", "warning", "info")
+
+
+def test_report_is_a_list_of_findings():
+    import numpy as np
+
+    emb = embkit.Embedding(name="thing", vectors={"clip_l": np.zeros((2, 768), np.float32)})
+    report = embkit.validate(emb, "sd1")
+    assert len(report) == len(report.findings) > 0
+    assert list(report) == list(report.findings) and report[0] == report.findings[0]
+    assert "zero-vector" in [f.code for f in report]
