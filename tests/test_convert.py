@@ -94,6 +94,7 @@ def test_single_file(tmp_path):
     proc = convert(src, "-o", out)
     assert proc.returncode == 9  # a single existing target is an error
     assert "exists" in proc.stdout + proc.stderr
+    assert "skipped 0, failed 1" in proc.stdout  # the summary agrees with the exit status
     assert convert(src, "-o", out, "--overwrite", "--to", "multi").returncode == 0
     assert embkit.read(out).source.format == "multi"
 

@@ -338,7 +338,13 @@ def cli(inputs, out, to, container, dtype, name, strict, overwrite, dry_run, job
     settings = Settings(to, container, dtype, name, strict, overwrite, dry_run, tuple(options.items()))
     workers = jobs or os.cpu_count() or 1
     results = _run_with_progress(job_list, settings, workers, show=not as_json)
-    code = exit_code(results, single)
+    if single:
+        # one file asked for by name: an existing target is a failure (exit 9), and the summary
+        # must say so; in a batch it is a skip, so that re-running finishes an interrupted batch
+        for r in results:
+            if r["status"] == "skipped" and "exit_code" in r:
+                r["status"] = "failed"
+    code = exit_code(results)
     if as_json:
         output.print_json(summary(results))
     else:
@@ -358,12 +364,9 @@ def _run_with_progress(job_list: list[Job], s: Settings, workers: int, show: boo
         return run_jobs(job_list, s, workers, on_done=lambda n: bar.advance(task, n))
 
 
-def exit_code(results: list[dict], single: bool) -> int:
-    """0 when nothing failed; the failures' shared exit code, else 1. A single file whose target
-    exists fails (exit 9); in a batch existing targets are only skipped."""
+def exit_code(results: list[dict]) -> int:
+    """0 when nothing failed; the failures' shared exit code, else 1."""
     codes = {r["exit_code"] for r in results if r["status"] == "failed"}
-    if single:
-        codes |= {r["exit_code"] for r in results if r["status"] == "skipped" and "exit_code" in r}
     if not codes:
         return 0
     return codes.pop() if len(codes) == 1 else 1
