@@ -233,6 +233,11 @@ def cast(emb: Embedding, dtype: str, *, slot: str | None = None) -> Embedding:
 
 
 # -- merges --------------------------------------------------------------------------------------
+def _who(emb: Embedding) -> str:
+    """An input as errors name it: its trigger, and its file when it came from one."""
+    return f"{emb.name!r} from {emb.source.path}" if emb.source is not None else repr(emb.name)
+
+
 def _check_compatible(embs: Sequence[Embedding]) -> None:
     if not embs:
         raise OperationError("nothing to merge: no embeddings given")
@@ -240,14 +245,14 @@ def _check_compatible(embs: Sequence[Embedding]) -> None:
     for other in embs[1:]:
         if set(other.slots) != set(first.slots):
             raise OperationError(
-                f"cannot combine {first.name!r} ({first.family}: {', '.join(first.slots)}) with {other.name!r} "
+                f"cannot combine {_who(first)} ({first.family}: {', '.join(first.slots)}) with {_who(other)} "
                 f"({other.family}: {', '.join(other.slots)}): different model families; port one first "
                 "(embkit edit --port sd1|sdxl)"
             )
         for s in first.slots:
             wa, wb = first.vectors[s].shape[1], other.vectors[s].shape[1]
             if wa != wb:
-                raise OperationError(f"cannot combine {first.name!r} and {other.name!r}: their {s} vectors are {wa} and {wb} wide")
+                raise OperationError(f"cannot combine {_who(first)} and {_who(other)}: their {s} vectors are {wa} and {wb} wide")
 
 
 def _result_dtype(embs: Sequence[Embedding], slot: str) -> str:
@@ -264,7 +269,7 @@ def _aligned(embs: Sequence[Embedding], slot: str, pad_rows: bool, mode: str) ->
     n = max(counts)
     if len(set(counts)) > 1:
         if not pad_rows:
-            listing = ", ".join(f"{e.name!r} has {c}" for e, c in zip(embs, counts))
+            listing = ", ".join(f"{_who(e)} has {c}" for e, c in zip(embs, counts))
             raise OperationError(f"{mode} needs equal vector counts but {listing} ({slot}); pass pad=True (--pad) to zero-pad")
         arrays = [np.concatenate([a, np.zeros((n - a.shape[0], a.shape[1]))]) for a in arrays]
     return arrays

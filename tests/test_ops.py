@@ -323,3 +323,13 @@ def test_indices_forms():
         ops.indices("0:4:0", 6)
     with pytest.raises(OperationError):
         ops.indices("-", 6)
+
+
+def test_refusals_name_the_files(tmp_path):
+    import makers as mk
+
+    a = embkit.read(mk.kohya_file(tmp_path / "one.safetensors", mk.vectors(2, 768)))
+    b = embkit.read(mk.multi_file(tmp_path / "two.safetensors", {"clip_l": mk.vectors(2, 768), "clip_g": mk.vectors(2, 1280)}))
+    with pytest.raises(OperationError) as info:
+        embkit.merge([a, b], mode="mean")
+    assert str(tmp_path / "one.safetensors") in str(info.value) and str(tmp_path / "two.safetensors") in str(info.value)
