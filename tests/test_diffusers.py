@@ -267,6 +267,35 @@ def test_t5_is_optional_but_clip_is_not_on_flux_like():
     ed.unload(host)
 
 
+class _SD3Like(_FluxLike):
+    """An SD3-shaped host: CLIP-L, CLIP-G (with projection) and T5 as text_encoder, _2 and _3."""
+
+    def __init__(self):
+        from transformers import CLIPTextModelWithProjection
+
+        from embkit.tiny import clip_text_config, clip_tokenizer
+
+        super().__init__()
+        self.tokenizer_3, self.text_encoder_3 = self.tokenizer_2, self.text_encoder_2
+        self.tokenizer_2 = clip_tokenizer()
+        self.text_encoder_2 = CLIPTextModelWithProjection(clip_text_config(1280, len(self.tokenizer_2)))
+
+
+def test_sd3_like_all_three_encoders():
+    host = _SD3Like()
+    assert [(s.slot, s.encoder) for s in ed.encoder_slots(host)] == [
+        ("clip_l", "text_encoder"), ("clip_g", "text_encoder_2"), ("t5", "text_encoder_3")
+    ]
+    before = state(host)
+    emb = synthetic("<sd3-style>", rows=2, slots=("clip_l", "clip_g", "t5"), seed=5)
+    applied = ed.apply(host, emb)
+    assert set(applied.tokens) == {"text_encoder", "text_encoder_2", "text_encoder_3"}
+    for attr, slot in (("text_encoder", "clip_l"), ("text_encoder_2", "clip_g"), ("text_encoder_3", "t5")):
+        assert np.array_equal(_rows(host, applied, attr), emb.vectors[slot])
+    ed.unload(host)
+    assert_same_state(state(host), before)
+
+
 def test_legacy_clip_eos_id_is_corrected_while_applied(sdxl):
     # SDXL's real CLIP-G config says eos_token_id=2: pooling then picks input_ids.argmax(), which is
     # an added token's position once embeddings are loaded (diffusers' own loader has this bug)

@@ -60,7 +60,7 @@ def encode(pipe, text: str, tokenizer: str = "tokenizer", encoder: str = "text_e
 def state(pipe) -> dict:
     """Everything apply may change, for exact before/after comparison."""
     out = {}
-    for enc_attr, tok_attr in (("text_encoder", "tokenizer"), ("text_encoder_2", "tokenizer_2")):
+    for enc_attr, tok_attr in (("text_encoder", "tokenizer"), ("text_encoder_2", "tokenizer_2"), ("text_encoder_3", "tokenizer_3")):
         enc, tok = getattr(pipe, enc_attr, None), getattr(pipe, tok_attr, None)
         if enc is None:
             continue
