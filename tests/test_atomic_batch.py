@@ -191,20 +191,23 @@ def test_direct_reader_never_disagrees_with_zipfile(torch_zip):
     assert taken > 100  # most single-byte changes hit member data, which the direct path reads
 
 
-# -- convert's plain-file reader ---------------------------------------------------------------
+# -- the lean plain-file reader convert goes through ----------------------------------------------
 
 
 def test_convert_reader_matches_read_all_and_its_errors(tmp_path):
-    from embkit.cli.convert import _read_all
     from embkit.errors import BrokenFileError, EmbkitError
+    from embkit.io import _read_bytes
 
     rng = np.random.default_rng(2)
     good = tmp_path / "good.pt"
     embkit.write(Embedding("good", {"clip_l": rng.standard_normal((2, 768)).astype(np.float32)}, metadata={"step": 3}), good)
-    mine, theirs = _read_all(str(good)), embkit.read_all(good)
-    assert len(mine) == 1 and mine[0].same_vectors(theirs[0]) and mine[0].metadata == theirs[0].metadata
+    assert _read_bytes(str(good)) == good.read_bytes()
+    mine, theirs = embkit.read_all(str(good)), embkit.read(good)
+    assert len(mine) == 1 and mine[0].same_vectors(theirs) and mine[0].metadata == theirs.metadata
     (tmp_path / "empty.pt").write_bytes(b"")
     with pytest.raises(BrokenFileError, match="empty"):
-        _read_all(str(tmp_path / "empty.pt"))
+        embkit.read_all(str(tmp_path / "empty.pt"))
     with pytest.raises(EmbkitError, match="no such file"):
-        _read_all(str(tmp_path / "missing.pt"))
+        embkit.read_all(str(tmp_path / "missing.pt"))
+    with pytest.raises(EmbkitError, match="is a directory"):
+        _read_bytes(str(tmp_path))

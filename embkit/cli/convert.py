@@ -9,7 +9,6 @@ command again finishes it (existing targets are skipped unless ``--overwrite``).
 from __future__ import annotations
 
 import os
-import stat
 import sys
 from dataclasses import dataclass, replace
 
@@ -123,11 +122,12 @@ def convert_one(job: Job, s: Settings, staged: list) -> dict:
     :func:`convert_chunk` commits them (a concept folder is written at once)."""
     from ..atomic import write_folder
     from ..errors import EmbkitError, LossError, TargetExistsError, UnknownFormatError
+    from ..io import read_all
     from ..writing import default_extension, plan, prepare
 
     result: dict = {"input": job.source, "outputs": [], "status": "converted", "losses": []}
     try:
-        embs = _read_all(job.source)
+        embs = read_all(job.source)
         if s.name:
             embs = [e.replace(name=s.name, metadata={k: v for k, v in e.metadata.items() if k != "stored_name"}) for e in embs]
         if len(embs) > 1 and not job.into_dir:
@@ -180,35 +180,6 @@ def convert_one(job: Job, s: Settings, staged: list) -> dict:
     except (TypeError, ValueError) as exc:
         result.update(status="failed", reason=str(exc), error={"code": "error", "message": str(exc)}, exit_code=1)
     return result
-
-
-def _read_all(path: str) -> list:
-    """:func:`embkit.io.read_all` with fewer system calls for a plain file: one open, one fstat,
-    the reads, one close (a batch spends more time on them than on parsing small files).
-    Anything else (a folder, an empty, huge or unreadable file) goes through ``read_all``,
-    which also words the errors."""
-    from ..io import MMAP_ABOVE, embedding_of, open_file, read_all
-
-    data = None
-    try:
-        fd = os.open(path, os.O_RDONLY | getattr(os, "O_BINARY", 0))
-    except OSError:
-        return read_all(path)
-    try:
-        st = os.fstat(fd)
-        if stat.S_ISREG(st.st_mode) and 0 < st.st_size <= MMAP_ABOVE:
-            parts = [os.read(fd, st.st_size + 1)]
-            while parts[-1] and sum(map(len, parts)) <= MMAP_ABOVE:  # the file grew meanwhile
-                parts.append(os.read(fd, 1 << 20))
-            data = b"".join(parts) if len(parts) > 1 else parts[0]
-    except OSError:
-        data = None
-    finally:
-        os.close(fd)
-    if not data or len(data) > MMAP_ABOVE:
-        return read_all(path)
-    loaded = open_file(path, data=data)
-    return [embedding_of(loaded, part) for part in loaded.parts]
 
 
 _MADE: set[str] = set()

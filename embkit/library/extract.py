@@ -46,7 +46,7 @@ def examine(path: str, size: int, mtime_ns: int, known_sha: str | None = None) -
     try:
         if size > MAX_FILE_BYTES:
             raise TooLargeError(f"file is {size} bytes, past the library's cap of {MAX_FILE_BYTES}", path=path)
-        data = _read(path)
+        data = _read_bytes(path)
         hashes = _hashes(data)
         if known_sha is not None and hashes["sha256"] == known_sha:
             return (SAME, path, size, mtime_ns, now)
@@ -55,10 +55,6 @@ def examine(path: str, size: int, mtime_ns: int, known_sha: str | None = None) -
         return _error_row(path, size, mtime_ns, hashes, exc.code, str(exc), now)
     except Exception as exc:  # a reader bug on a strange file must not end a scan of thousands
         return _error_row(path, size, mtime_ns, hashes, "error", f"{path}: unexpected {type(exc).__name__}: {exc}", now)
-
-
-def _read(path: str) -> Any:
-    return _read_bytes(path)
 
 
 def _hashes(data: Any) -> dict[str, str]:
