@@ -12,7 +12,6 @@ import mmap
 import os
 import stat
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 from .errors import BrokenFileError, EmbkitError, NotMine, UnknownFormatError

@@ -21,7 +21,7 @@ import numpy as np
 from .encoders import CLIP_TOKEN_LIMIT, FAMILIES, WIDTH_TO_SLOT, family_for
 from .errors import TargetError
 from .schema import SLOT_WIDTHS, SLOTS
-from .vocab import Vocab, read_tokenizer_folder
+from .vocab import Vocab
 
 #: T5 prompt limits the diffusers pipelines use by default (``max_sequence_length``).
 T5_TOKEN_LIMIT = {"sd3": 256, "flux": 512}

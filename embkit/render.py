@@ -18,7 +18,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Sequence
 
-from .errors import EmbkitError, NoEffectError, TargetError
+from .errors import NoEffectError, TargetError
 from .schema import Embedding
 
 #: Exit status of ``embkit verify --render`` when the embedding changes nothing.
