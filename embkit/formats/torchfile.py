@@ -269,15 +269,12 @@ class _SafeUnpickler(pickle._Unpickler):  # noqa: SLF001
     dispatch = dict(pickle._Unpickler.dispatch)  # noqa: SLF001
     dispatch[pickle.BYTEARRAY8[0]] = _refuse_bytearray
 
-    def __init__(self, stream: io.BytesIO, path: str, *, legacy: bool):
+    def __init__(self, stream: io.BytesIO, path: str):
         super().__init__(stream)
         self._path = path
-        self._legacy = legacy
         self.storages: dict[str, StorageRef] = {}
-        self.globals_seen: list[str] = []
 
     def find_class(self, module: str, name: str) -> Any:
-        self.globals_seen.append(f"{module}.{name}")
         try:
             value = ALLOWED_GLOBALS[(module, name)]
         except (KeyError, TypeError):
@@ -311,7 +308,7 @@ class _SafeUnpickler(pickle._Unpickler):  # noqa: SLF001
         return ref
 
 
-#: Pickles up to this size go straight to the C unpickler (worst case a few dozen MB of objects);
+#: Pickles up to this size go straight to the unpickler (worst case a few dozen MB of objects);
 #: bigger ones are first walked to count their opcodes, since one opcode byte can make a 200-byte
 #: object (EMPTY_SET) and a compressed data.pkl can be 1000 times its size on disk.
 SMALL_PICKLE_BYTES = 256 * 1024
@@ -347,12 +344,12 @@ class _Budget:
             raise TooLargeError("its tensors expand to far more bytes than the file holds", path=self.path)
 
 
-def _unpickle(data: bytes, path: str, *, legacy: bool) -> tuple[Any, _SafeUnpickler, int]:
+def _unpickle(data: bytes, path: str) -> tuple[Any, _SafeUnpickler, int]:
     """Run the allow-list unpickler over ``data``; returns the object, the unpickler, bytes used."""
     if len(data) > SMALL_PICKLE_BYTES:
         _count_ops(data, path)
     stream = io.BytesIO(data)
-    up = _SafeUnpickler(stream, path, legacy=legacy)
+    up = _SafeUnpickler(stream, path)
     try:
         with warnings.catch_warnings():  # odd STRING escapes warn; a hostile file must not print
             warnings.simplefilter("ignore")
@@ -573,7 +570,7 @@ def read_raw(data: bytes | memoryview, path: str) -> Raw:
     if prefix.startswith(ZIP_MAGIC):
         zf, root = _open_zip(data, path)
         pkl = _read_member(zf, f"{root}/data.pkl", MAX_PICKLE_BYTES, path)
-        obj, _up, _n = _unpickle(pkl, path, legacy=False)
+        obj, _up, _n = _unpickle(pkl, path)
         budget = _Budget(len(data), path)
         return Raw(tree=_wrap(obj, lambda ref: _zip_loader(zf, root, ref, path, budget)), container="pickle")
     if prefix.startswith(LEGACY_PREFIX):
@@ -599,16 +596,16 @@ def _read_legacy(data: bytes | memoryview, path: str) -> Raw:
     pos = 0
     header = []
     for _ in range(3):  # magic number, protocol version, sys info: plain values only
-        obj, _up, used = _unpickle(buf[pos:], path, legacy=True)
+        obj, _up, used = _unpickle(buf[pos:], path)
         header.append(obj)
         pos += used
     if header[0] != LEGACY_MAGIC:
         raise NotMine(path)
     if header[1] != 1001:
         raise BrokenFileError(f"legacy torch file has protocol version {header[1]!r}, expected 1001", path=path)
-    obj, up, used = _unpickle(buf[pos:], path, legacy=True)
+    obj, up, used = _unpickle(buf[pos:], path)
     pos += used
-    keys, _up2, used = _unpickle(buf[pos:], path, legacy=True)
+    keys, _up2, used = _unpickle(buf[pos:], path)
     pos += used
     if type(keys) is not list or any(type(k) is not str for k in keys):
         raise BrokenFileError("legacy torch file has a damaged storage key list", path=path)
