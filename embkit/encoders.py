@@ -6,6 +6,7 @@ so detection reports every candidate and names a family only when the slots matc
 
 from __future__ import annotations
 
+import functools
 import types
 from typing import Iterable, Mapping
 
@@ -37,17 +38,26 @@ def slot_for_width(width: int) -> str | None:
 def families_for(slots: Iterable[str]) -> tuple[str, ...]:
     """Every family whose encoders include all these input slots; an exact match comes first,
     then the others from the fewest extra slots to the most."""
-    have = {s for s in slots if s in SLOTS}
+    return _families_for(frozenset(s for s in slots if s in SLOTS))
+
+
+def family_for(slots: Iterable[str]) -> str:
+    """The family whose slots are exactly these, else ``"unknown"`` (the candidates are
+    :func:`families_for`)."""
+    return _family_for(frozenset(s for s in slots if s in SLOTS))
+
+
+# Cached on the slot set (a handful of distinct sets exist): a library scan asks once per file.
+@functools.lru_cache(maxsize=64)
+def _families_for(have: frozenset[str]) -> tuple[str, ...]:
     if not have:
         return ()
     fits = [f for f, fs in FAMILIES.items() if have <= set(fs)]
     return tuple(sorted(fits, key=lambda f: (len(FAMILIES[f]) - len(have), list(FAMILIES).index(f))))
 
 
-def family_for(slots: Iterable[str]) -> str:
-    """The family whose slots are exactly these, else ``"unknown"`` (the candidates are
-    :func:`families_for`)."""
-    have = {s for s in slots if s in SLOTS}
+@functools.lru_cache(maxsize=64)
+def _family_for(have: frozenset[str]) -> str:
     for fam, fs in FAMILIES.items():
         if set(fs) == have:
             return fam

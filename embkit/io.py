@@ -107,7 +107,7 @@ def open_file(path: str | os.PathLike, format: str | None = None, *, data: Any =
     """Open a file or concept folder, pick its container and layout, and parse it into parts.
 
     ``data`` may pass the file's bytes when the caller has them already (the library scan hashes
-    and parses one read).
+    and parses one read); ``path`` is then taken to be that file, not a folder.
     """
     path = os.fspath(path)
     fmt_forced = None
@@ -116,7 +116,7 @@ def open_file(path: str | os.PathLike, format: str | None = None, *, data: Any =
             fmt_forced = get_format(format)
         except KeyError as exc:
             raise UnknownFormatError(str(exc.args[0]), path=path) from None
-    if os.path.isdir(path):
+    if data is None and os.path.isdir(path):  # bytes given: the caller read a file
         inner = _concept_inner(path)
         data = _read_bytes(inner) if data is None else data
         raw = _read_container(inner, data)

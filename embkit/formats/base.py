@@ -9,11 +9,13 @@ kohya, multi, …) turns a Raw into :class:`Part` records. Reading materialises 
 from __future__ import annotations
 
 import math
+import os
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
 import numpy as np
 
+from ..encoders import WIDTH_TO_SLOT
 from ..errors import BrokenFileError
 
 #: numpy dtype for each stored dtype name; bf16 is read as raw uint16 and widened by hand.
@@ -122,10 +124,8 @@ def matrix_shape(t: Tensor, path: str, what: str) -> tuple[int, int]:
 
 def width_slot(t: Tensor, path: str, what: str) -> str:
     """The slot a single-encoder layout's tensor belongs to, from its width."""
-    from ..encoders import slot_for_width
-
     _, width = matrix_shape(t, path, what)
-    slot = slot_for_width(width)
+    slot = WIDTH_TO_SLOT.get(width)
     if slot is None:
         raise BrokenFileError(
             f"{what} is {width} wide, which matches no known text encoder (768 CLIP-L, 1024 CLIP-H, 1280 CLIP-G, 4096 T5)",
@@ -136,9 +136,9 @@ def width_slot(t: Tensor, path: str, what: str) -> str:
 
 def stem_of(path: str) -> str:
     """The file name without its extension: A1111, kohya and multi files are triggered by it."""
-    import os
-
-    name = os.path.basename(os.path.normpath(path))
+    name = os.path.basename(path)
+    if name in ("", ".", ".."):  # a folder given as "x/" or "x/."
+        name = os.path.basename(os.path.normpath(path))
     for suffix in (".preview.png",):
         if name.lower().endswith(suffix):
             return name[: -len(suffix)]

@@ -29,6 +29,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import BrokenFileError, NotMine, TooLargeError, UnsafeFileError
+from . import pickle_fast
 from .base import MAX_TENSOR_ELEMENTS, MAX_TOTAL_BYTES, NUMPY_DTYPES, Raw, Tensor
 
 ZIP_MAGIC = b"PK\x03\x04"
@@ -117,6 +118,9 @@ class _Global:
 
     def __call__(self, *args: Any) -> Any:
         return self.target(*args)
+
+    def __repr__(self) -> str:  # error messages name it, without a memory address
+        return f"<global {self.name}>"
 
     def __setstate__(self, state: Any) -> None:
         raise UnsafeFileError(f"pickle tries to set attributes on the global {self.name}; refusing")
@@ -275,37 +279,47 @@ class _SafeUnpickler(pickle._Unpickler):  # noqa: SLF001
         self.storages: dict[str, StorageRef] = {}
 
     def find_class(self, module: str, name: str) -> Any:
-        try:
-            value = ALLOWED_GLOBALS[(module, name)]
-        except (KeyError, TypeError):
-            raise UnsafeFileError(
-                f"pickle asks for the global {module}.{name}, which is not on embkit's allow-list; nothing was executed",
-                path=self._path,
-            ) from None
-        return _Global(f"{module}.{name}", value) if callable(value) and not isinstance(value, type) else value
+        return _find_global(module, name, self._path)
 
     def persistent_load(self, pid: Any) -> StorageRef:
-        if type(pid) is not tuple or len(pid) not in (5, 6) or pid[0] not in ("storage", b"storage"):
-            raise UnsafeFileError(f"unexpected persistent id {pid!r:.80}", path=self._path)
-        stype, key, _location, numel = pid[1], pid[2], pid[3], pid[4]
-        if not isinstance(stype, StorageType):
-            raise UnsafeFileError(f"persistent id names {stype!r:.60} instead of a storage type", path=self._path)
-        if type(key) is not str or not key or len(key) > 64 or "/" in key or "\\" in key or ".." in key:
-            raise UnsafeFileError(f"persistent id has a bad storage key {key!r:.60}", path=self._path)
-        if type(numel) is not int or numel < 0:
-            raise UnsafeFileError(f"persistent id has a bad element count {numel!r:.60}", path=self._path)
-        if numel > MAX_TENSOR_ELEMENTS:
-            raise TooLargeError(f"a storage of {numel} elements is past the cap of {MAX_TENSOR_ELEMENTS}", path=self._path)
-        if len(pid) == 6 and pid[5] is not None:
-            raise UnsafeFileError("legacy storage views are not supported", path=self._path)
-        seen = self.storages.get(key)
-        if seen is not None:
-            if seen.dtype != stype.dtype or seen.numel != numel:
-                raise UnsafeFileError(f"storage {key} is declared twice with different types or sizes", path=self._path)
-            return seen
-        ref = StorageRef(key, stype.dtype, numel)
-        self.storages[key] = ref
-        return ref
+        return _storage_ref(pid, self.storages, self._path)
+
+
+def _find_global(module: Any, name: Any, path: str) -> Any:
+    """The stand-in for an allow-listed global; :class:`UnsafeFileError` for any other."""
+    try:
+        value = ALLOWED_GLOBALS[(module, name)]
+    except (KeyError, TypeError):
+        raise UnsafeFileError(
+            f"pickle asks for the global {module}.{name}, which is not on embkit's allow-list; nothing was executed",
+            path=path,
+        ) from None
+    return _Global(f"{module}.{name}", value) if callable(value) and not isinstance(value, type) else value
+
+
+def _storage_ref(pid: Any, storages: dict[str, StorageRef], path: str) -> StorageRef:
+    """Check a persistent id (``("storage", type, key, location, numel)``) and record its storage."""
+    if type(pid) is not tuple or len(pid) not in (5, 6) or pid[0] not in ("storage", b"storage"):
+        raise UnsafeFileError(f"unexpected persistent id {pid!r:.80}", path=path)
+    stype, key, _location, numel = pid[1], pid[2], pid[3], pid[4]
+    if not isinstance(stype, StorageType):
+        raise UnsafeFileError(f"persistent id names {stype!r:.60} instead of a storage type", path=path)
+    if type(key) is not str or not key or len(key) > 64 or "/" in key or "\\" in key or ".." in key:
+        raise UnsafeFileError(f"persistent id has a bad storage key {key!r:.60}", path=path)
+    if type(numel) is not int or numel < 0:
+        raise UnsafeFileError(f"persistent id has a bad element count {numel!r:.60}", path=path)
+    if numel > MAX_TENSOR_ELEMENTS:
+        raise TooLargeError(f"a storage of {numel} elements is past the cap of {MAX_TENSOR_ELEMENTS}", path=path)
+    if len(pid) == 6 and pid[5] is not None:
+        raise UnsafeFileError("legacy storage views are not supported", path=path)
+    seen = storages.get(key)
+    if seen is not None:
+        if seen.dtype != stype.dtype or seen.numel != numel:
+            raise UnsafeFileError(f"storage {key} is declared twice with different types or sizes", path=path)
+        return seen
+    ref = StorageRef(key, stype.dtype, numel)
+    storages[key] = ref
+    return ref
 
 
 #: Pickles up to this size go straight to the unpickler (worst case a few dozen MB of objects);
@@ -344,10 +358,17 @@ class _Budget:
             raise TooLargeError("its tensors expand to far more bytes than the file holds", path=self.path)
 
 
-def _unpickle(data: bytes, path: str) -> tuple[Any, _SafeUnpickler, int]:
-    """Run the allow-list unpickler over ``data``; returns the object, the unpickler, bytes used."""
+def _unpickle(data: bytes, path: str) -> tuple[Any, dict[str, StorageRef], int]:
+    """Run the allow-list unpickler over ``data``; returns the object, the storages its persistent
+    ids named, and the bytes used. The common small torch pickle takes the fast path
+    (:mod:`embkit.formats.pickle_fast`, same allow-list); anything it declines, errors included,
+    goes through :class:`_SafeUnpickler`, which gives the answer or the error message."""
     if len(data) > SMALL_PICKLE_BYTES:
         _count_ops(data, path)
+    storages: dict[str, StorageRef] = {}
+    fast = pickle_fast.load(data, lambda m, n: _find_global(m, n, path), lambda pid: _storage_ref(pid, storages, path))
+    if fast is not None:
+        return fast[0], storages, fast[1]
     stream = io.BytesIO(data)
     up = _SafeUnpickler(stream, path)
     try:
@@ -362,7 +383,7 @@ def _unpickle(data: bytes, path: str) -> tuple[Any, _SafeUnpickler, int]:
         raise TooLargeError("pickle asks for more memory than embkit allows", path=path) from None
     except Exception as exc:  # the pickle machine's own errors: truncated or malformed stream
         raise BrokenFileError(f"pickle data is damaged ({type(exc).__name__}: {exc})", path=path) from None
-    return obj, up, stream.tell()
+    return obj, up.storages, stream.tell()
 
 
 # -- zip form -----------------------------------------------------------------------------------
@@ -404,8 +425,10 @@ class _StoredZip:
 _EOCD = struct.Struct("<4s4H2IH")  # end of central directory, 22 bytes
 _Z64_LOCATOR = struct.Struct("<4sIQI")  # 20 bytes
 _Z64_EOCD = struct.Struct("<4sQ2H2I4Q")  # 56 bytes
-_CENTRAL = struct.Struct("<4s6H3I5H2I")  # 46 bytes
-_LOCAL = struct.Struct("<4s5H3I2H")  # 30 bytes
+# central (46 bytes) and local (30 bytes) headers, unpacking only the fields checked (pad bytes
+# skip the rest: fewer values to build per member)
+_CENTRAL_FIELDS = struct.Struct("<4s2x3H4x3I4H6xI")  # sig, need, flags, method, crc, csize, size, nlen, xlen, clen, disk, offset
+_LOCAL_FIELDS = struct.Struct("<4s2x2H16x2H")  # sig, flags, method, nlen, xlen
 
 
 def _plain_extra(extra: bytes) -> bool:
@@ -442,21 +465,23 @@ def _parse_stored_zip(data: bytes | memoryview) -> _StoredZip | None:
         return None  # prepended data or a gap: zipfile's business
     members: dict[str, _Member] = {}
     pos, last_end = cd_offset, 0
+    central, local = _CENTRAL_FIELDS.unpack_from, _LOCAL_FIELDS.unpack_from
     for _ in range(count):
-        if pos + _CENTRAL.size > cd_end:
+        if pos + 46 > cd_end:
             return None
-        (sig, _made, need, flags, method, _t, _d, crc, csize, size, nlen, xlen, clen, disk_start, _ia, _ea, at) = _CENTRAL.unpack_from(data, pos)
-        if sig != b"PK\x01\x02" or need > zipfile.MAX_EXTRACT_VERSION or method != 0 or flags & ~0x808 or csize != size or clen or disk_start:
+        (sig, need, flags, method, crc, csize, size, nlen, xlen, clen, disk_start, at) = central(data, pos)
+        if sig != b"PK\x01\x02" or need > zipfile.MAX_EXTRACT_VERSION or method or flags & ~0x808 or csize != size or clen or disk_start:
             return None  # compressed, encrypted, comments: zipfile's business
-        raw_name = bytes(data[pos + _CENTRAL.size : pos + _CENTRAL.size + nlen])
-        if xlen and not _plain_extra(bytes(data[pos + _CENTRAL.size + nlen : pos + _CENTRAL.size + nlen + xlen])):
+        name_at = pos + 46
+        raw_name = bytes(data[name_at : name_at + nlen])
+        if xlen and not _plain_extra(bytes(data[name_at + nlen : name_at + nlen + xlen])):
             return None
-        pos += _CENTRAL.size + nlen + xlen
-        if not raw_name.isascii() or at < last_end or at + _LOCAL.size > cd_offset:
+        pos = name_at + nlen + xlen
+        if not raw_name.isascii() or at < last_end or at + 30 > cd_offset:
             return None
-        (lsig, _v, lflags, lmethod, _t, _d, _c, _s1, _s2, lnlen, lxlen) = _LOCAL.unpack_from(data, at)
-        start = at + _LOCAL.size + lnlen + lxlen
-        if lsig != b"PK\x03\x04" or lflags != flags or lmethod != 0 or bytes(data[at + _LOCAL.size : at + _LOCAL.size + lnlen]) != raw_name:
+        (lsig, lflags, lmethod, lnlen, lxlen) = local(data, at)
+        start = at + 30 + lnlen + lxlen
+        if lsig != b"PK\x03\x04" or lflags != flags or lmethod or lnlen != nlen or bytes(data[at + 30 : at + 30 + nlen]) != raw_name:
             return None
         last_end = start + size
         if last_end > cd_offset:
@@ -483,12 +508,14 @@ def _open_zip(data: bytes | memoryview, path: str) -> tuple[zipfile.ZipFile | _S
     names = set()
     for info in infos:
         name = info.filename
-        if name.startswith(("/", "\\")) or "\\" in name or ".." in name.split("/") or ":" in name.split("/")[0]:
-            raise UnsafeFileError(f"zip member name {name!r} escapes the archive", path=path)
+        if name[:1] in ("/", "\\") or "\\" in name or ".." in name or ":" in name:
+            # the precise checks only when a cheap one fires: names with ".." or ":" inside are fine
+            if name.startswith(("/", "\\")) or "\\" in name or ".." in name.split("/") or ":" in name.split("/")[0]:
+                raise UnsafeFileError(f"zip member name {name!r} escapes the archive", path=path)
         if name in names:
             raise UnsafeFileError(f"zip holds two members named {name!r}", path=path)
         names.add(name)
-        if posixpath.basename(name) == "data.pkl" and name.count("/") == 1:
+        if name.endswith("data.pkl") and name.count("/") == 1 and posixpath.basename(name) == "data.pkl":
             pkls.append(name)
     if not pkls:
         raise NotMine(path)
@@ -542,10 +569,23 @@ def _view(flat: np.ndarray, ref: TensorRef) -> np.ndarray:
     extent = ref.offset + sum((d - 1) * st for d, st in zip(ref.shape, ref.stride) if d)
     if any(d < 0 or st < 0 for d, st in zip(ref.shape, ref.stride)) or (0 not in ref.shape and extent >= flat.size):
         raise UnsafeFileError(f"tensor of shape {list(ref.shape)} reaches past its storage of {flat.size} elements")
+    numel = _numel(ref.shape)
+    if ref.stride == _contiguous_strides(ref.shape):
+        # the usual case (torch.save of a plain tensor): a read-only view, no copy and no as_strided
+        return flat[ref.offset : ref.offset + numel].reshape(ref.shape)
     view = np.lib.stride_tricks.as_strided(
         flat[ref.offset :], shape=ref.shape, strides=tuple(s * item for s in ref.stride), writeable=False
     )
     return np.array(view, copy=True)
+
+
+def _contiguous_strides(shape: tuple[int, ...]) -> tuple[int, ...]:
+    strides = []
+    step = 1
+    for d in reversed(shape):
+        strides.append(step)
+        step *= d
+    return tuple(reversed(strides))
 
 
 def _wrap(obj: Any, loader_for, depth: int = 0) -> Any:
@@ -570,7 +610,7 @@ def read_raw(data: bytes | memoryview, path: str) -> Raw:
     if prefix.startswith(ZIP_MAGIC):
         zf, root = _open_zip(data, path)
         pkl = _read_member(zf, f"{root}/data.pkl", MAX_PICKLE_BYTES, path)
-        obj, _up, _n = _unpickle(pkl, path)
+        obj, _storages, _n = _unpickle(pkl, path)
         budget = _Budget(len(data), path)
         return Raw(tree=_wrap(obj, lambda ref: _zip_loader(zf, root, ref, path, budget)), container="pickle")
     if prefix.startswith(LEGACY_PREFIX):
@@ -596,22 +636,22 @@ def _read_legacy(data: bytes | memoryview, path: str) -> Raw:
     pos = 0
     header = []
     for _ in range(3):  # magic number, protocol version, sys info: plain values only
-        obj, _up, used = _unpickle(buf[pos:], path)
+        obj, _storages, used = _unpickle(buf[pos:], path)
         header.append(obj)
         pos += used
     if header[0] != LEGACY_MAGIC:
         raise NotMine(path)
     if header[1] != 1001:
         raise BrokenFileError(f"legacy torch file has protocol version {header[1]!r}, expected 1001", path=path)
-    obj, up, used = _unpickle(buf[pos:], path)
+    obj, storages, used = _unpickle(buf[pos:], path)
     pos += used
-    keys, _up2, used = _unpickle(buf[pos:], path)
+    keys, _storages, used = _unpickle(buf[pos:], path)
     pos += used
     if type(keys) is not list or any(type(k) is not str for k in keys):
         raise BrokenFileError("legacy torch file has a damaged storage key list", path=path)
     offsets: dict[str, int] = {}
     for key in keys:
-        ref = up.storages.get(key)
+        ref = storages.get(key)
         if ref is None:
             raise BrokenFileError(f"legacy torch file lists storage {key} that no tensor uses", path=path)
         if pos + 8 > len(buf):

@@ -89,9 +89,12 @@ def _embedding_row(loaded, part) -> tuple:
     whole = hashlib.sha256()
     inputs = []
     count = 0
-    for slot in sorted(part.tensors, key=slot_order):
-        t = part.tensors[slot]
-        a = np.ascontiguousarray(tensor_matrix(t, loaded.path, f"{part.name} {slot}"), dtype=np.float32)
+    tensors = part.tensors
+    for slot in sorted(tensors, key=slot_order) if len(tensors) > 1 else tensors:
+        t = tensors[slot]
+        a = tensor_matrix(t, loaded.path, f"{part.name} {slot}")
+        if a.dtype != np.float32 or not a.flags.c_contiguous:
+            a = np.ascontiguousarray(a, dtype=np.float32)
         n, d = a.shape
         h = hashlib.sha256(b"%d,%d;" % (n, d))
         h.update(a.data)

@@ -1,0 +1,165 @@
+"""A fast path for the small protocol-2 pickles torch writes (``data.pkl`` of an embedding).
+
+:func:`load` interprets only the opcodes such pickles use (about a dozen kinds, 40 to 100 opcodes
+per file), straight from the bytes, with the same meaning :mod:`pickle`'s own machine gives them.
+Globals and persistent ids go through the caller's allow-list functions, exactly as in the full
+unpickler, so this path can build nothing the full one cannot.
+
+Anything else (another opcode, a truncated or inconsistent stream, any error at all, a refused
+global included) makes it return ``None``, and the caller runs the full allow-list unpickler, which
+then gives its usual answer or error message. So the fast path changes speed only: it never
+accepts what the full one refuses, and never reports an error of its own. It is about 4x faster
+than :class:`pickle._Unpickler` on these pickles, where the per-opcode method calls and stream
+reads dominate.
+"""
+
+from __future__ import annotations
+
+from struct import unpack_from
+from typing import Any, Callable
+
+
+#: Longest GLOBAL line looked at (module or name); real ones are under 40 bytes.
+_MAX_LINE = 256
+
+
+def load(
+    data: bytes,
+    find_global: Callable[[str, str], Any],
+    persistent_load: Callable[[Any], Any],
+) -> tuple[Any, int] | None:
+    """Unpickle ``data``: ``(object, offset just past STOP)``, or ``None`` to say "use the full
+    unpickler" (see the module docstring)."""
+    try:
+        return _run(data, find_global, persistent_load)
+    except Exception:  # any problem: the full unpickler decides, with its own message
+        return None
+
+
+def _run(data: bytes, find_global, persistent_load) -> tuple[Any, int] | None:
+    # Opcodes are literal numbers (pickle's names beside them): a constant compares faster than a
+    # global, and this loop runs once per opcode.
+    n = len(data)
+    stack: list = []
+    metastack: list = []
+    memo: dict = {}
+    i = 0
+    while i < n:
+        op = data[i]
+        i += 1
+        if op == 0x71:  # BINPUT
+            memo[data[i]] = stack[-1]
+            i += 1
+        elif op == 0x58:  # BINUNICODE
+            (size,) = unpack_from("<I", data, i)
+            i += 4
+            end = i + size
+            if end > n:
+                return None
+            stack.append(data[i:end].decode("utf-8", "surrogatepass"))
+            i = end
+        elif op == 0x4B:  # BININT1
+            stack.append(data[i])
+            i += 1
+        elif op == 0x4D:  # BININT2
+            stack.append(data[i] | data[i + 1] << 8)
+            i += 2
+        elif op == 0x28:  # MARK
+            metastack.append(stack)
+            stack = []
+        elif op == 0x74:  # TUPLE
+            items = stack
+            stack = metastack.pop()
+            stack.append(tuple(items))
+        elif op == 0x86:  # TUPLE2
+            b = stack.pop()
+            stack[-1] = (stack[-1], b)
+        elif op == 0x85:  # TUPLE1
+            stack[-1] = (stack[-1],)
+        elif op == 0x87:  # TUPLE3
+            c = stack.pop()
+            b = stack.pop()
+            stack[-1] = (stack[-1], b, c)
+        elif op == 0x29:  # EMPTY_TUPLE
+            stack.append(())
+        elif op == 0x7D:  # EMPTY_DICT
+            stack.append({})
+        elif op == 0x63:  # GLOBAL
+            nl = data.index(b"\n", i, i + _MAX_LINE)
+            module = data[i:nl].decode("utf-8")
+            i = nl + 1
+            nl = data.index(b"\n", i, i + _MAX_LINE)
+            name = data[i:nl].decode("utf-8")
+            i = nl + 1
+            stack.append(find_global(module, name))
+        elif op == 0x52:  # REDUCE
+            args = stack.pop()
+            stack[-1] = stack[-1](*args)
+        elif op == 0x51:  # BINPERSID
+            stack[-1] = persistent_load(stack[-1])
+        elif op == 0x73:  # SETITEM
+            value = stack.pop()
+            key = stack.pop()
+            stack[-1][key] = value
+        elif op == 0x75:  # SETITEMS
+            items = stack
+            stack = metastack.pop()
+            target = stack[-1]
+            for k in range(0, len(items), 2):
+                target[items[k]] = items[k + 1]
+        elif op == 0x68:  # BINGET
+            stack.append(memo[data[i]])
+            i += 1
+        elif op == 0x6A:  # LONG_BINGET
+            (idx,) = unpack_from("<I", data, i)
+            stack.append(memo[idx])
+            i += 4
+        elif op == 0x72:  # LONG_BINPUT
+            (idx,) = unpack_from("<I", data, i)
+            memo[idx] = stack[-1]
+            i += 4
+        elif op == 0x4A:  # BININT
+            (value,) = unpack_from("<i", data, i)
+            stack.append(value)
+            i += 4
+        elif op == 0x8A:  # LONG1
+            size = data[i]
+            end = i + 1 + size
+            if end > n:
+                return None
+            stack.append(int.from_bytes(data[i + 1 : end], "little", signed=True))
+            i = end
+        elif op == 0x89:  # NEWFALSE
+            stack.append(False)
+        elif op == 0x88:  # NEWTRUE
+            stack.append(True)
+        elif op == 0x4E:  # NONE
+            stack.append(None)
+        elif op == 0x5D:  # EMPTY_LIST
+            stack.append([])
+        elif op == 0x61:  # APPEND
+            value = stack.pop()
+            target = stack[-1]
+            if type(target) is not list:
+                return None  # pickle would call an ``append`` attribute: the full unpickler's job
+            target.append(value)
+        elif op == 0x65:  # APPENDS
+            items = stack
+            stack = metastack.pop()
+            target = stack[-1]
+            if type(target) is not list:
+                return None
+            target.extend(items)
+        elif op == 0x47:  # BINFLOAT
+            (value,) = unpack_from(">d", data, i)
+            stack.append(value)
+            i += 8
+        elif op == 0x80:  # PROTO
+            if not 0 <= data[i] <= 5:
+                return None
+            i += 1
+        elif op == 0x2E:  # STOP
+            return stack.pop(), i
+        else:
+            return None
+    return None  # ran off the end without STOP
