@@ -18,9 +18,13 @@ from ..errors import LibraryError
 
 #: Below this many files to read, worker processes cost more than they save.
 PARALLEL_ABOVE = 64
-#: Files per task sent to a worker, and per write transaction.
-CHUNK = 32
-BATCH = 2000
+#: Files per task sent to a worker: at least this many (each task costs a round trip), at most
+#: CHUNK_MAX, and about 1/16 of each worker's share so the last tasks end close together.
+CHUNK = 16
+CHUNK_MAX = 256
+#: Results per write transaction: small enough that little is left to write when the last worker
+#: ends (the parent writes while workers read).
+BATCH = 500
 #: Result kinds from embkit.library.extract.examine (repeated here so this module need not import it).
 SAME, FILE = "same", "file"
 #: Image containers (ids in the formats table): a picture in an embeddings folder is usually a
@@ -139,7 +143,8 @@ def _run(todo: list, jobs: int | None):
         return
     from . import extract  # noqa: F401  (before forking, so workers inherit it instead of each importing it)
 
-    chunks = [todo[i : i + CHUNK] for i in range(0, len(todo), CHUNK)]
+    size = max(CHUNK, min(CHUNK_MAX, len(todo) // (max(jobs, 1) * 16)))
+    chunks = [todo[i : i + size] for i in range(0, len(todo), size)]
     if jobs <= 1 or len(todo) < PARALLEL_ABOVE:
         for chunk in chunks:
             yield _examine_chunk(chunk)
