@@ -25,23 +25,26 @@ from embkit.formats import torchfile as T
 from fuzz.malicious import CASES, Canary
 
 
-def _norm(obj, depth=0):
-    """A comparable form of what an unpickler built (our stand-ins have identity equality)."""
-    assert depth < 100
+def _norm(obj, path=()):
+    """A comparable form of what an unpickler built (our stand-ins have identity equality);
+    a container met again inside itself (a memo cycle) becomes ("cycle", depth)."""
+    if id(obj) in path:
+        return ("cycle", path.index(id(obj)))
+    inner = path + (id(obj),)
     if isinstance(obj, T.TensorRef):
-        return ("tensor", _norm(obj.storage), obj.offset, obj.shape, obj.stride)
+        return ("tensor", _norm(obj.storage, inner), obj.offset, obj.shape, obj.stride)
     if isinstance(obj, T.StorageRef):
         return ("storage", obj.key, obj.dtype, obj.numel)
     if isinstance(obj, T._Global):
         return ("global", obj.name)
     if isinstance(obj, T.ModuleStandIn):
-        return (obj.kind, _norm(obj.__dict__.get("state"), depth + 1))
+        return (obj.kind, _norm(obj.__dict__.get("state"), inner))
     if isinstance(obj, dict):
-        return (type(obj).__name__, [(_norm(k, depth + 1), _norm(v, depth + 1)) for k, v in obj.items()])
+        return (type(obj).__name__, [(_norm(k, inner), _norm(v, inner)) for k, v in obj.items()])
     if isinstance(obj, (list, tuple)):
-        return (type(obj).__name__, [_norm(v, depth + 1) for v in obj])
+        return (type(obj).__name__, [_norm(v, inner) for v in obj])
     if isinstance(obj, (set, frozenset)):
-        return (type(obj).__name__, sorted(repr(_norm(v, depth + 1)) for v in obj))
+        return (type(obj).__name__, sorted(repr(_norm(v, inner)) for v in obj))
     if obj is None or isinstance(obj, (bool, int, float, str, bytes)):
         return (type(obj).__name__, repr(obj))
     return ("other", type(obj).__name__)
