@@ -8,16 +8,15 @@ unpickler, so this path can build nothing the full one cannot.
 Anything else (another opcode, a truncated or inconsistent stream, any error at all, a refused
 global included) makes it return ``None``, and the caller runs the full allow-list unpickler, which
 then gives its usual answer or error message. So the fast path changes speed only: it never
-accepts what the full one refuses, and never reports an error of its own. It is about 4x faster
-than :class:`pickle._Unpickler` on these pickles, where the per-opcode method calls and stream
-reads dominate.
+accepts what the full one refuses, and never reports an error of its own. On an A1111 file's
+``data.pkl`` (70 opcodes) it takes 15 µs where :class:`pickle._Unpickler` takes 26 µs: no stream
+reads and no method call per opcode.
 """
 
 from __future__ import annotations
 
 from struct import unpack_from
 from typing import Any, Callable
-
 
 #: Longest GLOBAL line looked at (module or name); real ones are under 40 bytes.
 _MAX_LINE = 256

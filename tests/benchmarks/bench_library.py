@@ -180,12 +180,10 @@ def main() -> None:
         ]
         for label, s in rows:
             print(f"{label:52} {s:8.3f} {n / s:10,.0f}")
-        print("\nratios (same run, same files):")
-        print(f"  cold process vs torch loop alone:        {loop_s / cold_proc:5.2f}x")
-        print(f"  cold process vs torch loop process:      {loop_proc / cold_proc:5.2f}x")
-        print(f"  cold scan vs torch loop (both in-process): {loop_s / cold_in:5.2f}x")
-        print(f"  floor process vs torch loop alone:       {loop_s / floor_proc:5.2f}x  (the best ratio a Python scan could reach)")
-        print(f"  floor process vs torch loop process:     {loop_proc / floor_proc:5.2f}x")
+        print("\nratios (same run, same files), against the torch loop alone / the torch loop process:")
+        for label, proc, inside in (("cold scan", cold_proc, cold_in), ("warm rescan", warm_proc, warm_in), ("floor", floor_proc, floor_in)):
+            print(f"  {label:12} whole process {loop_s / proc:6.2f}x / {loop_proc / proc:6.2f}x    inside its process {loop_s / inside:6.2f}x (vs the loop alone)")
+        print("  (the floor's ratios bound what any Python scan producing these hashes can reach)")
         print("\nCPU seconds (user + system, all processes; steadier than wall time when the machine is shared):")
         print(f"  torch loop process {min(x[2] for x in torch_runs):.2f}, embkit cold scan {min(x[2] for x in cold):.2f}, warm rescan {min(x[2] for x in warm):.2f}")
         print("\ntargets (2 cores):")
@@ -194,6 +192,7 @@ def main() -> None:
             ("cold >= 5x the torch loop (loop alone)", loop_s / cold_proc >= 5),
             ("cold >= 5x the torch loop (both whole processes)", loop_proc / cold_proc >= 5),
             ("warm >= 20,000 files/s incl. process start", n / warm_proc >= 20000),
+            ("warm >= 5x the torch loop (both whole processes)", loop_proc / warm_proc >= 5),
         ]
         for label, ok in checks:
             print(f"  [{'met' if ok else 'MISSED'}] {label}")
