@@ -197,6 +197,8 @@ def main() -> None:
         for label, ok in checks:
             print(f"  [{'met' if ok else 'MISSED'}] {label}")
         print(f"\ncpus available: {len(os.sched_getaffinity(0)) if hasattr(os, 'sched_getaffinity') else os.cpu_count()}, load average {os.getloadavg()[0]:.2f}")
+        if not all(ok for _label, ok in checks):
+            sys.exit(1)  # run_all.py reports it as missed
 
 
 if __name__ == "__main__":
