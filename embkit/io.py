@@ -17,7 +17,7 @@ from typing import Any
 from .errors import BrokenFileError, EmbkitError, NotMine, UnknownFormatError
 from .formats import FORMAT_IDS, FORMATS, Format, container_for_extension, get_format, sniff_container
 from .formats import concept_folder
-from .formats.base import Part, Raw, matrix_shape, tensor_matrix
+from .formats.base import Part, Raw, looks_like_weight_key, matrix_shape, tensor_matrix
 from .schema import Embedding, Source
 
 #: Files above this are memory-mapped rather than read whole (LoRA bundles can be large).
@@ -183,6 +183,10 @@ def _detect_layout(raw: Raw, path: str) -> Format:
     for fmt in FORMATS:
         if raw.container in fmt.containers and fmt.detect(raw):
             return fmt
+    if isinstance(raw.tree, dict):
+        weight = next((k for k in raw.tree if looks_like_weight_key(k)), None)
+        if weight is not None:
+            raise UnknownFormatError(f"holds model weights (tensors such as {weight!r})", path=path)
     raise UnknownFormatError(f"{raw.container} file holds no known embedding layout (keys {_keys(raw)})", path=path)
 
 

@@ -221,3 +221,36 @@ def test_corpus_folder(corpus, tmp_path, to):
         assert back.same_vectors(original)
         if to == "diffusers":
             assert back.name == original.name
+
+
+def test_one_file_into_a_folder_needs_to_and_says_so(tmp_path):
+    import torch
+
+    src = tmp_path / "a.pt"
+    torch.save({"string_to_param": {"*": torch.ones(2, 768)}, "name": "a"}, src)
+    for out, hint in ((str(tmp_path / "outdir") + "/", ""), (str(tmp_path / "noext"), "has no extension")):
+        done = run_embkit("convert", str(src), "-o", out)
+        assert done.returncode == 2, done.stderr
+        assert "--to FORMAT is needed" in done.stderr and hint in done.stderr
+        assert "Traceback" not in done.stderr
+
+
+def test_missing_input_is_exit_1_like_the_other_commands(tmp_path):
+    done = run_embkit("convert", str(tmp_path / "missing.pt"), "-o", str(tmp_path / "m.safetensors"))
+    assert done.returncode == 1
+    assert "missing.pt: no such file or folder" in " ".join(done.stderr.split())
+
+
+def test_a_checkpoint_in_a_walked_folder_is_skipped_not_failed(tmp_path):
+    import torch
+    from safetensors.torch import save_file
+
+    src = tmp_path / "src"
+    src.mkdir()
+    torch.save({"string_to_param": {"*": torch.ones(2, 768)}, "name": "a"}, src / "a.pt")
+    save_file({"first_stage_model.decoder.conv_in.weight": torch.zeros(4, 4, 3, 3), "cond_stage_model.transformer.text_model.embeddings.token_embedding.weight": torch.zeros(8, 768)}, str(src / "model.safetensors"))
+    done = run_embkit("convert", str(src), "-o", str(tmp_path / "out"), "--to", "kohya", "--json")
+    assert done.returncode == 0, done.stdout + done.stderr
+    rows = {Path(r["input"]).name: r for r in json.loads(done.stdout)["files"]}
+    assert rows["a.pt"]["status"] == "converted"
+    assert rows["model.safetensors"]["status"] == "skipped" and "model weights" in rows["model.safetensors"]["reason"]

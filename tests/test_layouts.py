@@ -232,3 +232,33 @@ def test_unknown_width(tmp_path):
 def test_missing_file(tmp_path):
     with pytest.raises(EmbkitError, match="no such file"):
         embkit.read(tmp_path / "nope.pt")
+
+
+@pytest.mark.parametrize("ext", [".safetensors", ".pt"])
+def test_model_weights_are_not_embeddings(tmp_path, ext):
+    # A checkpoint (or its token table alone) beside embeddings: a model, named as such, never a
+    # 49,408-vector "diffusers embedding" and never a "damaged" one.
+    import torch
+    from safetensors.torch import save_file
+
+    table = "cond_stage_model.transformer.text_model.embeddings.token_embedding.weight"
+    cases = {
+        "token-table": {table: torch.zeros(49408, 768)},
+        "checkpoint": {"first_stage_model.decoder.conv_in.weight": torch.zeros(4, 4, 3, 3), "model.diffusion_model.out.0.bias": torch.zeros(4)},
+    }
+    for name, tensors in cases.items():
+        path = tmp_path / f"{name}{ext}"
+        if ext == ".pt":
+            torch.save(tensors, path)
+        else:
+            save_file(tensors, path)
+        with pytest.raises(UnknownFormatError, match="holds model weights"):
+            embkit.read_all(path)
+        with pytest.raises(UnknownFormatError, match="holds model weights"):
+            embkit.probe(path)
+
+
+def test_dotted_tokens_are_still_tokens(tmp_path):
+    # only dotted names ending in a parameter name count as weights
+    path = mk.diffusers_file(tmp_path / "x.safetensors", "<my.style>", np.ones((2, 768), np.float32))
+    assert embkit.read(path).name == "<my.style>"

@@ -72,7 +72,9 @@ def plan_jobs(inputs: tuple[str, ...], out: str, to: str | None = None) -> tuple
             jobs.append(Job(src, os.path.join(out, _stem(os.path.basename(src))), True))
             continue
         if not os.path.isdir(src):
-            raise click.BadParameter(f"{src}: no such file or folder", param_hint="IN")
+            from ..errors import EmbkitError
+
+            raise EmbkitError("no such file or folder", path=src)  # exit 1, as inspect, merge and edit say it
         base = out if len(inputs) == 1 else os.path.join(out, os.path.basename(src))
         for root, dirs, files in os.walk(src):
             dirs.sort()
@@ -270,7 +272,7 @@ def run_jobs(jobs: list[Job], s: Settings, workers: int, on_done=None) -> list[d
 
 
 @click.command("convert")
-@click.argument("inputs", nargs=-1, required=True, type=click.Path(exists=True))
+@click.argument("inputs", nargs=-1, required=True, type=click.Path())
 @click.option("-o", "--output", "out", required=True, type=click.Path(), help="Output file, or a folder (for several inputs or a folder in).")
 @click.option("--to", "to", type=click.Choice(writable_ids()), help="Target format (default: from the output extension).")
 @click.option("--container", type=click.Choice([c for c in CONTAINER_IDS if c != "webp"]), help="Container for files written into a folder (default: the format's first).")
@@ -291,10 +293,11 @@ def cli(inputs, out, to, container, dtype, name, strict, overwrite, dry_run, job
     per file; --strict turns a loss into a failure. Exit status: 0 when nothing failed, else the
     exit code of the failures' error (1 when they differ)."""
     job_list, single = plan_jobs(tuple(inputs), out, to)
-    if single and to is None:
-        pass  # the writer picks the format from the output extension
-    elif to is None and any(j.into_dir for j in job_list):
-        raise click.UsageError("--to FORMAT is needed when writing into a folder")
+    # one file to a file: the writer picks the format from the output extension; into a folder
+    # there is no extension to go by
+    if to is None and any(j.into_dir for j in job_list):
+        hint = "" if os.path.isdir(out) or out.endswith(("/", os.sep)) or len(inputs) > 1 else f" ({out!r} has no extension, so it is taken as a folder)"
+        raise click.UsageError(f"--to FORMAT is needed when writing into a folder{hint}")
     if len(inputs) == 1 and len(job_list) == 1 and name and job_list[0].into_dir and os.path.isfile(inputs[0]):
         job_list = [replace(job_list[0], rename=True)]
     if not single and not dry_run:

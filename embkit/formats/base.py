@@ -134,6 +134,20 @@ def width_slot(t: Tensor, path: str, what: str) -> str:
     return slot
 
 
+#: Last parts of the dotted names model weights are stored under (``….conv_in.weight``).
+WEIGHT_SUFFIXES = ("weight", "bias", "running_mean", "running_var", "num_batches_tracked", "alpha", "scale", "position_ids")
+
+
+def looks_like_weight_key(key: Any) -> bool:
+    """True for a dotted module path ending in a parameter name (``first_stage_model.….weight``,
+    ``lora_unet_….lora_down.weight``): how checkpoints and LoRAs name tensors, never how a
+    trigger word is spelled. Such a file beside embeddings is a model, not a damaged embedding."""
+    if not isinstance(key, str) or "." not in key:
+        return False
+    head, _, last = key.rpartition(".")
+    return bool(head) and last in WEIGHT_SUFFIXES and " " not in key
+
+
 def stem_of(path: str) -> str:
     """The file name without its extension: A1111, kohya and multi files are triggered by it."""
     name = os.path.basename(path)

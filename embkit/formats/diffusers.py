@@ -7,20 +7,24 @@ SDXL script writes two such files, one per encoder (768 and 1280 wide); each rea
 from __future__ import annotations
 
 from ..errors import BrokenFileError
-from .base import Part, Raw, Tensor, width_slot
+from .base import Part, Raw, Tensor, looks_like_weight_key, width_slot
 
 #: Keys that belong to other layouts; a dict holding one of them is not a diffusers file.
 OTHER_LAYOUT_KEYS = {"string_to_param", "emb_params", "emp_params", "clip_l", "clip_g", "clip_h", "t5", "t5xxl"}
 
 
 def detect(raw: Raw) -> bool:
-    """A non-empty dict of tensors keyed by tokens, none of them another layout's key."""
+    """A non-empty dict of tensors keyed by tokens, none of them another layout's key nor a
+    model weight's dotted name (a checkpoint's token table is not a 49,408-vector embedding)."""
     tree = raw.tree
     return (
         isinstance(tree, dict)
         and bool(tree)
         and all(isinstance(v, Tensor) for v in tree.values())
-        and not any(isinstance(k, str) and (k in OTHER_LAYOUT_KEYS or k.endswith("_out") or k.startswith("bundle_emb.")) for k in tree)
+        and not any(
+            isinstance(k, str) and (k in OTHER_LAYOUT_KEYS or k.endswith("_out") or k.startswith("bundle_emb.") or looks_like_weight_key(k))
+            for k in tree
+        )
     )
 
 
