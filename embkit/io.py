@@ -14,7 +14,7 @@ import stat
 from dataclasses import dataclass, field
 from typing import Any
 
-from .errors import BrokenFileError, EmbkitError, NotMine, UnknownFormatError
+from .errors import BrokenFileError, EmbkitError, NotMine, TooLargeError, UnknownFormatError
 from .formats import FORMAT_IDS, FORMATS, Format, container_for_extension, get_format, sniff_container
 from .formats import concept_folder
 from .formats.base import Part, Raw, looks_like_weight_key, matrix_shape, tensor_matrix
@@ -109,7 +109,16 @@ def open_file(path: str | os.PathLike, format: str | None = None, *, data: Any =
     ``data`` may pass the file's bytes when the caller has them already (the library scan hashes
     and parses one read); ``path`` is then taken to be that file, not a folder.
     """
-    path = os.fspath(path)
+    try:
+        return _open_file(os.fspath(path), format, data)
+    except RecursionError:
+        # the readers cap nesting where they build; this is the net for any path they missed
+        raise TooLargeError("nests too deeply to read", path=os.fspath(path)) from None
+    except MemoryError:
+        raise TooLargeError("needs more memory than embkit allows a file", path=os.fspath(path)) from None
+
+
+def _open_file(path: str, format: str | None, data: Any) -> Loaded:
     fmt_forced = None
     if format is not None:
         try:

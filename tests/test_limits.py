@@ -120,6 +120,32 @@ def pickle_bytearray_bomb() -> bytes:
     return torch_zip(pickle_of(b"\x96" + struct.pack("<Q", 1024**3) + b"abc", 5))
 
 
+def pickle_deep_tuple_key() -> bytes:
+    """A dict keyed by 200,000 nested 1-tuples: Python hashes nested tuples recursively in C with
+    no depth check, so storing the key crashed the interpreter (SIGSEGV; found in review)."""
+    return torch_zip(pickle_of(b"}" + b"K\x00" + b"\x85" * 200_000 + b"Ns"))
+
+
+def pickle_ordered_dict_copies() -> bytes:
+    """A 2,000-key dict memoised once, then OrderedDict(d) 2,000 times (4 bytes each): a 20 KB
+    file that built 500 MB of copies (found in review)."""
+    return torch_zip(pickle_of(_od_copies_body(2000, 2000)))
+
+
+def _od_copies_body(keys: int, copies: int) -> bytes:
+    # {n: None for n in range(keys)} memoised as 0, OrderedDict as 2, then a list of copies
+    out = b"}q\x00(" + b"".join(b"J" + struct.pack("<i", n) + b"N" for n in range(keys)) + b"u"
+    out += b"0" + b"]q\x01" + b"ccollections\nOrderedDict\nq\x02" + b"0" + b"h\x01("
+    out += b"h\x02h\x00\x85R" * copies + b"e"
+    return out
+
+
+def pickle_shared_tuple_tower() -> bytes:
+    """``t = (t, t)`` forty times (7 bytes a level): walking it as a tree takes 2**40 steps."""
+    body = b"K\x00q\x00" + b"h\x00h\x00\x86q\x00" * 40
+    return torch_zip(pickle_of(body))
+
+
 def pickle_billion_element_tensor() -> bytes:
     return torch_zip(pickle_of(kohya_body(tensor(storage(numel=1_000_000_000), shape=(1_000_000_000,), stride=(1,)))))
 
@@ -187,6 +213,9 @@ CASES = {
     "pickle memo index 2**30 (LONG_BINPUT)": (".pt", pickle_memo_bomb, {"ok"}),
     "pickle BYTEARRAY8 declaring 1 GB": (".pt", pickle_bytearray_bomb, {"broken-file"}),
     "pickle tensor of a billion elements": (".pt", pickle_billion_element_tensor, {"too-large"}),
+    "pickle dict key of 200000 nested tuples": (".pt", pickle_deep_tuple_key, {"too-large"}),
+    "pickle copying a 2000-key dict 2000 times": (".pt", pickle_ordered_dict_copies, {"too-large"}),
+    "pickle tuple tower t = (t, t) 40 deep": (".pt", pickle_shared_tuple_tower, {"unknown-format", "broken-file", "too-large"}),
     "legacy storage of a billion elements": (".pt", legacy_billion_element_storage, {"too-large"}),
     "PNG header claiming 10^10 pixels": (".png", png_bomb_header, {"too-large"}),
     "PNG decompression bomb (6000x6000, no text)": (".png", png_bomb_pixels, {"too-large"}),

@@ -51,7 +51,7 @@ def _norm(obj, path=()):
 
 
 def _slow(data: bytes):
-    up = T._SafeUnpickler(io.BytesIO(data), "x.pt")
+    up = T._SafeUnpickler(io.BytesIO(data), "x.pt", len(data))
     try:
         obj = up.load()
     except Exception as exc:  # noqa: BLE001 - any refusal counts
@@ -61,7 +61,8 @@ def _slow(data: bytes):
 
 def _fast(data: bytes):
     storages: dict = {}
-    got = pickle_fast.load(data, lambda m, n: T._find_global(m, n, "x.pt"), lambda pid: T._storage_ref(pid, storages, "x.pt"))
+    budget = T._CallBudget(len(data), "x.pt")
+    got = pickle_fast.load(data, lambda m, n: T._find_global(m, n, "x.pt", budget), lambda pid: T._storage_ref(pid, storages, "x.pt"), T.MAX_TUPLE_DEPTH)
     if got is None:
         return None
     return ("ok", _norm(got[0]), {k: _norm(v) for k, v in storages.items()}, got[1])
@@ -78,7 +79,7 @@ def _agree(data: bytes) -> bool:
     assert fast[1] == slow[1] and fast[2] == slow[2]
     # and the same end offset (the legacy format reads the next pickle from there)
     stream = io.BytesIO(data)
-    T._SafeUnpickler(stream, "x.pt").load()
+    T._SafeUnpickler(stream, "x.pt", len(data)).load()
     assert fast[3] == stream.tell()
     return True
 

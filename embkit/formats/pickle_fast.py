@@ -26,22 +26,41 @@ def load(
     data: bytes,
     find_global: Callable[[str, str], Any],
     persistent_load: Callable[[Any], Any],
+    max_tuple_depth: int,
 ) -> tuple[Any, int] | None:
     """Unpickle ``data``: ``(object, offset just past STOP)``, or ``None`` to say "use the full
-    unpickler" (see the module docstring)."""
+    unpickler" (see the module docstring). Tuples nesting deeper than ``max_tuple_depth`` also
+    send it there, where they are refused (hashing deep tuples overflows the C stack)."""
     try:
-        return _run(data, find_global, persistent_load)
+        return _run(data, find_global, persistent_load, max_tuple_depth)
     except Exception:  # any problem: the full unpickler decides, with its own message
         return None
 
 
-def _run(data: bytes, find_global, persistent_load) -> tuple[Any, int] | None:
+def tuple_depth(t: tuple, depths: dict[int, tuple[int, tuple]]) -> int:
+    """How deep ``t`` nests tuples, from the depths recorded for the tuples it holds. Tuples
+    deeper than 1 are recorded with a reference, so their ids are not reused while the table
+    lives; a tuple not in the table is flat (depth 1). Both unpicklers keep such a table."""
+    depth = 1
+    for x in t:
+        if type(x) is tuple:
+            seen = depths.get(id(x))
+            d = seen[0] if seen is not None else 1
+            if d >= depth:
+                depth = d + 1
+    if depth > 1:
+        depths[id(t)] = (depth, t)
+    return depth
+
+
+def _run(data: bytes, find_global, persistent_load, max_depth: int) -> tuple[Any, int] | None:
     # Opcodes are literal numbers (pickle's names beside them): a constant compares faster than a
     # global, and this loop runs once per opcode.
     n = len(data)
     stack: list = []
     metastack: list = []
     memo: dict = {}
+    depths: dict = {}
     i = 0
     while i < n:
         op = data[i]
@@ -70,15 +89,23 @@ def _run(data: bytes, find_global, persistent_load) -> tuple[Any, int] | None:
             items = stack
             stack = metastack.pop()
             stack.append(tuple(items))
+            if tuple_depth(stack[-1], depths) > max_depth:
+                return None
         elif op == 0x86:  # TUPLE2
             b = stack.pop()
             stack[-1] = (stack[-1], b)
+            if tuple_depth(stack[-1], depths) > max_depth:
+                return None
         elif op == 0x85:  # TUPLE1
             stack[-1] = (stack[-1],)
+            if tuple_depth(stack[-1], depths) > max_depth:
+                return None
         elif op == 0x87:  # TUPLE3
             c = stack.pop()
             b = stack.pop()
             stack[-1] = (stack[-1], b, c)
+            if tuple_depth(stack[-1], depths) > max_depth:
+                return None
         elif op == 0x29:  # EMPTY_TUPLE
             stack.append(())
         elif op == 0x7D:  # EMPTY_DICT

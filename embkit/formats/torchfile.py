@@ -110,13 +110,16 @@ class _Global:
     refusing BUILD, so a pickle can neither set attributes on our functions nor poison them for
     later files (the modelscan #85 trick)."""
 
-    __slots__ = ("name", "target")
+    __slots__ = ("name", "target", "budget")
 
-    def __init__(self, name: str, target: Any) -> None:
+    def __init__(self, name: str, target: Any, budget: _CallBudget | None = None) -> None:
         self.name = name
         self.target = target
+        self.budget = budget
 
     def __call__(self, *args: Any) -> Any:
+        if self.budget is not None:
+            self.budget.spend(args)
         return self.target(*args)
 
     def __repr__(self) -> str:  # error messages name it, without a memory address
@@ -124,6 +127,34 @@ class _Global:
 
     def __setstate__(self, state: Any) -> None:
         raise UnsafeFileError(f"pickle tries to set attributes on the global {self.name}; refusing")
+
+
+class _CallBudget:
+    """How many elements one pickle's calls may copy. ``OrderedDict(d)`` or ``set(items)`` on a
+    memoised container costs 4 bytes of pickle and copies the whole container, so without a cap a
+    20 KB pickle built 500 MB of copies (found in review). The cap is generous: 16 elements per
+    pickle byte, and real pickles call a handful of functions on small arguments."""
+
+    __slots__ = ("left", "path")
+
+    def __init__(self, pickle_size: int, path: str) -> None:
+        self.left = 16 * pickle_size + 10_000
+        self.path = path
+
+    def spend(self, args: tuple) -> None:
+        n = 1
+        for a in args:
+            if isinstance(a, (list, tuple, dict, set)):
+                n += len(a)
+        self.left -= n
+        if self.left < 0:
+            raise TooLargeError("pickle copies containers far beyond its own size", path=self.path)
+
+
+#: Tuples nest this deep at most. Python hashes nested tuples recursively in C without a depth
+#: check: a 200 KB pickle of 200,000 nested tuples used as a dict key crashed the interpreter
+#: (found in review). Real torch pickles nest tuples two or three deep.
+MAX_TUPLE_DEPTH = 64
 
 
 class ModuleStandIn:
@@ -273,19 +304,44 @@ class _SafeUnpickler(pickle._Unpickler):  # noqa: SLF001
     dispatch = dict(pickle._Unpickler.dispatch)  # noqa: SLF001
     dispatch[pickle.BYTEARRAY8[0]] = _refuse_bytearray
 
-    def __init__(self, stream: io.BytesIO, path: str):
+    def __init__(self, stream: io.BytesIO, path: str, size: int):
         super().__init__(stream)
         self._path = path
         self.storages: dict[str, StorageRef] = {}
+        self._budget = _CallBudget(size, path)
+        self._depths: dict[int, tuple[int, tuple]] = {}
 
     def find_class(self, module: str, name: str) -> Any:
-        return _find_global(module, name, self._path)
+        return _find_global(module, name, self._path, self._budget)
+
+    def _note_tuple(self) -> None:
+        t = self.stack[-1]
+        depth = pickle_fast.tuple_depth(t, self._depths)
+        if depth > MAX_TUPLE_DEPTH:
+            raise TooLargeError(f"pickle nests tuples more than {MAX_TUPLE_DEPTH} deep", path=self._path)
 
     def persistent_load(self, pid: Any) -> StorageRef:
         return _storage_ref(pid, self.storages, self._path)
 
 
-def _find_global(module: Any, name: Any, path: str) -> Any:
+def _with_tuple_check(load):
+    def run(self):
+        load(self)
+        self._note_tuple()
+
+    return run
+
+
+for _op, _load in (
+    (pickle.TUPLE, pickle._Unpickler.load_tuple),  # noqa: SLF001
+    (pickle.TUPLE1, pickle._Unpickler.load_tuple1),  # noqa: SLF001
+    (pickle.TUPLE2, pickle._Unpickler.load_tuple2),  # noqa: SLF001
+    (pickle.TUPLE3, pickle._Unpickler.load_tuple3),  # noqa: SLF001
+):
+    _SafeUnpickler.dispatch[_op[0]] = _with_tuple_check(_load)
+
+
+def _find_global(module: Any, name: Any, path: str, budget: _CallBudget | None = None) -> Any:
     """The stand-in for an allow-listed global; :class:`UnsafeFileError` for any other."""
     try:
         value = ALLOWED_GLOBALS[(module, name)]
@@ -294,7 +350,7 @@ def _find_global(module: Any, name: Any, path: str) -> Any:
             f"pickle asks for the global {module}.{name}, which is not on embkit's allow-list; nothing was executed",
             path=path,
         ) from None
-    return _Global(f"{module}.{name}", value) if callable(value) and not isinstance(value, type) else value
+    return _Global(f"{module}.{name}", value, budget) if callable(value) and not isinstance(value, type) else value
 
 
 def _storage_ref(pid: Any, storages: dict[str, StorageRef], path: str) -> StorageRef:
@@ -366,11 +422,12 @@ def _unpickle(data: bytes, path: str) -> tuple[Any, dict[str, StorageRef], int]:
     if len(data) > SMALL_PICKLE_BYTES:
         _count_ops(data, path)
     storages: dict[str, StorageRef] = {}
-    fast = pickle_fast.load(data, lambda m, n: _find_global(m, n, path), lambda pid: _storage_ref(pid, storages, path))
+    budget = _CallBudget(len(data), path)
+    fast = pickle_fast.load(data, lambda m, n: _find_global(m, n, path, budget), lambda pid: _storage_ref(pid, storages, path), MAX_TUPLE_DEPTH)
     if fast is not None:
         return fast[0], storages, fast[1]
     stream = io.BytesIO(data)
-    up = _SafeUnpickler(stream, path)
+    up = _SafeUnpickler(stream, path, len(data))
     try:
         with warnings.catch_warnings():  # odd STRING escapes warn; a hostile file must not print
             warnings.simplefilter("ignore")
@@ -570,8 +627,11 @@ def _view(flat: np.ndarray, ref: TensorRef) -> np.ndarray:
     if any(d < 0 or st < 0 for d, st in zip(ref.shape, ref.stride)) or (0 not in ref.shape and extent >= flat.size):
         raise UnsafeFileError(f"tensor of shape {list(ref.shape)} reaches past its storage of {flat.size} elements")
     numel = _numel(ref.shape)
-    if ref.stride == _contiguous_strides(ref.shape):
-        # the usual case (torch.save of a plain tensor): a read-only view, no copy and no as_strided
+    if ref.stride == _contiguous_strides(ref.shape) and flat.flags.aligned and flat.base is not None and len(flat.base) == flat.nbytes:
+        # the usual case (torch.save of a plain tensor, its storage read as its own bytes): a
+        # read-only view, no copy and no as_strided. A legacy file's storage is a slice of the
+        # whole file, often unaligned: copied, so the array neither keeps the file alive nor
+        # reads unaligned.
         return flat[ref.offset : ref.offset + numel].reshape(ref.shape)
     view = np.lib.stride_tricks.as_strided(
         flat[ref.offset :], shape=ref.shape, strides=tuple(s * item for s in ref.stride), writeable=False
@@ -588,20 +648,51 @@ def _contiguous_strides(shape: tuple[int, ...]) -> tuple[int, ...]:
     return tuple(reversed(strides))
 
 
-def _wrap(obj: Any, loader_for, depth: int = 0) -> Any:
-    """Replace every TensorRef in the tree by a lazy Tensor; dicts stay dicts."""
-    if depth > 64:
-        raise TooLargeError("object tree nests too deeply")
-    if isinstance(obj, TensorRef):
-        return Tensor(shape=obj.shape, dtype=obj.storage.dtype, loader=loader_for(obj))
-    if isinstance(obj, dict):
-        return {k: _wrap(v, loader_for, depth + 1) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return type(obj)(_wrap(v, loader_for, depth + 1) for v in obj)
-    if isinstance(obj, ModuleStandIn):
-        # NEWOBJ without BUILD leaves a module without state (``__init__`` never ran)
-        obj.state = _wrap(obj.__dict__.get("state", {}), loader_for, depth + 1)
-    return obj
+#: Objects :func:`_wrap` visits at most (a real embedding pickle has a few dozen).
+MAX_TREE_NODES = 1_000_000
+
+
+def _wrap(obj: Any, loader_for) -> Any:
+    """Replace every TensorRef in the tree by a lazy Tensor; dicts stay dicts.
+
+    The memo lets a pickle share one object in many places; each shared object is wrapped once,
+    so the work is linear in the pickle (copying shares as a tree took 2**40 steps for a
+    415-byte file nesting ``t = (t, t)``, found in review). Cycles are refused."""
+    done: dict[int, Any] = {}
+    on_path: set[int] = set()
+    visited = 0
+
+    def go(o: Any, depth: int) -> Any:
+        nonlocal visited
+        if depth > 64:
+            raise TooLargeError("object tree nests too deeply")
+        key = id(o)
+        if key in done:
+            return done[key]
+        if isinstance(o, TensorRef):
+            out: Any = Tensor(shape=o.shape, dtype=o.storage.dtype, loader=loader_for(o))
+        elif isinstance(o, (dict, list, tuple, ModuleStandIn)):
+            if key in on_path:
+                raise BrokenFileError("pickle builds an object that contains itself")
+            visited += 1
+            if visited > MAX_TREE_NODES:
+                raise TooLargeError(f"pickle builds more than {MAX_TREE_NODES} objects")
+            on_path.add(key)
+            if isinstance(o, dict):
+                out = {k: go(v, depth + 1) for k, v in o.items()}
+            elif isinstance(o, (list, tuple)):
+                out = type(o)(go(v, depth + 1) for v in o)
+            else:
+                # NEWOBJ without BUILD leaves a module without state (``__init__`` never ran)
+                o.state = go(o.__dict__.get("state", {}), depth + 1)
+                out = o
+            on_path.discard(key)
+        else:
+            return o
+        done[key] = out
+        return out
+
+    return go(obj, 0)
 
 
 def read_raw(data: bytes | memoryview, path: str) -> Raw:
