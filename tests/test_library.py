@@ -379,8 +379,45 @@ def test_pictures_without_an_embedding_are_not_reported_as_errors(lib, tmp_path)
     report = lib.scan([root])
     assert report.pictures == 1 and report.errors == []
     assert sorted(e.name for e in lib.search()) == ["cardname", "thing"]
-    assert [Path(e.path).name for e in lib.errors()] == ["thing.png"]  # still recorded, with its reason
+    assert lib.errors() == []  # the same rule as the scan report
+    [picture] = lib.pictures()  # still recorded, with its reason
+    assert Path(picture.path).name == "thing.png" and picture.code == "broken-file"
     assert lib.scan([root]).unchanged == 3  # and not re-read next time
+
+
+def test_pictures_and_errors_agree_everywhere(lib, tmp_path):
+    """Regression: plain pictures were counted as pictures by the scan report but listed as
+    unreadable by Library.errors() (and so by `list --errors`, `check` and the export)."""
+    from PIL import Image
+
+    root = tmp_path / "mixed"
+    root.mkdir()
+    mk.kohya_file(root / "thing.safetensors", mk.vectors(1, 768, seed=1))
+    Image.new("RGB", (16, 16)).save(root / "thing.png")
+    Image.new("RGB", (16, 16)).save(root / "other.webp")
+    (root / "fake.png").write_bytes(b"not a png at all")  # an image name whatever the bytes: a picture too
+    (root / "broken.pt").write_bytes(b"PK\x03\x04" + b"\x00" * 60)
+    _evil_pt(root / "evil.pt")
+    report = lib.scan([root])
+    errors = sorted(Path(e.path).name for e in lib.errors())
+    pictures = sorted(Path(e.path).name for e in lib.pictures())
+    assert errors == ["broken.pt", "evil.pt"] == sorted(Path(p).name for p, _, _ in report.errors)
+    assert pictures == ["fake.png", "other.webp", "thing.png"] and report.pictures == 3
+    manifest = lib.export()
+    assert sorted(Path(e["path"]).name for e in manifest["errors"]) == errors
+    assert sorted(Path(p).name for p in manifest["pictures"]) == pictures
+    assert lib.scan([root]).unchanged == 6  # pictures are recorded, so a rescan does not re-read them
+
+
+def test_the_picture_rule_lives_in_one_place():
+    from embkit.library.scan import is_picture
+
+    assert is_picture("/x/Preview.PNG", "broken-file") and is_picture("/x/a.webp", "unknown-format")
+    assert not is_picture("/x/a.png", "unsafe-file")  # a hostile image is still reported
+    assert not is_picture("/x/a.png", "too-large")
+    assert not is_picture("/x/a.pt", "broken-file")
+    assert not is_picture("/x/a.png", None)
+
 
 
 def _entry(name: str, i: int, family: str = "sd1", stored: str | None = None):

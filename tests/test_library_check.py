@@ -113,3 +113,27 @@ def test_load_into_applies_every_compatible_embedding_at_once(library, sd1_pipe)
         assert third.loaded == [] and "already has a token" in third.skipped[0][1][0]
     finally:
         unload(pipe)
+
+
+
+def test_check_does_not_count_pictures_as_unreadable(tmp_path):
+    """Regression: `check` said "N unreadable files were not checked" counting preview pictures."""
+    from PIL import Image
+
+    root = tmp_path / "embeddings"
+    root.mkdir()
+    mk.kohya_file(root / "zqxpic.safetensors", mk.vectors(1, 768, seed=1))
+    Image.new("RGB", (16, 16)).save(root / "zqxpic.png")
+    Image.new("RGB", (16, 16)).save(root / "zqxpic2.webp")
+    db = tmp_path / "lib.sqlite"
+    with embkit.Library(db) as lib:
+        lib.scan([root], jobs=1)
+    done = run_embkit("library", "--db", str(db), "check", "--model", "sd1")
+    assert done.returncode == 0, done.stderr
+    assert "1 would load, 0 would be skipped on sd1" in done.stdout
+    assert "unreadable" not in done.stdout + done.stderr
+    (root / "broken.pt").write_bytes(b"PK\x03\x04" + b"\x00" * 60)
+    with embkit.Library(db) as lib:
+        lib.scan([root], jobs=1)
+    done = run_embkit("library", "--db", str(db), "check", "--model", "sd1")
+    assert "1 unreadable files were not checked" in done.stderr

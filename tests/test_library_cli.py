@@ -123,3 +123,29 @@ def test_two_concurrent_scans_end_consistent(tmp_path):
     os.remove(root / "f0" / "e000.safetensors")
     again = json.loads(subprocess.run(cmd, capture_output=True, text=True, check=True).stdout)
     assert again["removed"] == 1
+
+
+def test_list_errors_counts_pictures_apart(tmp_path):
+    """Regression: `list --errors` listed a preview picture as `broken-file … no sd-ti-embedding
+    text`, though `scan` counts it as a picture."""
+    from PIL import Image
+
+    root = tmp_path / "embeddings"
+    root.mkdir()
+    mk.kohya_file(root / "thing.safetensors", mk.vectors(1, 768, seed=1))
+    Image.new("RGB", (16, 16)).save(root / "thing.png")
+    Image.new("RGB", (16, 16)).save(root / "other.png")
+    (root / "junk.pt").write_bytes(b"PK\x03\x04junk")
+    db = tmp_path / "lib.sqlite"
+    report = _json("scan", "--json", str(root), db=db)
+    assert report["pictures"] == 2 and [Path(e["path"]).name for e in report["errors"]] == ["junk.pt"]
+    assert [Path(e["path"]).name for e in _json("list", "--errors", "--json", db=db)] == ["junk.pt"]
+    human = run_embkit("library", "--db", str(db), "list", "--errors")
+    assert human.returncode == 0, human.stderr
+    assert "junk.pt" in human.stdout and "thing.png" not in human.stdout and "sd-ti-embedding" not in human.stdout
+    assert "1 unreadable file (and 2 pictures without an embedding, not errors)" in human.stdout
+    (root / "junk.pt").unlink()
+    _json("scan", "--json", str(root), db=db)
+    human = run_embkit("library", "--db", str(db), "list", "--errors")
+    assert "no unreadable files (and 2 pictures without an embedding, not errors)" in human.stdout
+

@@ -133,11 +133,12 @@ def _query(ctx, db, family, fits, slot, name, vectors, format_, tag):
 def list_cmd(ctx, family, fits, slot, name, vectors, format_, tag, as_json, db, show_errors) -> None:
     """List the embeddings in the library (filters combine)."""
     if show_errors:
-        errs = _open(ctx, db).errors()
+        lib = _open(ctx, db)
+        errs = lib.errors()
         if as_json:
             output.print_json([e.to_dict() for e in errs])
         else:
-            _errors_table(errs)
+            _errors_table(errs, len(lib.pictures()))
         return
     _print_entries(_query(ctx, db, family, fits, slot, name, vectors, format_, tag), as_json)
 
@@ -233,9 +234,11 @@ def _show_entry(e) -> None:
     output.console().print(table)
 
 
-def _errors_table(errs) -> None:
+def _errors_table(errs, pictures: int) -> None:
+    # Pictures are only counted: a folder of previews would otherwise bury the real errors.
+    aside = f" (and {pictures} picture{'' if pictures == 1 else 's'} without an embedding, not errors)" if pictures else ""
     if not errs:
-        output.info("no unreadable files")
+        output.info("no unreadable files" + aside)
         return
     from rich.table import Table
 
@@ -245,6 +248,7 @@ def _errors_table(errs) -> None:
     for e in errs:
         table.add_row(e.code, output.escape(e.message))
     output.console().print(table)
+    output.info(f"[dim]{len(errs)} unreadable file{'' if len(errs) == 1 else 's'}{aside}[/]")
 
 
 # -- dupes / conflicts / check ------------------------------------------------------------------

@@ -112,8 +112,14 @@ class Library:
         return self.search(**filters)
 
     def errors(self) -> builtins.list[FileError]:
-        """Files the scans could not read, with the reason."""
+        """Files the scans could not read, with the reason. Plain pictures are not among them
+        (see :meth:`pictures`), as in the scan report."""
         return queries.errors(self._conn)
+
+    def pictures(self) -> builtins.list[FileError]:
+        """PNG/WebP files holding no embedding (previews beside embedding files), with the reason
+        they hold none. Recorded so rescans skip them; not errors."""
+        return queries.pictures(self._conn)
 
     def show(self, name_or_hash: str) -> builtins.list[Entry]:
         """Entries whose trigger name, path or hash (sha256 / AutoV2 / AutoV3 / vectors hash
@@ -202,13 +208,15 @@ class Library:
 
     # -- maintenance ---------------------------------------------------------------------------
     def export(self) -> dict:
-        """The whole library as a JSON-ready manifest: every entry and every unreadable file."""
+        """The whole library as a JSON-ready manifest: every entry, every unreadable file, and the
+        paths of pictures holding no embedding."""
         return {
             "embkit_library": schema.SCHEMA_VERSION,
             "database": str(self.path),
             "exported_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
             "entries": [e.to_dict() for e in self.search()],
             "errors": [e.to_dict() for e in self.errors()],
+            "pictures": [p.path for p in self.pictures()],
         }
 
     def remove(self, *keys: str, missing: bool = False) -> int:

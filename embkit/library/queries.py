@@ -12,6 +12,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from ..errors import LibraryError
+from .scan import is_picture
 
 
 @dataclass(frozen=True)
@@ -190,7 +191,21 @@ def _chunks(items: list, n: int):
 
 
 def errors(conn: sqlite3.Connection) -> list[FileError]:
-    """Files recorded with an error instead of embeddings."""
+    """Files recorded with an error instead of embeddings, leaving out plain pictures (see
+    :func:`pictures`)."""
+    return [e for e in _recorded(conn) if not is_picture(e.path, e.code)]
+
+
+def pictures(conn: sqlite3.Connection) -> list[FileError]:
+    """Images holding no embedding (previews beside embedding files). They are recorded like
+    unreadable files, so a rescan skips them, but they are not errors; the rule is
+    :func:`embkit.library.scan.is_picture`, the one the scan report counts by."""
+    return [e for e in _recorded(conn) if is_picture(e.path, e.code)]
+
+
+def _recorded(conn: sqlite3.Connection) -> list[FileError]:
+    # Every file row with an error, split in Python by is_picture rather than in SQL so that the
+    # picture rule is written once.
     rows = conn.execute("SELECT path, error_code, error, size, sha256 FROM files WHERE error_code IS NOT NULL ORDER BY path")
     return [FileError(*r) for r in rows]
 

@@ -8,6 +8,7 @@ is parsed again. Rows for files that are gone from a scanned folder are deleted.
 
 from __future__ import annotations
 
+import functools
 import os
 import sqlite3
 import time
@@ -30,6 +31,9 @@ SAME, FILE = "same", "file"
 #: Image containers (ids in the formats table): a picture in an embeddings folder is usually a
 #: preview, not a damaged embedding card.
 PICTURE_CONTAINERS = ("png", "webp")
+#: The error codes such an image gets when it holds no embedding (no text chunk, no card in the
+#: pixels). Other codes (unsafe-file, too-large …) are reported even for images.
+PICTURE_CODES = ("broken-file", "unknown-format")
 
 
 @dataclass
@@ -188,7 +192,7 @@ def _write(conn: sqlite3.Connection, results: list[tuple], gone: list[str], repo
         else:
             report.added += 1
         if row[9] is not None:
-            if row[0].lower().endswith(_picture_extensions()) and row[9] in ("broken-file", "unknown-format"):
+            if is_picture(row[0], row[9]):
                 report.pictures += 1
             else:
                 report.errors.append((row[0], row[9], row[10]))
@@ -206,7 +210,17 @@ def _carry_tags(conn: sqlite3.Connection, full: list[tuple], stored: dict) -> No
         conn.executemany("INSERT OR IGNORE INTO tags (sha256, member, tag) SELECT ?, member, tag FROM tags WHERE sha256 = ?", moves)
 
 
+def is_picture(path: str, error_code: str | None) -> bool:
+    """Whether a file recorded with ``error_code`` is a plain picture (a PNG/WebP holding no
+    embedding) rather than an unreadable file. The one rule the scan report, ``Library.errors()``,
+    ``Library.pictures()`` and the CLI all follow."""
+    return error_code in PICTURE_CODES and path.lower().endswith(_picture_extensions())
+
+
+@functools.lru_cache(maxsize=None)
 def _picture_extensions() -> tuple[str, ...]:
+    # From the formats table (house rule 2: no second list of extensions); cached because it is
+    # asked once per recorded error.
     from ..formats import get_container
 
     return tuple(ext for c in PICTURE_CONTAINERS for ext in get_container(c).extensions)
