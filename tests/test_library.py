@@ -419,6 +419,25 @@ def test_the_picture_rule_lives_in_one_place():
     assert not is_picture("/x/a.png", None)
 
 
+def test_stored_name_conflicts_only_where_a_host_uses_the_stored_name(lib, tmp_path):
+    """Regression: kohya and multi files that keep a stored_name in their metadata (written by
+    embkit under another file name) were reported as triggered by that name in diffusers."""
+    root = tmp_path / "renamed"
+    root.mkdir()
+    mk.a1111_pt(root / "badhand.pt", mk.vectors(2, 768, seed=1), name="badhandv3")
+    mk.a1111_pt(root / "same.pt", mk.vectors(1, 768, seed=2), name="same")
+    mk.kohya_file(root / "small.safetensors", mk.vectors(1, 768, seed=3), metadata={"stored_name": "EasyNegative"})
+    both = {"clip_l": mk.vectors(1, 768, seed=4), "clip_g": mk.vectors(1, 1280, seed=5)}
+    mk.multi_file(root / "xl.safetensors", both, metadata={"stored_name": "EasyNegativeXL"})
+    lib.scan([root])
+    # the column still holds each stored name: `show` prints it
+    assert (_one(lib, "small").format, _one(lib, "small").stored_name) == ("kohya", "EasyNegative")
+    assert (_one(lib, "xl").format, _one(lib, "xl").stored_name) == ("multi", "EasyNegativeXL")
+    [group] = [g for g in lib.conflicts() if g.kind == "stored-name"]
+    assert group.key == "badhand" and [e.format for e in group.entries] == ["a1111"]
+    assert "by A1111 but as 'badhandv3' by diffusers" in group.message
+
+
 
 def _entry(name: str, i: int, family: str = "sd1", stored: str | None = None):
     from embkit.library import Entry

@@ -115,6 +115,25 @@ def test_load_into_applies_every_compatible_embedding_at_once(library, sd1_pipe)
         unload(pipe)
 
 
+def test_diffusers_uses_the_stored_name_of_an_a1111_file_only(sd1_pipe, tmp_path):
+    """What the library's stored-name conflict rests on, with diffusers' own loader: an A1111 .pt
+    is triggered by its stored name, a kohya file by its tensor key, never by a stored_name kept in
+    its metadata; so the library reports the first and not the second."""
+    mk.a1111_pt(tmp_path / "badhand.pt", mk.vectors(1, 768, seed=1), name="badhandv3")
+    mk.kohya_file(tmp_path / "small.safetensors", mk.vectors(1, 768, seed=2), metadata={"stored_name": "EasyNegative"})
+    pipe = sd1_pipe
+    try:
+        pipe.load_textual_inversion(str(tmp_path / "badhand.pt"))
+        pipe.load_textual_inversion(str(tmp_path / "small.safetensors"))
+        vocab = pipe.tokenizer.get_vocab()
+        assert "badhandv3" in vocab and "badhand" not in vocab
+        assert "emb_params" in vocab and "EasyNegative" not in vocab and "easynegative" not in vocab
+    finally:
+        pipe.unload_textual_inversion()
+    with embkit.Library(tmp_path / "lib.sqlite") as lib:
+        lib.scan([tmp_path], jobs=1)
+        assert [(g.kind, g.key) for g in lib.conflicts() if g.kind == "stored-name"] == [("stored-name", "badhand")]
+
 
 def test_check_does_not_count_pictures_as_unreadable(tmp_path):
     """Regression: `check` said "N unreadable files were not checked" counting preview pictures."""

@@ -149,3 +149,20 @@ def test_list_errors_counts_pictures_apart(tmp_path):
     human = run_embkit("library", "--db", str(db), "list", "--errors")
     assert "no unreadable files (and 2 pictures without an embedding, not errors)" in human.stdout
 
+
+def test_stored_name_conflict_is_for_a1111_files_only(tmp_path):
+    """Regression: a kohya file keeping a stored_name in its metadata was reported as triggered
+    by that name in diffusers."""
+    root = tmp_path / "embeddings"
+    root.mkdir()
+    mk.a1111_pt(root / "badhand.pt", mk.vectors(2, 768, seed=1), name="badhandv3")
+    mk.kohya_file(root / "small.safetensors", mk.vectors(1, 768, seed=2), metadata={"stored_name": "EasyNegative"})
+    db = tmp_path / "lib.sqlite"
+    _json("scan", "--json", str(root), db=db)
+    groups = _json("conflicts", "--json", "--kind", "stored-name", db=db)
+    assert [(g["key"], g["entries"][0]["format"]) for g in groups] == [("badhand", "a1111")]
+    assert "triggered as 'badhand' by A1111 but as 'badhandv3' by diffusers" in groups[0]["message"]
+    human = run_embkit("library", "--db", str(db), "conflicts", "--kind", "stored-name")
+    assert human.returncode == 0 and "stored-name" in human.stdout and "EasyNegative" not in human.stdout
+    [shown] = _json("show", "small", "--json", db=db)
+    assert shown["stored_name"] == "EasyNegative"  # still stored and shown, just not a conflict

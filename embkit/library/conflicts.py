@@ -1,11 +1,11 @@
 """Names that will confuse a host: the same trigger in several files, names that differ only by
-case, names that are prefixes of others, a stored name that is not the file name, and SD1 and
-SDXL versions kept under one name.
+case, names that are prefixes of others, an A1111 file whose stored name is not its file name, and
+SD1 and SDXL versions kept under one name.
 
-Why each matters (see FORMATS.md): A1111 loads one file per trigger and silently skips the rest;
-CLIP tokenizers lower-case, so ``Style`` and ``style`` collide; diffusers rewrites prompts with
-``str.replace``, so a trigger that is a prefix of another corrupts it; A1111 triggers a ``.pt`` by
-its file stem while diffusers uses the stored name.
+Why each matters (see docs/formats.md): A1111 loads one file per trigger and silently skips the
+rest; CLIP tokenizers lower-case, so ``Style`` and ``style`` collide; diffusers rewrites prompts
+with ``str.replace``, so a trigger that is a prefix of another corrupts it; A1111 triggers an A1111
+``.pt`` by its file stem while diffusers' ``load_textual_inversion`` uses its stored ``name``.
 """
 
 from __future__ import annotations
@@ -13,6 +13,14 @@ from __future__ import annotations
 from collections import defaultdict
 
 from .queries import Entry, Group
+
+#: Layouts whose stored name a host triggers by, while A1111 triggers the file by its stem: only
+#: A1111's own layout, whose ``name`` field diffusers' ``load_textual_inversion`` takes as the
+#: token. A kohya or multi file's ``stored_name`` (the name it had before embkit renamed it, kept
+#: in its metadata) is read by no host: A1111 and ComfyUI use the file name, and diffusers reads no
+#: safetensors metadata (a one-tensor file's token is its key, ``emb_params``). Image cards are
+#: triggered by their stored name, so theirs never differs.
+STORED_NAME_FORMATS = ("a1111",)
 
 
 def conflicts(all_entries: list[Entry]) -> list[Group]:
@@ -46,9 +54,9 @@ def conflicts(all_entries: list[Entry]) -> list[Group]:
             out.append(Group("prefix", short, f"{short!r} is a prefix of {shown}; diffusers' prompt rewriting would corrupt the longer names", tuple(es)))
 
     for e in all_entries:
-        if e.stored_name and e.stored_name != e.name:
+        if e.format in STORED_NAME_FORMATS and e.stored_name and e.stored_name != e.name:
             out.append(
-                Group("stored-name", e.name, f"{e.path} is triggered as {e.name!r} by A1111 but stores the name {e.stored_name!r} (used by diffusers)", (e,))
+                Group("stored-name", e.name, f"{e.path} is triggered as {e.name!r} by A1111 but as {e.stored_name!r} by diffusers (its stored name)", (e,))
             )
 
     for low, es in sorted(by_lower.items()):
