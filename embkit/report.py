@@ -26,17 +26,23 @@ REPORT_VERSION = 1
 def slot_stats(values: np.ndarray, dtype: str) -> dict[str, Any]:
     """Vectors, width, dtype, per-vector L2 norms and min/max/mean/std of one slot."""
     v = values.astype(np.float64)
-    finite = bool(np.isfinite(v).all())
-    norms = np.linalg.norm(v, axis=1) if finite else np.array([float("nan")] * v.shape[0])
+    ok = np.isfinite(v)
+    finite = bool(ok.all())
+    with np.errstate(over="ignore", invalid="ignore"):
+        # a row holding NaN or infinity has no norm (null); the other rows keep theirs
+        norms = np.linalg.norm(np.where(ok, v, 0.0), axis=1)
+    norms = [None if not row_ok else _num(x) for x, row_ok in zip(norms, ok.all(axis=1))]
+    values_ok = v[ok]  # the statistics cover the finite values only
+    some = values_ok.size > 0
     return {
         "vectors": int(v.shape[0]),
         "dim": int(v.shape[1]),
         "dtype": dtype,
-        "norms": [_num(x) for x in norms],
-        "min": _num(np.nanmin(v)) if finite else None,
-        "max": _num(np.nanmax(v)) if finite else None,
-        "mean": _num(v.mean()) if finite else None,
-        "std": _num(v.std()) if finite else None,
+        "norms": norms,
+        "min": _num(values_ok.min()) if some else None,
+        "max": _num(values_ok.max()) if some else None,
+        "mean": _num(values_ok.mean()) if some else None,
+        "std": _num(values_ok.std()) if some else None,
         "finite": finite,
     }
 

@@ -89,3 +89,22 @@ def test_error_line_shows_code(tmp_path):
     proc = run_embkit("inspect", str(bad))
     assert proc.returncode == 3
     assert "error[broken-file]" in proc.stderr and "broken.pt" in proc.stderr
+
+
+def test_one_nan_row_keeps_the_other_rows_norms(tmp_path):
+    import numpy as np
+    from safetensors.numpy import save_file
+
+    a = np.zeros((3, 768), np.float32)
+    a[0, :4] = 0.5
+    a[1, 5] = np.nan
+    path = tmp_path / "nanrow.safetensors"
+    save_file({"emb_params": a}, str(path))
+    done = run_embkit("inspect", str(path), "--json")
+    assert done.returncode == 0, done.stderr
+    report = json.loads(done.stdout)
+    report = report[0] if isinstance(report, list) else report
+    slot = report["embeddings"][0]["slots"]["clip_l"]
+    assert slot["norms"] == [1.0, None, 0.0]
+    assert slot["finite"] is False
+    assert (slot["min"], slot["max"]) == (0.0, 0.5)

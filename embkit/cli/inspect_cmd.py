@@ -61,10 +61,12 @@ def _print_report(rep: dict, all_norms: bool) -> None:
         table.add_column("min / max / std", justify="right")
         for slot, s in emb["slots"].items():
             norms = s["norms"] if all_norms else s["norms"][:8]
-            shown = ", ".join("nan" if n is None else f"{n:.3f}" for n in norms)
+            shown = ", ".join("non-finite" if n is None else f"{n:.3f}" for n in norms)
             if len(s["norms"]) > len(norms):
                 shown += f", … ({len(s['norms'])})"
-            stats = "non-finite" if not s["finite"] else f"{s['min']:.3f} / {s['max']:.3f} / {s['std']:.3f}"
+            stats = "non-finite" if s["min"] is None else f"{s['min']:.3f} / {s['max']:.3f} / {s['std']:.3f}"
+            if not s["finite"] and s["min"] is not None:
+                stats += " (finite values; has NaN/inf)"
             table.add_row(slot, f"{s['vectors']} × {s['dim']}", s["dtype"], shown, stats)
         con.print(table)
         family = emb["family"] if emb["family"] != "unknown" else "unknown"
