@@ -4,8 +4,9 @@
 (in the positive or the negative prompt), and measures three things: how far the text encoders'
 conditioning moved (cosine distance of the encoder outputs, with vs without), how far the images
 moved (mean absolute pixel difference, 0–255), and the time. :func:`contact_sheet` lays the images
-out as a labelled PNG. An embedding that moves neither is the classic "appears to do nothing"
-failure: :data:`EXIT_NO_EFFECT` / :class:`NoEffectError`.
+out as a labelled PNG; :func:`save_sheet` writes it, replacing only a previous sheet unless told
+to. An embedding that moves neither is the classic "appears to do nothing" failure:
+:data:`EXIT_NO_EFFECT` / :class:`NoEffectError`.
 
 The prompt text is the same in both renders: without the embedding its trigger is plain words to the
 tokenizer; with it, the trigger is the embedding's vectors. torch and diffusers load lazily.
@@ -18,7 +19,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Sequence
 
-from .errors import NoEffectError, TargetError
+from .errors import NoEffectError, TargetError, TargetExistsError, WriteError
 from .schema import Embedding
 
 #: Exit status of ``embkit verify --render`` when the embedding changes nothing.
@@ -311,21 +312,79 @@ def contact_sheet(comparison: Comparison, *, tile: int = 256) -> Any:
     return sheet
 
 
-def save_sheet(comparison: Comparison, path: str | os.PathLike) -> str:
-    """Write the contact sheet as PNG (to a temporary file in the folder, then renamed)."""
-    import tempfile
+#: The PNG text chunk every contact sheet carries: ``save_sheet`` replaces an existing file at its
+#: target only when it holds this mark (a previous sheet), so re-running the same command works
+#: while a user's own picture of the same name is never lost silently.
+SHEET_KEY, SHEET_VALUE = "Software", "embkit contact sheet"
+
+
+def is_sheet(path: str | os.PathLike) -> bool:
+    """True when ``path`` is a PNG that :func:`save_sheet` wrote (it carries :data:`SHEET_KEY`).
+
+    Only the chunks before the image data are read (PIL's ``Image.open`` is lazy), so this is cheap
+    on any file. A symbolic link is never a sheet: replacing it would replace the link, not what it
+    points to, which is not what "re-run and refresh the sheet" means."""
+    from PIL import Image, UnidentifiedImageError
 
     path = os.fspath(path)
-    folder = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(prefix=".embkit-", suffix=".png", dir=folder)
+    if os.path.islink(path) or not os.path.isfile(path):
+        return False
     try:
-        with os.fdopen(fd, "wb") as fh:
-            contact_sheet(comparison).save(fh, format="PNG")
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+        with Image.open(path) as im:
+            return im.format == "PNG" and im.info.get(SHEET_KEY) == SHEET_VALUE
+    except (OSError, UnidentifiedImageError, ValueError, SyntaxError):
+        return False
+
+
+def check_sheet_target(path: str | os.PathLike, overwrite: bool = False) -> bool:
+    """Raise before any rendering if the sheet cannot be written to ``path``; return whether an
+    existing file there will be replaced.
+
+    The rules are the writers' (:func:`embkit.write`, ``embkit merge``): the folder must exist
+    (:class:`~embkit.errors.WriteError`, "its folder does not exist"; it is not created), and an
+    existing file raises :class:`~embkit.errors.TargetExistsError` unless ``overwrite``, with one
+    exception: a previous contact sheet (:func:`is_sheet`) is replaced, so a command can be re-run.
+    """
+    path = os.fspath(path)
+    # the same check and wording as atomic.write_folder: rendering takes seconds, so this is
+    # found before it rather than when the temporary file cannot be created
+    if not os.path.isdir(os.path.dirname(os.path.abspath(path))):
+        raise WriteError("its folder does not exist", path=path)
+    if os.path.isdir(path):
+        raise WriteError("is a folder; name the contact sheet's .png file", path=path)
+    if not os.path.lexists(path):
+        return False
+    if overwrite or is_sheet(path):
+        return True
+    raise TargetExistsError("exists and is not an embkit contact sheet; pass overwrite=True (--overwrite) to replace it", path=path)
+
+
+def sheet_png(comparison: Comparison) -> bytes:
+    """The contact sheet as PNG bytes, marked as a sheet (:data:`SHEET_KEY`)."""
+    import io
+
+    from PIL.PngImagePlugin import PngInfo
+
+    info = PngInfo()
+    info.add_text(SHEET_KEY, SHEET_VALUE)
+    buffer = io.BytesIO()
+    contact_sheet(comparison).save(buffer, format="PNG", pnginfo=info)
+    return buffer.getvalue()
+
+
+def save_sheet(comparison: Comparison, path: str | os.PathLike, *, overwrite: bool = False) -> str:
+    """Write the contact sheet as PNG to ``path`` and return the path.
+
+    Written like every embkit output (:func:`embkit.atomic.write_bytes`: a temporary file in the
+    folder, fsync, rename; the umask's file mode). An existing file is replaced only if it is a
+    previous contact sheet or ``overwrite`` is true; see :func:`check_sheet_target` for the errors.
+    """
+    from .atomic import write_bytes
+
+    path = os.fspath(path)
+    replace = check_sheet_target(path, overwrite)
+    # without ``replace`` the rename refuses a file that appeared since the check
+    write_bytes(path, sheet_png(comparison), overwrite=replace)
     return path
 
 
@@ -333,6 +392,11 @@ __all__ = [
     "compare",
     "contact_sheet",
     "save_sheet",
+    "sheet_png",
+    "is_sheet",
+    "check_sheet_target",
+    "SHEET_KEY",
+    "SHEET_VALUE",
     "load_pipeline",
     "resolve_device",
     "family_of",

@@ -65,29 +65,108 @@ def test_prompts_for_appends_missing_triggers():
     assert render.prompts_for(["tok", "b"], None, True) == ("a photo", "tok, b", [])
 
 
+def _comparison(seed: int = 0) -> render.Comparison:
+    """A Comparison of random 64x64 images (two seeds), as compare would return, without rendering."""
+    rng = np.random.default_rng(seed)
+    imgs = [rng.integers(0, 255, (64, 64, 3), dtype=np.uint8) for _ in range(4)]
+    return render.Comparison("m", "cpu", "float32", "p", None, False, ["t"], 2,
+                             [render.SeedRender(0, imgs[0], imgs[1], 1.0), render.SeedRender(7, imgs[2], imgs[3], 2.0)], 0.1, 1.0, 0.25)
+
+
+def _mode(path) -> int:
+    return os.stat(path).st_mode & 0o777
+
+
 def test_contact_sheet_lays_out_before_and_after_per_seed():
     from PIL import Image
 
-    rng = np.random.default_rng(0)
-    imgs = [rng.integers(0, 255, (64, 64, 3), dtype=np.uint8) for _ in range(4)]
-    comp = render.Comparison("m", "cpu", "float32", "p", None, False, ["t"], 2,
-                             [render.SeedRender(0, imgs[0], imgs[1], 1.0), render.SeedRender(7, imgs[2], imgs[3], 2.0)], 0.1, 1.0, 0.25)
+    comp = _comparison()
+    imgs = [comp.renders[1].before, comp.renders[1].after]
     sheet = render.contact_sheet(comp, tile=128)
     assert sheet.size == (6 + 2 * 134, 22 + 2 * (18 + 128 + 6) + 6)
     # the "after" tile of seed 7 is image 3 scaled up 2x (nearest)
     x, y = 6 + 134, 22 + 18 + 128 + 6 + 18
     tile = np.asarray(sheet.crop((x, y, x + 128, y + 128)))
-    assert np.array_equal(tile, np.asarray(Image.fromarray(imgs[3]).resize((128, 128), Image.NEAREST)))
+    assert np.array_equal(tile, np.asarray(Image.fromarray(imgs[1]).resize((128, 128), Image.NEAREST)))
+
+
+def test_save_sheet_marks_the_sheet_and_uses_the_umask(tmp_path):
+    old = os.umask(0o027)
+    try:
+        path = render.save_sheet(_comparison(), tmp_path / "s.png")
+    finally:
+        os.umask(old)
+    assert path == str(tmp_path / "s.png") and render.is_sheet(path)
+    assert _mode(path) == 0o640  # like every embkit output, not mkstemp's 0600
+    assert [n for n in os.listdir(tmp_path)] == ["s.png"]  # no temporary left behind
+
+
+def test_save_sheet_replaces_a_previous_sheet_and_nothing_else(tmp_path):
+    sheet = tmp_path / "s.png"
+    render.save_sheet(_comparison(0), sheet)
+    first = sheet.read_bytes()
+    render.save_sheet(_comparison(1), sheet)  # a re-run refreshes its own sheet
+    assert sheet.read_bytes() != first and render.is_sheet(sheet)
+
+    from PIL import Image
+
+    photo = tmp_path / "photo.png"
+    Image.new("RGB", (8, 8)).save(photo)  # a PNG, but not a sheet
+    text = tmp_path / "notes.png"
+    text.write_text("precious")
+    for keep in (photo, text):
+        before = keep.read_bytes()
+        with pytest.raises(embkit.TargetExistsError, match="not an embkit contact sheet; pass overwrite=True") as info:
+            render.save_sheet(_comparison(), keep)
+        assert info.value.exit_code == 9 and keep.read_bytes() == before
+    link = tmp_path / "link.png"
+    link.symlink_to(sheet)  # replacing a link would replace the link, not the sheet: refused
+    with pytest.raises(embkit.TargetExistsError):
+        render.save_sheet(_comparison(), link)
+    os.chmod(text, 0o600)
+    render.save_sheet(_comparison(), text, overwrite=True)
+    assert render.is_sheet(text) and _mode(text) == 0o644 & ~_umask()  # the writers' mode
+
+
+def _umask() -> int:
+    current = os.umask(0)
+    os.umask(current)
+    return current
+
+
+def test_save_sheet_refuses_a_missing_folder_like_the_writers(tmp_path):
+    target = tmp_path / "nodir" / "s.png"
+    with pytest.raises(embkit.WriteError) as info:
+        render.save_sheet(_comparison(), target)
+    assert str(info.value) == f"{target}: its folder does not exist"
+    assert (info.value.code, info.value.exit_code) == ("write-failed", 9)
+    assert not (tmp_path / "nodir").exists()  # refused, not created (as embkit.write and merge do)
+    # embkit.write words the same failure the same way
+    with pytest.raises(embkit.WriteError) as written:
+        embkit.write(Embedding("t", {"clip_l": np.zeros((1, 768), np.float32)}), tmp_path / "nodir" / "t.safetensors")
+    assert str(written.value).endswith(": its folder does not exist")
+
+
+def test_run_checks_the_sheet_before_building_the_pipeline(tmp_path, corpus, monkeypatch, capsys):
+    from embkit.cli import render as cli_render
+
+    monkeypatch.setattr(render, "load_pipeline", lambda *a, **kw: pytest.fail("built a pipeline for a sheet it cannot write"))
+    code = cli_render.run(paths=[str(corpus / "bad-hands-5.pt")], device="cpu", output=str(tmp_path / "nodir" / "s.png"), json_out=True)
+    report = json.loads(capsys.readouterr().out)
+    assert code == 9 and report["error"]["code"] == "write-failed" and "its folder does not exist" in report["error"]["message"]
 
 
 def test_run_writes_sheet_and_json(tmp_path, corpus, capsys):
     from embkit.cli import render as cli_render
 
     sheet = tmp_path / "sheet.png"
+    render.save_sheet(_comparison(), sheet)  # the sheet of an earlier run is replaced, not refused
+    earlier = sheet.read_bytes()
     code = cli_render.run(paths=[str(corpus / "bad-hands-5.pt")], model=None, prompt=None, as_negative=True, seeds=(1, 2), steps=2,
                           device="cpu", output=str(sheet), json_out=True, strict=False)
     report = json.loads(capsys.readouterr().out)
     assert code == 0 and report["ok"] and report["exit_code"] == 0
+    assert sheet.read_bytes() != earlier and render.is_sheet(sheet)
     assert report["model"] == "built-in tiny sd1" and report["seeds"] == [1, 2]
     assert report["conditioning_cosine_distance"] > 0 and report["pixel_difference_max"] > 0
     from PIL import Image
@@ -140,6 +219,20 @@ def test_verify_render_command_end_to_end(tmp_path, corpus):
     assert result.returncode == 0, result.stderr[-2000:]
     assert json.loads(result.stdout)["changed"] is True
     assert sheet.exists()
+
+
+def test_verify_render_overwrite_replaces_a_file_that_is_not_a_sheet(tmp_path, corpus):
+    from click.testing import CliRunner
+
+    from embkit.cli.main import cli as embkit_cli
+
+    keep = tmp_path / "keep.png"
+    keep.write_text("precious")
+    os.chmod(keep, 0o600)
+    res = CliRunner().invoke(embkit_cli, ["verify", str(corpus / "bad-hands-5.pt"), "--render", "--steps", "1", "--device", "cpu",
+                                          "-o", str(keep), "--overwrite"], catch_exceptions=False)
+    assert res.exit_code == 0, res.output
+    assert render.is_sheet(keep) and _mode(keep) == 0o644 & ~_umask()
 
 
 def test_model_names_and_refusals(corpus, tmp_path):

@@ -87,6 +87,21 @@ def test_strict_fails_on_warnings(tmp_path):
     assert invoke(path).exit_code == 0
     res = invoke(path, "--strict")
     assert res.exit_code == 7 and "prompt-budget" in res.output
+    # the summary says why it failed: every embedding "would load", so without this line it did not
+    flat = " ".join(res.output.split())
+    assert "1 would load, 0 would be skipped failed under --strict: 1 warning (long)" in flat
+    data = json.loads(invoke(path, "--strict", "--json").output)
+    assert data["ok"] is False and data["summary"]["strict_failed"] == [{"name": "long", "path": str(path), "warnings": 1}]
+    relaxed = invoke(path, "--json")
+    assert json.loads(relaxed.output)["summary"]["strict_failed"] == [] and "--strict" not in invoke(path).output
+
+
+def test_family_target_header_names_the_family_once(tmp_path):
+    path = tmp_path / "a.safetensors"
+    save_file({"clip_l": vecs(1, 768), "clip_g": vecs(1, 1280)}, str(path))
+    res = invoke(path, "--model", "sdxl")
+    assert res.exit_code == 0
+    assert res.output.splitlines()[0] == "target SDXL (clip_l 768, clip_g 1280) (family sdxl)"
 
 
 def test_checkpoint_target_and_unreadable_file(tmp_path):
@@ -123,6 +138,7 @@ def test_render_hands_over_with_the_documented_call(tmp_path, monkeypatch):
     calls = []
     fake = types.ModuleType("embkit.cli.render")
     fake.run = lambda **kw: calls.append(kw) or 3
+    fake.preflight = lambda paths, output, overwrite, json_out: calls.append(("preflight", output, overwrite)) or 0
     monkeypatch.setitem(sys.modules, "embkit.cli.render", fake)
     import embkit.cli
 
@@ -130,10 +146,31 @@ def test_render_hands_over_with_the_documented_call(tmp_path, monkeypatch):
     path = tmp_path / "a.safetensors"
     save_file({"emb_params": vecs(1, 768)}, str(path))
     res = invoke(path, "--render", "--model", "sd1", "--prompt", "a cat", "--as-negative", "--seed", "1", "--seed", "2",
-                 "--steps", "3", "--device", "cpu", "-o", tmp_path / "sheet.png")
+                 "--steps", "3", "--device", "cpu", "-o", tmp_path / "sheet.png", "--overwrite")
     assert res.exit_code == 3
-    assert calls == [dict(paths=[str(path)], model="sd1", prompt="a cat", as_negative=True, seeds=[1, 2], steps=3, device="cpu",
-                          output=str(tmp_path / "sheet.png"), json_out=False, strict=False)]
+    assert calls == [("preflight", str(tmp_path / "sheet.png"), True),
+                     dict(paths=[str(path)], model="sd1", prompt="a cat", as_negative=True, seeds=[1, 2], steps=3, device="cpu",
+                          output=str(tmp_path / "sheet.png"), json_out=False, strict=False, overwrite=True)]
+
+
+def test_render_checks_the_sheet_before_validating_or_rendering(tmp_path, monkeypatch):
+    """A sheet that cannot be written is reported first, as the writers report it (exit 9), and
+    nothing is validated, printed or rendered; torch is never imported for it."""
+    from embkit.cli import render as cli_render
+
+    monkeypatch.setattr(cli_render, "run", lambda **kw: pytest.fail("rendered although the sheet cannot be written"))
+    path = tmp_path / "a.safetensors"
+    save_file({"emb_params": vecs(1, 768)}, str(path))
+    res = invoke(path, "--render", "-o", tmp_path / "nodir" / "s.png")
+    assert res.exit_code == 9
+    assert "".join(res.output.split()) == "".join(f"error[write-failed]: {tmp_path / 'nodir' / 's.png'}: its folder does not exist".split())
+    keep = tmp_path / "keep.png"
+    keep.write_text("precious")
+    res = invoke(path, "--render", "-o", keep, "--json")
+    assert res.exit_code == 9 and json.loads(res.output)["error"]["code"] == "exists"
+    assert "--overwrite" in json.loads(res.output)["error"]["message"] and keep.read_text() == "precious"
+    res = invoke(path, "--render", "--json", "-o", tmp_path)
+    assert res.exit_code == 9 and "is a folder" in json.loads(res.output)["error"]["message"]
 
 
 def test_a_folder_without_embeddings_says_so(tmp_path):

@@ -6,6 +6,9 @@
 * 14 (:data:`embkit.render.EXIT_NO_EFFECT`): rendered, and the embedding changed nothing;
 * 7 (:class:`embkit.ValidationFailed`): an embedding does not fit the pipeline (nothing rendered),
   or ``--strict`` and there were warnings;
+* 9 (:class:`embkit.WriteError`): the contact sheet cannot be written: its folder does not exist, or
+  a file that is not a previous contact sheet is in the way and ``--overwrite`` was not given. This
+  is checked before the pipeline is built, so it fails in a moment rather than after the render;
 * any other :class:`embkit.EmbkitError`'s own exit code (unreadable file, bad model …).
 """
 
@@ -29,29 +32,57 @@ def run(
     output: str | None = None,
     json_out: bool = False,
     strict: bool = False,
+    overwrite: bool = False,
 ) -> int:
     """Render ``paths``' embeddings with and without, print the numbers, write the sheet; the exit
-    status (see the module docstring)."""
-    sheet_path = output
+    status (see the module docstring). ``overwrite`` lets the sheet replace a file at ``output``
+    that is not a previous contact sheet."""
+    sheet_path = sheet_path_for(paths, output)
     # transformers and diffusers log import-time notices (torchvision missing, fp32 modules) that
     # say nothing about the user's embedding; the CLI keeps its output to what was asked.
     os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
     os.environ.setdefault("DIFFUSERS_VERBOSITY", "error")
     try:
-        return _run(list(paths), model, prompt, as_negative, tuple(seeds) or (0,), steps, device, sheet_path, json_out, strict)
+        return _run(list(paths), model, prompt, as_negative, tuple(seeds) or (0,), steps, device, sheet_path, json_out, strict, overwrite)
     except EmbkitError as exc:
-        if json_out:
-            out.print_json({"ok": False, "error": exc.to_dict(), "exit_code": exc.exit_code})
-        else:
-            out.error(exc)
-        return exc.exit_code
+        return _report(exc, json_out)
 
 
-def _run(paths, model, prompt, as_negative, seeds, steps, device, sheet_path, json_out, strict) -> int:
+def sheet_path_for(paths: Sequence[str], output: str | None) -> str:
+    """Where the sheet goes: ``output``, or ``<stem of the first path>.render.png`` here."""
+    if output is not None:
+        return output
+    stem = os.path.splitext(os.path.basename(paths[0].rstrip("/\\")))[0] if paths else ""
+    return f"{stem or 'embedding'}.render.png"
+
+
+def preflight(paths: Sequence[str], output: str | None, overwrite: bool = False, json_out: bool = False) -> int:
+    """0 when the sheet can be written, else the error's exit status (the error printed).
+    ``embkit verify`` calls this before validating, so a bad ``-o`` is the first thing said."""
+    from .. import render
+
+    try:
+        render.check_sheet_target(sheet_path_for(paths, output), overwrite)
+    except EmbkitError as exc:
+        return _report(exc, json_out)
+    return 0
+
+
+def _report(exc: EmbkitError, json_out: bool) -> int:
+    if json_out:
+        out.print_json({"ok": False, "error": exc.to_dict(), "exit_code": exc.exit_code})
+    else:
+        out.error(exc)
+    return exc.exit_code
+
+
+def _run(paths, model, prompt, as_negative, seeds, steps, device, sheet_path, json_out, strict, overwrite) -> int:
     from .. import render
     from ..modelspec import ModelSpec
     from ..validate import validate
 
+    # before the pipeline and the render (seconds): a sheet that cannot be written fails now
+    render.check_sheet_target(sheet_path, overwrite)
     embeddings = _read(paths)
     if not embeddings:
         raise EmbkitError("no embeddings given")
@@ -72,10 +103,7 @@ def _run(paths, model, prompt, as_negative, seeds, steps, device, sheet_path, js
         return ValidationFailed.exit_code
     comparison = render.compare(pipe, embeddings, prompt=prompt, as_negative=as_negative, seeds=seeds, steps=steps, model=description)
     warnings += comparison.warnings
-    if sheet_path is None:
-        stem = os.path.splitext(os.path.basename(paths[0].rstrip("/\\")))[0] or "embedding"
-        sheet_path = f"{stem}.render.png"
-    render.save_sheet(comparison, sheet_path)
+    render.save_sheet(comparison, sheet_path, overwrite=overwrite)
     if not comparison.changed:
         code = render.EXIT_NO_EFFECT
     elif strict and warnings:

@@ -5,7 +5,7 @@ which would be skipped, and why. Exit status: 0 when everything passes; 7
 (:attr:`embkit.errors.ValidationFailed.exit_code`) when any embedding has an error or a file cannot
 be read, and with ``--strict`` also when any has a warning; 6 when the target cannot be built.
 With ``--render``, rendering (``embkit.cli.render``) runs after validation and its status is the
-command's.
+command's; whether the contact sheet can be written (``-o``) is checked first of all (exit 9).
 """
 
 from __future__ import annotations
@@ -30,8 +30,9 @@ SEVERITY_STYLE = {"error": "bold red", "warning": "yellow", "info": "dim"}
 @click.option("--seed", "seeds", type=int, multiple=True, help="With --render: a seed (repeatable).")
 @click.option("--steps", type=int, help="With --render: denoising steps.")
 @click.option("--device", type=click.Choice(["auto", "cuda", "cpu"]), default="auto", show_default=True, help="With --render: where to render.")
-@click.option("-o", "--output", "output_path", type=click.Path(), help="With --render: the contact sheet PNG to write.")
-def cli(paths, model, as_json, strict, render, prompt, as_negative, seeds, steps, device, output_path) -> None:
+@click.option("-o", "--output", "output_path", type=click.Path(), help="With --render: the contact sheet PNG to write (default <file stem>.render.png; its folder must exist). A previous contact sheet there is replaced.")
+@click.option("--overwrite", is_flag=True, help="With --render: replace a file at -o even if it is not a previous contact sheet.")
+def cli(paths, model, as_json, strict, render, prompt, as_negative, seeds, steps, device, output_path, overwrite) -> None:
     """Check embeddings against a target model: widths, slots, values, prompt budget, trigger names.
 
     Folders are walked (every embedding file and concept folder under them); files in a folder that
@@ -40,6 +41,13 @@ def cli(paths, model, as_json, strict, render, prompt, as_negative, seeds, steps
     from ..errors import ValidationFailed
     from ..modelspec import resolve_target
 
+    if render:
+        from . import render as render_cli
+
+        # rendering takes seconds: a sheet that cannot be written is said before anything else
+        code = render_cli.preflight(paths, output_path, overwrite, as_json)
+        if code:
+            raise SystemExit(code)
     spec = resolve_target(model) if model else None
     files = _load(paths)
     everything = [e for f in files for e in f["embeddings"]]
@@ -55,7 +63,7 @@ def cli(paths, model, as_json, strict, render, prompt, as_negative, seeds, steps
             entry["reports"].append(report)
             failed |= not report.passes(strict)
         failed |= entry["error"] is not None
-    summary = _summary(files)
+    summary = _summary(files, strict)
     if not any(not f["ignored"] for f in files) and not render:
         from ..errors import UnknownFormatError
 
@@ -69,15 +77,15 @@ def cli(paths, model, as_json, strict, render, prompt, as_negative, seeds, steps
     code = ValidationFailed.exit_code if failed else 0
     if render:
         # the render validates against the pipeline it builds and owns the exit status from here
-        code = _render(paths, model, prompt, as_negative, seeds, steps, device, output_path, as_json, strict)
+        code = _render(paths, model, prompt, as_negative, seeds, steps, device, output_path, as_json, strict, overwrite)
     raise SystemExit(code)
 
 
-def _render(paths, model, prompt, as_negative, seeds, steps, device, output_path, as_json, strict) -> int:
+def _render(paths, model, prompt, as_negative, seeds, steps, device, output_path, as_json, strict, overwrite) -> int:
     from . import render
 
     return render.run(paths=list(paths), model=model, prompt=prompt, as_negative=as_negative, seeds=list(seeds), steps=steps,
-                      device=device, output=output_path, json_out=as_json, strict=strict)
+                      device=device, output=output_path, json_out=as_json, strict=strict, overwrite=overwrite)
 
 
 def _load(paths) -> list[dict]:
@@ -117,7 +125,10 @@ def _reason(report) -> str:
     return first.code + (f" ({first.slot})" if first.slot else "") + (f" - fix: {first.fix}" if first.fix else "")
 
 
-def _summary(files: list[dict]) -> dict:
+def _summary(files: list[dict], strict: bool = False) -> dict:
+    """Which embeddings would load, which would be skipped and why, which files were ignored, and
+    (``strict_failed``, empty without ``--strict``) which would load but fail ``--strict`` on their
+    warnings: without it, a strict failure of loadable files would have no stated reason."""
     load, skipped, ignored = [], [], []
     for entry in files:
         if entry["ignored"]:
@@ -129,7 +140,8 @@ def _summary(files: list[dict]) -> dict:
                 load.append({"name": report.name, "path": entry["path"], "warnings": len(report.warnings)})
             else:
                 skipped.append({"name": report.name, "path": entry["path"], "reason": _reason(report)})
-    return {"load": load, "skipped": skipped, "ignored": ignored}
+    strict_failed = [item for item in load if item["warnings"]] if strict else []
+    return {"load": load, "skipped": skipped, "ignored": ignored, "strict_failed": strict_failed}
 
 
 def _json(files: list[dict], spec, summary: dict, failed: bool) -> dict:
@@ -149,7 +161,9 @@ def _print(files: list[dict], summary: dict, spec, strict: bool) -> None:
 
     con, esc = output.console(), output.escape
     if spec is not None:
-        con.print(f"target [bold]{esc(spec.describe())}[/] [dim]({esc(spec.kind)}: {esc(spec.source)})[/]")
+        # a family's source already says so ("family sdxl"); a folder's or a file's is a bare path
+        where = spec.source if spec.source.startswith(f"{spec.kind} ") else f"{spec.kind}: {spec.source}"
+        con.print(f"target [bold]{esc(spec.describe())}[/] [dim]({esc(where)})[/]")
         for note in spec.notes:
             con.print(f"  [dim]{esc(note)}[/]")
         if not any(s.vocab is not None for s in spec.slots.values()):
@@ -176,3 +190,8 @@ def _print(files: list[dict], summary: dict, spec, strict: bool) -> None:
     con.print(f"\n[bold]{len(load)}[/] would load, [bold]{len(skipped)}[/] would be skipped" + (f", {len(ignored)} non-embedding file(s) ignored" if ignored else ""))
     for item in skipped:
         con.print(f"  [red]skipped[/] {esc(item['name'] or os.path.basename(item['path']))}: {esc(item['reason'])}")
+    strict_failed = summary["strict_failed"]
+    if strict_failed:
+        count = sum(item["warnings"] for item in strict_failed)
+        names = ", ".join(item["name"] for item in strict_failed)
+        con.print(f"[red]failed under --strict[/]: {count} warning{'s' if count != 1 else ''} ({esc(names)})")
