@@ -159,7 +159,11 @@ class _Context:
 
     @property
     def fix_path(self) -> str:
-        return _quote(self.emb.source.path) if self.emb.source else "IN"
+        """The input as `embkit edit` takes it: FILE, or FILE::MEMBER for one of several."""
+        src = self.emb.source
+        if src is None:
+            return "IN"
+        return _quote(f"{src.path}::{src.member}" if src.member else src.path)
 
     @property
     def label(self) -> str:

@@ -74,8 +74,9 @@ def test_port_zero_half_warns_and_via_transfers(tmp_path):
     assert json.loads(r.output)["warnings"] == []
     xl = embkit.read(tmp_path / "xl.safetensors")
     assert np.array_equal(xl.vectors["clip_g"], vocab_g[[4, 9]])
-    assert xl.metadata["provenance"][-1]["params"]["method"] == "nearest-token"
-    assert xl.metadata["provenance"][-1]["params"]["token_ids"] == [4, 9]
+    (ported,) = [p for p in xl.metadata["provenance"] if p["operation"] == "port"]
+    assert ported["params"]["method"] == "nearest-token"
+    assert ported["params"]["token_ids"] == [4, 9]
     back = tmp_path / "back.safetensors"
     invoke("edit", tmp_path / "xl.safetensors", "--port", "sd1", "-o", back)
     assert np.array_equal(embkit.read(back).vectors["clip_l"], embkit.read(src).vectors["clip_l"])
@@ -140,3 +141,18 @@ def test_recipes_from_docs_run(tmp_path, corpus):
     invoke("edit", o("negs_xl.safetensors"), "--port", "sd1", "-o", o("negs_sd1.safetensors"))
     invoke("edit", o("negs.safetensors"), "--dtype", "fp16", "-o", o("small.safetensors"))
     assert (tmp_path / "small.safetensors").stat().st_size < (tmp_path / "negs.safetensors").stat().st_size
+
+
+def test_result_is_named_after_out_for_file_name_triggered_formats(tmp_path):
+    # the trigger of a kohya file is its name: edit names the result so, and --strict passes
+    src = tmp_path / "EasyNeg.safetensors"
+    embkit.write(embkit.Embedding(name="EasyNeg", vectors={"clip_l": np.ones((6, 768), np.float32)}), src)
+    out = tmp_path / "short.safetensors"
+    done = run_embkit("edit", str(src), "--select", "0:4", "-o", str(out), "--strict")
+    assert done.returncode == 0, done.stderr
+    assert "triggered by their file name" not in done.stderr
+    assert embkit.read(out).name == "short"
+    # a diffusers file stores its token: the name is kept
+    done = run_embkit("edit", str(src), "--select", "0:4", "-o", str(tmp_path / "learned_embeds.safetensors"), "--format", "diffusers")
+    assert done.returncode == 0, done.stderr
+    assert embkit.read(tmp_path / "learned_embeds.safetensors").name == "EasyNeg"

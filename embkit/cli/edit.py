@@ -22,7 +22,7 @@ from .merge import read_input, write_result
 @click.option("--norm", type=float, help="Scale so the mean vector norm becomes this value.")
 @click.option("--dtype", type=click.Choice(["fp16", "bf16", "fp32", "float16", "bfloat16", "float32"]), help="Store in this dtype.")
 @click.option("--slot", help="Apply --select/--reorder/--drop-zero/--pad-to/--scale/--norm/--dtype to this slot only.")
-@click.option("--rename", help="New trigger name.")
+@click.option("--rename", help="New trigger name (default: for formats triggered by their file name, OUT's name, as merge does).")
 @click.option("--format", "format_", type=click.Choice(writable_ids()), help="Output layout (default: from the extension).")
 @click.option("--overwrite", is_flag=True, help="Replace OUT if it exists.")
 @click.option("--strict", is_flag=True, help="Fail (exit 8) instead of warning when the output format loses something.")
@@ -79,4 +79,25 @@ def cli(source, out, selection, reorder, drop_zero, pad_to, port_to, via, scale,
         warning = port_warning(emb) if fn is steps[4][1] else None
         if warning:
             notes.append(warning)
+    if rename is None:
+        emb = _named_like_the_file(emb, out, format_)
     write_result(emb, out, format_, overwrite, strict, as_json, notes)
+
+
+def _named_like_the_file(emb, out: str, format_: str | None):
+    """For a format triggered by its file name (the writer reports such a file as renaming the
+    trigger), name the result after OUT, as merge does: the file's trigger and its stored name then
+    agree, and --strict does not fail on a name the user chose with -o."""
+    import os
+
+    from ..errors import EmbkitError
+    from ..writing import plan
+
+    try:
+        planned = plan(emb, out, format_)
+    except EmbkitError:
+        return emb  # the write itself reports it
+    if any(loss.code == "trigger-renamed" for loss in planned.losses):
+        # a consequence of the output's name, not an edit: no provenance step of its own
+        return emb.replace(name=os.path.splitext(os.path.basename(os.path.normpath(out)))[0])
+    return emb

@@ -14,12 +14,21 @@ MEMBER_SEP = "::"
 
 def read_input(spec: str):
     """Read ``FILE`` or ``FILE::MEMBER`` (one embedding of a file that holds several)."""
-    from ..io import read
+    from ..errors import EmbkitError
+    from ..io import read, read_all
 
     if MEMBER_SEP in spec and not os.path.exists(spec):
         path, member = spec.rsplit(MEMBER_SEP, 1)
         return read(path, member=member)
-    return read(spec)
+    embs = read_all(spec)
+    if len(embs) > 1:
+        # the library's message names member= and read_all(); on the command line it is FILE::MEMBER
+        names = [e.source.member or e.name for e in embs]
+        raise EmbkitError(
+            f"holds {len(embs)} embeddings ({', '.join(names)}); pick one as FILE{MEMBER_SEP}MEMBER, e.g. {spec}{MEMBER_SEP}{names[0]}",
+            path=spec,
+        )
+    return embs[0]
 
 
 def parse_floats(text: str, what: str) -> list[float]:

@@ -21,7 +21,9 @@ def _section(name: str, cmd: click.Command, parent: click.Context, level: int) -
 
 def render() -> str:
     """The whole reference as Markdown."""
-    root = click.Context(cli, info_name="embkit", terminal_width=100, max_content_width=100)
+    # the group's context_settings (-h as well as --help), as a real run applies them: click
+    # caches each command's help option, so rendering without them differed after an in-process run
+    root = click.Context(cli, info_name="embkit", terminal_width=100, max_content_width=100, **cli.context_settings)
     out = [
         "# CLI reference",
         "",
