@@ -354,15 +354,20 @@ def _write_tmp(tmp: str, chunks, path: str, *, sync: bool) -> None:
         raise
 
 
+def check_folder(path: str | os.PathLike) -> None:
+    """Raise :class:`WriteError` ("its folder does not exist") unless the folder that would hold
+    ``path`` exists: writers never create it. For callers that check before slow work."""
+    if not os.path.isdir(os.path.dirname(os.path.abspath(os.fspath(path)))):
+        raise WriteError("its folder does not exist", path=os.fspath(path))
+
+
 def write_folder(path: str | os.PathLike, fill: Callable[[str], None], *, overwrite: bool = False) -> None:
     """Create the folder ``path`` atomically: ``fill(tmp_folder)`` writes its files into a hidden
     temporary folder, which is then renamed into place. With ``overwrite`` an existing folder is
     moved aside first and removed only after the new one is in place."""
     path = os.fspath(path).rstrip("/\\") or os.fspath(path)
     check_target(path, overwrite)
-    parent = os.path.dirname(os.path.abspath(path))
-    if not os.path.isdir(parent):
-        raise WriteError("its folder does not exist", path=path)
+    check_folder(path)
     tmp = temp_name(path)
     old = None
     try:
@@ -389,7 +394,7 @@ def write_folder(path: str | os.PathLike, fill: Callable[[str], None], *, overwr
         raise
     if old is not None:
         _remove(old)
-    fsync_dir(parent)
+    fsync_dir(os.path.dirname(os.path.abspath(path)))
 
 
 def _publish(tmp: str, path: str, overwrite: bool) -> None:

@@ -345,11 +345,10 @@ def check_sheet_target(path: str | os.PathLike, overwrite: bool = False) -> bool
     existing file raises :class:`~embkit.errors.TargetExistsError` unless ``overwrite``, with one
     exception: a previous contact sheet (:func:`is_sheet`) is replaced, so a command can be re-run.
     """
+    from .atomic import check_folder
+
     path = os.fspath(path)
-    # the same check and wording as atomic.write_folder: rendering takes seconds, so this is
-    # found before it rather than when the temporary file cannot be created
-    if not os.path.isdir(os.path.dirname(os.path.abspath(path))):
-        raise WriteError("its folder does not exist", path=path)
+    check_folder(path)  # rendering takes seconds: found before it, not when the file is written
     if os.path.isdir(path):
         raise WriteError("is a folder; name the contact sheet's .png file", path=path)
     if not os.path.lexists(path):
