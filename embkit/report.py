@@ -128,12 +128,35 @@ def walk(paths: Iterable[str | os.PathLike]) -> Iterator[str]:
                     yield os.path.join(root, f)
 
 
+def not_an_embedding(path: str, exc: EmbkitError) -> bool:
+    """Whether a file met while walking a folder is simply not an embedding, not the user's
+    problem: an unknown format (a model, say), or a picture that holds no embedding card
+    (previews sit beside embeddings). inspect and verify leave such files out."""
+    from .errors import BrokenFileError, UnknownFormatError
+    from .formats import container_for_extension
+
+    if isinstance(exc, UnknownFormatError):
+        return True
+    if isinstance(exc, BrokenFileError):
+        container = container_for_extension(path)
+        return container is not None and container.id in ("png", "webp")
+    return False
+
+
+def iter_reports(paths: Iterable[str | os.PathLike], format: str | None = None) -> Iterator[tuple[dict[str, Any] | None, EmbkitError | None]]:
+    """``(report, error)`` for every file under ``paths``, in order: an unreadable file gives an
+    error entry and its error. A file in a walked folder that is no embedding
+    (:func:`not_an_embedding`) gives ``(None, error)``: callers leave it out (a file named
+    directly is always reported)."""
+    for arg in paths:
+        walked = os.path.isdir(arg) and not is_concept_folder(arg)
+        for p in walk([arg]):
+            try:
+                yield describe_file(p, format), None
+            except EmbkitError as exc:
+                yield (None if walked and not_an_embedding(p, exc) else error_entry(p, exc)), exc
+
+
 def inspect_paths(paths: Iterable[str | os.PathLike], format: str | None = None) -> list[dict[str, Any]]:
-    """Reports for every file under ``paths``; unreadable files become error entries."""
-    out = []
-    for p in walk(paths):
-        try:
-            out.append(describe_file(p, format))
-        except EmbkitError as exc:
-            out.append(error_entry(p, exc))
-    return out
+    """Reports for every file under ``paths`` (see :func:`iter_reports`)."""
+    return [rep for rep, _exc in iter_reports(paths, format) if rep is not None]

@@ -108,3 +108,22 @@ def test_one_nan_row_keeps_the_other_rows_norms(tmp_path):
     assert slot["norms"] == [1.0, None, 0.0]
     assert slot["finite"] is False
     assert (slot["min"], slot["max"]) == (0.0, 0.5)
+
+
+def test_walked_folder_leaves_out_pictures_and_models(tmp_path):
+    import numpy as np
+    from PIL import Image
+    from safetensors.numpy import save_file
+
+    folder = tmp_path / "emb"
+    folder.mkdir()
+    save_file({"emb_params": np.ones((2, 768), np.float32)}, str(folder / "good.safetensors"))
+    Image.new("RGB", (8, 8)).save(folder / "good.png")  # a preview beside it
+    save_file({"first_stage_model.decoder.conv_in.weight": np.zeros((4, 4, 3, 3), np.float32)}, str(folder / "model.safetensors"))
+    done = run_embkit("inspect", str(folder), "--json")
+    assert done.returncode == 0, done.stderr
+    assert [r["path"].rsplit("/", 1)[-1] for r in json.loads(done.stdout)] == ["good.safetensors"]
+    text = run_embkit("inspect", str(folder))
+    assert text.returncode == 0 and "2 file(s) in the folders are not embeddings" in text.stdout
+    # named directly, a picture without a card is still an error
+    assert run_embkit("inspect", str(folder / "good.png")).returncode == 3

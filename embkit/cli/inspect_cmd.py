@@ -16,19 +16,20 @@ from . import output
 def cli(paths: tuple[str, ...], as_json: bool, format_: str | None, all_norms: bool) -> None:
     """Show slots, vectors, norms, family, hashes and metadata of embedding files.
 
-    Folders are walked. Exits 0 when every file was read; otherwise with the exit code of the
-    first error (files that were read are still reported)."""
+    Folders are walked; files in them that are no embedding (a model, a preview picture) are left
+    out. Exits 0 when every file was read; otherwise with the exit code of the first error (files
+    that were read are still reported)."""
     from ..errors import EmbkitError
-    from ..report import describe_file, error_entry, walk
+    from ..report import iter_reports
 
     reports = []
     first_error: EmbkitError | None = None
-    for path in walk(paths):
-        try:
-            rep = describe_file(path, format_)
-        except EmbkitError as exc:
-            rep = error_entry(path, exc)
-            first_error = first_error or exc
+    left_out = 0
+    for rep, exc in iter_reports(paths, format_):
+        if rep is None:
+            left_out += 1
+            continue
+        first_error = first_error or exc
         reports.append(rep)
         if not as_json:
             _print_report(rep, all_norms)
@@ -36,6 +37,8 @@ def cli(paths: tuple[str, ...], as_json: bool, format_: str | None, all_norms: b
         output.print_json(reports)
     elif not reports:
         output.warn("no embedding files found")
+    if left_out and not as_json:
+        output.info(f"[dim]{left_out} file(s) in the folders are not embeddings (models, pictures) and were left out[/]")
     if first_error is not None:
         raise SystemExit(first_error.exit_code)
     if not reports:

@@ -90,9 +90,9 @@ def _render(paths, model, prompt, as_negative, seeds, steps, device, output_path
 
 def _load(paths) -> list[dict]:
     """Read every file; a file in a walked folder that is not an embedding is marked ignored."""
-    from ..errors import BrokenFileError, EmbkitError, UnknownFormatError
+    from ..errors import EmbkitError
     from ..io import read_all
-    from ..report import walk
+    from ..report import not_an_embedding, walk
 
     files = []
     for arg in paths:
@@ -101,15 +101,11 @@ def _load(paths) -> list[dict]:
             entry = {"path": path, "embeddings": [], "error": None, "ignored": False}
             try:
                 entry["embeddings"] = read_all(path)
-            except (UnknownFormatError, BrokenFileError) as exc:
-                # in a walked folder, a file that is no embedding (or a picture that is no embedding
-                # card: previews sit next to embeddings) is not the user's concern
-                if walked and (isinstance(exc, UnknownFormatError) or path.lower().endswith((".png", ".webp"))):
+            except EmbkitError as exc:
+                if walked and not_an_embedding(path, exc):
                     entry["ignored"] = True
                 else:
                     entry["error"] = exc
-            except EmbkitError as exc:
-                entry["error"] = exc
             files.append(entry)
     return files
 
