@@ -140,7 +140,7 @@ def _open_file(path: str, format: str | None, data: Any) -> Loaded:
     fmt = fmt_forced or _detect_layout(raw, path)
     if fmt_forced is not None:
         if container not in fmt.containers or not fmt.detect(raw):
-            raise UnknownFormatError(f"is not a {fmt.id} file (found {container} container with keys {_keys(raw)})", path=path)
+            raise UnknownFormatError(f"is not in the {fmt.id} layout (found a {container} container with keys {_keys(raw)})", path=path)
     parts = fmt.parse(raw, path)
     if not parts:
         raise BrokenFileError(f"holds no embedding in {fmt.id} layout", path=path)

@@ -111,7 +111,7 @@ def plan(embedding: Embedding, path: str | os.PathLike, format: str | None = Non
         except ValueError as exc:
             raise WriteError(str(exc), path=path) from None
     losses: list[Loss] = []
-    cast_emb = cast(embedding, dtype, losses, fmt_id=fmt.id)
+    cast_emb = cast(embedding, dtype, losses, fmt_id="" if dtype else fmt.id)  # a dtype asked for is the reason, not the format
     result = fmt.writer(cast_emb, path, chosen, dict(options))
     result.losses[:0] = losses
     return result

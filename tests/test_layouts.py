@@ -141,7 +141,7 @@ def test_image_card_generated(tmp_path):
 def test_forced_format(tmp_path):
     path = mk.kohya_file(tmp_path / "k.safetensors", mk.vectors(1, 768))
     assert embkit.read(path, format="kohya").name == "k"
-    with pytest.raises(UnknownFormatError, match="is not a a1111 file|is not a diffusers file"):
+    with pytest.raises(UnknownFormatError, match="is not in the a1111 layout|is not in the diffusers layout"):
         embkit.read(path, format="diffusers")
     with pytest.raises(UnknownFormatError, match="unknown format"):
         embkit.read(path, format="nope")

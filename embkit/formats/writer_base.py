@@ -56,6 +56,10 @@ class Output:
     data: bytes | list[bytes] | None = None
     fill: Callable[[str], None] | None = None
 
+    def __repr__(self) -> str:  # the bytes would fill a screen
+        size = len(self.data) if isinstance(self.data, bytes) else sum(map(len, self.data)) if self.data else 0
+        return f"Output(path={self.path!r}, {'folder' if self.fill else f'{size} bytes'})"
+
 
 @dataclass
 class Plan:
@@ -215,9 +219,9 @@ def cast(emb: Embedding, dtype: str | None, losses: list[Loss], *, fmt_id: str =
             bad = int((~same).sum())
             finite = np.isfinite(wide_new) & ~same
             err = float(np.abs(wide_new[finite] - wide_old[finite]).max()) if finite.any() else float("inf")
-            where = f"{fmt_id} stores " if fmt_id else ""
+            why = f"{fmt_id} stores {target}" if fmt_id else f"stored as {target}, as asked"
             losses.append(
-                Loss("precision-lost", f"{slot}: {where}{target}: {bad} of {values.size} values change (largest change {err:.3g})", slot)
+                Loss("precision-lost", f"{slot}: {why}: {bad} of {values.size} values change (largest change {err:.3g})", slot)
             )
         if target != emb.dtypes[slot] or new.dtype != values.dtype:
             changed_any = True
