@@ -85,26 +85,34 @@ def _run(data: bytes, find_global, persistent_load, max_depth: int) -> tuple[Any
         elif op == 0x28:  # MARK
             metastack.append(stack)
             stack = []
+        # tuples: the depth table is consulted only for a tuple holding a tuple (rare)
         elif op == 0x74:  # TUPLE
             items = stack
             stack = metastack.pop()
-            stack.append(tuple(items))
-            if tuple_depth(stack[-1], depths) > max_depth:
-                return None
+            t = tuple(items)
+            stack.append(t)
+            for x in t:
+                if type(x) is tuple:
+                    if tuple_depth(t, depths) > max_depth:
+                        return None
+                    break
         elif op == 0x86:  # TUPLE2
             b = stack.pop()
-            stack[-1] = (stack[-1], b)
-            if tuple_depth(stack[-1], depths) > max_depth:
+            a = stack[-1]
+            stack[-1] = t = (a, b)
+            if (type(a) is tuple or type(b) is tuple) and tuple_depth(t, depths) > max_depth:
                 return None
         elif op == 0x85:  # TUPLE1
-            stack[-1] = (stack[-1],)
-            if tuple_depth(stack[-1], depths) > max_depth:
+            a = stack[-1]
+            stack[-1] = t = (a,)
+            if type(a) is tuple and tuple_depth(t, depths) > max_depth:
                 return None
         elif op == 0x87:  # TUPLE3
             c = stack.pop()
             b = stack.pop()
-            stack[-1] = (stack[-1], b, c)
-            if tuple_depth(stack[-1], depths) > max_depth:
+            a = stack[-1]
+            stack[-1] = t = (a, b, c)
+            if (type(a) is tuple or type(b) is tuple or type(c) is tuple) and tuple_depth(t, depths) > max_depth:
                 return None
         elif op == 0x29:  # EMPTY_TUPLE
             stack.append(())

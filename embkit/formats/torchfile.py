@@ -350,7 +350,11 @@ def _find_global(module: Any, name: Any, path: str, budget: _CallBudget | None =
             f"pickle asks for the global {module}.{name}, which is not on embkit's allow-list; nothing was executed",
             path=path,
         ) from None
-    return _Global(f"{module}.{name}", value, budget) if callable(value) and not isinstance(value, type) else value
+    if not callable(value) or isinstance(value, type):
+        return value
+    # only the functions that copy a container they are given can multiply memory; the tensor
+    # rebuilders check their own arguments
+    return _Global(f"{module}.{name}", value, budget if value in (_ordered_dict, _set) else None)
 
 
 def _storage_ref(pid: Any, storages: dict[str, StorageRef], path: str) -> StorageRef:
@@ -648,51 +652,35 @@ def _contiguous_strides(shape: tuple[int, ...]) -> tuple[int, ...]:
     return tuple(reversed(strides))
 
 
-#: Objects :func:`_wrap` visits at most (a real embedding pickle has a few dozen).
-MAX_TREE_NODES = 1_000_000
+#: Containers :func:`_wrap` visits at most (a real embedding pickle has a few dozen; a LoRA bundle
+#: a few thousand).
+MAX_TREE_VISITS = 200_000
 
 
-def _wrap(obj: Any, loader_for) -> Any:
+def _wrap(obj: Any, loader_for, depth: int = 0, visits: list[int] | None = None) -> Any:
     """Replace every TensorRef in the tree by a lazy Tensor; dicts stay dicts.
 
-    The memo lets a pickle share one object in many places; each shared object is wrapped once,
-    so the work is linear in the pickle (copying shares as a tree took 2**40 steps for a
-    415-byte file nesting ``t = (t, t)``, found in review). Cycles are refused."""
-    done: dict[int, Any] = {}
-    on_path: set[int] = set()
-    visited = 0
-
-    def go(o: Any, depth: int) -> Any:
-        nonlocal visited
-        if depth > 64:
-            raise TooLargeError("object tree nests too deeply")
-        key = id(o)
-        if key in done:
-            return done[key]
-        if isinstance(o, TensorRef):
-            out: Any = Tensor(shape=o.shape, dtype=o.storage.dtype, loader=loader_for(o))
-        elif isinstance(o, (dict, list, tuple, ModuleStandIn)):
-            if key in on_path:
-                raise BrokenFileError("pickle builds an object that contains itself")
-            visited += 1
-            if visited > MAX_TREE_NODES:
-                raise TooLargeError(f"pickle builds more than {MAX_TREE_NODES} objects")
-            on_path.add(key)
-            if isinstance(o, dict):
-                out = {k: go(v, depth + 1) for k, v in o.items()}
-            elif isinstance(o, (list, tuple)):
-                out = type(o)(go(v, depth + 1) for v in o)
-            else:
-                # NEWOBJ without BUILD leaves a module without state (``__init__`` never ran)
-                o.state = go(o.__dict__.get("state", {}), depth + 1)
-                out = o
-            on_path.discard(key)
-        else:
-            return o
-        done[key] = out
-        return out
-
-    return go(obj, 0)
+    The memo lets a pickle reuse one object in many places, so the tree can be exponentially
+    larger than the pickle (``t = (t, t)`` 40 deep is a 415-byte file and 2**40 paths; found in
+    review): visits are counted and capped, and the depth cap ends cycles."""
+    if depth > 64:
+        raise TooLargeError("object tree nests too deeply")
+    if isinstance(obj, TensorRef):
+        return Tensor(shape=obj.shape, dtype=obj.storage.dtype, loader=loader_for(obj))
+    if not isinstance(obj, (dict, list, tuple, ModuleStandIn)):
+        return obj
+    if visits is None:
+        visits = [0]
+    visits[0] += 1
+    if visits[0] > MAX_TREE_VISITS:
+        raise TooLargeError(f"pickle's object tree has more than {MAX_TREE_VISITS} containers (shared objects counted each time)")
+    if isinstance(obj, dict):
+        return {k: _wrap(v, loader_for, depth + 1, visits) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return type(obj)(_wrap(v, loader_for, depth + 1, visits) for v in obj)
+    # NEWOBJ without BUILD leaves a module without state (``__init__`` never ran)
+    obj.state = _wrap(obj.__dict__.get("state", {}), loader_for, depth + 1, visits)
+    return obj
 
 
 def read_raw(data: bytes | memoryview, path: str) -> Raw:
