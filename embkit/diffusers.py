@@ -60,7 +60,7 @@ class Applied:
         tokens: encoder attribute → the tokens added to its tokenizer, in id order.
         ids: encoder attribute → the token ids of those tokens.
         counts: tokenizer attribute → {trigger: number of vectors}, for :func:`embkit.prompt.expand`.
-        warnings: things apply skipped (OneTrainer output vectors) as plain messages.
+        warnings: things apply skipped (OneTrainer output vectors, slots the pipeline has no encoder for) as plain messages.
     """
 
     embeddings: tuple[Embedding, ...]
@@ -180,13 +180,17 @@ def _check(pipe: Any, embs: list[Embedding], triggers: list[str], slots: list[En
     plan: dict[str, list[str]] = {s.encoder: [] for s in slots}
     for emb, trigger in zip(embs, triggers):
         where = _where(emb)
-        missing = [s for s in emb.slots if s not in by_slot]
-        if missing:
-            problems.append(f"{where}: has {', '.join(missing)} vectors but the pipeline has only {', '.join(by_slot)} encoders")
+        extra = [s for s in emb.slots if s not in by_slot]
+        if extra and len(extra) == len(emb.slots):
+            problems.append(f"{where}: has {', '.join(extra)} vectors but the pipeline has only {', '.join(by_slot)} encoders")
+        elif extra:
+            # what validation reports as extra-slot ("would be ignored"): apply the halves that fit
+            warnings.append(f"{where}: {', '.join(extra)} vectors ignored: the pipeline has no such encoder")
         uncovered = [s.slot for s in slots if s.slot not in emb.slots and s.slot != "t5"]
-        if uncovered and not missing:
+        if uncovered:
             # The A1111 "does nothing" trap: an SD1 file on SDXL would reach only one of two encoders.
-            problems.append(f"{where}: has no {', '.join(uncovered)} vectors, which this pipeline's encoders need (it fits {', '.join(emb.families) or 'no family'})")
+            made_for = f" (made for {emb.family}; port it with `embkit edit … --port`)" if emb.family != "unknown" else ""
+            problems.append(f"{where}: has no {', '.join(uncovered)} vectors, which this pipeline's encoders need{made_for}")
         for out_slot in emb.output_slots:
             warnings.append(f"{where}: {out_slot} output vectors are not token rows; diffusers cannot use them, skipped")
         for slot in emb.slots:

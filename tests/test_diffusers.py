@@ -83,6 +83,21 @@ def test_sd1_file_on_sdxl_is_refused_and_nothing_changes(sdxl, corpus):
     assert ed.applied(sdxl) == []
 
 
+def test_sdxl_file_on_sd1_applies_its_clip_l_half_with_a_warning(sd1):
+    # validation calls the CLIP-G half an extra slot that "would be ignored"; apply agrees
+    before = state(sd1)
+    emb = synthetic("<xl-on-sd1>", rows=2, slots=("clip_l", "clip_g"), seed=5)
+    applied = ed.apply(sd1, emb)
+    assert applied.tokens == {"text_encoder": ("<xl-on-sd1>", "<xl-on-sd1>_1")}
+    assert np.array_equal(_rows(sd1, applied, "text_encoder"), emb.vectors["clip_l"])
+    assert any("clip_g vectors ignored" in w for w in applied.warnings)
+    ed.unload(sd1, applied)
+    assert_same_state(state(sd1), before)
+    # a file none of whose slots fit is still refused
+    with pytest.raises(ValidationFailed, match="clip_h"):
+        ed.apply(sd1, synthetic("<sd2-only>", slots=("clip_h",)))
+
+
 def test_one_bad_embedding_in_a_batch_applies_nothing(sd1):
     before = state(sd1)
     wide = Embedding("wide", {"clip_h": np.zeros((1, 1024), np.float32)})
