@@ -247,3 +247,20 @@ def test_model_names_and_refusals(corpus, tmp_path):
         render.load_pipeline(str(single), [emb], "cpu")
     with pytest.raises(embkit.TargetError, match="no built-in pipeline fits"):
         render.family_of([Embedding("t", {"t5": np.zeros((1, 4096), np.float32)})])
+
+
+def test_strict_with_validation_warnings_stops_before_rendering(tmp_path, corpus, capsys, monkeypatch):
+    # EasyNegative's mixed-case multi-vector trigger is a warning: under --strict it is an error,
+    # so nothing is rendered and no sheet is written
+    from embkit import render as render_mod
+    from embkit.cli import render as cli_render
+
+    def no_render(*a, **k):
+        raise AssertionError("rendered despite --strict warnings")
+
+    monkeypatch.setattr(render_mod, "compare", no_render)
+    code = cli_render.run(paths=[str(corpus / "EasyNegative.pt")], model="sd1", prompt=None, as_negative=False, seeds=(0,), steps=1,
+                          device="cpu", output=str(tmp_path / "s.png"), json_out=False, strict=True)
+    assert code == embkit.ValidationFailed.exit_code
+    assert "not rendered" in capsys.readouterr().err
+    assert not (tmp_path / "s.png").exists()

@@ -101,6 +101,15 @@ def _run(paths, model, prompt, as_negative, seeds, steps, device, sheet_path, js
                 out.error(ValidationFailed(finding.message, path=report.path))
             out.err_console().print("[red]not rendered[/]: fix the errors above first")
         return ValidationFailed.exit_code
+    if strict and warnings:
+        # --strict makes these errors: stop before the render, as errors do
+        if json_out:
+            out.print_json({"ok": False, "model": description, "validation": [r.to_dict() for r in reports], "warnings": warnings, "exit_code": ValidationFailed.exit_code})
+        else:
+            for warning in warnings:
+                out.warn(warning)
+            out.err_console().print("[red]not rendered[/]: warnings count as errors with --strict")
+        return ValidationFailed.exit_code
     comparison = render.compare(pipe, embeddings, prompt=prompt, as_negative=as_negative, seeds=seeds, steps=steps, model=description)
     warnings += comparison.warnings
     render.save_sheet(comparison, sheet_path, overwrite=overwrite)
