@@ -156,3 +156,11 @@ def test_result_is_named_after_out_for_file_name_triggered_formats(tmp_path):
     done = run_embkit("edit", str(src), "--select", "0:4", "-o", str(tmp_path / "learned_embeds.safetensors"), "--format", "diffusers")
     assert done.returncode == 0, done.stderr
     assert embkit.read(tmp_path / "learned_embeds.safetensors").name == "EasyNeg"
+
+
+def test_scaling_an_all_zero_slot_says_it_changes_nothing(tmp_path):
+    src = tmp_path / "xl.safetensors"
+    embkit.write(embkit.Embedding(name="xl", vectors={"clip_l": np.ones((2, 768), np.float32), "clip_g": np.zeros((2, 1280), np.float32)}), src)
+    done = run_embkit("edit", str(src), "--scale-slot", "clip_g=0.7", "-o", str(tmp_path / "soft.safetensors"))
+    assert done.returncode == 0, done.stderr
+    assert "clip_g is all zeros" in " ".join(done.stderr.split())

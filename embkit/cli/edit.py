@@ -79,6 +79,10 @@ def cli(source, out, selection, reorder, drop_zero, pad_to, port_to, via, scale,
         warning = port_warning(emb) if fn is steps[4][1] else None
         if warning:
             notes.append(warning)
+    for key, _factor in factors:
+        values = emb.vectors.get(key)
+        if values is not None and not values.any():
+            notes.append(f"{key} is all zeros: --scale-slot {key}=… changes nothing (a quick port's zero half? port with --via)")
     if rename is None:
         emb = _named_like_the_file(emb, out, format_)
     write_result(emb, out, format_, overwrite, strict, as_json, notes)
