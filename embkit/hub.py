@@ -10,13 +10,12 @@ the repo, the revision and the file. No torch here.
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
-import shutil
-import tempfile
 from dataclasses import dataclass, field
 from typing import Any, Iterator
 
-from .errors import EmbkitError, HubError, MissingDependencyError, TargetExistsError
+from .errors import EmbkitError, HubError, MissingDependencyError, WriteError
 from .formats import concept_folder, extensions
 from .schema import Embedding
 
@@ -29,6 +28,8 @@ MODEL_PATTERNS = {
     # Sub-folder files only: a repo's root often holds multi-GB single-file checkpoints.
     "all": ["model_index.json", "*/*.json", "*/*.txt", "*/*.safetensors"],
 }
+#: Never fetched by a whole-repo pull: A1111's preview pictures, which ``embkit inspect`` also skips by name.
+PULL_IGNORE = ["*.preview.png"]
 
 
 @dataclass
@@ -36,7 +37,9 @@ class PulledFile:
     """One embedding file (or concept folder) fetched from a repo, read, validated, maybe converted.
 
     ``path`` is where it lies locally: the copy in ``out_dir`` when one was given, else the file in
-    the Hugging Face cache. ``error`` is set (and ``embeddings`` empty) when the file could not be read.
+    the Hugging Face cache. ``error`` is set when the file could not be read (``embeddings`` is then
+    empty) or could not be written into ``out_dir`` (``embeddings`` holds what was read, ``converted``
+    what was written before the failure).
     """
 
     repo_id: str
@@ -151,11 +154,12 @@ def _patterns(filename: str | None) -> list[str]:
     return [filename, *extra]
 
 
-def _snapshot(repo_id: str, revision: str | None, patterns: list[str], token: str | None, progress: bool) -> str:
+def _snapshot(repo_id: str, revision: str | None, patterns: list[str], token: str | None, progress: bool,
+              ignore: list[str] | None = None) -> str:
     """snapshot_download of the matching files; an interrupted transfer becomes a HubError naming it."""
     hf = _hf()
-    kwargs = dict(repo_id=repo_id, revision=revision, allow_patterns=patterns, token=token)
-    with _progress(progress), _hub_errors(repo_id, revision):
+    kwargs = dict(repo_id=repo_id, revision=revision, allow_patterns=patterns, ignore_patterns=ignore, token=token)
+    with quiet(progress), _hub_errors(repo_id, revision):
         try:
             return hf.snapshot_download(**kwargs)
         except Exception as exc:
@@ -177,17 +181,31 @@ def _not_cached(hf, kwargs: dict) -> list[str]:
 
 
 @contextlib.contextmanager
-def _progress(enabled: bool) -> Iterator[None]:
-    """huggingface_hub draws tqdm bars on stderr; the library stays quiet unless asked."""
-    from huggingface_hub.utils import are_progress_bars_disabled, disable_progress_bars, enable_progress_bars
+def quiet(progress: bool = False) -> Iterator[None]:
+    """Keep huggingface_hub quiet for the length of one embkit call, then restore what it was.
 
-    was_disabled = are_progress_bars_disabled()
-    if not enabled:
+    The library never prints (DESIGN rule 6), yet huggingface_hub logs warnings on stderr while it
+    works ("No files matched …", "Trying to resume download…" per retry) and draws tqdm bars: embkit
+    reports the outcome itself as an error or a result. Its log level is raised to ERROR unless the
+    user asked for a level with ``HF_HUB_VERBOSITY``; bars are drawn only when ``progress``. Both are
+    put back afterwards, so a Python caller's own settings survive the call.
+    """
+    from huggingface_hub.utils import are_progress_bars_disabled, disable_progress_bars, enable_progress_bars
+    from huggingface_hub.utils import logging as hf_logging
+
+    level = hf_logging.get_verbosity()
+    lower = "HF_HUB_VERBOSITY" not in os.environ and level < logging.ERROR
+    bars_off = are_progress_bars_disabled()
+    if lower:
+        hf_logging.set_verbosity(logging.ERROR)
+    if not progress:
         disable_progress_bars()
     try:
         yield
     finally:
-        if not enabled and not was_disabled:
+        if lower:
+            hf_logging.set_verbosity(level)
+        if not progress and not bars_off:
             enable_progress_bars()
 
 
@@ -219,14 +237,18 @@ def pull(repo_id: str, *, revision: str | None = None, filename: str | None = No
     Recognises sd-concepts-library repos (``learned_embeds.bin`` + ``token_identifier.txt`` +
     ``type_of_concept.txt``, read as one concept folder), single-file repos and repos holding several
     embeddings (every file whose extension embkit reads). ``filename`` restricts to one file.
-    With ``out_dir`` the files are copied there (a concept folder into ``out_dir/<repo name>/``);
-    with ``convert`` each embedding is written as ``.safetensors`` into ``out_dir`` instead.
-    ``library`` (a database path, or ``True`` for the default library) adds the results to it.
-    Files that cannot be read come back with ``error`` set; a failed download raises HubError.
+    A file of a whole-repo pull that is no embedding (a preview or contact-sheet picture, a model:
+    :func:`embkit.report.not_an_embedding`) is left out, as ``embkit inspect`` leaves it out of a folder.
+    With ``out_dir`` the files are copied there, keeping the repo's folders (a concept folder at the
+    root goes to ``out_dir/<repo name>/``); with ``convert`` each embedding is written as
+    ``.safetensors`` in the same place instead. ``library`` (a database path, or ``True`` for the
+    default library) adds the results to it. A file that cannot be read, or written into ``out_dir``
+    (it exists and differs, or another file of the same pull already took its name), comes back with
+    ``error`` set and the others still go through; a failed download raises HubError.
     """
     if convert and out_dir is None:
         raise HubError(f"{repo_id}: converting needs an output folder (out_dir)")
-    snapshot = _snapshot(repo_id, revision, _patterns(filename), token, progress)
+    snapshot = _snapshot(repo_id, revision, _patterns(filename), token, progress, None if filename else PULL_IGNORE)
     commit = os.path.basename(os.path.normpath(snapshot))
     items = find_embeddings(snapshot)
     if filename is not None:
@@ -234,18 +256,28 @@ def pull(repo_id: str, *, revision: str | None = None, filename: str | None = No
         items = [it for it in items if it[0] == want]
         if not items:
             raise HubError(f"{repo_id}@{revision or 'main'} file {filename}: no such file in the repo")
-    if not items:
+    results = [_load(repo_id, commit, rel, local) for rel, local in items]
+    if filename is None:
+        from .report import not_an_embedding
+
+        # The extension table lists .png/.webp because a picture can carry an embedding card, so
+        # pictures are fetched; most in a repo are samples or the contact sheet embkit push uploads.
+        results = [r for r in results if r.error is None or not not_an_embedding(r.filename, r.error)]
+    if not results:
         raise HubError(f"{repo_id}@{revision or 'main'}: holds no embedding files (looked for {', '.join(extensions())} "
                        "and sd-concepts-library folders)")
-    results = [_load(repo_id, commit, rel, local) for rel, local in items]
     pulled = tuple(e for r in results for e in r.embeddings)
     for res in results:
         res.findings = tuple(f for emb in res.embeddings for f in _validate(emb, res, pulled))
     if out_dir is not None:
         os.makedirs(out_dir, exist_ok=True)
+        claimed: dict[str, str] = {}
         for res in results:
             if res.error is None:
-                _deliver(res, os.fspath(out_dir), convert, overwrite)
+                try:
+                    _deliver(res, os.fspath(out_dir), convert, overwrite, claimed)
+                except EmbkitError as exc:
+                    res.error = exc
     if library:
         _add_to_library(results, library)
     return results
@@ -280,28 +312,47 @@ def _validate(emb: Embedding, res: PulledFile, others: tuple[Embedding, ...] = (
     return [{"embedding": emb.name, **f.to_dict()} for f in report.findings]
 
 
-def _deliver(res: PulledFile, out_dir: str, convert: bool, overwrite: bool) -> None:
-    """Copy (or convert) one pulled item into ``out_dir``; never leaves a partial file."""
+def _deliver(res: PulledFile, out_dir: str, convert: bool, overwrite: bool, claimed: dict[str, str]) -> None:
+    """Copy (or convert) one pulled item into ``out_dir`` below the repo's own folders; never
+    leaves a partial file. ``claimed`` maps each path this pull wrote to the repo file it came from:
+    a second file wanting the same path fails instead of replacing the first (even with
+    ``overwrite``, which is about files that were there before the pull)."""
+    folder = os.path.join(out_dir, *os.path.dirname(res.filename).split("/")) if res.filename != "." else out_dir
     if convert:
-        written = []
-        for emb in res.embeddings:
-            target = os.path.join(out_dir, _safe_stem(_stem_for(emb, res)) + ".safetensors")
-            written.append(_write_safetensors(emb, target, overwrite))
-        res.converted = tuple(written)
-        res.path = written[0] if len(written) == 1 else out_dir
+        written: list[str] = []
+        try:
+            for emb in res.embeddings:
+                target = os.path.join(folder, _safe_stem(_stem_for(emb, res)) + ".safetensors")
+                _claim(claimed, target, res)
+                os.makedirs(folder, exist_ok=True)
+                written.append(_write_safetensors(emb, target, overwrite))
+        finally:
+            res.converted = tuple(written)
+        res.path = written[0] if len(written) == 1 else folder
         return
     src = res.path
     if os.path.isdir(src):
-        target = os.path.join(out_dir, res.repo_id.split("/")[-1] if res.filename == "." else res.filename)
+        target = os.path.join(out_dir, res.repo_id.split("/")[-1]) if res.filename == "." else os.path.join(folder, os.path.basename(res.filename))
         names = [n for n in (*concept_folder.EMBED_FILES, *CONCEPT_TEXT) if os.path.isfile(os.path.join(src, n))]
+        for n in names:
+            _claim(claimed, os.path.join(target, n), res)
         os.makedirs(target, exist_ok=True)
         for n in names:
             _copy_atomic(os.path.join(src, n), os.path.join(target, n), overwrite)
     else:
-        target = os.path.join(out_dir, *res.filename.split("/"))
-        os.makedirs(os.path.dirname(target), exist_ok=True)
+        target = os.path.join(folder, os.path.basename(res.filename))
+        _claim(claimed, target, res)
+        os.makedirs(folder, exist_ok=True)
         _copy_atomic(src, target, overwrite)
     res.path = target
+
+
+def _claim(claimed: dict[str, str], target: str, res: PulledFile) -> None:
+    key = os.path.abspath(target)
+    other = claimed.setdefault(key, res.filename)
+    if other != res.filename:
+        raise WriteError(f"{other} of the same pull was written here; not replaced (pull {res.filename} on its own "
+                         "with --file and another -o folder)", path=target)
 
 
 def _stem_for(emb: Embedding, res: PulledFile) -> str:
@@ -318,24 +369,16 @@ def _safe_stem(stem: str) -> str:
 
 
 def _copy_atomic(src: str, dst: str, overwrite: bool) -> None:
-    """Copy through a temporary file in the target folder, renamed into place."""
+    """Copy through embkit's atomic writer (hidden temporary file, fsync, rename; the umask's mode,
+    as every other embkit output); an existing file with the same bytes is left alone."""
+    from .atomic import write_bytes
+
     real = os.path.realpath(src)  # the cache holds symlinks to blobs
-    if os.path.exists(dst):
-        if _same_bytes(real, dst):
-            return
-        if not overwrite:
-            raise TargetExistsError("exists and differs from the pulled file; pass overwrite to replace it", path=dst)
-    fd, tmp = tempfile.mkstemp(prefix=".embkit-", suffix=".part", dir=os.path.dirname(dst) or ".")
-    try:
-        with os.fdopen(fd, "wb") as out, open(real, "rb") as inp:
-            shutil.copyfileobj(inp, out, 1024 * 1024)
-            out.flush()
-            os.fsync(out.fileno())
-        os.replace(tmp, dst)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
+    if os.path.isfile(dst) and _same_bytes(real, dst):
+        return
+    with open(real, "rb") as fh:
+        data = fh.read()  # embedding files are small; the readers already held it whole
+    write_bytes(dst, data, overwrite=overwrite)
 
 
 def _same_bytes(a: str, b: str) -> bool:

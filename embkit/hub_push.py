@@ -60,18 +60,48 @@ def model_card(embeddings: Sequence[Embedding], filename: str, data: bytes, *, s
         "",
         f"- AUTOMATIC1111 / Forge / ComfyUI: put `{filename}` in the embeddings folder and write "
         f"`{_stem(filename)}` in the prompt.",
-        "- diffusers:",
-        "",
-        "```python",
-        f"pipe.load_textual_inversion({json.dumps(repo_id or '.')}, weight_name={json.dumps(filename)}, token={json.dumps(main.name)})",
-        "```",
-        "",
+        *_diffusers_use(embeddings, filename, data, repo_id),
         "- embkit: `embkit pull " + (repo_id or "REPO_ID") + "` then `embkit inspect` / `embkit verify`.",
     ]
     if sheet:
         body += ["", "## Verify contact sheet", "", "Same prompt and seeds without and with the embedding (`embkit verify --render`):",
                  "", f"![embkit verify contact sheet]({sheet})"]
     return "\n".join(front + body) + "\n"
+
+
+#: The arguments that point ``load_textual_inversion`` at the text encoder a lone slot belongs to.
+_ENCODER_ARGS = {"clip_l": "", "clip_h": "", "clip_g": ", text_encoder=pipe.text_encoder_2, tokenizer=pipe.tokenizer_2"}
+
+
+def _diffusers_use(embeddings: Sequence[Embedding], filename: str, data: bytes, repo_id: str | None) -> list[str]:
+    """The card's diffusers lines: the call diffusers documents for this file, then embkit's own.
+
+    ``load_textual_inversion`` fills one CLIP text encoder per call. A one-encoder file loads by
+    name; an SDXL file (``clip_l`` + ``clip_g`` tensors) must be split over two calls, as the
+    diffusers docs show (passed whole it fails with "Loaded state dictionary is incorrect"). For
+    the rest (a T5 slot, several embeddings in one file) there is no diffusers call to give;
+    ``embkit.diffusers.apply`` fills every encoder of any pipeline in one call.
+    """
+    from .formats.safetensors_file import read_header
+
+    main = embeddings[0]
+    token = json.dumps(main.name)
+    fetch = [] if repo_id is None else ["from huggingface_hub import hf_hub_download"]
+    local = json.dumps(filename) if repo_id is None else f"hf_hub_download({json.dumps(repo_id)}, {json.dumps(filename)})"
+    slots = set(main.vectors)
+    if len(embeddings) == 1 and len(slots) == 1 and next(iter(slots)) in _ENCODER_ARGS:
+        code = [f"pipe.load_textual_inversion({json.dumps(repo_id or '.')}, weight_name={json.dumps(filename)}, "
+                f"token={token}{_ENCODER_ARGS[next(iter(slots))]})"]
+    elif len(embeddings) == 1 and slots == {"clip_l", "clip_g"} and {"clip_l", "clip_g"} <= set(read_header(data, filename)[0]):
+        code = [*fetch, "from safetensors.torch import load_file", "", f"state_dict = load_file({local})",
+                f'pipe.load_textual_inversion(state_dict["clip_g"], token={token}, text_encoder=pipe.text_encoder_2, tokenizer=pipe.tokenizer_2)',
+                f'pipe.load_textual_inversion(state_dict["clip_l"], token={token}, text_encoder=pipe.text_encoder, tokenizer=pipe.tokenizer)']
+    else:
+        code = []
+    lines = ["- diffusers:", "", "```python", *code, "```", ""] if code else \
+        ["- diffusers: `load_textual_inversion` has no call for this file (one CLIP encoder per call, no T5); use embkit's below.", ""]
+    return lines + ["- embkit, one call for every text encoder of the pipeline, checked against it first:", "", "```python",
+                    "import embkit.diffusers", *fetch, "", f"embkit.diffusers.apply(pipe, {local})", "```", ""]
 
 
 def _basename(path: str) -> str:
@@ -85,7 +115,7 @@ def _stem(filename: str) -> str:
 def push_file(path: str | os.PathLike, repo_id: str, *, token: str | None = None, private: bool = False,
               sheet: str | os.PathLike | None = None, commit_message: str | None = None) -> str:
     """The work behind :func:`embkit.hub.push` (see there)."""
-    from .hub import _hf, _hub_errors, _safe_stem, _write_safetensors
+    from .hub import _hf, _hub_errors, _safe_stem, _write_safetensors, quiet
 
     hf = _hf()
     path = os.fspath(path)
@@ -110,7 +140,7 @@ def push_file(path: str | os.PathLike, repo_id: str, *, token: str | None = None
         if sheet is not None:
             ops.append(hf.CommitOperationAdd(path_in_repo=sheet_name, path_or_fileobj=os.fspath(sheet)))
         api = hf.HfApi(token=token)
-        with _hub_errors(repo_id, None, name):
+        with quiet(), _hub_errors(repo_id, None, name):
             url = api.create_repo(repo_id, private=private, exist_ok=True)
             api.create_commit(repo_id, operations=ops, commit_message=commit_message or f"Upload {name} with embkit")
     return str(url)

@@ -347,3 +347,110 @@ def test_invalid_repo_id(hub, tmp_path):
     proc = run(hub, tmp_path, "pull", "not a/valid repo!")
     assert proc.returncode == 12, proc.stderr
     assert "not a valid Hub repo id" in proc.stderr and "Traceback" not in proc.stderr
+
+
+# -- regressions ------------------------------------------------------------------------------------------
+DUPS = {
+    "a/dup.safetensors": st_save({"emb_params": vectors(2, 768)}),
+    "b/dup.safetensors": st_save({"emb_params": vectors(3, 768)}),
+    "b/same.pt": a1111_pt("same", vectors(1, 768)),
+    "b/same.safetensors": st_save({"emb_params": vectors(4, 768)}),
+}
+
+
+def test_convert_keeps_the_repo_tree(hub, tmp_path):
+    """Regression: --convert wrote every embedding straight into -o, so a/dup and b/dup collided
+    (exit 9 into an empty folder, nothing printed, even with --json)."""
+    hub.add_repo("someone/dups", {k: v for k, v in DUPS.items() if "dup" in k})
+    out = tmp_path / "o"
+    res = pull_json(hub, tmp_path, "someone/dups", "-o", str(out), "--convert")
+    assert {r["filename"]: r["converted"] for r in res} == {
+        "a/dup.safetensors": [str(out / "a" / "dup.safetensors")], "b/dup.safetensors": [str(out / "b" / "dup.safetensors")]}
+    import embkit
+
+    assert embkit.read(out / "a" / "dup.safetensors").vectors["clip_l"].shape[0] == 2
+    assert embkit.read(out / "b" / "dup.safetensors").vectors["clip_l"].shape[0] == 3
+
+
+@pytest.mark.parametrize("overwrite", [False, True])
+def test_convert_never_lets_one_pulled_file_replace_another(hub, tmp_path, overwrite):
+    """b/same.pt and b/same.safetensors both convert to b/same.safetensors: the second is reported
+    (exit 9, in --json too) and the first kept, --overwrite or not."""
+    hub.add_repo("someone/same-stem", {k: v for k, v in DUPS.items() if "same" in k})
+    out = tmp_path / "o"
+    proc = run(hub, tmp_path, "pull", "someone/same-stem", "-o", str(out), "--convert", "--json",
+               *(["--overwrite"] if overwrite else []))
+    assert proc.returncode == 9, proc.stderr
+    res = {r["filename"]: r for r in json.loads(proc.stdout)}
+    assert res["b/same.pt"]["converted"] == [str(out / "b" / "same.safetensors")] and "error" not in res["b/same.pt"]
+    lost = res["b/same.safetensors"]
+    assert lost["error"]["code"] == "write-failed" and "b/same.pt" in lost["error"]["message"]
+    assert lost["embeddings"][0]["slots"]["clip_l"]["vectors"] == 4, "what was read is still reported"
+    import embkit
+
+    assert embkit.read(out / "b" / "same.safetensors").name == "same"
+    human = run(hub, tmp_path, "pull", "someone/same-stem", "-o", str(tmp_path / "h"), "--convert")
+    assert human.returncode == 9 and "b/same.safetensors" in human.stdout and "not written" in human.stdout
+
+
+def test_a_file_that_exists_is_reported_in_json(hub, tmp_path):
+    out = tmp_path / "o"
+    out.mkdir()
+    (out / "EasyNegative.safetensors").write_bytes(b"mine")
+    proc = run(hub, tmp_path, "pull", "someone/easy-negative", "-o", str(out), "--json")
+    assert proc.returncode == 9
+    [res] = json.loads(proc.stdout)
+    assert res["error"]["code"] == "exists"
+    # the same wording as every other command (was "pass overwrite to replace it")
+    assert res["error"]["message"].endswith("exists; pass overwrite=True (--overwrite) to replace it")
+    proc = run(hub, tmp_path, "pull", "someone/easy-negative", "-o", str(out))
+    assert "pass overwrite=True (--overwrite) to replace it" in " ".join(proc.stderr.split())
+
+
+def test_pulled_files_get_the_umask_mode(hub, tmp_path):
+    """Regression: copies were written 0600 (mkstemp); every other embkit output follows the umask."""
+    old = os.umask(0o027)
+    try:
+        pull_json(hub, tmp_path, "someone/pack", "-o", str(tmp_path / "o"))
+        pull_json(hub, tmp_path, "sd-concepts-library/cat-toy", "-o", str(tmp_path / "o"))
+        pull_json(hub, tmp_path, "someone/easy-negative", "-o", str(tmp_path / "c"), "--convert")
+    finally:
+        os.umask(old)
+    files = [p for p in (tmp_path / "o").rglob("*") if p.is_file()] + [tmp_path / "c" / "EasyNegative.safetensors"]
+    assert len(files) == 7
+    assert {p.relative_to(tmp_path).as_posix(): oct(p.stat().st_mode & 0o777) for p in files} == \
+        {p.relative_to(tmp_path).as_posix(): oct(0o640) for p in files}
+
+
+def test_failed_pulls_print_only_embkits_error(hub, tmp_path):
+    """Regression: huggingface_hub's own warnings ("No files matched …", "Trying to resume
+    download..." per retry) came before embkit's error."""
+    hub.add_repo("someone/always-broken", {"x.safetensors": st_save({"emb_params": vectors(6, 768)})})
+    hub.interrupt("someone/always-broken", "x.safetensors", "always")
+    for args, code in ((["someone/pack", "--file", "nope.safetensors"], 12), (["someone/always-broken"], 12)):
+        proc = run(hub, tmp_path, "pull", *args)
+        assert proc.returncode == code
+        lines = [ln for ln in proc.stderr.splitlines() if ln.strip()]
+        assert lines[0].startswith("error[hub]:"), proc.stderr
+        for noise in ("No files matched", "Trying to resume", "Error while downloading", "Max retries"):
+            assert noise not in proc.stderr
+
+
+def test_pull_puts_the_clients_log_level_and_bars_back(hub, tmp_path):
+    """The quiet spell is for embkit's call only: a Python caller's settings are restored, on
+    success and on error."""
+    code = ("import logging, embkit.hub as h\n"
+            "from huggingface_hub.utils import logging as hl, are_progress_bars_disabled\n"
+            "hl.set_verbosity(logging.INFO)\n"
+            "seen = []\n"
+            "class Spy(logging.Handler):\n"
+            "    def emit(self, record): seen.append(record.getMessage())\n"
+            "logging.getLogger('huggingface_hub').addHandler(Spy())\n"
+            "h.pull('someone/easy-negative')\n"
+            "try:\n    h.pull('someone/pack', filename='nope.safetensors')\nexcept h.HubError:\n    pass\n"
+            "print(hl.get_verbosity() == logging.INFO, are_progress_bars_disabled(), [m for m in seen if 'No files matched' in m])\n")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("HF_")}
+    env.update(HF_ENDPOINT=hub.endpoint, HF_HOME=str(tmp_path))
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.split() == ["True", "False", "[]"]

@@ -53,7 +53,9 @@ def test_push_creates_the_repo_and_commits_the_file_and_a_card(hub, tmp_path):
     card = files["README.md"].decode()
     sha = hashlib.sha256(data).hexdigest()
     for needle in ("library_name: embkit", "stable-diffusion-xl", "Trigger word: `neon-style`", "| clip_g | 3 | 1280 | float32 |",
-                   sha, sha[:10], "![embkit verify contact sheet](contact_sheet.png)", "weight_name=\"neon-style.safetensors\""):
+                   sha, sha[:10], "![embkit verify contact sheet](contact_sheet.png)",
+                   'state_dict = load_file(hf_hub_download("tester/neon-style", "neon-style.safetensors"))',
+                   'embkit.diffusers.apply(pipe, hf_hub_download("tester/neon-style", "neon-style.safetensors"))'):
         assert needle in card, needle
     assert hub.state.repos["tester/neon-style"].messages[-1] == "first upload"
     create = [r for r in hub.requests("POST", "/api/repos/create")]
@@ -108,6 +110,105 @@ def test_pushed_file_pulls_back(hub, tmp_path):
     [res] = json.loads(proc.stdout)
     assert res["embeddings"][0]["name"] == "roundtrip"
     assert (tmp_path / "o" / "roundtrip.safetensors").read_bytes() == src.read_bytes()
+
+
+def sheet_png() -> bytes:
+    """A contact sheet as embkit writes it: a PNG carrying embkit.render's sheet marker."""
+    from PIL.PngImagePlugin import PngInfo
+
+    from embkit.render import SHEET_KEY, SHEET_VALUE
+
+    info = PngInfo()
+    info.add_text(SHEET_KEY, SHEET_VALUE)
+    buf = io.BytesIO()
+    Image.new("RGB", (32, 16), (10, 200, 30)).save(buf, format="PNG", pnginfo=info)
+    return buf.getvalue()
+
+
+def test_a_repo_pushed_with_a_sheet_pulls_cleanly(hub, tmp_path):
+    """Regression: the uploaded contact_sheet.png was read as an embedding card and failed the pull
+    (exit 3, broken-file). A picture holding no embedding is left out, like inspect leaves it out."""
+    from embkit.render import is_sheet
+
+    src = tmp_path / "bh.safetensors"
+    src.write_bytes(st_save({"emb_params": RNG.standard_normal((2, 768)).astype(np.float32)}))
+    sheet = tmp_path / "sheet.png"
+    sheet.write_bytes(sheet_png())
+    assert is_sheet(sheet)
+    assert run(hub, tmp_path, "push", str(src), "tester/my-style", "--sheet", str(sheet), HF_TOKEN=WRITE_TOKEN).returncode == 0
+    assert "contact_sheet.png" in hub.files("tester/my-style")
+    out = tmp_path / "pushed"
+    proc = run(hub, tmp_path, "pull", "tester/my-style", "-o", str(out), "--json")
+    assert proc.returncode == 0, proc.stderr
+    [res] = json.loads(proc.stdout)
+    assert (res["filename"], res["embeddings"][0]["name"]) == ("bh.safetensors", "bh")
+    assert sorted(p.name for p in out.iterdir()) == ["bh.safetensors"], "the sheet stays out of -o"
+    human = run(hub, tmp_path, "pull", "tester/my-style", "-o", str(out))
+    assert human.returncode == 0 and "contact_sheet" not in human.stdout + human.stderr
+    # named with --file, a picture is still reported for what it is
+    named = run(hub, tmp_path, "pull", "tester/my-style", "--file", "contact_sheet.png")
+    assert named.returncode == 3 and "broken-file" in named.stderr
+
+
+def test_a_repo_of_pictures_only_holds_no_embeddings(hub, tmp_path):
+    hub.add_repo("tester/samples", {"sample.png": png_bytes(), "README.md": b"samples\n"})
+    proc = run(hub, tmp_path, "pull", "tester/samples")
+    assert proc.returncode == 12
+    assert "no embedding files" in proc.stderr
+
+
+def test_preview_pictures_are_not_downloaded(hub, tmp_path):
+    hub.add_repo("tester/with-preview", {"style.safetensors": st_save({"emb_params": RNG.standard_normal((1, 768)).astype(np.float32)}),
+                                         "style.preview.png": png_bytes()})
+    [res] = json.loads(run(hub, tmp_path, "pull", "tester/with-preview", "--json").stdout)
+    assert res["filename"] == "style.safetensors"
+    heads = {r["path"].rsplit("/", 1)[-1] for r in hub.requests("HEAD", "/tester/with-preview/resolve/")}
+    assert heads == {"style.safetensors"}
+
+
+def card_code(card: str, after: str) -> str:
+    """The first ```python block of ``card`` after the line starting with ``after``."""
+    rest = card[card.index(after):]
+    return rest.split("```python\n", 1)[1].split("```", 1)[0]
+
+
+def test_card_snippets_load_an_sdxl_file_into_a_diffusers_pipeline(hub, tmp_path):
+    """Regression: the card told diffusers users to load an SDXL (clip_l + clip_g) file with one
+    load_textual_inversion call, which diffusers refuses. Both of the card's snippets run here as
+    written, against the pushed repo on the fake Hub and embkit's tiny SDXL pipeline."""
+    pytest.importorskip("diffusers")
+    pytest.importorskip("embkit.tiny")
+    clip_l = RNG.standard_normal((2, 768)).astype(np.float32) * 0.02
+    clip_g = RNG.standard_normal((2, 1280)).astype(np.float32) * 0.02
+    src = tmp_path / "sdxl-demo.safetensors"
+    src.write_bytes(st_save({"clip_l": clip_l, "clip_g": clip_g}))
+    assert run(hub, tmp_path, "push", str(src), "tester/xl", HF_TOKEN=WRITE_TOKEN).returncode == 0
+    card = hub.files("tester/xl")["README.md"].decode()
+    (tmp_path / "diffusers_snippet.py").write_text(card_code(card, "- diffusers"))
+    (tmp_path / "embkit_snippet.py").write_text(card_code(card, "- embkit, one call"))
+    assert "load_textual_inversion" in (tmp_path / "diffusers_snippet.py").read_text()
+    code = (
+        "import json, runpy, numpy as np\n"
+        "from embkit.tiny import tiny_pipeline\n"
+        "out = {}\n"
+        "for name in ('diffusers_snippet.py', 'embkit_snippet.py'):\n"
+        "    pipe = tiny_pipeline('sdxl')\n"
+        "    runpy.run_path(name, init_globals={'pipe': pipe})\n"
+        "    rows = {}\n"
+        "    for enc, tok in (('text_encoder', 'tokenizer'), ('text_encoder_2', 'tokenizer_2')):\n"
+        "        ids = getattr(pipe, tok).convert_tokens_to_ids(['sdxl-demo', 'sdxl-demo_1'])\n"
+        "        rows[enc] = getattr(pipe, enc).get_input_embeddings().weight[ids].detach().float().numpy().tolist()\n"
+        "    out[name] = rows\n"
+        "print(json.dumps(out))\n"
+    )
+    env = {k: v for k, v in os.environ.items() if not k.startswith("HF_")}
+    env.update(HF_ENDPOINT=hub.endpoint, HF_HOME=str(tmp_path / "hf"))
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, cwd=tmp_path, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    out = json.loads(proc.stdout.strip().splitlines()[-1])
+    for name, rows in out.items():
+        assert np.allclose(rows["text_encoder"], clip_l, atol=1e-6), name
+        assert np.allclose(rows["text_encoder_2"], clip_g, atol=1e-6), name
 
 
 def test_model_folder_fetches_configs_and_tokenizers_only(hub, tmp_path):

@@ -47,13 +47,17 @@ def cli(repo_id: str, revision: str | None, filename: str | None, out_dir: str |
 
 def _print(r) -> None:
     esc = output.escape
-    if r.error is not None:
+    if r.error is not None and not r.embeddings:  # could not be read
         output.error_line(f"{r.repo_id}/{r.filename}", r.error.to_dict())
         return
     for emb in r.embeddings:
         slots = ", ".join(f"{s} {a.shape[0]}×{a.shape[1]}" for s, a in emb.vectors.items())
         output.info(f"[bold]{esc(emb.name)}[/]  [cyan]{r.format}[/]  [green]{emb.family}[/]  {slots}")
-    output.info(f"  {esc(r.repo_id)}/{esc(r.filename)} @ {r.commit[:10]} → {esc(r.path)}")
+    if r.error is None:
+        output.info(f"  {esc(r.repo_id)}/{esc(r.filename)} @ {r.commit[:10]} → {esc(r.path)}")
+    else:  # read, but not written into -o: say which file, then why
+        output.info(f"  {esc(r.repo_id)}/{esc(r.filename)} @ {r.commit[:10]} not written")
+        output.error_line(f"{r.repo_id}/{r.filename}", r.error.to_dict())
     for path in r.converted:
         output.info(f"  converted → {esc(path)}")
     notes = [f for f in r.findings if f.get("severity") == "info"]
