@@ -8,6 +8,7 @@ torch file" from "not an embedding at all").
 from __future__ import annotations
 
 import json
+import math
 import mmap
 import os
 import stat
@@ -17,11 +18,13 @@ from typing import Any
 from .errors import BrokenFileError, EmbkitError, NotMine, TooLargeError, UnknownFormatError
 from .formats import FORMAT_IDS, FORMATS, Format, container_for_extension, get_format, sniff_container
 from .formats import concept_folder
-from .formats.base import Part, Raw, looks_like_weight_key, matrix_shape, tensor_matrix
+from .formats.base import Part, Raw, check_json_size, looks_like_weight_key, matrix_shape, tensor_matrix
 from .schema import Embedding, Source
 
 #: Files above this are memory-mapped rather than read whole (LoRA bundles can be large).
 MMAP_ABOVE = 64 * 1024 * 1024
+#: What a pipe or device named as a file may give before it is refused (``/dev/zero`` never ends).
+MAX_STREAM_BYTES = 256 * 1024 * 1024
 #: safetensors metadata keys embkit writes: ``embkit.metadata`` holds the JSON metadata dict.
 META_JSON_KEY = "embkit.metadata"
 
@@ -85,8 +88,12 @@ def _read_bytes(path: str) -> Any:
             if stat.S_ISREG(st.st_mode) and st.st_size > MMAP_ABOVE:
                 return mmap.mmap(fd, 0, access=mmap.ACCESS_READ)
             parts = [os.read(fd, st.st_size + 1 if stat.S_ISREG(st.st_mode) else 1 << 20)]
-            while parts[-1]:  # the file grew meanwhile, or is not a regular file
+            total = len(parts[0])
+            while parts[-1]:  # the file grew meanwhile, or is not a regular file (a pipe, a device)
                 parts.append(os.read(fd, 1 << 20))
+                total += len(parts[-1])
+                if total > MAX_STREAM_BYTES and not stat.S_ISREG(st.st_mode):
+                    raise TooLargeError(f"is not a regular file and gives more than {MAX_STREAM_BYTES} bytes (a device?)", path=path)
         finally:
             os.close(fd)
         data = b"".join(parts)
@@ -203,9 +210,11 @@ def _container_metadata(raw: Raw, path: str) -> dict[str, Any]:
     meta: dict[str, Any] = {}
     for key, value in raw.metadata.items():
         if key == META_JSON_KEY:
+            check_json_size(value, path, f"safetensors metadata {META_JSON_KEY}")
             try:
-                # NaN/Infinity kept as strings: metadata must stay valid JSON for `inspect --json`
-                extra = json.loads(value, parse_constant=str)
+                # NaN/Infinity (and numbers too big for a float, 1e999) kept as strings: metadata
+                # must stay valid JSON for `inspect --json`
+                extra = json.loads(value, parse_constant=str, parse_float=_finite_or_text)
             except (ValueError, RecursionError):
                 raise BrokenFileError(f"safetensors metadata {META_JSON_KEY} is not valid JSON", path=path) from None
             if isinstance(extra, dict):
@@ -213,6 +222,11 @@ def _container_metadata(raw: Raw, path: str) -> dict[str, Any]:
         elif raw.container != "folder":
             meta[key] = value
     return meta
+
+
+def _finite_or_text(text: str) -> float | str:
+    value = float(text)
+    return value if math.isfinite(value) else text
 
 
 def embedding_of(loaded: Loaded, part: Part) -> Embedding:

@@ -196,9 +196,10 @@ def port(emb: Embedding, family: str, *, via: str | os.PathLike | None = None) -
 
 def port_warning(emb: Embedding) -> str | None:
     """The warning the last port recorded (the zero CLIP-G method), if any."""
-    history = emb.metadata.get("provenance") or []
+    history = emb.provenance
     if history and history[-1].get("operation") == "port":
-        return history[-1].get("params", {}).get("warning")
+        params = history[-1].get("params")
+        return params.get("warning") if isinstance(params, dict) else None
     return None
 
 

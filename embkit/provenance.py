@@ -57,8 +57,8 @@ def describe(emb: Embedding, *, history: bool = True) -> dict[str, Any]:
         if sha:
             rec["sha256"] = sha
     rec["vectors_sha256"] = vectors_sha256(emb)
-    if history and emb.metadata.get("provenance"):
-        rec["provenance"] = list(emb.metadata["provenance"])
+    if history and emb.provenance:
+        rec["provenance"] = emb.provenance
     return rec
 
 

@@ -25,24 +25,27 @@ REPORT_VERSION = 1
 
 def slot_stats(values: np.ndarray, dtype: str) -> dict[str, Any]:
     """Vectors, width, dtype, per-vector L2 norms and min/max/mean/std of one slot."""
-    v = values.astype(np.float64)
-    ok = np.isfinite(v)
-    finite = bool(ok.all())
-    with np.errstate(over="ignore", invalid="ignore"):
+    # a hostile file's values (1e308, NaN) overflow the sums: the results say so (null), without
+    # numpy warnings, which a caller running with -W error would get as exceptions
+    with np.errstate(all="ignore"):
+        v = values.astype(np.float64)
+        ok = np.isfinite(v)
+        finite = bool(ok.all())
         # a row holding NaN or infinity has no norm (null); the other rows keep theirs
         norms = np.linalg.norm(np.where(ok, v, 0.0), axis=1)
-    norms = [None if not row_ok else _num(x) for x, row_ok in zip(norms, ok.all(axis=1))]
-    values_ok = v[ok]  # the statistics cover the finite values only
-    some = values_ok.size > 0
+        norms = [None if not row_ok else _num(x) for x, row_ok in zip(norms, ok.all(axis=1))]
+        values_ok = v[ok]  # the statistics cover the finite values only
+        some = values_ok.size > 0
+        stats = [_num(f()) if some else None for f in (values_ok.min, values_ok.max, values_ok.mean, values_ok.std)]
     return {
         "vectors": int(v.shape[0]),
         "dim": int(v.shape[1]),
         "dtype": dtype,
         "norms": norms,
-        "min": _num(values_ok.min()) if some else None,
-        "max": _num(values_ok.max()) if some else None,
-        "mean": _num(values_ok.mean()) if some else None,
-        "std": _num(values_ok.std()) if some else None,
+        "min": stats[0],
+        "max": stats[1],
+        "mean": stats[2],
+        "std": stats[3],
         "finite": finite,
     }
 
@@ -58,7 +61,7 @@ def describe_embedding(emb: Embedding, warnings: Iterable[str] = ()) -> dict[str
     for slot, arr in emb.vectors.items():
         if not np.isfinite(arr).all():
             out_warnings.append(f"{slot} holds NaN or infinite values")
-        zero = int((np.abs(arr).sum(axis=1) == 0).sum())
+        zero = int((arr == 0).all(axis=1).sum())  # not a sum of |values|: that overflows on 1e308
         if zero:
             out_warnings.append(f"{slot} has {zero} all-zero vector(s)")
     if emb.num_vectors > CLIP_TOKEN_LIMIT:
@@ -125,7 +128,9 @@ def walk(paths: Iterable[str | os.PathLike]) -> Iterator[str]:
                 continue
             for f in sorted(files):
                 if f.lower().endswith(exts) and not f.lower().endswith(".preview.png"):
-                    yield os.path.join(root, f)
+                    full = os.path.join(root, f)
+                    if os.path.isfile(full):  # not a pipe or device: opening a FIFO would block
+                        yield full
 
 
 def not_an_embedding(path: str, exc: EmbkitError) -> bool:

@@ -22,10 +22,12 @@ given to the allowed names and may refuse the file for them.
 from __future__ import annotations
 
 import io
+import lzma
 import os
 import pickletools
 import warnings
 import zipfile
+import zlib
 from dataclasses import dataclass, field
 from typing import Any, Iterable, Iterator
 
@@ -35,6 +37,8 @@ from .formats import imagecard, safetensors_file, torchfile
 SAFE, UNSAFE, UNKNOWN = "safe", "unsafe", "unknown"
 #: Walking opcodes in Python costs about a microsecond each; real torch pickles have a few thousand.
 MAX_SCAN_OPS = 1_000_000
+#: Pickle members of one zip walked at most.
+MAX_SCAN_PICKLES = 4
 MAX_SCAN_BYTES = torchfile.MAX_PICKLE_BYTES
 #: Extensions a folder walk picks up: embkit's own, plus bare pickles.
 SCAN_EXTENSIONS = (".pt", ".pth", ".bin", ".ckpt", ".pkl", ".pickle", ".safetensors", ".png", ".webp")
@@ -122,8 +126,9 @@ class _Unknown:
 _UNKNOWN = _Unknown()
 
 
-def walk_pickle(data: bytes, start: int = 0, where: str = "pickle") -> PickleScan:
-    """Walk one pickle from ``start`` to its STOP; every global it would import, and any problem."""
+def walk_pickle(data: bytes, start: int = 0, where: str = "pickle", max_ops: int = MAX_SCAN_OPS) -> PickleScan:
+    """Walk one pickle from ``start`` to its STOP (at most ``max_ops`` opcodes); every global it
+    would import, and any problem."""
     stack: list[Any] = []
     memo: dict[int, Any] = {}
     found: list[GlobalRef] = []
@@ -153,8 +158,8 @@ def walk_pickle(data: bytes, start: int = 0, where: str = "pickle") -> PickleSca
         for op, arg, pos in _quiet(pickletools.genops(stream)):
             pos = pos or 0
             count += 1
-            if count > MAX_SCAN_OPS:
-                problems.append(f"more than {MAX_SCAN_OPS} opcodes; stopped scanning")
+            if count > max_ops:
+                problems.append(f"more than {max_ops} opcodes; stopped scanning")
                 break
             name = op.name
             if name == "STOP":
@@ -324,7 +329,7 @@ def _scan_zip(source: Any, path: str) -> ScanResult:
     try:
         zf = zipfile.ZipFile(io.BytesIO(source) if isinstance(source, (bytes, bytearray, memoryview)) else source)
         infos = zf.infolist()
-    except (zipfile.BadZipFile, ValueError, EOFError, OSError, NotImplementedError) as exc:
+    except (zipfile.BadZipFile, ValueError, EOFError, OSError, NotImplementedError, zlib.error, lzma.LZMAError) as exc:
         return ScanResult(path, "zip", UNKNOWN, reasons=(f"damaged zip archive ({exc})",))
     names: set[str] = set()
     pickles = []
@@ -344,16 +349,20 @@ def _scan_zip(source: Any, path: str) -> ScanResult:
         reasons.append(f"{data_pkls} members are named data.pkl; a torch file has one")
     scans: list[PickleScan] = []
     unknown: list[str] = []
+    if len(pickles) > MAX_SCAN_PICKLES:
+        # each may take a second or more to walk: a small zip of many deflated pickles took minutes
+        unknown.append(f"{len(pickles)} pickle members; scanned the first {MAX_SCAN_PICKLES} (a torch file has one)")
+        pickles = pickles[:MAX_SCAN_PICKLES]
     for info in pickles:
         if info.file_size > MAX_SCAN_BYTES:
             unknown.append(f"{info.filename} declares {info.file_size} bytes, too big to scan")
             continue
         try:
             raw = zf.read(info)
-        except (zipfile.BadZipFile, EOFError, OSError, ValueError, NotImplementedError, RuntimeError) as exc:
+        except (zipfile.BadZipFile, EOFError, OSError, ValueError, NotImplementedError, RuntimeError, zlib.error, lzma.LZMAError) as exc:
             unknown.append(f"{info.filename} cannot be read ({exc})")
             continue
-        scans.append(walk_pickle(raw, 0, info.filename))
+        scans.append(walk_pickle(raw, 0, info.filename, MAX_SCAN_OPS // len(pickles)))  # one budget for the file
     if not pickles:
         unknown.append("zip archive without a pickle: not a torch file")
     result = _verdict(path, "pickle (torch zip)", scans, unknown)

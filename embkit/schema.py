@@ -147,10 +147,17 @@ class Embedding:
             changes["dtypes"] = {k: v for k, v in self.dtypes.items() if k in changes["vectors"]}
         return dataclasses.replace(self, **changes)
 
+    @property
+    def provenance(self) -> list[dict]:
+        """The recorded operations (``metadata["provenance"]``), oldest first. A file may carry
+        anything under that key; only the records (dicts) of a list count."""
+        history = self.metadata.get("provenance")
+        return [h for h in history if isinstance(h, dict)] if isinstance(history, list) else []
+
     def with_provenance(self, operation: str, inputs: list[dict], **params: Any) -> "Embedding":
         """A copy whose metadata records one more operation (its inputs, their hashes, parameters)."""
         meta = dict(self.metadata)
-        history = list(meta.get("provenance", []))
+        history = self.provenance
         history.append({"operation": operation, "inputs": inputs, "params": params})
         meta["provenance"] = history
         return self.replace(metadata=meta)

@@ -62,7 +62,7 @@ def _slow(data: bytes):
 def _fast(data: bytes):
     storages: dict = {}
     budget = T._CallBudget(len(data), "x.pt")
-    got = pickle_fast.load(data, lambda m, n: T._find_global(m, n, "x.pt", budget), lambda pid: T._storage_ref(pid, storages, "x.pt"), T.MAX_TUPLE_DEPTH)
+    got = pickle_fast.load(data, lambda m, n: T._find_global(m, n, "x.pt", budget), lambda pid: T._storage_ref(pid, storages, "x.pt"), T.MAX_TUPLE_DEPTH, T.MAX_TUPLE_SIZE)
     if got is None:
         return None
     return ("ok", _norm(got[0]), {k: _norm(v) for k, v in storages.items()}, got[1])

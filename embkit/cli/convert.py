@@ -86,7 +86,7 @@ def plan_jobs(inputs: tuple[str, ...], out: str, to: str | None = None) -> tuple
                 continue
             for f in sorted(files):
                 low = f.lower()
-                if low.endswith(exts) and not low.endswith(".preview.png") and not is_temp(f) and not f.startswith("."):
+                if low.endswith(exts) and not low.endswith(".preview.png") and not is_temp(f) and not f.startswith(".") and os.path.isfile(os.path.join(root, f)):
                     jobs.append(Job(os.path.join(root, f), os.path.normpath(os.path.join(base, rel, _stem(f))), True))
     return jobs, single
 

@@ -80,9 +80,12 @@ def _print_report(rep: dict, all_norms: bool) -> None:
         meta = {k: v for k, v in emb["metadata"].items() if k != "provenance"}
         if meta:
             con.print("  " + "   ".join(f"{esc(str(k))}={esc(_short(v))}" for k, v in meta.items()))
-        if "provenance" in emb["metadata"]:
-            ops = [p.get("operation", "?") for p in emb["metadata"]["provenance"]]
-            con.print(f"  provenance: {' → '.join(ops)}")
+        history = emb["metadata"].get("provenance")
+        if isinstance(history, list):  # a file may hold anything under this key
+            ops = [str(p.get("operation", "?")) if isinstance(p, dict) else "?" for p in history]
+            con.print(f"  provenance: {esc(' → '.join(ops))}")
+        elif history is not None:
+            con.print(f"  provenance={esc(_short(history))}")
         for w in emb["warnings"]:
             con.print(f"  [yellow]warning[/]: {esc(w)}")
         con.print()

@@ -41,7 +41,7 @@ def parse(raw: Raw, path: str) -> list[Part]:
     stem = stem_of(path)
     stored = tree.get("name")
     meta: dict[str, Any] = {k: plain(tree[k]) for k in META_KEYS if k in tree}
-    extra = {k: plain(v) for k, v in tree.items() if k not in ("string_to_param", "string_to_token", "name", *META_KEYS)}
+    extra = {str(k): plain(v) for k, v in tree.items() if k not in ("string_to_param", "string_to_token", "name", *META_KEYS)}
     meta.update(extra)
     if isinstance(stored, str):
         meta["stored_name"] = stored

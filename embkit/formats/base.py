@@ -16,7 +16,7 @@ from typing import Any, Callable
 import numpy as np
 
 from ..encoders import WIDTH_TO_SLOT
-from ..errors import BrokenFileError
+from ..errors import BrokenFileError, TooLargeError
 
 #: numpy dtype for each stored dtype name; bf16 is read as raw uint16 and widened by hand.
 NUMPY_DTYPES = {
@@ -132,6 +132,24 @@ def width_slot(t: Tensor, path: str, what: str) -> str:
             path=path,
         )
     return slot
+
+
+#: Objects and arrays a JSON text may open. ``json`` builds a 64-byte dict for each 2-byte ``{}``,
+#: so a 99 MB safetensors header of them took 2.5 GB (found in review); real headers and
+#: metadata open a few per tensor.
+MAX_JSON_CONTAINERS = 200_000
+
+
+def check_json_size(text: str | bytes, path: str, what: str) -> None:
+    """Refuse (``too-large``) JSON that opens more objects and arrays than any embedding needs,
+    before parsing it (counted on the raw text: braces inside strings count too, which only errs
+    on the safe side)."""
+    if isinstance(text, str):
+        n = text.count("{") + text.count("[")
+    else:
+        n = text.count(b"{") + text.count(b"[")
+    if n > MAX_JSON_CONTAINERS:
+        raise TooLargeError(f"{what} opens {n} JSON objects and arrays, more than the {MAX_JSON_CONTAINERS} embkit allows", path=path)
 
 
 #: Last parts of the dotted names model weights are stored under (``….conv_in.weight``).

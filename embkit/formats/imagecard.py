@@ -16,13 +16,14 @@ from __future__ import annotations
 import base64
 import binascii
 import json
+import warnings
 import zlib
 from typing import Any
 
 import numpy as np
 
 from ..errors import BrokenFileError, NotMine, TooLargeError
-from .base import Raw, Tensor
+from .base import Raw, Tensor, check_json_size
 
 TEXT_KEY = "sd-ti-embedding"
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
@@ -83,6 +84,7 @@ def _decode_json(raw: bytes, path: str) -> Any:
             return Tensor(shape=arr32.shape, dtype="float32", loader=lambda a=arr32: a)
         return obj
 
+    check_json_size(raw, path, "embedded JSON")
     try:
         return json.loads(raw, object_hook=hook)
     except BrokenFileError:
@@ -138,7 +140,11 @@ def read_raw(data: bytes | memoryview, path: str) -> Raw:
         raise NotMine(path)
     container = container_of(prefix)
     try:
-        img = Image.open(io.BytesIO(data))
+        with warnings.catch_warnings():
+            # Pillow warns of a decompression bomb on opening; embkit's own pixel cap refuses it
+            # next, and a warning would be an exception for a caller running with -W error
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            img = Image.open(io.BytesIO(data))
         w, h = img.size
         if w * h > MAX_PIXELS:
             raise TooLargeError(f"image of {w}x{h} pixels is past the cap of {MAX_PIXELS}", path=path)

@@ -23,10 +23,10 @@ def parse(raw: Raw, path: str) -> list[Part]:
     """One embedding named by the file stem."""
     from .base import plain, stem_of
 
-    key = next(k for k in raw.tree if k in KEYS)
+    key = next(k for k in raw.tree if k in KEYS and isinstance(raw.tree[k], Tensor))  # detect saw exactly one
     tensor = raw.tree[key]
     slot = width_slot(tensor, path, key)
-    meta = {k: plain(v) for k, v in raw.tree.items() if k != key}
+    meta = {str(k): plain(v) for k, v in raw.tree.items() if k != key}
     if key == "emp_params":
         meta["key"] = key
     return [Part(name=stem_of(path), tensors={slot: tensor}, metadata=meta)]

@@ -27,33 +27,37 @@ def load(
     find_global: Callable[[str, str], Any],
     persistent_load: Callable[[Any], Any],
     max_tuple_depth: int,
+    max_tuple_size: int,
 ) -> tuple[Any, int] | None:
     """Unpickle ``data``: ``(object, offset just past STOP)``, or ``None`` to say "use the full
-    unpickler" (see the module docstring). Tuples nesting deeper than ``max_tuple_depth`` also
-    send it there, where they are refused (hashing deep tuples overflows the C stack)."""
+    unpickler" (see the module docstring). Tuples past the limits of :func:`tuple_too_big` also
+    send it there, where they are refused (hashing them overflows the C stack or never ends)."""
     try:
-        return _run(data, find_global, persistent_load, max_tuple_depth)
+        return _run(data, find_global, persistent_load, max_tuple_depth, max_tuple_size)
     except Exception:  # any problem: the full unpickler decides, with its own message
         return None
 
 
-def tuple_depth(t: tuple, depths: dict[int, tuple[int, tuple]]) -> int:
-    """How deep ``t`` nests tuples, from the depths recorded for the tuples it holds. Tuples
-    deeper than 1 are recorded with a reference, so their ids are not reused while the table
-    lives; a tuple not in the table is flat (depth 1). Both unpicklers keep such a table."""
-    depth = 1
+def tuple_too_big(t: tuple, table: dict[int, tuple[int, int, tuple]], max_depth: int, max_size: int) -> bool:
+    """Whether ``t`` nests tuples deeper than ``max_depth`` or holds more than ``max_size``
+    elements counted through its nested tuples, a shared tuple once per place (what hashing or
+    printing it walks: ``t = (t, t)`` thirty times is 2**30). Measured from what is recorded for
+    the tuples it holds; a tuple holding tuples is recorded with a reference, so ids are not reused
+    while the table lives, and a tuple not in the table is flat. Both unpicklers keep such a table."""
+    depth, size = 1, len(t)
     for x in t:
         if type(x) is tuple:
-            seen = depths.get(id(x))
-            d = seen[0] if seen is not None else 1
+            seen = table.get(id(x))
+            d, n = (seen[0], seen[1]) if seen is not None else (1, len(x))
             if d >= depth:
                 depth = d + 1
+            size += n
     if depth > 1:
-        depths[id(t)] = (depth, t)
-    return depth
+        table[id(t)] = (depth, size, t)
+    return depth > max_depth or size > max_size
 
 
-def _run(data: bytes, find_global, persistent_load, max_depth: int) -> tuple[Any, int] | None:
+def _run(data: bytes, find_global, persistent_load, max_depth: int, max_size: int) -> tuple[Any, int] | None:
     # Opcodes are literal numbers (pickle's names beside them): a constant compares faster than a
     # global, and this loop runs once per opcode.
     n = len(data)
@@ -93,26 +97,26 @@ def _run(data: bytes, find_global, persistent_load, max_depth: int) -> tuple[Any
             stack.append(t)
             for x in t:
                 if type(x) is tuple:
-                    if tuple_depth(t, depths) > max_depth:
+                    if tuple_too_big(t, depths, max_depth, max_size):
                         return None
                     break
         elif op == 0x86:  # TUPLE2
             b = stack.pop()
             a = stack[-1]
             stack[-1] = t = (a, b)
-            if (type(a) is tuple or type(b) is tuple) and tuple_depth(t, depths) > max_depth:
+            if (type(a) is tuple or type(b) is tuple) and tuple_too_big(t, depths, max_depth, max_size):
                 return None
         elif op == 0x85:  # TUPLE1
             a = stack[-1]
             stack[-1] = t = (a,)
-            if type(a) is tuple and tuple_depth(t, depths) > max_depth:
+            if type(a) is tuple and tuple_too_big(t, depths, max_depth, max_size):
                 return None
         elif op == 0x87:  # TUPLE3
             c = stack.pop()
             b = stack.pop()
             a = stack[-1]
             stack[-1] = t = (a, b, c)
-            if (type(a) is tuple or type(b) is tuple or type(c) is tuple) and tuple_depth(t, depths) > max_depth:
+            if (type(a) is tuple or type(b) is tuple or type(c) is tuple) and tuple_too_big(t, depths, max_depth, max_size):
                 return None
         elif op == 0x29:  # EMPTY_TUPLE
             stack.append(())

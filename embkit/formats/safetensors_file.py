@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import BrokenFileError, NotMine, TooLargeError
-from .base import MAX_TENSOR_ELEMENTS, NUMPY_DTYPES, Raw, Tensor
+from .base import MAX_TENSOR_ELEMENTS, NUMPY_DTYPES, Raw, Tensor, check_json_size
 
 MAX_HEADER_BYTES = 100 * 1024 * 1024  # the safetensors library's own limit
 #: safetensors dtype code → stored dtype name.
@@ -51,8 +51,10 @@ def read_header(data: bytes | memoryview, path: str) -> tuple[dict[str, Any], di
         raise TooLargeError(f"safetensors header claims {n} bytes, past the cap of {MAX_HEADER_BYTES}", path=path)
     if 8 + n > len(data):
         raise BrokenFileError(f"safetensors header claims {n} bytes but the file has {len(data) - 8} after the length", path=path)
+    raw = bytes(data[8 : 8 + n])
+    check_json_size(raw, path, "safetensors header")
     try:
-        header = json.loads(bytes(data[8 : 8 + n]))
+        header = json.loads(raw)
     except (ValueError, UnicodeDecodeError) as exc:
         raise BrokenFileError(f"safetensors header is not valid JSON ({exc})", path=path) from None
     except RecursionError:

@@ -16,6 +16,7 @@ back as lazy :class:`~embkit.formats.base.Tensor` handles, so probing never copi
 from __future__ import annotations
 
 import io
+import lzma
 import pickle
 import posixpath
 import struct
@@ -155,6 +156,10 @@ class _CallBudget:
 #: check: a 200 KB pickle of 200,000 nested tuples used as a dict key crashed the interpreter
 #: (found in review). Real torch pickles nest tuples two or three deep.
 MAX_TUPLE_DEPTH = 64
+#: Elements one tuple may hold counting through its nested tuples, a shared one once per place:
+#: ``t = (t, t)`` thirty times is a 250-byte pickle whose hash (as a dict key) walks 2**30
+#: elements (a hang; found in review). Real torch tuples hold a handful.
+MAX_TUPLE_SIZE = 100_000
 
 
 class ModuleStandIn:
@@ -309,16 +314,17 @@ class _SafeUnpickler(pickle._Unpickler):  # noqa: SLF001
         self._path = path
         self.storages: dict[str, StorageRef] = {}
         self._budget = _CallBudget(size, path)
-        self._depths: dict[int, tuple[int, tuple]] = {}
+        self._depths: dict[int, tuple[int, int, tuple]] = {}
 
     def find_class(self, module: str, name: str) -> Any:
         return _find_global(module, name, self._path, self._budget)
 
     def _note_tuple(self) -> None:
-        t = self.stack[-1]
-        depth = pickle_fast.tuple_depth(t, self._depths)
-        if depth > MAX_TUPLE_DEPTH:
-            raise TooLargeError(f"pickle nests tuples more than {MAX_TUPLE_DEPTH} deep", path=self._path)
+        if pickle_fast.tuple_too_big(self.stack[-1], self._depths, MAX_TUPLE_DEPTH, MAX_TUPLE_SIZE):
+            raise TooLargeError(
+                f"pickle builds tuples nested more than {MAX_TUPLE_DEPTH} deep or holding more than {MAX_TUPLE_SIZE} elements through shared parts",
+                path=self._path,
+            )
 
     def persistent_load(self, pid: Any) -> StorageRef:
         return _storage_ref(pid, self.storages, self._path)
@@ -427,7 +433,7 @@ def _unpickle(data: bytes, path: str) -> tuple[Any, dict[str, StorageRef], int]:
         _count_ops(data, path)
     storages: dict[str, StorageRef] = {}
     budget = _CallBudget(len(data), path)
-    fast = pickle_fast.load(data, lambda m, n: _find_global(m, n, path, budget), lambda pid: _storage_ref(pid, storages, path), MAX_TUPLE_DEPTH)
+    fast = pickle_fast.load(data, lambda m, n: _find_global(m, n, path, budget), lambda pid: _storage_ref(pid, storages, path), MAX_TUPLE_DEPTH, MAX_TUPLE_SIZE)
     if fast is not None:
         return fast[0], storages, fast[1]
     stream = io.BytesIO(data)
@@ -561,7 +567,7 @@ def _open_zip(data: bytes | memoryview, path: str) -> tuple[zipfile.ZipFile | _S
     try:
         zf = _parse_stored_zip(data) or zipfile.ZipFile(io.BytesIO(data))
         infos = zf.infolist()
-    except (zipfile.BadZipFile, ValueError, EOFError, OSError, NotImplementedError) as exc:
+    except (zipfile.BadZipFile, ValueError, EOFError, OSError, NotImplementedError, zlib.error, lzma.LZMAError) as exc:
         raise BrokenFileError(f"damaged zip archive ({exc})", path=path) from None
     if len(infos) > MAX_ZIP_MEMBERS:
         raise TooLargeError(f"zip holds {len(infos)} members", path=path)
@@ -594,7 +600,7 @@ def _read_member(zf: zipfile.ZipFile | _StoredZip, name: str, cap: int, path: st
         raise TooLargeError(f"zip member {name} declares {info.file_size} bytes, past the cap of {cap}", path=path)
     try:
         return zf.read(info)
-    except (zipfile.BadZipFile, EOFError, OSError, ValueError, NotImplementedError, RuntimeError) as exc:
+    except (zipfile.BadZipFile, EOFError, OSError, ValueError, NotImplementedError, RuntimeError, zlib.error, lzma.LZMAError) as exc:
         # RuntimeError: the member's "encrypted" flag is set (found by fuzzing)
         raise BrokenFileError(f"zip member {name} is damaged ({exc})", path=path) from None
 

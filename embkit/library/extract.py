@@ -83,6 +83,11 @@ def _parse(path: str, size: int, mtime_ns: int, data: Any, hashes: dict, now: fl
 
 
 def _embedding_row(loaded, part) -> tuple:
+    with np.errstate(all="ignore"):  # hostile values overflow the float32 cast and the norms: no warnings
+        return _embedding_row_inner(loaded, part)
+
+
+def _embedding_row_inner(loaded, part) -> tuple:
     # The same checks embkit.io.embedding_of applies (2-D float matrices, known slots), without
     # building a frozen Embedding: the scan only needs shapes, hashes and norms.
     slots = []
@@ -122,7 +127,12 @@ def _embedding_row(loaded, part) -> tuple:
 
 
 def _json(value: Any) -> str:
-    return json.dumps(value, ensure_ascii=False, sort_keys=True, default=str, allow_nan=True)
+    try:
+        return json.dumps(value, ensure_ascii=False, sort_keys=True, default=str, allow_nan=True)
+    except TypeError:  # keys of mixed types (a pickle's dict) cannot be sorted: as strings, like inspect
+        from ..formats.base import plain
+
+        return json.dumps(plain(value), ensure_ascii=False, sort_keys=True, default=str, allow_nan=True)
 
 
 def _num(value) -> float | None:

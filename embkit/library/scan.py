@@ -285,7 +285,8 @@ def walk(root: str, extensions: tuple[str, ...]) -> list[tuple[str, int, int]]:
                                     continue
                                 seen_dirs.add(key)
                             stack.append(entry.path)
-                    elif name.lower().endswith(extensions) and not name.lower().endswith(".preview.png"):
+                    elif name.lower().endswith(extensions) and not name.lower().endswith(".preview.png") and entry.is_file():
+                        # is_file: not a pipe or a device (opening a FIFO blocks; /dev/zero never ends)
                         st = entry.stat()
                         out.append((entry.path, st.st_size, st.st_mtime_ns))
                 except OSError:
