@@ -237,19 +237,21 @@ def referenced_globals(data: bytes | memoryview, path: str) -> list[str]:
 
 def _read_legacy(data: bytes | memoryview, path: str) -> Raw:
     buf = bytes(data)
+    # each pickle is read from a slice of at most MAX_PICKLE_BYTES (as for a zip's data.pkl): the
+    # whole rest of the file copied per pickle made a 400 MB file peak at 1.2 GB (found in review)
     pos = 0
     header = []
     for _ in range(3):  # magic number, protocol version, sys info: plain values only
-        obj, _storages, used = _unpickle(buf[pos:], path)
+        obj, _storages, used = _unpickle(buf[pos : pos + MAX_PICKLE_BYTES], path)
         header.append(obj)
         pos += used
     if header[0] != LEGACY_MAGIC:
         raise NotMine(path)
     if header[1] != 1001:
         raise BrokenFileError(f"legacy torch file has protocol version {header[1]!r}, expected 1001", path=path)
-    obj, storages, used = _unpickle(buf[pos:], path)
+    obj, storages, used = _unpickle(buf[pos : pos + MAX_PICKLE_BYTES], path)
     pos += used
-    keys, _storages, used = _unpickle(buf[pos:], path)
+    keys, _storages, used = _unpickle(buf[pos : pos + MAX_PICKLE_BYTES], path)
     pos += used
     if type(keys) is not list or any(type(k) is not str for k in keys):
         raise BrokenFileError("legacy torch file has a damaged storage key list", path=path)
