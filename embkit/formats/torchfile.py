@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import io
 import lzma
+import mmap
 import posixpath
 import struct
 import zipfile
@@ -236,7 +237,8 @@ def referenced_globals(data: bytes | memoryview, path: str) -> list[str]:
 
 
 def _read_legacy(data: bytes | memoryview, path: str) -> Raw:
-    buf = bytes(data)
+    # bytes and a memory map slice to bytes and serve np.frombuffer as they are: no copy of the file
+    buf = data if isinstance(data, (bytes, mmap.mmap)) else bytes(data)
     # each pickle is read from a slice of at most MAX_PICKLE_BYTES (as for a zip's data.pkl): the
     # whole rest of the file copied per pickle made a 400 MB file peak at 1.2 GB (found in review)
     pos = 0
