@@ -59,11 +59,19 @@ def __getattr__(name: str):
     module = importlib.import_module(module_name)
     return module if attr is None else getattr(module, attr)
 
+
+def __dir__() -> list[str]:
+    # the lazily imported names too, so dir(embkit) and completion show the whole API
+    return sorted(set(globals()) | set(_LAZY))
+
+
 __all__ = [
     "Embedding",
     "write",
     "Loss",
     "validate",
+    "Report",
+    "Finding",
     "ModelSpec",
     "merge",
     "Library",

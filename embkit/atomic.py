@@ -361,13 +361,34 @@ def check_folder(path: str | os.PathLike) -> None:
         raise WriteError("its folder does not exist", path=os.fspath(path))
 
 
+def _check_replaceable_folder(path: str) -> None:
+    # overwrite replaces a concept folder, never a folder of the user's: one holding anything but
+    # a concept folder's own files (an embeddings folder written "into" by mistake) is refused
+    from .formats.concept_folder import EMBED_FILES, TOKEN_FILE, TYPE_FILE
+
+    own = set(EMBED_FILES) | {TOKEN_FILE, TYPE_FILE}
+    try:
+        others = [name for name in os.listdir(path) if name not in own]
+    except OSError as exc:
+        raise WriteError(f"cannot look into the existing folder ({exc.strerror or exc})", path=path) from None
+    if others:
+        raise TargetExistsError(
+            f"is a folder holding other files ({', '.join(sorted(others)[:3])}{', …' if len(others) > 3 else ''}); "
+            "overwrite replaces only a concept folder's own files",
+            path=path,
+        )
+
+
 def write_folder(path: str | os.PathLike, fill: Callable[[str], None], *, overwrite: bool = False) -> None:
     """Create the folder ``path`` atomically: ``fill(tmp_folder)`` writes its files into a hidden
-    temporary folder, which is then renamed into place. With ``overwrite`` an existing folder is
-    moved aside first and removed only after the new one is in place."""
+    temporary folder, which is then renamed into place. With ``overwrite`` an existing concept folder
+    (nothing in it but a concept folder's own files) is moved aside first and removed only after
+    the new one is in place; any other folder is refused."""
     path = os.fspath(path).rstrip("/\\") or os.fspath(path)
     check_target(path, overwrite)
     check_folder(path)
+    if overwrite and os.path.isdir(path):
+        _check_replaceable_folder(path)
     tmp = temp_name(path)
     old = None
     try:

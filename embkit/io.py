@@ -116,13 +116,14 @@ def open_file(path: str | os.PathLike, format: str | None = None, *, data: Any =
     ``data`` may pass the file's bytes when the caller has them already (the library scan hashes
     and parses one read); ``path`` is then taken to be that file, not a folder.
     """
+    path = os.path.expanduser(os.fspath(path))  # "~/sd/embeddings/x.pt" as a shell would read it
     try:
-        return _open_file(os.fspath(path), format, data)
+        return _open_file(path, format, data)
     except RecursionError:
         # the readers cap nesting where they build; this is the net for any path they missed
-        raise TooLargeError("nests too deeply to read", path=os.fspath(path)) from None
+        raise TooLargeError("nests too deeply to read", path=path) from None
     except MemoryError:
-        raise TooLargeError("needs more memory than embkit allows a file", path=os.fspath(path)) from None
+        raise TooLargeError("needs more memory than embkit allows a file", path=path) from None
 
 
 def _open_file(path: str, format: str | None, data: Any) -> Loaded:

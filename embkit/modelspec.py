@@ -284,6 +284,7 @@ def resolve_target(value: Any) -> ModelSpec:
         text = os.fspath(value)
         if isinstance(value, str) and ALIASES.get(text.strip().lower(), text.strip().lower()) in FAMILIES:
             return ModelSpec.from_family(text)
+        text = os.path.expanduser(text)
         if os.path.isdir(text):
             return ModelSpec.from_folder(text)
         if os.path.isfile(text):

@@ -93,8 +93,8 @@ class Embedding:
             if stored == "bfloat16" and arr.dtype != np.float32:
                 arr = arr.astype(np.float32)
             if arr.flags.writeable or not arr.flags.c_contiguous:
-                arr = np.array(arr, order="C", copy=True)
-                arr.flags.writeable = False
+                # backed by immutable bytes: an array owning its memory could be made writeable again
+                arr = np.frombuffer(np.ascontiguousarray(arr).tobytes(), dtype=arr.dtype).reshape(arr.shape)
             frozen[slot] = arr
             dtypes[slot] = stored
         try:
@@ -104,6 +104,11 @@ class Embedding:
         object.__setattr__(self, "vectors", types.MappingProxyType(frozen))
         object.__setattr__(self, "dtypes", types.MappingProxyType(dtypes))
         object.__setattr__(self, "metadata", types.MappingProxyType(meta))
+
+    def __reduce__(self):
+        # pickle and copy.deepcopy (multiprocessing, node caches): the read-only mappings do not
+        # pickle, so an embedding is rebuilt from plain dicts (and frozen again)
+        return (_rebuild, (self.name, dict(self.vectors), dict(self.metadata), dict(self.dtypes), self.source))
 
     # -- views -----------------------------------------------------------------------------
     @property
@@ -178,3 +183,8 @@ def _slot_key(slot: str) -> tuple[int, int]:
     if slot_base(slot) not in SLOT_WIDTHS:
         raise ValueError(f"unknown slot {slot!r}; known slots are {', '.join(SLOTS)} and <slot>_out")
     return slot_order(slot)
+
+
+def _rebuild(name: str, vectors: dict, metadata: dict, dtypes: dict, source: Source | None) -> Embedding:
+    """Unpickle an :class:`Embedding` (see ``Embedding.__reduce__``)."""
+    return Embedding(name=name, vectors=vectors, metadata=metadata, dtypes=dtypes, source=source)

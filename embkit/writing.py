@@ -92,7 +92,7 @@ def default_extension(format: str, container: str | None = None) -> str:
 
 def plan(embedding: Embedding, path: str | os.PathLike, format: str | None = None, *, container: str | None = None, dtype: str | None = None, **options: Any) -> Plan:
     """What :func:`write` would write and lose, without writing (``--dry-run``)."""
-    path = os.fspath(path)
+    path = os.path.expanduser(os.fspath(path))
     unknown = sorted(set(options) - set(OPTIONS))
     if unknown:
         raise TypeError(f"unknown write option(s) {', '.join(unknown)}; known: {', '.join(OPTIONS)}")
@@ -130,7 +130,7 @@ def prepare(
 ) -> Plan:
     """Everything :func:`write` does before touching the disk: plan, ``strict``, existing
     targets. Batch writers (``embkit convert``) then write many plans with one disk flush."""
-    path = os.fspath(path)
+    path = os.path.expanduser(os.fspath(path))
     check_target(path, overwrite)
     planned = plan(embedding, path, format, container=container, dtype=dtype, **options)
     if strict and planned.losses:

@@ -318,16 +318,20 @@ def test_failed_folder_write_leaves_nothing(tmp_path):
     assert list(tmp_path.iterdir()) == []
 
 
-def test_concept_folder_overwrite_replaces_whole_folder(tmp_path):
+def test_concept_folder_overwrite_replaces_only_a_concept_folders_own_files(tmp_path):
     folder = tmp_path / "concept"
     embkit.write(sd1("<a>"), folder)
-    (folder / "stray.txt").write_text("old")
-    with pytest.raises(TargetExistsError):
-        embkit.write(sd1("<b>"), folder)
     embkit.write(sd1("<b>"), folder, overwrite=True)
     assert sorted(p.name for p in folder.iterdir()) == ["learned_embeds.bin", "token_identifier.txt", "type_of_concept.txt"]
     assert embkit.read(folder).name == "<b>"
     assert [p.name for p in tmp_path.iterdir()] == ["concept"]
+    # a file of the user's inside: never deleted, the folder is refused
+    (folder / "stray.txt").write_text("old")
+    with pytest.raises(TargetExistsError):
+        embkit.write(sd1("<c>"), folder)
+    with pytest.raises(TargetExistsError, match="stray.txt"):
+        embkit.write(sd1("<c>"), folder, overwrite=True)
+    assert (folder / "stray.txt").read_text() == "old" and embkit.read(folder).name == "<b>"
 
 
 # -- dtypes and losses ---------------------------------------------------------------------------

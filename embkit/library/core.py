@@ -137,7 +137,7 @@ class Library:
         return conflicts(self.search())
 
     # -- compatibility -------------------------------------------------------------------------
-    def check(self, target: Any, names: Iterable[str] | None = None) -> builtins.list[CheckResult]:
+    def check(self, target: Any, names: Iterable[str] | str | None = None) -> builtins.list[CheckResult]:
         """For each entry (or those named), whether it would load on ``target`` (a family name, a
         model folder, a pipeline or a :class:`~embkit.encoders.ModelSpec`) and the findings that
         say why not. Files are re-read from disk (torch-free) to validate their vectors."""
@@ -168,7 +168,7 @@ class Library:
             results.append(CheckResult(entry, bool(report.ok), findings, emb))
         return results
 
-    def load_into(self, pipe: Any, names: Iterable[str] | None = None) -> LoadReport:
+    def load_into(self, pipe: Any, names: Iterable[str] | str | None = None) -> LoadReport:
         """Apply every compatible embedding (or those named) to a diffusers pipeline in one step,
         through :func:`embkit.diffusers.apply`. Skipped, with the reason: embeddings that do not
         fit the pipeline, a second file defining a trigger already taken (tokenizers ignore case),
@@ -255,7 +255,9 @@ class Library:
             raise
         return self.show(key)
 
-    def _chosen(self, names: Iterable[str] | None) -> builtins.list[Entry]:
+    def _chosen(self, names: Iterable[str] | str | None) -> builtins.list[Entry]:
+        if isinstance(names, str):  # one name, not its letters
+            names = [names]
         if names is None:
             return self.search()
         out, seen = [], set()
