@@ -114,6 +114,11 @@ def _hub_errors(repo_id: str, revision: str | None, filename: str | None = None)
         status = _status(exc)
         hint = "; log in with `hf auth login` or set HF_TOKEN (a write token for push)" if status in (401, 403) else ""
         raise HubError(f"{what}: the Hub answered HTTP {status}: {_first_line(exc)}{hint}") from None
+    except Exception as exc:
+        # no network, DNS, a dropped connection (httpx or requests): a push met them as tracebacks
+        if _is_transport_error(exc):
+            raise HubError(f"{what}: cannot reach the Hub at {hf.constants.ENDPOINT} ({_first_line(exc)})") from None
+        raise
 
 
 def _status(exc: BaseException) -> int | str:

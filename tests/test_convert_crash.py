@@ -60,3 +60,32 @@ def test_sigkill_mid_batch(tmp_path):
     assert finished == [f"e{i:04d}.safetensors" for i in range(N)]
     for i in (0, N // 2, N - 1):
         assert embkit.read(out / f"e{i:04d}.safetensors").same_vectors(source(i))
+
+
+def test_ctrl_c_stops_promptly_and_leaves_whole_files(tmp_path):
+    # Ctrl-C (SIGINT to the process): exit 130 at once, "interrupted" on stderr, workers stop after
+    # the file at hand and commit, so every target is whole and no temporary is left
+    src, out = tmp_path / "src", tmp_path / "out"
+    src.mkdir()
+    for i in range(N):
+        embkit.write(source(i), src / f"e{i:04d}.pt")
+    cmd = [sys.executable, "-m", "embkit", "convert", str(src), "-o", str(out), "--to", "a1111-image", "--jobs", "2"]
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and proc.poll() is None:
+        if out.is_dir() and sum(1 for n in os.listdir(out) if n.endswith(".png")) >= 5:
+            break
+        time.sleep(0.01)
+    proc.send_signal(signal.SIGINT)
+    sent = time.monotonic()
+    _, err = proc.communicate(timeout=60)
+    if proc.returncode == 0:
+        pytest.skip("the batch finished before the signal arrived")
+    assert proc.returncode == 130 and "interrupted" in err
+    assert time.monotonic() - sent < 5
+    names = os.listdir(out)
+    assert not [n for n in names if is_temp(n)]
+    assert len(names) < N
+    for name in names:
+        assert embkit.read(out / name).vectors["clip_l"].shape == (8, 768)

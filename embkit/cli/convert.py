@@ -219,7 +219,11 @@ def convert_chunk(jobs: list[Job], s: Settings) -> list[dict]:
 
     staged: list = []
     _WRITER.overwrite = s.overwrite
-    results = [convert_one(job, s, staged) for job in jobs]
+    results = []
+    for job in jobs:
+        if _STOP.event is not None and _STOP.event.is_set():
+            break  # Ctrl-C in the parent: commit what is done, start nothing more
+        results.append(convert_one(job, s, staged))
     if staged:
         errors = staged_writer().finish()
         for (result, files), exc in zip(staged, errors):
@@ -260,7 +264,9 @@ def run_jobs(jobs: list[Job], s: Settings, workers: int, on_done=None) -> list[d
     method = "fork" if "fork" in multiprocessing.get_all_start_methods() else None
     ctx = multiprocessing.get_context(method)
     out: list[list[dict]] = [[] for _ in chunks]
-    with ProcessPoolExecutor(max_workers=workers, mp_context=ctx) as pool:
+    stop = ctx.Event()
+    pool = ProcessPoolExecutor(max_workers=workers, mp_context=ctx, initializer=_worker_start, initargs=(stop,))
+    try:
         futures = {pool.submit(convert_chunk, chunk, s): i for i, chunk in enumerate(chunks)}
         from concurrent.futures import as_completed
 
@@ -268,7 +274,31 @@ def run_jobs(jobs: list[Job], s: Settings, workers: int, on_done=None) -> list[d
             out[futures[fut]] = fut.result()
             if on_done:
                 on_done(len(out[futures[fut]]))
+    except KeyboardInterrupt:
+        # Ctrl-C: chunks not started are dropped, running ones stop after their current file and
+        # group-commit what they wrote (nothing is left half-written), then the interrupt goes on
+        stop.set()
+        pool.shutdown(wait=True, cancel_futures=True)
+        raise
+    pool.shutdown(wait=True)
     return [r for chunk in out for r in chunk]
+
+
+class _Stop:
+    """The parent's Ctrl-C flag, as a worker sees it."""
+
+    event = None
+
+
+_STOP = _Stop()
+
+
+def _worker_start(stop) -> None:
+    # workers leave Ctrl-C to the parent, which sets ``stop``; they finish the file at hand
+    import signal
+
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    _STOP.event = stop
 
 
 @click.command("convert")
@@ -279,7 +309,7 @@ def run_jobs(jobs: list[Job], s: Settings, workers: int, on_done=None) -> list[d
 @click.option("--dtype", type=click.Choice(DTYPES), help="Store vectors as this dtype (default: keep each slot's dtype).")
 @click.option("--name", help="Rename the trigger word.")
 @click.option("--strict", is_flag=True, help="Fail a file on any loss instead of warning.")
-@click.option("--overwrite", is_flag=True, help="Replace existing targets (default: skip them).")
+@click.option("--overwrite", is_flag=True, help="Replace existing targets (default: in a batch, skip them; a single file whose target exists fails, exit 9).")
 @click.option("--dry-run", is_flag=True, help="Report what would be written and lost; write nothing.")
 @click.option("-j", "--jobs", type=click.IntRange(1, 256), default=None, help="Worker processes (default: CPU count).")
 @click.option("--t5-key", type=click.Choice(["t5", "t5xxl"]), help="multi: spell the T5 key (t5xxl for ComfyUI).")

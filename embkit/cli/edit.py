@@ -14,7 +14,7 @@ from .merge import read_input, write_result
 @click.option("--select", "selection", help="Keep these vectors: 0:4, -2:, 0,2,5 (Python-style, 0-based).")
 @click.option("--reorder", help="New order of the vectors, e.g. 2,0,1.")
 @click.option("--drop-zero", is_flag=True, help="Drop vectors that are all zero.")
-@click.option("--pad-to", type=int, help="Append zero vectors up to this count.")
+@click.option("--pad-to", type=click.IntRange(1), help="Append zero vectors up to this count.")
 @click.option("--port", "port_to", type=click.Choice(["sd1", "sdxl"]), help="Port to another family (sdxl → sd1 keeps CLIP-L).")
 @click.option("--via", type=click.Path(exists=True, file_okay=False), help="With --port sdxl: a local diffusers SDXL folder, for nearest-token transfer.")
 @click.option("--scale", type=float, help="Multiply every vector by this factor.")

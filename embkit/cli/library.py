@@ -321,20 +321,21 @@ def check_cmd(ctx, target, names, as_json, db) -> None:
 
 
 @cli.command("export")
-@click.option("--output", "-o", "out", type=click.Path(dir_okay=False), help="Write the manifest here (default: stdout).")
+@click.option("--output", "-o", "out", type=click.Path(dir_okay=False, allow_dash=True), help="Write the manifest here (default or -: stdout).")
+@click.option("--overwrite", is_flag=True, help="Replace the output file if it exists.")
 @_db_option
 @click.pass_context
-def export_cmd(ctx, out, db) -> None:
+def export_cmd(ctx, out, overwrite, db) -> None:
     """The whole library as a JSON manifest."""
     manifest = _open(ctx, db).export()
-    if out is None:
+    if out is None or out == "-":
         output.print_json(manifest)
         return
     import json
 
     from ..atomic import write_bytes
 
-    write_bytes(out, (json.dumps(manifest, indent=2, ensure_ascii=False) + "\n").encode("utf-8"), overwrite=True)
+    write_bytes(out, (json.dumps(manifest, indent=2, ensure_ascii=False) + "\n").encode("utf-8"), overwrite=overwrite)
     output.info(f"wrote {len(manifest['entries'])} entries to {output.escape(out)}")
 
 

@@ -59,7 +59,8 @@ def main(argv: list[str] | None = None) -> None:
         cli.main(args=argv, prog_name="embkit", standalone_mode=False)
     except click.exceptions.Exit as exc:
         sys.exit(exc.exit_code)
-    except click.exceptions.Abort:
+    except click.exceptions.Abort:  # click's form of Ctrl-C
+        sys.stderr.write("interrupted\n")
         sys.exit(130)
     except click.ClickException as exc:
         exc.show()
@@ -68,8 +69,12 @@ def main(argv: list[str] | None = None) -> None:
         from . import output
 
         output.error(exc)
+        if "--json" in (sys.argv[1:] if argv is None else argv):
+            # a script reading --json gets a document for a failure too, not an empty stdout
+            output.print_json({"ok": False, "error": exc.to_dict(), "exit_code": exc.exit_code})
         sys.exit(exc.exit_code)
     except KeyboardInterrupt:
+        sys.stderr.write("interrupted\n")
         sys.exit(130)
     except BrokenPipeError:
         sys.exit(0)

@@ -34,7 +34,9 @@ def err_console():
     if _err_console is None:
         from rich.console import Console
 
-        _err_console = Console(stderr=True, highlight=False)
+        # piped (a log, a script), a message stays on one line: hard wrapping at 80 columns split
+        # paths in two, so grep could not find them
+        _err_console = Console(stderr=True, highlight=False, soft_wrap=not sys.stderr.isatty())
     return _err_console
 
 

@@ -28,7 +28,7 @@ SEVERITY_STYLE = {"error": "bold red", "warning": "yellow", "info": "dim"}
 @click.option("--prompt", help="With --render: the prompt to render.")
 @click.option("--as-negative", is_flag=True, help="With --render: put the embedding in the negative prompt.")
 @click.option("--seed", "seeds", type=int, multiple=True, help="With --render: a seed (repeatable).")
-@click.option("--steps", type=int, help="With --render: denoising steps.")
+@click.option("--steps", type=click.IntRange(1), help="With --render: denoising steps.")
 @click.option("--device", type=click.Choice(["auto", "cuda", "cpu"]), default="auto", show_default=True, help="With --render: where to render.")
 @click.option("-o", "--output", "output_path", type=click.Path(), help="With --render: the contact sheet PNG to write (default <file stem>.render.png; its folder must exist). A previous contact sheet there is replaced.")
 @click.option("--overwrite", is_flag=True, help="With --render: replace a file at -o even if it is not a previous contact sheet.")

@@ -225,6 +225,11 @@ class Library:
         their folder adds them back. Returns the number of files forgotten."""
         paths: set[str] = set()
         for key in keys:
+            # a file recorded with an error holds no entry; its path still names it
+            recorded = os.path.abspath(os.path.expanduser(key))
+            if self._conn.execute("SELECT 1 FROM files WHERE path = ? AND error_code IS NOT NULL", (recorded,)).fetchone():
+                paths.add(recorded)
+                continue
             paths.update(e.path for e in self.show(key))
         if missing:
             paths.update(p for (p,) in self._conn.execute("SELECT path FROM files") if not os.path.exists(p))

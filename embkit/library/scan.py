@@ -158,8 +158,16 @@ def _run(todo: list, jobs: int | None):
     # fork starts workers in milliseconds and they inherit the imported readers; elsewhere the
     # platform default (spawn) works, only slower to start.
     ctx = mp.get_context("fork") if "fork" in mp.get_all_start_methods() else mp.get_context()
-    with ctx.Pool(min(jobs, len(chunks))) as pool:
+    # workers ignore Ctrl-C (the parent stops, terminating them, and the rows written so far stay:
+    # each batch is its own transaction); otherwise each printed a traceback
+    with ctx.Pool(min(jobs, len(chunks)), initializer=_ignore_sigint) as pool:
         yield from pool.imap_unordered(_examine_chunk, chunks)
+
+
+def _ignore_sigint() -> None:
+    import signal
+
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
 def _write(conn: sqlite3.Connection, results: list[tuple], gone: list[str], report: ScanReport, stored: dict) -> None:
