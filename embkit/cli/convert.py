@@ -302,7 +302,7 @@ def _worker_start(stop) -> None:
 
 
 @click.command("convert")
-@click.argument("inputs", nargs=-1, required=True, type=click.Path())
+@click.argument("inputs", nargs=-1, required=True, type=click.Path(readable=False))
 @click.option("-o", "--output", "out", required=True, type=click.Path(), help="Output file, or a folder (for several inputs or a folder in).")
 @click.option("--to", "to", type=click.Choice(writable_ids()), help="Target format (default: from the output extension).")
 @click.option("--container", type=click.Choice([c for c in CONTAINER_IDS if c != "webp"]), help="Container for files written into a folder (default: the format's first).")

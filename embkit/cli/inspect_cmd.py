@@ -9,7 +9,7 @@ from . import output
 
 
 @click.command("inspect")
-@click.argument("paths", nargs=-1, required=True, type=click.Path())
+@click.argument("paths", nargs=-1, required=True, type=click.Path(readable=False))
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON list (one object per file) instead of tables.")
 @click.option("--format", "format_", type=click.Choice(FORMAT_IDS), help="Force a layout instead of detecting it.")
 @click.option("--all-norms", is_flag=True, help="Show every vector's norm in the tables (default: at most 8).")

@@ -39,7 +39,7 @@ def cli(ctx: click.Context, db: str | None) -> None:
 
 
 @cli.command("scan")
-@click.argument("paths", nargs=-1, required=True, type=click.Path())
+@click.argument("paths", nargs=-1, required=True, type=click.Path(readable=False))
 @click.option("--jobs", "-j", type=click.IntRange(1, 256), default=None, help="Worker processes (default: CPUs available).")
 @click.option("--json", "as_json", is_flag=True, help="Print the scan report as JSON.")
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar, no summary.")

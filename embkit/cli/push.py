@@ -8,7 +8,7 @@ from . import output
 
 
 @click.command("push")
-@click.argument("path", type=click.Path(exists=True))
+@click.argument("path", type=click.Path(readable=False))
 @click.argument("repo_id")
 @click.option("--private", is_flag=True, help="Create the repo as private.")
 @click.option("--sheet", type=click.Path(exists=True, dir_okay=False), help="A verify contact sheet PNG to show on the card.")

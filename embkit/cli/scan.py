@@ -11,7 +11,7 @@ EXIT_SAFE, EXIT_UNSAFE, EXIT_UNKNOWN = 0, 5, 1
 
 
 @click.command("scan")
-@click.argument("paths", nargs=-1, required=True, type=click.Path())
+@click.argument("paths", nargs=-1, required=True, type=click.Path(readable=False))
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON list (one object per file).")
 def cli(paths: tuple[str, ...], as_json: bool) -> None:
     """Report, without executing anything, every global each pickle refers to and a verdict per

@@ -20,7 +20,7 @@ SEVERITY_STYLE = {"error": "bold red", "warning": "yellow", "info": "dim"}
 
 
 @click.command("verify")
-@click.argument("paths", nargs=-1, required=True, type=click.Path())
+@click.argument("paths", nargs=-1, required=True, type=click.Path(readable=False))
 @click.option("-m", "--model", help="Target: a family (sd1, sd2, sdxl, sd3, flux), a diffusers folder, a .safetensors checkpoint or a Hub repo id (org/name). Default: each embedding's own family (sd1 when unknown).")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object (files, findings, summary) instead of tables.")
 @click.option("--strict", is_flag=True, help="Fail on warnings too.")
@@ -37,7 +37,9 @@ def cli(paths, model, as_json, strict, render, prompt, as_negative, seeds, steps
 
     Folders are walked (every embedding file and concept folder under them); files in a folder that
     are not embeddings are ignored. All embeddings given are checked as if loaded together, so
-    trigger collisions between them are reported."""
+    trigger collisions between them are reported. Exit status: 0 when all would load; 7 when any
+    would be skipped or a named file cannot be read (whatever the read error: the question asked
+    is "would it load?"); 6 for an unusable --model; 4 when no embedding was found."""
     from ..errors import ValidationFailed
     from ..modelspec import resolve_target
 
