@@ -77,4 +77,6 @@ def main(argv: list[str] | None = None) -> None:
         sys.stderr.write("interrupted\n")
         sys.exit(130)
     except BrokenPipeError:
-        sys.exit(0)
+        from .output import broken_pipe_exit
+
+        broken_pipe_exit()

@@ -24,8 +24,27 @@ def console():
         # Piped output (files, pagers, CI logs) has no width; rich would squeeze tables of paths
         # into 80 columns. Use a wide page unless the user set COLUMNS.
         width = None if sys.stdout.isatty() or os.environ.get("COLUMNS") else 160
-        _console = Console(highlight=False, soft_wrap=False, width=width)
+        class _Console(Console):
+            def on_broken_pipe(self) -> None:  # `embkit … | head`: as main() treats it
+                self.quiet = True
+                broken_pipe_exit()
+
+        _console = _Console(highlight=False, soft_wrap=False, width=width)
     return _console
+
+
+#: Exit status when the reader of stdout went away (``| head``): 128 + SIGPIPE, as the shell
+#: reports a command that SIGPIPE ended; not 1, which some commands use for a result.
+EXIT_BROKEN_PIPE = 141
+
+
+def broken_pipe_exit() -> None:
+    """Point stdout at /dev/null (so the interpreter's final flush cannot fail again) and exit."""
+    import os
+
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())
+    raise SystemExit(EXIT_BROKEN_PIPE)
 
 
 def err_console():
