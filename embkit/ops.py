@@ -13,6 +13,8 @@ writer stores. Arithmetic is done in float64. No torch.
 
 from __future__ import annotations
 
+import os
+
 import re
 from typing import Any, Callable, Iterable, Sequence
 
@@ -336,8 +338,19 @@ def _combine(embs: Sequence[Embedding], s: str, mode: str, w: list[float], pad_r
     return sum(wi * a for wi, a in zip(w, arrays))
 
 
+def as_embedding(value: Any) -> Embedding:
+    """An :class:`Embedding` as given, or read from a path; anything else a clear TypeError."""
+    if isinstance(value, Embedding):
+        return value
+    if isinstance(value, (str, os.PathLike)):
+        from .io import read
+
+        return read(value)
+    raise TypeError(f"expected an Embedding or a path, got {type(value).__name__}")
+
+
 def merge(
-    embeddings: Iterable[Embedding],
+    embeddings: Iterable[Embedding | str | os.PathLike],
     mode: str = "concat",
     weights: Sequence[float] | None = None,
     *,
@@ -355,9 +368,10 @@ def merge(
     or widths are refused with :class:`~embkit.errors.OperationError`. The result is named ``name``
     (default: the input names joined with ``_``), carries the first input's output slots, and records
     every input (hash, name, weight) in ``metadata["provenance"]``. With ``slot``, only that slot
-    is combined and every other slot is the first input's, unchanged.
+    is combined and every other slot is the first input's, unchanged. Inputs may be paths (each
+    file read with :func:`embkit.read`), as :func:`embkit.validate` and ``apply`` take them.
     """
-    embs = list(embeddings)
+    embs = [as_embedding(e) for e in embeddings]
     if mode not in MODES:
         raise OperationError(f"unknown merge mode {mode!r}; use one of {', '.join(MODES)}")
     _check_compatible(embs)

@@ -183,8 +183,12 @@ def to_sdxl(emb: Embedding, via: str | os.PathLike | None = None) -> Embedding:
     return out.with_provenance("port", [describe(emb, history=False)], **params)
 
 
-def port(emb: Embedding, family: str, *, via: str | os.PathLike | None = None) -> Embedding:
-    """Port to ``"sd1"`` or ``"sdxl"`` (see :func:`to_sd1`, :func:`to_sdxl`)."""
+def port(emb: Embedding | str | os.PathLike, family: str, *, via: str | os.PathLike | None = None) -> Embedding:
+    """Port to ``"sd1"`` or ``"sdxl"`` (see :func:`to_sd1`, :func:`to_sdxl`); ``emb`` may be a path."""
+    from .ops import as_embedding
+
+    emb = as_embedding(emb)
+    family = family.strip().lower() if isinstance(family, str) else family
     if family == "sd1":
         if via is not None:
             raise OperationError("porting to sd1 takes no model folder (it keeps the CLIP-L half)")

@@ -71,3 +71,16 @@ def test_dir_shows_the_lazy_api():
         assert name in names
     assert {"Report", "Finding"} <= set(embkit.__all__)
     assert (Path(embkit.__file__).parent / "py.typed").exists()
+
+
+def test_merge_and_port_take_paths_like_validate_and_apply(tmp_path):
+    from embkit.port import port
+
+    a, b = tmp_path / "a.safetensors", tmp_path / "b.safetensors"
+    embkit.write(_emb("a"), a)
+    embkit.write(_emb("b"), b)
+    merged = embkit.merge([a, str(b)], mode="mean")
+    assert merged.same_vectors(embkit.merge([embkit.read(a), embkit.read(b)], mode="mean"))
+    assert port(a, "SDXL").family == "sdxl"
+    with pytest.raises(TypeError, match="an Embedding or a path"):
+        embkit.merge([1, 2])
