@@ -58,7 +58,7 @@ def choose_format(embedding: Embedding, path: str) -> str:
         image = [f.id for f in FORMATS if container.id in f.write_containers]
         if image:
             return image[0]
-    raise WriteError("cannot tell the format from the extension; name one: format= in Python, --to (convert) or --format (merge, edit) on the command line (`embkit formats` lists them)", path=path)
+    raise WriteError("cannot tell the format from the extension; name one: format= in Python, --to on the command line (`embkit formats` lists them)", path=path)
 
 
 def choose_container(fmt: Format, path: str, container: str | None = None) -> str:

@@ -67,3 +67,15 @@ def test_push_without_a_reachable_hub_is_a_hub_error(tmp_path, monkeypatch):
     done = run_embkit("push", str(src), "me/x", "--token", "hf_test")
     assert done.returncode == 12, done.stderr
     assert "cannot reach the Hub" in " ".join(done.stderr.split()) and "Traceback" not in done.stderr
+
+
+def test_option_names_match_across_commands(tmp_path):
+    # convert's --to and --name work in merge and edit too
+    src = tmp_path / "a.safetensors"
+    embkit.write(embkit.Embedding(name="a", vectors={"clip_l": np.ones((2, 768), np.float32)}), src)
+    done = run_embkit("edit", str(src), "--select", "0:1", "--to", "diffusers", "--name", "tok", "-o", str(tmp_path / "e.safetensors"))
+    assert done.returncode == 0, done.stderr
+    assert embkit.read(tmp_path / "e.safetensors").name == "tok"
+    done = run_embkit("merge", str(src), str(src), "--to", "kohya", "-o", str(tmp_path / "m.safetensors"))
+    assert done.returncode == 0, done.stderr
+    assert embkit.probe(tmp_path / "m.safetensors").format == "kohya"

@@ -85,7 +85,7 @@ def write_result(emb, out: str, format_: str | None, overwrite: bool, strict: bo
 @click.option("--pad", is_flag=True, help="Zero-pad inputs with fewer vectors instead of refusing (sum, mean, lerp, slerp).")
 @click.option("--slot", help="Combine only this slot (e.g. clip_g); the other slots are the first input's.")
 @click.option("--name", help="Trigger name of the result (default: the output file's stem).")
-@click.option("--format", "format_", type=click.Choice(writable_ids()), help="Output layout (default: from the extension).")
+@click.option("--format", "--to", "format_", type=click.Choice(writable_ids()), help="Output layout (default: from the extension); --to as in convert.")
 @click.option("--overwrite", is_flag=True, help="Replace OUT if it exists.")
 @click.option("--strict", is_flag=True, help="Fail (exit 8) instead of warning when the output format loses something.")
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON summary (path, slots, losses, provenance).")
