@@ -148,18 +148,25 @@ def not_an_embedding(path: str, exc: EmbkitError) -> bool:
     return False
 
 
+def walk_marked(paths: Iterable[str | os.PathLike]) -> Iterator[tuple[str, bool]]:
+    """:func:`walk`, each path with whether it was found by walking a folder (a file met that way
+    that is no embedding is left out; one named directly is not)."""
+    for arg in paths:
+        walked = os.path.isdir(arg) and not is_concept_folder(arg)
+        for p in walk([arg]):
+            yield p, walked
+
+
 def iter_reports(paths: Iterable[str | os.PathLike], format: str | None = None) -> Iterator[tuple[dict[str, Any] | None, EmbkitError | None]]:
     """``(report, error)`` for every file under ``paths``, in order: an unreadable file gives an
     error entry and its error. A file in a walked folder that is no embedding
     (:func:`not_an_embedding`) gives ``(None, error)``: callers leave it out (a file named
     directly is always reported)."""
-    for arg in paths:
-        walked = os.path.isdir(arg) and not is_concept_folder(arg)
-        for p in walk([arg]):
-            try:
-                yield describe_file(p, format), None
-            except EmbkitError as exc:
-                yield (None if walked and not_an_embedding(p, exc) else error_entry(p, exc)), exc
+    for p, walked in walk_marked(paths):
+        try:
+            yield describe_file(p, format), None
+        except EmbkitError as exc:
+            yield (None if walked and not_an_embedding(p, exc) else error_entry(p, exc)), exc
 
 
 def inspect_paths(paths: Iterable[str | os.PathLike], format: str | None = None) -> list[dict[str, Any]]:

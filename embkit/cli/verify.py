@@ -94,28 +94,20 @@ def _load(paths) -> list[dict]:
     """Read every file; a file in a walked folder that is not an embedding is marked ignored."""
     from ..errors import EmbkitError
     from ..io import read_all
-    from ..report import not_an_embedding, walk
+    from ..report import not_an_embedding, walk_marked
 
     files = []
-    for arg in paths:
-        walked = os.path.isdir(arg) and not _is_concept(arg)
-        for path in walk([arg]):
-            entry = {"path": path, "embeddings": [], "error": None, "ignored": False}
-            try:
-                entry["embeddings"] = read_all(path)
-            except EmbkitError as exc:
-                if walked and not_an_embedding(path, exc):
-                    entry["ignored"] = True
-                else:
-                    entry["error"] = exc
-            files.append(entry)
+    for path, walked in walk_marked(paths):
+        entry = {"path": path, "embeddings": [], "error": None, "ignored": False}
+        try:
+            entry["embeddings"] = read_all(path)
+        except EmbkitError as exc:
+            if walked and not_an_embedding(path, exc):
+                entry["ignored"] = True
+            else:
+                entry["error"] = exc
+        files.append(entry)
     return files
-
-
-def _is_concept(path: str) -> bool:
-    from ..report import is_concept_folder
-
-    return is_concept_folder(path)
 
 
 def _reason(report) -> str:
