@@ -50,7 +50,8 @@ def examine(path: str, size: int, mtime_ns: int, known_sha: str | None = None) -
         hashes = _hashes(data)
         if known_sha is not None and hashes["sha256"] == known_sha:
             return (SAME, path, size, mtime_ns, now)
-        return _parse(path, size, mtime_ns, data, hashes, now)
+        with np.errstate(all="ignore"):  # hostile values overflow the float32 cast and the norms: no warnings
+            return _parse(path, size, mtime_ns, data, hashes, now)
     except EmbkitError as exc:
         return _error_row(path, size, mtime_ns, hashes, exc.code, str(exc), now)
     except Exception as exc:  # a reader bug on a strange file must not end a scan of thousands
@@ -83,11 +84,6 @@ def _parse(path: str, size: int, mtime_ns: int, data: Any, hashes: dict, now: fl
 
 
 def _embedding_row(loaded, part) -> tuple:
-    with np.errstate(all="ignore"):  # hostile values overflow the float32 cast and the norms: no warnings
-        return _embedding_row_inner(loaded, part)
-
-
-def _embedding_row_inner(loaded, part) -> tuple:
     # The same checks embkit.io.embedding_of applies (2-D float matrices, known slots), without
     # building a frozen Embedding: the scan only needs shapes, hashes and norms.
     slots = []
