@@ -26,19 +26,29 @@ def source(i: int) -> Embedding:
     return Embedding(f"e{i:04d}", {"clip_l": rng.standard_normal((8, 768)).astype(np.float32)}, metadata={"step": i})
 
 
-def test_sigkill_mid_batch(tmp_path):
+def _sources(tmp_path) -> tuple:
     src, out = tmp_path / "src", tmp_path / "out"
     src.mkdir()
     for i in range(N):
         embkit.write(source(i), src / f"e{i:04d}.pt")
+    return src, out
+
+
+def _wait_for_outputs(proc, out, suffix: str, pause: float) -> None:
+    """Until the batch has written a few targets (or ended, or a minute passed)."""
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and proc.poll() is None:
+        if out.is_dir() and sum(1 for n in os.listdir(out) if n.endswith(suffix)) >= 5:
+            return
+        time.sleep(pause)
+
+
+def test_sigkill_mid_batch(tmp_path):
+    src, out = _sources(tmp_path)
     cmd = [sys.executable, "-m", "embkit", "convert", str(src), "-o", str(out), "--to", "kohya", "--jobs", "2"]
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
-    deadline = time.monotonic() + 60
     try:
-        while time.monotonic() < deadline:
-            if out.is_dir() and sum(1 for n in os.listdir(out) if n.endswith(".safetensors")) >= 5:
-                break
-            time.sleep(0.002)
+        _wait_for_outputs(proc, out, ".safetensors", 0.002)
         os.killpg(proc.pid, signal.SIGKILL)  # the CLI and its worker processes, mid-write
     finally:
         proc.wait(timeout=30)
@@ -65,18 +75,11 @@ def test_sigkill_mid_batch(tmp_path):
 def test_ctrl_c_stops_promptly_and_leaves_whole_files(tmp_path):
     # Ctrl-C (SIGINT to the process): exit 130 at once, "interrupted" on stderr, workers stop after
     # the file at hand and commit, so every target is whole and no temporary is left
-    src, out = tmp_path / "src", tmp_path / "out"
-    src.mkdir()
-    for i in range(N):
-        embkit.write(source(i), src / f"e{i:04d}.pt")
+    src, out = _sources(tmp_path)
     cmd = [sys.executable, "-m", "embkit", "convert", str(src), "-o", str(out), "--to", "a1111-image", "--jobs", "2"]
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
                             preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline and proc.poll() is None:
-        if out.is_dir() and sum(1 for n in os.listdir(out) if n.endswith(".png")) >= 5:
-            break
-        time.sleep(0.01)
+    _wait_for_outputs(proc, out, ".png", 0.01)
     proc.send_signal(signal.SIGINT)
     sent = time.monotonic()
     _, err = proc.communicate(timeout=60)
