@@ -42,6 +42,20 @@ WRITE_TOKEN = "hf_writer"
 USER = "tester"
 
 
+def run_client(hub: "HubServer", code: str, hf_home, *, cwd=None, timeout: float = 120):
+    """Run ``code`` in a fresh Python pointed at ``hub`` (no HF_* settings of the caller's),
+    with its Hub cache in ``hf_home``; asserts it succeeded and returns the finished process."""
+    import os
+    import subprocess
+    import sys
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith("HF_")}
+    env.update(HF_ENDPOINT=hub.endpoint, HF_HOME=str(hf_home))
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, cwd=cwd, timeout=timeout)
+    assert proc.returncode == 0, proc.stderr
+    return proc
+
+
 def git_blob_oid(data: bytes) -> str:
     """The id git gives a blob: sha1 of ``blob <size>\\0<data>``."""
     return hashlib.sha1(b"blob %d\0" % len(data) + data).hexdigest()

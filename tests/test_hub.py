@@ -21,7 +21,7 @@ import pytest
 from safetensors.numpy import save as st_save
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from hub_server import READ_TOKEN, HubServer  # noqa: E402
+from hub_server import READ_TOKEN, HubServer, run_client  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 RNG = np.random.default_rng(9)
@@ -309,10 +309,7 @@ def test_library_flag_adds_to_the_library(hub, tmp_path):
 def test_pull_does_not_import_torch(hub, tmp_path):
     code = ("import sys, embkit.hub as h; r = h.pull('someone/pack');"
             "print(len(r), [m for m in ('torch', 'diffusers', 'transformers') if m in sys.modules])")
-    env = {k: v for k, v in os.environ.items() if not k.startswith("HF_")}
-    env.update(HF_ENDPOINT=hub.endpoint, HF_HOME=str(tmp_path))
-    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=120)
-    assert proc.returncode == 0, proc.stderr
+    proc = run_client(hub, code, tmp_path)
     assert proc.stdout.split() == ["3", "[]"]
 
 
@@ -449,8 +446,5 @@ def test_pull_puts_the_clients_log_level_and_bars_back(hub, tmp_path):
             "h.pull('someone/easy-negative')\n"
             "try:\n    h.pull('someone/pack', filename='nope.safetensors')\nexcept h.HubError:\n    pass\n"
             "print(hl.get_verbosity() == logging.INFO, are_progress_bars_disabled(), [m for m in seen if 'No files matched' in m])\n")
-    env = {k: v for k, v in os.environ.items() if not k.startswith("HF_")}
-    env.update(HF_ENDPOINT=hub.endpoint, HF_HOME=str(tmp_path))
-    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=120)
-    assert proc.returncode == 0, proc.stderr
+    proc = run_client(hub, code, tmp_path)
     assert proc.stdout.split() == ["True", "False", "[]"]

@@ -6,8 +6,6 @@ from __future__ import annotations
 import hashlib
 import io
 import json
-import os
-import subprocess
 import sys
 from pathlib import Path
 
@@ -17,7 +15,7 @@ from PIL import Image
 from safetensors.numpy import save as st_save
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from hub_server import WRITE_TOKEN, HubServer  # noqa: E402
+from hub_server import WRITE_TOKEN, HubServer, run_client  # noqa: E402
 from test_hub import a1111_pt, run  # noqa: E402
 
 RNG = np.random.default_rng(19)
@@ -201,10 +199,7 @@ def test_card_snippets_load_an_sdxl_file_into_a_diffusers_pipeline(hub, tmp_path
         "    out[name] = rows\n"
         "print(json.dumps(out))\n"
     )
-    env = {k: v for k, v in os.environ.items() if not k.startswith("HF_")}
-    env.update(HF_ENDPOINT=hub.endpoint, HF_HOME=str(tmp_path / "hf"))
-    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, cwd=tmp_path, timeout=300)
-    assert proc.returncode == 0, proc.stderr
+    proc = run_client(hub, code, tmp_path / "hf", cwd=tmp_path, timeout=300)
     out = json.loads(proc.stdout.strip().splitlines()[-1])
     for name, rows in out.items():
         assert np.allclose(rows["text_encoder"], clip_l, atol=1e-6), name
@@ -232,10 +227,7 @@ def test_model_folder_fetches_configs_and_tokenizers_only(hub, tmp_path):
             "try:\n    h.model_folder('someone/not-a-model')\nexcept Exception as e:\n    out['err'] = [type(e).__name__, str(e)]\n"
             "out['torch'] = 'torch' in sys.modules\n"
             "print(json.dumps(out))\n")
-    env = {k: v for k, v in os.environ.items() if not k.startswith("HF_")}
-    env.update(HF_ENDPOINT=hub.endpoint, HF_HOME=str(tmp_path))
-    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=120)
-    assert proc.returncode == 0, proc.stderr
+    proc = run_client(hub, code, tmp_path)
     out = json.loads(proc.stdout)
     assert out["config"] == ["model_index.json", "text_encoder/config.json", "tokenizer/merges.txt", "tokenizer/vocab.json", "unet/config.json"]
     assert "text_encoder/model.safetensors" in out["text_encoders"]
@@ -260,10 +252,7 @@ def test_verify_model_accepts_a_hub_id(hub, tmp_path):
     code = ("import embkit, json\n"
             "r = embkit.validate(embkit.read('e.safetensors'), 'someorg/verify-target')\n"
             "print(json.dumps(r.codes()))\n")
-    env = {k: v for k, v in os.environ.items() if not k.startswith("HF_")}
-    env.update(HF_ENDPOINT=hub.endpoint, HF_HOME=str(tmp_path))
-    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, cwd=tmp_path, timeout=120)
-    assert proc.returncode == 0, proc.stderr
+    proc = run_client(hub, code, tmp_path, cwd=tmp_path)
     assert "width-mismatch" in json.loads(proc.stdout)
 
 
