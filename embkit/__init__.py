@@ -26,6 +26,8 @@ from .errors import (
     ValidationFailed,
     WriteError,
 )
+from typing import TYPE_CHECKING
+
 from .io import probe, read, read_all
 from .schema import Embedding, Source
 
@@ -35,18 +37,30 @@ __version__ = "0.1.0"
 _LAZY = {
     "write": ("embkit.writing", "write"),
     "Loss": ("embkit.writing", "Loss"),
-    "validate": ("embkit.validate", "validate"),
-    "Report": ("embkit.validate", "Report"),
-    "Finding": ("embkit.validate", "Finding"),
-    "ModelSpec": ("embkit.encoders", "ModelSpec"),
-    "merge": ("embkit.ops", "merge"),
-    "ops": ("embkit.ops", None),
+    "validate": ("embkit.check.validate", "validate"),
+    "Report": ("embkit.check.findings", "Report"),
+    "Finding": ("embkit.check.findings", "Finding"),
+    "ModelSpec": ("embkit.model.spec", "ModelSpec"),
+    "resolve_target": ("embkit.model.resolve", "resolve_target"),
+    "merge": ("embkit.edit.merges", "merge"),
+    "ops": ("embkit.edit.ops", None),
     "Library": ("embkit.library", "Library"),
     "hub": ("embkit.hub", None),
     "formats": ("embkit.formats", None),
     "scan": ("embkit.scan", None),
     "diffusers": ("embkit.diffusers", None),
 }
+
+if TYPE_CHECKING:  # what the lazy names are, for type checkers and editors (never run)
+    from . import diffusers as diffusers, formats as formats, hub as hub, scan as scan
+    from .check.findings import Finding, Report
+    from .check.validate import validate
+    from .edit import ops as ops
+    from .edit.merges import merge
+    from .library import Library
+    from .model.resolve import resolve_target
+    from .model.spec import ModelSpec
+    from .writing import Loss, write
 
 
 def __getattr__(name: str):
@@ -73,6 +87,7 @@ __all__ = [
     "Report",
     "Finding",
     "ModelSpec",
+    "resolve_target",
     "merge",
     "Library",
     "Source",

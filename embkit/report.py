@@ -11,13 +11,12 @@ from typing import Any, Iterable, Iterator
 
 import numpy as np
 
-from .encoders import CLIP_TOKEN_LIMIT
 from .errors import EmbkitError
 from .formats import extensions
 from .formats.concept_folder import is_concept_folder
 from .hashes import file_hashes
 from .io import embedding_of, open_file
-from .schema import Embedding
+from .schema import CLIP_TOKEN_LIMIT, Embedding
 
 #: Version of the JSON report's shape; bumped only on incompatible changes.
 REPORT_VERSION = 1

@@ -1,4 +1,9 @@
-"""The one schema every path goes through: :class:`Embedding`.
+"""The one schema every path goes through: :class:`Embedding`, and the tables it rests on.
+
+The slot and family tables live here, at the ground floor, so that everything above (formats,
+targets, validation) reads one copy and ``Embedding`` never reaches up for a family lookup. Families
+are sets of slots. Width alone is ambiguous (768 is SD1 *or* the CLIP-L half of SDXL/Flux), so
+detection reports every candidate and names a family only when the slots match one exactly.
 
 An Embedding is frozen. Its vectors are read-only 2-D float numpy arrays, one per *slot* (a text
 encoder: ``clip_l``, ``clip_h``, ``clip_g``, ``t5``), plus OneTrainer's *output* vectors under
@@ -9,10 +14,11 @@ returns a new Embedding; invariants are checked once, here.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import types
 from dataclasses import dataclass, field
-from typing import Any, Mapping
+from typing import Any, Iterable, Mapping
 
 import numpy as np
 
@@ -26,6 +32,23 @@ OUT_SUFFIX = "_out"
 #: dtypes an embedding may be stored in. ``bfloat16`` vectors are held as float32 arrays (numpy has
 #: no bf16; widening is exact) and remembered as bf16 so writers can narrow them back bit-exactly.
 DTYPES: tuple[str, ...] = ("float16", "bfloat16", "float32", "float64")
+
+#: family → the slots its text encoders fill, in canonical order.
+FAMILIES: Mapping[str, tuple[str, ...]] = types.MappingProxyType(
+    {
+        "sd1": ("clip_l",),
+        "sd2": ("clip_h",),
+        "sdxl": ("clip_l", "clip_g"),
+        "sd3": ("clip_l", "clip_g", "t5"),
+        "flux": ("clip_l", "t5"),
+    }
+)
+
+#: width → slot, for layouts that store one tensor without saying which encoder it is for.
+WIDTH_TO_SLOT: Mapping[int, str] = types.MappingProxyType({w: s for s, w in SLOT_WIDTHS.items()})
+
+#: CLIP prompts hold 75 content tokens (77 with the start and end tokens).
+CLIP_TOKEN_LIMIT = 75
 
 
 def slot_base(slot: str) -> str:
@@ -41,6 +64,40 @@ def is_output_slot(slot: str) -> bool:
 def slot_order(slot: str) -> tuple[int, int]:
     """Sort key: input slots in canonical order, then output slots in the same order."""
     return (1 if is_output_slot(slot) else 0, SLOTS.index(slot_base(slot)))
+
+
+def slot_for_width(width: int) -> str | None:
+    """The slot whose encoder has this token width, or ``None``."""
+    return WIDTH_TO_SLOT.get(int(width))
+
+
+def families_for(slots: Iterable[str]) -> tuple[str, ...]:
+    """Every family whose encoders include all these input slots; an exact match comes first,
+    then the others from the fewest extra slots to the most."""
+    return _families_for(frozenset(s for s in slots if s in SLOTS))
+
+
+def family_for(slots: Iterable[str]) -> str:
+    """The family whose slots are exactly these, else ``"unknown"`` (the candidates are
+    :func:`families_for`)."""
+    return _family_for(frozenset(s for s in slots if s in SLOTS))
+
+
+# Cached on the slot set (a handful of distinct sets exist): a library scan asks once per file.
+@functools.lru_cache(maxsize=64)
+def _families_for(have: frozenset[str]) -> tuple[str, ...]:
+    if not have:
+        return ()
+    fits = [f for f, fs in FAMILIES.items() if have <= set(fs)]
+    return tuple(sorted(fits, key=lambda f: (len(FAMILIES[f]) - len(have), list(FAMILIES).index(f))))
+
+
+@functools.lru_cache(maxsize=64)
+def _family_for(have: frozenset[str]) -> str:
+    for fam, fs in FAMILIES.items():
+        if set(fs) == have:
+            return fam
+    return "unknown"
 
 
 @dataclass(frozen=True)
@@ -134,16 +191,12 @@ class Embedding:
 
     @property
     def families(self) -> tuple[str, ...]:
-        """Every model family this embedding's slots fit (see :func:`embkit.encoders.families_for`)."""
-        from .encoders import families_for
-
+        """Every model family this embedding's slots fit (see :func:`families_for`)."""
         return families_for(self.slots)
 
     @property
     def family(self) -> str:
         """The family whose slots match exactly, or ``"unknown"``."""
-        from .encoders import family_for
-
         return family_for(self.slots)
 
     def replace(self, **changes: Any) -> "Embedding":

@@ -170,7 +170,7 @@ def write(
     try:
         for out in planned.outputs:
             if out.fill is not None:
-                write_folder(out.path, out.fill, overwrite=overwrite)
+                write_folder(out.path, out.fill, owns=out.owns, overwrite=overwrite)
             else:
                 write_bytes(out.path, out.data, overwrite=overwrite, sync_dir=False)
             written.append(out.path)

@@ -74,7 +74,7 @@ def test_dir_shows_the_lazy_api():
 
 
 def test_merge_and_port_take_paths_like_validate_and_apply(tmp_path):
-    from embkit.port import port
+    from embkit.edit.port import port
 
     a, b = tmp_path / "a.safetensors", tmp_path / "b.safetensors"
     embkit.write(_emb("a"), a)

@@ -1,4 +1,4 @@
-"""Group commit (embkit.atomic.BatchWriter): temporaries, one flush, then names; and the direct
+"""Group commit (embkit.atomic_batch.BatchWriter): temporaries, one flush, then names; and the direct
 reader for torch's stored zips (embkit.formats.torchfile._parse_stored_zip) against zipfile."""
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 import embkit
-from embkit import Embedding, atomic
+from embkit import Embedding, atomic, atomic_batch
 from embkit.errors import TargetExistsError, WriteError
 from embkit.formats import torchfile
 
@@ -22,7 +22,7 @@ def _names(folder) -> list[str]:
 
 def test_batch_writes_every_group_and_leaves_no_temporaries(tmp_path):
     groups = [[(str(tmp_path / f"f{i}.bin"), [b"head", bytes([i]) * 100])] for i in range(10)]
-    errors = atomic.write_many(groups)
+    errors = atomic_batch.write_many(groups)
     assert errors == [None] * 10
     assert _names(tmp_path) == sorted(f"f{i}.bin" for i in range(10))
     for i in range(10):
@@ -30,7 +30,7 @@ def test_batch_writes_every_group_and_leaves_no_temporaries(tmp_path):
 
 
 def test_commit_publishes_progressively(tmp_path):
-    bw = atomic.BatchWriter(commit_every=4)
+    bw = atomic_batch.BatchWriter(commit_every=4)
     for i in range(3):
         bw.submit([(str(tmp_path / f"f{i}"), b"x")])
     # nothing has a name before the commit: only hidden temporaries exist
@@ -46,16 +46,16 @@ def test_commit_publishes_progressively(tmp_path):
 def test_flush_happens_before_any_name(tmp_path, monkeypatch):
     """The data is made durable while the targets do not exist yet (names come after)."""
     seen: list[list[str]] = []
-    real = atomic._flush
+    real = atomic_batch._flush
 
     def watching(tmps):
         seen.append(_names(tmp_path))
         return real(tmps)
 
-    monkeypatch.setattr(atomic, "_flush", watching)
-    if atomic._syncfs() is None:
+    monkeypatch.setattr(atomic_batch, "_flush", watching)
+    if atomic_batch._syncfs() is None:
         pytest.skip("no syncfs here: each file is fsync'ed as it is written")
-    errors = atomic.write_many([[(str(tmp_path / f"t{i}"), b"data")] for i in range(5)])
+    errors = atomic_batch.write_many([[(str(tmp_path / f"t{i}"), b"data")] for i in range(5)])
     assert errors == [None] * 5
     assert len(seen) == 1 and len(seen[0]) == 5 and all(atomic.is_temp(n) for n in seen[0])
     assert _names(tmp_path) == [f"t{i}" for i in range(5)]
@@ -63,31 +63,31 @@ def test_flush_happens_before_any_name(tmp_path, monkeypatch):
 
 def test_existing_target_is_kept_without_overwrite(tmp_path):
     (tmp_path / "a").write_bytes(b"old")
-    errors = atomic.write_many([[(str(tmp_path / "a"), b"new")], [(str(tmp_path / "b"), b"new")]])
+    errors = atomic_batch.write_many([[(str(tmp_path / "a"), b"new")], [(str(tmp_path / "b"), b"new")]])
     assert isinstance(errors[0], TargetExistsError) and errors[1] is None
     assert (tmp_path / "a").read_bytes() == b"old"
     assert _names(tmp_path) == ["a", "b"]
-    assert atomic.write_many([[(str(tmp_path / "a"), b"new")]], overwrite=True) == [None]
+    assert atomic_batch.write_many([[(str(tmp_path / "a"), b"new")]], overwrite=True) == [None]
     assert (tmp_path / "a").read_bytes() == b"new"
 
 
 def test_a_failed_pair_leaves_nothing(tmp_path):
     pair = [(str(tmp_path / "one"), b"1"), (str(tmp_path / "missing" / "two"), b"2")]
-    errors = atomic.write_many([pair, [(str(tmp_path / "ok"), b"ok")]])
+    errors = atomic_batch.write_many([pair, [(str(tmp_path / "ok"), b"ok")]])
     assert isinstance(errors[0], WriteError) and errors[1] is None
     assert _names(tmp_path) == ["ok"]
 
 
 def test_pair_all_or_nothing_when_second_target_appears(tmp_path):
     (tmp_path / "p_2").write_bytes(b"theirs")
-    errors = atomic.write_many([[(str(tmp_path / "p"), b"1"), (str(tmp_path / "p_2"), b"2")]])
+    errors = atomic_batch.write_many([[(str(tmp_path / "p"), b"1"), (str(tmp_path / "p_2"), b"2")]])
     assert isinstance(errors[0], TargetExistsError)
     assert _names(tmp_path) == ["p_2"] and (tmp_path / "p_2").read_bytes() == b"theirs"
 
 
 def test_portable_path_without_syncfs(tmp_path, monkeypatch):
-    monkeypatch.setattr(atomic, "_SYNCFS", [None])
-    bw = atomic.BatchWriter()
+    monkeypatch.setattr(atomic_batch, "_SYNCFS", [None])
+    bw = atomic_batch.BatchWriter()
     assert bw._sync_each
     bw.submit([(str(tmp_path / "x"), b"abc")])
     assert bw.finish() == [None]
@@ -101,8 +101,8 @@ def test_failed_syncfs_falls_back_to_fsync_per_file(tmp_path, monkeypatch):
         calls.append(fd)
         return -1
 
-    monkeypatch.setattr(atomic, "_SYNCFS", [failing_syncfs])
-    errors = atomic.write_many([[(str(tmp_path / f"y{i}"), b"abc")] for i in range(3)])
+    monkeypatch.setattr(atomic_batch, "_SYNCFS", [failing_syncfs])
+    errors = atomic_batch.write_many([[(str(tmp_path / f"y{i}"), b"abc")] for i in range(3)])
     assert calls and errors == [None] * 3
     assert _names(tmp_path) == ["y0", "y1", "y2"]
 
@@ -112,7 +112,7 @@ def test_interrupt_leaves_no_temporaries(tmp_path):
         yield b"part"
         raise KeyboardInterrupt
 
-    bw = atomic.BatchWriter()
+    bw = atomic_batch.BatchWriter()
     bw.submit([(str(tmp_path / "done"), b"x")])
     with pytest.raises(KeyboardInterrupt):
         bw.submit([(str(tmp_path / "broken"), chunks())])

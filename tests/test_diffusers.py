@@ -195,7 +195,7 @@ def test_fp16_embedding_into_fp32_encoder(sd1):
 
 
 def test_fp32_embedding_into_fp16_encoder_and_back():
-    from embkit.tiny import tiny_pipeline
+    from embkit.diffusers.tiny import tiny_pipeline
 
     pipe = tiny_pipeline("sd1", dtype=torch.float16)
     before = state(pipe)
@@ -209,7 +209,7 @@ def test_fp32_embedding_into_fp16_encoder_and_back():
 
 
 def test_same_conditioning_as_diffusers_load_textual_inversion(sd1):
-    from embkit.tiny import tiny_pipeline
+    from embkit.diffusers.tiny import tiny_pipeline
 
     emb = synthetic("<same>", rows=3, seed=9)
     reference = tiny_pipeline("sd1", seed=0)
@@ -248,7 +248,7 @@ class _FluxLike:
     def __init__(self):
         from transformers import CLIPTextModel, T5Config, T5EncoderModel, T5Tokenizer
 
-        from embkit.tiny import clip_text_config, clip_tokenizer
+        from embkit.diffusers.tiny import clip_text_config, clip_tokenizer
 
         torch.manual_seed(0)
         self.tokenizer = clip_tokenizer()
@@ -288,7 +288,7 @@ class _SD3Like(_FluxLike):
     def __init__(self):
         from transformers import CLIPTextModelWithProjection
 
-        from embkit.tiny import clip_text_config, clip_tokenizer
+        from embkit.diffusers.tiny import clip_text_config, clip_tokenizer
 
         super().__init__()
         self.tokenizer_3, self.text_encoder_3 = self.tokenizer_2, self.text_encoder_2

@@ -16,7 +16,7 @@ from embkit.schema import Embedding
 @functools.lru_cache(maxsize=None)
 def pipeline(family: str):
     """The tiny pipeline of ``family`` (seed 0, CPU, float32), built once per process."""
-    from embkit.tiny import tiny_pipeline
+    from embkit.diffusers.tiny import tiny_pipeline
 
     return tiny_pipeline(family, seed=0)
 

@@ -7,7 +7,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from embkit.errors import OperationError
-from embkit.expr import parse_weights, tokenize
+from embkit.edit.expr import parse_weights, tokenize
 
 
 @pytest.mark.parametrize(

@@ -436,7 +436,7 @@ def test_failed_pulls_print_only_embkits_error(hub, tmp_path):
 def test_pull_puts_the_clients_log_level_and_bars_back(hub, tmp_path):
     """The quiet spell is for embkit's call only: a Python caller's settings are restored, on
     success and on error."""
-    code = ("import logging, embkit.hub as h\n"
+    code = ("import logging, embkit, embkit.hub as h\n"
             "from huggingface_hub.utils import logging as hl, are_progress_bars_disabled\n"
             "hl.set_verbosity(logging.INFO)\n"
             "seen = []\n"
@@ -444,7 +444,7 @@ def test_pull_puts_the_clients_log_level_and_bars_back(hub, tmp_path):
             "    def emit(self, record): seen.append(record.getMessage())\n"
             "logging.getLogger('huggingface_hub').addHandler(Spy())\n"
             "h.pull('someone/easy-negative')\n"
-            "try:\n    h.pull('someone/pack', filename='nope.safetensors')\nexcept h.HubError:\n    pass\n"
+            "try:\n    h.pull('someone/pack', filename='nope.safetensors')\nexcept embkit.HubError:\n    pass\n"
             "print(hl.get_verbosity() == logging.INFO, are_progress_bars_disabled(), [m for m in seen if 'No files matched' in m])\n")
     proc = run_client(hub, code, tmp_path)
     assert proc.stdout.split() == ["True", "False", "[]"]

@@ -111,10 +111,10 @@ def test_pushed_file_pulls_back(hub, tmp_path):
 
 
 def sheet_png() -> bytes:
-    """A contact sheet as embkit writes it: a PNG carrying embkit.render's sheet marker."""
+    """A contact sheet as embkit writes it: a PNG carrying embkit.diffusers.render's sheet marker."""
     from PIL.PngImagePlugin import PngInfo
 
-    from embkit.render import SHEET_KEY, SHEET_VALUE
+    from embkit.diffusers.sheet import SHEET_KEY, SHEET_VALUE
 
     info = PngInfo()
     info.add_text(SHEET_KEY, SHEET_VALUE)
@@ -126,7 +126,7 @@ def sheet_png() -> bytes:
 def test_a_repo_pushed_with_a_sheet_pulls_cleanly(hub, tmp_path):
     """Regression: the uploaded contact_sheet.png was read as an embedding card and failed the pull
     (exit 3, broken-file). A picture holding no embedding is left out, like inspect leaves it out."""
-    from embkit.render import is_sheet
+    from embkit.diffusers.sheet import is_sheet
 
     src = tmp_path / "bh.safetensors"
     src.write_bytes(st_save({"emb_params": RNG.standard_normal((2, 768)).astype(np.float32)}))
@@ -175,7 +175,7 @@ def test_card_snippets_load_an_sdxl_file_into_a_diffusers_pipeline(hub, tmp_path
     load_textual_inversion call, which diffusers refuses. Both of the card's snippets run here as
     written, against the pushed repo on the fake Hub and embkit's tiny SDXL pipeline."""
     pytest.importorskip("diffusers")
-    pytest.importorskip("embkit.tiny")
+    pytest.importorskip("embkit.diffusers.tiny")
     clip_l = RNG.standard_normal((2, 768)).astype(np.float32) * 0.02
     clip_g = RNG.standard_normal((2, 1280)).astype(np.float32) * 0.02
     src = tmp_path / "sdxl-demo.safetensors"
@@ -187,7 +187,7 @@ def test_card_snippets_load_an_sdxl_file_into_a_diffusers_pipeline(hub, tmp_path
     assert "load_textual_inversion" in (tmp_path / "diffusers_snippet.py").read_text()
     code = (
         "import json, runpy, numpy as np\n"
-        "from embkit.tiny import tiny_pipeline\n"
+        "from embkit.diffusers.tiny import tiny_pipeline\n"
         "out = {}\n"
         "for name in ('diffusers_snippet.py', 'embkit_snippet.py'):\n"
         "    pipe = tiny_pipeline('sdxl')\n"
@@ -240,7 +240,7 @@ def test_model_folder_fetches_configs_and_tokenizers_only(hub, tmp_path):
 
 def test_verify_model_accepts_a_hub_id(hub, tmp_path):
     """embkit.validate resolves ``org/name`` through hub.model_folder (the verify --model HUB_ID path)."""
-    pytest.importorskip("embkit.validate")
+    pytest.importorskip("embkit.check.validate")
     files = {
         "model_index.json": json.dumps({"_class_name": "StableDiffusionPipeline"}).encode(),
         "text_encoder/config.json": json.dumps({"hidden_size": 768, "max_position_embeddings": 77, "vocab_size": 49408,

@@ -75,7 +75,7 @@ def test_check_cli_json(library):
 @pytest.fixture(scope="module")
 def sd1_pipe():
     pytest.importorskip("diffusers")
-    from embkit.tiny import tiny_pipeline
+    from embkit.diffusers.tiny import tiny_pipeline
 
     return tiny_pipeline("sd1")
 

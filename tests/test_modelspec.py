@@ -13,9 +13,11 @@ import time
 import numpy as np
 import pytest
 
-from embkit.encoders import ModelSpec, SlotSpec, resolve_target
+from embkit.model.resolve import resolve_target
+from embkit.model.slots import SlotSpec
+from embkit.model.spec import ModelSpec
 from embkit.errors import EmbkitError, TargetError
-from embkit.vocab import Vocab, clip_words, read_tokenizer_folder
+from embkit.model.vocab import Vocab, clip_words, read_tokenizer_folder
 from validate_fixtures import SD1_KEYS, SD2_KEYS, SDXL_KEYS, build_model_folder, write_sparse_checkpoint, write_vocab_files
 
 
@@ -132,7 +134,7 @@ def test_from_folder_reads_norms_from_a_sharded_encoder(tmp_path, sd1_folder):
     shutil.copytree(sd1_folder, folder)
     enc = folder / "text_encoder"
     (enc / "model.safetensors").rename(enc / "model-00001-of-00001.safetensors")
-    from embkit.modelspec import read_st_header
+    from embkit.model.headers import read_st_header
 
     keys = read_st_header(str(enc / "model-00001-of-00001.safetensors"))[0]
     (enc / "model.safetensors.index.json").write_text(json.dumps({"weight_map": {k: "model-00001-of-00001.safetensors" for k in keys}}))
@@ -216,7 +218,7 @@ def test_checkpoint_errors(tmp_path):
 def test_from_pipeline_reads_live_encoders_and_tokenizers():
     import torch
 
-    from embkit.tiny import tiny_pipeline
+    from embkit.diffusers.tiny import tiny_pipeline
 
     pipe = tiny_pipeline("sdxl")
     spec = ModelSpec.from_pipeline(pipe)
@@ -242,7 +244,7 @@ def test_resolve_target_accepts_every_kind(tmp_path, sd1_folder):
 
 
 def test_resolve_target_hub_missing_module_says_so(monkeypatch):
-    monkeypatch.setitem(sys.modules, "embkit.hub", None)  # what a missing module looks like to import
+    monkeypatch.setitem(sys.modules, "embkit.hubclient", None)  # what a missing module looks like to import
     with pytest.raises(TargetError, match="hub support is not available"):
         resolve_target("someone/some-model")
 
@@ -260,7 +262,7 @@ def test_family_folder_and_checkpoint_import_no_torch(tmp_path, sd1_folder):
     code = textwrap.dedent(f"""
         import sys, numpy as np
         import embkit
-        from embkit.encoders import resolve_target
+        from embkit.model.resolve import resolve_target
         emb = embkit.Embedding("tok", {{"clip_l": np.ones((2, 768), np.float32) * 0.02}})
         for target in ("sdxl", {str(sd1_folder)!r}, {str(ckpt)!r}):
             resolve_target(target)

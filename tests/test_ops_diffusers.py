@@ -12,8 +12,8 @@ pytest.importorskip("diffusers")
 
 import embkit  # noqa: E402
 from embkit import ops  # noqa: E402
-from embkit.port import to_sdxl  # noqa: E402
-from embkit.tiny import tiny_pipeline  # noqa: E402
+from embkit.edit.port import to_sdxl  # noqa: E402
+from embkit.diffusers.tiny import tiny_pipeline  # noqa: E402
 
 
 @pytest.fixture(scope="module")

@@ -10,7 +10,7 @@ from safetensors.numpy import save_file
 import embkit
 from embkit import ops
 from embkit.errors import OperationError, TargetError
-from embkit.port import ZERO_WARNING, nearest_tokens, port, port_warning, to_sd1, to_sdxl
+from embkit.edit.port import ZERO_WARNING, nearest_tokens, port, port_warning, to_sd1, to_sdxl
 from embkit.schema import Embedding
 
 VOCAB = 50
@@ -148,7 +148,7 @@ def test_bf16_model_rows_match_whole_matrix(tmp_path):
     torch = pytest.importorskip("torch")
     from safetensors.torch import save_file as save_torch
 
-    from embkit.port import TokenMatrix
+    from embkit.edit.port import TokenMatrix
 
     rng = np.random.default_rng(3)
     for enc, width in (("text_encoder", 768), ("text_encoder_2", 1280)):

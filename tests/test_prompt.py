@@ -1,4 +1,4 @@
-"""embkit.prompt.expand: multi-vector trigger expansion where diffusers' str.replace goes wrong."""
+"""embkit.diffusers.prompt.expand: multi-vector trigger expansion where diffusers' str.replace goes wrong."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from embkit.errors import OperationError
-from embkit.prompt import expand, find, token_names
+from embkit.diffusers.prompt import expand, find, token_names
 
 
 def test_token_names_follow_diffusers():
@@ -84,6 +84,6 @@ def test_expand_properties(words, n):
 
 
 def test_prompt_module_is_torch_free():
-    code = "import sys, embkit.prompt, embkit.diffusers, embkit.tiny, embkit.render; print(any(m in sys.modules for m in ('torch', 'diffusers', 'transformers')))"
+    code = "import sys, embkit.diffusers.prompt, embkit.diffusers, embkit.diffusers.tiny, embkit.diffusers.render; print(any(m in sys.modules for m in ('torch', 'diffusers', 'transformers')))"
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert result.stdout.strip() == "False"

@@ -13,7 +13,7 @@ pytest.importorskip("diffusers")
 
 import embkit  # noqa: E402
 from embkit import diffusers as ed  # noqa: E402
-from embkit import render  # noqa: E402
+from embkit.diffusers import render, sheet as sheets  # noqa: E402
 from embkit.schema import Embedding  # noqa: E402
 from test_diffusers_helpers import assert_same_state, pipeline, state  # noqa: E402
 
@@ -82,7 +82,7 @@ def test_contact_sheet_lays_out_before_and_after_per_seed():
 
     comp = _comparison()
     imgs = [comp.renders[1].before, comp.renders[1].after]
-    sheet = render.contact_sheet(comp, tile=128)
+    sheet = sheets.contact_sheet(comp, tile=128)
     assert sheet.size == (6 + 2 * 134, 22 + 2 * (18 + 128 + 6) + 6)
     # the "after" tile of seed 7 is image 3 scaled up 2x (nearest)
     x, y = 6 + 134, 22 + 18 + 128 + 6 + 18
@@ -93,20 +93,20 @@ def test_contact_sheet_lays_out_before_and_after_per_seed():
 def test_save_sheet_marks_the_sheet_and_uses_the_umask(tmp_path):
     old = os.umask(0o027)
     try:
-        path = render.save_sheet(_comparison(), tmp_path / "s.png")
+        path = sheets.save_sheet(_comparison(), tmp_path / "s.png")
     finally:
         os.umask(old)
-    assert path == str(tmp_path / "s.png") and render.is_sheet(path)
+    assert path == str(tmp_path / "s.png") and sheets.is_sheet(path)
     assert _mode(path) == 0o640  # like every embkit output, not mkstemp's 0600
     assert [n for n in os.listdir(tmp_path)] == ["s.png"]  # no temporary left behind
 
 
 def test_save_sheet_replaces_a_previous_sheet_and_nothing_else(tmp_path):
     sheet = tmp_path / "s.png"
-    render.save_sheet(_comparison(0), sheet)
+    sheets.save_sheet(_comparison(0), sheet)
     first = sheet.read_bytes()
-    render.save_sheet(_comparison(1), sheet)  # a re-run refreshes its own sheet
-    assert sheet.read_bytes() != first and render.is_sheet(sheet)
+    sheets.save_sheet(_comparison(1), sheet)  # a re-run refreshes its own sheet
+    assert sheet.read_bytes() != first and sheets.is_sheet(sheet)
 
     from PIL import Image
 
@@ -117,15 +117,15 @@ def test_save_sheet_replaces_a_previous_sheet_and_nothing_else(tmp_path):
     for keep in (photo, text):
         before = keep.read_bytes()
         with pytest.raises(embkit.TargetExistsError, match="not an embkit contact sheet; pass overwrite=True") as info:
-            render.save_sheet(_comparison(), keep)
+            sheets.save_sheet(_comparison(), keep)
         assert info.value.exit_code == 9 and keep.read_bytes() == before
     link = tmp_path / "link.png"
     link.symlink_to(sheet)  # replacing a link would replace the link, not the sheet: refused
     with pytest.raises(embkit.TargetExistsError):
-        render.save_sheet(_comparison(), link)
+        sheets.save_sheet(_comparison(), link)
     os.chmod(text, 0o600)
-    render.save_sheet(_comparison(), text, overwrite=True)
-    assert render.is_sheet(text) and _mode(text) == 0o644 & ~_umask()  # the writers' mode
+    sheets.save_sheet(_comparison(), text, overwrite=True)
+    assert sheets.is_sheet(text) and _mode(text) == 0o644 & ~_umask()  # the writers' mode
 
 
 def _umask() -> int:
@@ -137,7 +137,7 @@ def _umask() -> int:
 def test_save_sheet_refuses_a_missing_folder_like_the_writers(tmp_path):
     target = tmp_path / "nodir" / "s.png"
     with pytest.raises(embkit.WriteError) as info:
-        render.save_sheet(_comparison(), target)
+        sheets.save_sheet(_comparison(), target)
     assert str(info.value) == f"{target}: its folder does not exist"
     assert (info.value.code, info.value.exit_code) == ("write-failed", 9)
     assert not (tmp_path / "nodir").exists()  # refused, not created (as embkit.write and merge do)
@@ -160,13 +160,13 @@ def test_run_writes_sheet_and_json(tmp_path, corpus, capsys):
     from embkit.cli import render as cli_render
 
     sheet = tmp_path / "sheet.png"
-    render.save_sheet(_comparison(), sheet)  # the sheet of an earlier run is replaced, not refused
+    sheets.save_sheet(_comparison(), sheet)  # the sheet of an earlier run is replaced, not refused
     earlier = sheet.read_bytes()
     code = cli_render.run(paths=[str(corpus / "bad-hands-5.pt")], model=None, prompt=None, as_negative=True, seeds=(1, 2), steps=2,
                           device="cpu", output=str(sheet), json_out=True, strict=False)
     report = json.loads(capsys.readouterr().out)
     assert code == 0 and report["ok"] and report["exit_code"] == 0
-    assert sheet.read_bytes() != earlier and render.is_sheet(sheet)
+    assert sheet.read_bytes() != earlier and sheets.is_sheet(sheet)
     assert report["model"] == "built-in tiny sd1" and report["seeds"] == [1, 2]
     assert report["conditioning_cosine_distance"] > 0 and report["pixel_difference_max"] > 0
     from PIL import Image
@@ -232,7 +232,7 @@ def test_verify_render_overwrite_replaces_a_file_that_is_not_a_sheet(tmp_path, c
     res = CliRunner().invoke(embkit_cli, ["verify", str(corpus / "bad-hands-5.pt"), "--render", "--steps", "1", "--device", "cpu",
                                           "-o", str(keep), "--overwrite"], catch_exceptions=False)
     assert res.exit_code == 0, res.output
-    assert render.is_sheet(keep) and _mode(keep) == 0o644 & ~_umask()
+    assert sheets.is_sheet(keep) and _mode(keep) == 0o644 & ~_umask()
 
 
 def test_model_names_and_refusals(corpus, tmp_path):
@@ -252,7 +252,7 @@ def test_model_names_and_refusals(corpus, tmp_path):
 def test_strict_with_validation_warnings_stops_before_rendering(tmp_path, corpus, capsys, monkeypatch):
     # EasyNegative's mixed-case multi-vector trigger is a warning: under --strict it is an error,
     # so nothing is rendered and no sheet is written
-    from embkit import render as render_mod
+    from embkit.diffusers import render as render_mod
     from embkit.cli import render as cli_render
 
     def no_render(*a, **k):

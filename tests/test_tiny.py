@@ -8,7 +8,7 @@ torch = pytest.importorskip("torch")
 pytest.importorskip("diffusers")
 
 from embkit.errors import TargetError  # noqa: E402
-from embkit.tiny import clip_tokenizer, clip_vocab, is_tiny, tiny_pipeline  # noqa: E402
+from embkit.diffusers.tiny import clip_tokenizer, clip_vocab, is_tiny, tiny_pipeline  # noqa: E402
 from test_diffusers_helpers import pipeline  # noqa: E402
 
 

@@ -14,7 +14,7 @@ import pytest
 
 import embkit
 from embkit import Embedding
-from embkit.vocab import byte_encoder
+from embkit.model.vocab import byte_encoder
 
 import makers
 

@@ -7,7 +7,7 @@ import json
 import struct
 from pathlib import Path
 
-from embkit.vocab import byte_encoder
+from embkit.model.vocab import byte_encoder
 
 #: Words the tiny vocabulary knows as single tokens (``word</w>``).
 WORDS = ("cat", "style", "photo", "sks")

@@ -42,8 +42,8 @@ def cli(source, out, selection, reorder, drop_zero, pad_to, port_to, via, scale,
       embkit edit style.pt --port sdxl --via ./stable-diffusion-xl-base-1.0 -o style_xl.safetensors
       embkit edit style_xl.safetensors --scale-slot clip_g=0.5 --dtype fp16 -o style_xl16.safetensors
     """
-    from .. import ops
-    from ..port import port, port_warning
+    from ..edit import ops
+    from ..edit.port import port, port_warning
 
     if via is not None and port_to != "sdxl":
         raise click.UsageError("--via is used with --port sdxl")

@@ -102,7 +102,7 @@ def cli(inputs, out, mode, weights, expression, pad, slot, name, format_, overwr
       embkit merge a.pt b.pt --mode slerp --weights 0.3 -o halfway.safetensors
     """
     from ..errors import OperationError
-    from ..ops import merge
+    from ..edit.merges import merge
 
     embs = [read_input(spec) for spec in inputs]
     w = parse_floats(weights, "--weights") if weights is not None else None
@@ -122,7 +122,7 @@ def cli(inputs, out, mode, weights, expression, pad, slot, name, format_, overwr
 def _bind_expression(expression: str, inputs, embs):
     """Weights from the expression, for the inputs it names (a, b, … by position, or file stems)."""
     from ..errors import OperationError
-    from ..expr import parse_weights
+    from ..edit.expr import parse_weights
 
     names: dict[str, int] = {}
     for i, spec in enumerate(inputs):

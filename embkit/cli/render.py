@@ -3,7 +3,7 @@
 ``embkit.cli.verify`` calls :func:`run` when ``--render`` is given and exits with what it returns:
 
 * 0: rendered, and the embedding changed the conditioning or the images;
-* 14 (:data:`embkit.render.EXIT_NO_EFFECT`): rendered, and the embedding changed nothing;
+* 14 (:data:`embkit.diffusers.comparison.EXIT_NO_EFFECT`): rendered, and the embedding changed nothing;
 * 7 (:class:`embkit.ValidationFailed`): an embedding does not fit the pipeline (nothing rendered),
   or ``--strict`` and there were warnings;
 * 9 (:class:`embkit.WriteError`): the contact sheet cannot be written: its folder does not exist, or
@@ -59,10 +59,10 @@ def sheet_path_for(paths: Sequence[str], output: str | None) -> str:
 def preflight(paths: Sequence[str], output: str | None, overwrite: bool = False, json_out: bool = False) -> int:
     """0 when the sheet can be written, else the error's exit status (the error printed).
     ``embkit verify`` calls this before validating, so a bad ``-o`` is the first thing said."""
-    from .. import render
+    from ..diffusers import sheet
 
     try:
-        render.check_sheet_target(sheet_path_for(paths, output), overwrite)
+        sheet.check_sheet_target(sheet_path_for(paths, output), overwrite)
     except EmbkitError as exc:
         return _report(exc, json_out)
     return 0
@@ -77,12 +77,12 @@ def _report(exc: EmbkitError, json_out: bool) -> int:
 
 
 def _run(paths, model, prompt, as_negative, seeds, steps, device, sheet_path, json_out, strict, overwrite) -> int:
-    from .. import render
-    from ..modelspec import ModelSpec
-    from ..validate import validate
+    from ..diffusers import render, sheet
+    from ..model.spec import ModelSpec
+    from ..check.validate import validate
 
     # before the pipeline and the render (seconds): a sheet that cannot be written fails now
-    render.check_sheet_target(sheet_path, overwrite)
+    sheet.check_sheet_target(sheet_path, overwrite)
     embeddings = _read(paths)
     if not embeddings:
         raise EmbkitError("no embeddings given")
@@ -112,7 +112,7 @@ def _run(paths, model, prompt, as_negative, seeds, steps, device, sheet_path, js
         return ValidationFailed.exit_code
     comparison = render.compare(pipe, embeddings, prompt=prompt, as_negative=as_negative, seeds=seeds, steps=steps, model=description)
     warnings += comparison.warnings
-    render.save_sheet(comparison, sheet_path, overwrite=overwrite)
+    sheet.save_sheet(comparison, sheet_path, overwrite=overwrite)
     if not comparison.changed:
         code = render.EXIT_NO_EFFECT
     elif strict and warnings:

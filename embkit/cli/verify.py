@@ -41,7 +41,7 @@ def cli(paths, model, as_json, strict, render, prompt, as_negative, seeds, steps
     would be skipped or a named file cannot be read (whatever the read error: the question asked
     is "would it load?"); 6 for an unusable --model; 4 when no embedding was found."""
     from ..errors import ValidationFailed
-    from ..modelspec import resolve_target
+    from ..model.resolve import resolve_target
 
     if render:
         from . import render as render_cli
@@ -59,7 +59,7 @@ def cli(paths, model, as_json, strict, render, prompt, as_negative, seeds, steps
         entry["reports"] = []
         for emb in entry["embeddings"]:
             target = spec or own_specs.setdefault(emb.family, resolve_target(emb.family if emb.family != "unknown" else "sd1"))
-            from ..validate import validate
+            from ..check.validate import validate
 
             report = validate(emb, target, loaded=everything)
             entry["reports"].append(report)

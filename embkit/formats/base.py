@@ -15,8 +15,8 @@ from typing import Any, Callable
 
 import numpy as np
 
-from ..encoders import WIDTH_TO_SLOT
 from ..errors import BrokenFileError, TooLargeError
+from ..schema import WIDTH_TO_SLOT
 
 #: numpy dtype for each stored dtype name; bf16 is read as raw uint16 and widened by hand.
 NUMPY_DTYPES = {

@@ -103,4 +103,4 @@ def write(emb, path: str, container: str, options: dict):
                 for chunk in [content] if isinstance(content, bytes) else content:
                     fh.write(chunk)
 
-    return Plan([Output(path, fill=fill)], losses)
+    return Plan([Output(path, fill=fill, owns=(*EMBED_FILES, TOKEN_FILE, TYPE_FILE))], losses)

@@ -223,16 +223,6 @@ def read_raw(data: bytes | memoryview, path: str) -> Raw:
     raise NotMine(path)
 
 
-def referenced_globals(data: bytes | memoryview, path: str) -> list[str]:
-    """Every global the file's pickles name, found by walking opcodes; nothing is executed.
-
-    See :mod:`embkit.scan`, which tracks the memo (so a STACK_GLOBAL built from memoised strings
-    resolves correctly) and walks every pickle of a legacy stream, not only the first."""
-    from ..scan import scan_bytes
-
-    return scan_bytes(bytes(data), path).globals
-
-
 # -- legacy form --------------------------------------------------------------------------------
 
 

@@ -50,11 +50,13 @@ class Loss:
 
 @dataclass
 class Output:
-    """One thing to write: a file's bytes, or a folder filled by ``fill(tmp_folder)``."""
+    """One thing to write: a file's bytes, or a folder filled by ``fill(tmp_folder)``; ``owns``
+    names the files such a folder holds, the only ones an overwrite may replace."""
 
     path: str
     data: bytes | list[bytes] | None = None
     fill: Callable[[str], None] | None = None
+    owns: tuple[str, ...] = ()
 
     def __repr__(self) -> str:  # the bytes would fill a screen
         size = len(self.data) if isinstance(self.data, bytes) else sum(map(len, self.data)) if self.data else 0

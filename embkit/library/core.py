@@ -142,7 +142,7 @@ class Library:
         model folder, a pipeline or a :class:`~embkit.encoders.ModelSpec`) and the findings that
         say why not. Files are re-read from disk (torch-free) to validate their vectors."""
         from ..io import read_all
-        from ..validate import validate
+        from ..check.validate import validate
 
         spec = _spec(target)
         chosen = self._chosen(names)
@@ -173,8 +173,8 @@ class Library:
         through :func:`embkit.diffusers.apply`. Skipped, with the reason: embeddings that do not
         fit the pipeline, a second file defining a trigger already taken (tokenizers ignore case),
         and triggers whose tokens the tokenizer already has."""
-        from ..diffusers import apply, encoder_slots
-        from ..prompt import token_names
+        from ..diffusers.apply import apply, encoder_slots
+        from ..diffusers.prompt import token_names
 
         vocab: set[str] = set()
         pipe_slots = [s.slot for s in encoder_slots(pipe)]
@@ -275,7 +275,7 @@ class Library:
 
 
 def _spec(target: Any) -> Any:
-    from ..modelspec import resolve_target
+    from ..model.resolve import resolve_target
 
     return resolve_target(target)  # a ModelSpec passes through unchanged
 

@@ -16,12 +16,11 @@ from typing import Any
 import numpy as np
 
 from .. import hashes
-from ..encoders import families_for, family_for
 from ..errors import EmbkitError, TooLargeError
 from ..formats import sniff_container
 from ..formats.base import tensor_matrix
 from ..io import _read_bytes, open_file
-from ..schema import is_output_slot, slot_order
+from ..schema import families_for, family_for, is_output_slot, slot_order
 
 #: Files larger than this are recorded as too large without being read (no embedding is close).
 MAX_FILE_BYTES = 1024**3

@@ -49,7 +49,7 @@ def main() -> None:
 
     from embkit.diffusers import apply, unload
     from embkit.schema import Embedding
-    from embkit.tiny import clip_text_config, clip_tokenizer
+    from embkit.diffusers.tiny import clip_text_config, clip_tokenizer
 
     class DiffusersHost(Host, TextualInversionLoaderMixin):
         pass

@@ -4,7 +4,7 @@
    imports torch, ``torch.load``s both files, pads, averages and saves with safetensors. Median of N.
    Target: embkit at least 3x faster.
 2. SD1 → SDXL nearest-token port at real size (49408×768 and 49408×1280 fp16 token matrices in a
-   diffusers-shaped folder) in-process: ``embkit.port.to_sdxl`` vs a torch version (load both files
+   diffusers-shaped folder) in-process: ``embkit.edit.port.to_sdxl`` vs a torch version (load both files
    with ``safetensors.torch.load_file``, normalise, matmul, argmax, index). Warm file cache, median
    of N. Target: embkit no slower than 1.5x torch.
 
@@ -82,7 +82,7 @@ def bench_port(tmp: Path, runs: int) -> float:
     import torch
     from safetensors.torch import load_file
 
-    from embkit.port import to_sdxl
+    from embkit.edit.port import to_sdxl
     from embkit.schema import Embedding
 
     emb = Embedding("x", {"clip_l": (rng.standard_normal((8, 768)) * 0.02).astype(np.float32)})

@@ -43,7 +43,7 @@ def proc(code: str) -> None:
 def main() -> None:
     from safetensors import safe_open
 
-    from embkit.encoders import ModelSpec
+    from embkit.model.spec import ModelSpec
     from validate_fixtures import SDXL_KEYS, write_sparse_checkpoint
 
     tmp = Path(tempfile.mkdtemp(prefix="bench_validate_"))
@@ -61,7 +61,7 @@ def main() -> None:
     code = f"""
 import torch
 from transformers import CLIPTextConfig, CLIPTextModel
-from embkit.tiny import clip_tokenizer
+from embkit.diffusers.tiny import clip_tokenizer
 tok = clip_tokenizer(vocab_size=49408)
 tok.save_pretrained({str(folder / 'tokenizer')!r})
 torch.manual_seed(0)
@@ -69,7 +69,7 @@ cfg = CLIPTextConfig(vocab_size=49408, hidden_size=768, intermediate_size=64, nu
 CLIPTextModel(cfg).save_pretrained({str(folder / 'text_encoder')!r})
 """
     proc(code)
-    ours = f"from embkit.encoders import ModelSpec; s = ModelSpec.from_folder({str(folder)!r}); s.slots['clip_l'].token_norms.median"
+    ours = f"from embkit.model.spec import ModelSpec; s = ModelSpec.from_folder({str(folder)!r}); s.slots['clip_l'].token_norms.median"
     theirs = (
         "import torch; from transformers import CLIPTokenizer, CLIPTextModel; "
         f"t = CLIPTokenizer.from_pretrained({str(folder / 'tokenizer')!r}); "

@@ -26,7 +26,7 @@ def main() -> int:
 
     import embkit
     import embkit.diffusers as ed
-    from embkit.tiny import tiny_pipeline
+    from embkit.diffusers.tiny import tiny_pipeline
 
     device = "cpu" if "--cpu" in sys.argv else "cuda"
     if device == "cuda" and not torch.cuda.is_available():

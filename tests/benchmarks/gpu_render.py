@@ -3,7 +3,7 @@
 The pipelines are built from the real models' configs (UNet, VAE, CLIP-L / CLIP-G text encoders at
 full size) with random weights, directly on the GPU in float16: no download, no internet. For each
 family it prints the build time, the embkit apply time, the time per image at the model's native
-resolution, and runs :func:`embkit.render.compare` (the code path of ``embkit verify --render``)
+resolution, and runs :func:`embkit.diffusers.render.compare` (the code path of ``embkit verify --render``)
 with one seed, printing its numbers. The GPU name and library versions come first.
 
 Writes nothing except, when ``$OUT`` is set, ``$OUT/gpu_render.json`` and the two contact sheets.
@@ -86,7 +86,7 @@ def build(family: str, device: str, dtype, smoke: bool):
     from diffusers import AutoencoderKL, EulerDiscreteScheduler, UNet2DConditionModel
     from transformers import CLIPTextModel, CLIPTextModelWithProjection
 
-    from embkit.tiny import clip_tokenizer
+    from embkit.diffusers.tiny import clip_tokenizer
 
     scheduler = EulerDiscreteScheduler(beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear", timestep_spacing="leading", steps_offset=1)
     torch.manual_seed(0)

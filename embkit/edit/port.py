@@ -19,12 +19,13 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from .errors import BrokenFileError, OperationError, TargetError
-from .formats.base import NUMPY_DTYPES, widen_bf16
-from .formats.safetensors_file import ST_DTYPES, accepts, read_header
-from .ops import store
+from ..errors import BrokenFileError, OperationError, TargetError
+from ..formats.base import NUMPY_DTYPES, widen_bf16
+from ..formats.safetensors_file import ST_DTYPES, accepts, read_header
+from .merges import as_embedding
+from .vectors import store
 from .provenance import describe
-from .schema import SLOT_WIDTHS, Embedding
+from ..schema import SLOT_WIDTHS, Embedding
 
 ZERO_WARNING = (
     "the CLIP-G half is all zeros: SDXL's second text encoder sees nothing of this embedding, so it "
@@ -185,7 +186,6 @@ def to_sdxl(emb: Embedding, via: str | os.PathLike | None = None) -> Embedding:
 
 def port(emb: Embedding | str | os.PathLike, family: str, *, via: str | os.PathLike | None = None) -> Embedding:
     """Port to ``"sd1"`` or ``"sdxl"`` (see :func:`to_sd1`, :func:`to_sdxl`); ``emb`` may be a path."""
-    from .ops import as_embedding
 
     emb = as_embedding(emb)
     family = family.strip().lower() if isinstance(family, str) else family

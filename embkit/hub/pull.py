@@ -1,33 +1,20 @@
-"""Hugging Face Hub: pull embedding repos, resolve diffusers model repos, push embeddings with a card.
-
-Everything goes through ``huggingface_hub`` (imported inside the functions, so ``import embkit``
-stays cheap and the package stays optional): its cache under ``HF_HOME``, its token handling
-(``HF_TOKEN`` or ``hf auth login``), its offline mode (``HF_HUB_OFFLINE=1``) and its resumable
-downloads. Its exceptions are translated into :class:`~embkit.errors.HubError`, whose message names
-the repo, the revision and the file. No torch here.
+"""Pull embedding repos from the Hugging Face Hub: download (through :mod:`embkit.hub.client`),
+read, validate, and optionally copy or convert them into a folder and a library. No torch here.
 """
 
 from __future__ import annotations
 
-import contextlib
-import logging
 import os
 from dataclasses import dataclass, field
-from typing import Any, Iterator
+from typing import Any
 
-from .errors import EmbkitError, HubError, MissingDependencyError, WriteError
-from .formats import concept_folder, extensions
-from .schema import Embedding
+from ..errors import EmbkitError, HubError, MissingDependencyError, WriteError
+from ..formats import concept_folder, extensions
+from ..schema import Embedding
+from ..hubclient import _snapshot
 
 #: Files of an sd-concepts-library repo that go with ``learned_embeds.bin``.
 CONCEPT_TEXT = (concept_folder.TOKEN_FILE, concept_folder.TYPE_FILE)
-#: What ``model_folder`` fetches of a diffusers repo, by ``include``.
-MODEL_PATTERNS = {
-    "config": ["model_index.json", "*/config.json", "tokenizer*/*", "scheduler/*"],
-    "text_encoders": ["model_index.json", "*/config.json", "tokenizer*/*", "scheduler/*", "text_encoder*/*.safetensors"],
-    # Sub-folder files only: a repo's root often holds multi-GB single-file checkpoints.
-    "all": ["model_index.json", "*/*.json", "*/*.txt", "*/*.safetensors"],
-}
 #: Never fetched by a whole-repo pull: A1111's preview pictures, which ``embkit inspect`` also skips by name.
 PULL_IGNORE = ["*.preview.png"]
 
@@ -72,84 +59,6 @@ class PulledFile:
         }
 
 
-def _hf():
-    try:
-        import huggingface_hub
-    except ImportError:
-        raise MissingDependencyError("the Hub features need huggingface_hub: pip install huggingface_hub") from None
-    return huggingface_hub
-
-
-@contextlib.contextmanager
-def _hub_errors(repo_id: str, revision: str | None, filename: str | None = None) -> Iterator[None]:
-    """Translate huggingface_hub and transport errors into HubError naming repo, revision and file."""
-    hf = _hf()
-    from huggingface_hub import errors as hfe
-
-    rev = revision or "main"
-    what = f"{repo_id}@{rev}" + (f" file {filename}" if filename else "")
-    try:
-        yield
-    except EmbkitError:
-        raise
-    except getattr(hfe, "HFValidationError", ()) as exc:
-        raise HubError(f"{repo_id!r} is not a valid Hub repo id ({_first_line(exc)})") from None
-    except hfe.GatedRepoError as exc:
-        status = _status(exc)
-        raise HubError(f"{what}: the repo is gated (HTTP {status}); accept its conditions on the Hub, then log in "
-                       "with `hf auth login` or set HF_TOKEN") from None
-    except hfe.RevisionNotFoundError:
-        raise HubError(f"{repo_id}: no revision {rev!r} (branch, tag or commit)") from None
-    except hfe.RepositoryNotFoundError as exc:
-        raise HubError(f"{repo_id}: repository not found (HTTP {_status(exc)}); check the name, or log in if it is private") from None
-    # LocalEntryNotFoundError (and IncompleteSnapshotError) subclass EntryNotFoundError: test them first.
-    except (hfe.LocalEntryNotFoundError, hfe.OfflineModeIsEnabled) as exc:
-        if _offline(hf):
-            raise HubError(f"{what}: offline (HF_HUB_OFFLINE=1) and not in the cache {hf.constants.HF_HUB_CACHE}; "
-                           "run once with network access") from None
-        raise HubError(f"{what}: cannot reach the Hub at {hf.constants.ENDPOINT} and not in the cache ({_first_line(exc)})") from None
-    except (getattr(hfe, "RemoteEntryNotFoundError", hfe.EntryNotFoundError), hfe.EntryNotFoundError):
-        raise HubError(f"{what}: no such file in the repo") from None
-    except hfe.HfHubHTTPError as exc:
-        status = _status(exc)
-        hint = "; log in with `hf auth login` or set HF_TOKEN (a write token for push)" if status in (401, 403) else ""
-        raise HubError(f"{what}: the Hub answered HTTP {status}: {_first_line(exc)}{hint}") from None
-    except Exception as exc:
-        # no network, DNS, a dropped connection (httpx or requests): a push met them as tracebacks
-        if _is_transport_error(exc):
-            raise HubError(f"{what}: cannot reach the Hub at {hf.constants.ENDPOINT} ({_first_line(exc)})") from None
-        raise
-
-
-def _status(exc: BaseException) -> int | str:
-    response = getattr(exc, "response", None)
-    return getattr(response, "status_code", "?")
-
-
-def _first_line(exc: BaseException) -> str:
-    lines = [ln for ln in str(exc).splitlines() if ln.strip()]
-    return " ".join(lines[:2]) if lines else type(exc).__name__
-
-
-def _offline(hf) -> bool:
-    constants = hf.constants
-    return constants.is_offline_mode() if hasattr(constants, "is_offline_mode") else bool(constants.HF_HUB_OFFLINE)
-
-
-def _is_transport_error(exc: BaseException) -> bool:
-    """A dropped connection, a timeout, or the client's size check after a short body (httpx or
-    requests, depending on the huggingface_hub version) -- not the Hub's own answers or offline mode."""
-    from huggingface_hub import errors as hfe
-
-    if isinstance(exc, (hfe.HfHubHTTPError, hfe.LocalEntryNotFoundError, hfe.OfflineModeIsEnabled)):
-        return False
-    names = {c.__name__ for c in type(exc).__mro__}
-    if names & {"RemoteProtocolError", "ReadError", "TimeoutException", "ConnectError", "NetworkError", "TransportError",
-                "ChunkedEncodingError", "ConnectionError", "ReadTimeout", "ProtocolError"}:
-        return True
-    return isinstance(exc, OSError) and "Consistency check failed" in str(exc)
-
-
 # -- pull --------------------------------------------------------------------------------------------
 def _patterns(filename: str | None) -> list[str]:
     if filename is None:
@@ -157,61 +66,6 @@ def _patterns(filename: str | None) -> list[str]:
     folder = os.path.dirname(filename)
     extra = [f"{folder}/{n}" if folder else n for n in CONCEPT_TEXT] if os.path.basename(filename) in concept_folder.EMBED_FILES else []
     return [filename, *extra]
-
-
-def _snapshot(repo_id: str, revision: str | None, patterns: list[str], token: str | None, progress: bool,
-              ignore: list[str] | None = None) -> str:
-    """snapshot_download of the matching files; an interrupted transfer becomes a HubError naming it."""
-    hf = _hf()
-    kwargs = dict(repo_id=repo_id, revision=revision, allow_patterns=patterns, ignore_patterns=ignore, token=token)
-    with quiet(progress), _hub_errors(repo_id, revision):
-        try:
-            return hf.snapshot_download(**kwargs)
-        except Exception as exc:
-            if not _is_transport_error(exc):
-                raise
-            missing = _not_cached(hf, kwargs)
-            names = ", ".join(missing) if missing else "a file"
-            raise HubError(f"{repo_id}@{revision or 'main'}: download of {names} was interrupted "
-                           f"({_first_line(exc)}); nothing partial was kept, run again to retry") from None
-
-
-def _not_cached(hf, kwargs: dict) -> list[str]:
-    """The files a dry run says are still missing from the cache (best effort, for the message)."""
-    try:
-        infos = hf.snapshot_download(**kwargs, dry_run=True)
-        return [i.filename for i in infos if not i.is_cached]
-    except Exception:  # the message is a courtesy: never hide the original error behind this one
-        return []
-
-
-@contextlib.contextmanager
-def quiet(progress: bool = False) -> Iterator[None]:
-    """Keep huggingface_hub quiet for the length of one embkit call, then restore what it was.
-
-    The library never prints (DESIGN rule 6), yet huggingface_hub logs warnings on stderr while it
-    works ("No files matched …", "Trying to resume download…" per retry) and draws tqdm bars: embkit
-    reports the outcome itself as an error or a result. Its log level is raised to ERROR unless the
-    user asked for a level with ``HF_HUB_VERBOSITY``; bars are drawn only when ``progress``. Both are
-    put back afterwards, so a Python caller's own settings survive the call.
-    """
-    from huggingface_hub.utils import are_progress_bars_disabled, disable_progress_bars, enable_progress_bars
-    from huggingface_hub.utils import logging as hf_logging
-
-    level = hf_logging.get_verbosity()
-    lower = "HF_HUB_VERBOSITY" not in os.environ and level < logging.ERROR
-    bars_off = are_progress_bars_disabled()
-    if lower:
-        hf_logging.set_verbosity(logging.ERROR)
-    if not progress:
-        disable_progress_bars()
-    try:
-        yield
-    finally:
-        if lower:
-            hf_logging.set_verbosity(level)
-        if not progress and not bars_off:
-            enable_progress_bars()
 
 
 def find_embeddings(folder: str) -> list[tuple[str, str]]:
@@ -263,7 +117,7 @@ def pull(repo_id: str, *, revision: str | None = None, filename: str | None = No
             raise HubError(f"{repo_id}@{revision or 'main'} file {filename}: no such file in the repo")
     results = [_load(repo_id, commit, rel, local) for rel, local in items]
     if filename is None:
-        from .report import not_an_embedding
+        from ..report import not_an_embedding
 
         # The extension table lists .png/.webp because a picture can carry an embedding card, so
         # pictures are fetched; most in a repo are samples or the contact sheet embkit push uploads.
@@ -289,7 +143,7 @@ def pull(repo_id: str, *, revision: str | None = None, filename: str | None = No
 
 
 def _load(repo_id: str, commit: str, rel: str, local: str) -> PulledFile:
-    from .io import open_file, read_all
+    from ..io import open_file, read_all
 
     res = PulledFile(repo_id=repo_id, filename=rel, commit=commit, path=local)
     try:
@@ -308,7 +162,7 @@ def _validate(emb: Embedding, res: PulledFile, others: tuple[Embedding, ...] = (
         res.notes.append(f"{emb.name}: no known family fits slots {', '.join(emb.slots)}; not validated")
         return []
     try:
-        from .validate import validate
+        from ..check.validate import validate
 
         report = validate(emb, family, loaded=[o for o in others if o is not emb])
     except ImportError as exc:  # validation lives in its own module; pulling must not depend on it
@@ -376,7 +230,7 @@ def _safe_stem(stem: str) -> str:
 def _copy_atomic(src: str, dst: str, overwrite: bool) -> None:
     """Copy through embkit's atomic writer (hidden temporary file, fsync, rename; the umask's mode,
     as every other embkit output); an existing file with the same bytes is left alone."""
-    from .atomic import write_bytes
+    from ..atomic import write_bytes
 
     real = os.path.realpath(src)  # the cache holds symlinks to blobs
     if os.path.isfile(dst) and _same_bytes(real, dst):
@@ -406,7 +260,7 @@ def safetensors_format(emb: Embedding) -> str:
 
 def _write_safetensors(emb: Embedding, target: str, overwrite: bool) -> str:
     try:
-        from .writing import write
+        from ..writing import write
     except ImportError:
         raise MissingDependencyError("converting needs embkit.writing, which is not installed in this checkout") from None
     write(emb, target, format=safetensors_format(emb), overwrite=overwrite)
@@ -415,38 +269,10 @@ def _write_safetensors(emb: Embedding, target: str, overwrite: bool) -> str:
 
 def _add_to_library(results: list[PulledFile], library: str | os.PathLike | bool) -> None:
     try:
-        from .library import Library
+        from ..library import Library
     except ImportError:
         raise MissingDependencyError("--library needs embkit.library, which is not available in this checkout") from None
     paths = sorted({p for r in results if r.error is None for p in (r.converted or (r.path,))})
     # A pull adds a handful of files: one worker, no process pool to start.
     with Library(None if library is True else os.fspath(library)) as lib:
         lib.scan(paths, jobs=1)
-
-
-# -- model repos ---------------------------------------------------------------------------------------
-def model_folder(repo_id: str, revision: str | None = None, token: str | None = None, *, include: str = "config",
-                 progress: bool = False) -> str:
-    """A local folder for a diffusers model repo, through huggingface_hub's cache.
-
-    ``include``: ``"config"`` (model_index, configs, tokenizers, scheduler: enough to validate against),
-    ``"text_encoders"`` (also the text encoders' safetensors weights), or ``"all"`` (every sub-folder's
-    json, txt and safetensors files: enough to build a pipeline).
-    """
-    if include not in MODEL_PATTERNS:
-        raise ValueError(f"include must be one of {', '.join(MODEL_PATTERNS)}")
-    folder = _snapshot(repo_id, revision, MODEL_PATTERNS[include], token, progress)
-    if not (os.path.isfile(os.path.join(folder, "model_index.json")) or os.path.isfile(os.path.join(folder, "text_encoder", "config.json"))):
-        raise HubError(f"{repo_id}@{revision or 'main'}: not a diffusers model repo (no model_index.json or text_encoder/config.json)")
-    return folder
-
-
-# -- push ----------------------------------------------------------------------------------------------
-def push(path: str | os.PathLike, repo_id: str, *, token: str | None = None, private: bool = False,
-         sheet: str | os.PathLike | None = None, commit_message: str | None = None) -> str:
-    """Upload an embedding as ``.safetensors`` (converted first when it is another format) with a model
-    card ``README.md`` (family, slots, vectors, trigger word, hashes, and the verify contact sheet
-    when ``sheet`` is given). Creates the repo when needed. Returns the repo's URL."""
-    from .hub_push import push_file
-
-    return push_file(path, repo_id, token=token, private=private, sheet=sheet, commit_message=commit_message)

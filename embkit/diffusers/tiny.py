@@ -19,7 +19,7 @@ import itertools
 import string
 from typing import Any
 
-from .vocab import byte_encoder
+from ..model.vocab import byte_encoder
 
 #: Families with a built-in tiny pipeline → the token width of each text encoder.
 TINY_FAMILIES: dict[str, tuple[int, ...]] = {"sd1": (768,), "sd2": (1024,), "sdxl": (768, 1280)}
@@ -139,7 +139,7 @@ def tiny_pipeline(family: str = "sd1", seed: int = 0, device: str = "cpu", dtype
     """A small real diffusers pipeline of ``family`` (``sd1``, ``sd2`` or ``sdxl``) with seeded random
     weights: the same ``seed`` gives bit-identical weights. ``dtype`` is a torch dtype (default
     float32). Raises :class:`embkit.TargetError` for a family without a tiny pipeline."""
-    from .errors import TargetError
+    from ..errors import TargetError
 
     if family not in TINY_FAMILIES:
         raise TargetError(f"no built-in tiny pipeline for family {family!r}; built-in: {', '.join(TINY_FAMILIES)}")

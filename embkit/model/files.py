@@ -1,4 +1,4 @@
-"""Building a :class:`~embkit.modelspec.ModelSpec` from files on disk, without torch.
+"""Building a :class:`~embkit.model.spec.ModelSpec` from files on disk, without torch.
 
 - a diffusers folder: ``text_encoder*/config.json`` (slots, widths, prompt length), ``tokenizer*/``
   (vocabulary), and only the token-embedding tensor of ``text_encoder*/model*.safetensors`` (norms);
@@ -16,10 +16,10 @@ import os
 import re
 from typing import Any
 
-from .encoders import CLIP_TOKEN_LIMIT, FAMILIES, WIDTH_TO_SLOT, family_for
-from .errors import TargetError
-from .modelspec import NORM_PRIORS, T5_TOKEN_LIMIT, SlotSpec, TokenNorms, _default_slot, matrix_norms, read_st_header, slot_of_encoder
-from .schema import SLOTS
+from ..errors import TargetError
+from ..schema import CLIP_TOKEN_LIMIT, FAMILIES, SLOTS, WIDTH_TO_SLOT, family_for
+from .headers import matrix_norms, read_st_header
+from .slots import NORM_PRIORS, T5_TOKEN_LIMIT, SlotSpec, TokenNorms, default_slot, slot_of_encoder
 from .vocab import read_tokenizer_folder
 
 #: Where a diffusers text encoder keeps its token-embedding matrix (transformers 5 saves CLIP without
@@ -153,7 +153,7 @@ def read_checkpoint(cls: type, path: str) -> Any:
     slots: dict[str, SlotSpec] = {}
     notes: list[str] = []
     for slot in FAMILIES.get(fam, tuple(found)):
-        base = _default_slot(slot, fam)
+        base = default_slot(slot, fam)
         if slot in found:
             width = found[slot][0]
             slots[slot] = SlotSpec(width, None, limits.get(slot, base.token_limit), base.token_norms, found[slot][1])

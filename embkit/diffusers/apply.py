@@ -23,9 +23,10 @@ import os
 from dataclasses import dataclass, field
 from typing import Any, Iterable, Mapping
 
-from .errors import EmbkitError, TargetError, ValidationFailed
+from ..errors import EmbkitError, TargetError, ValidationFailed
+from .matrix import Snapshot, grow, restore
 from .prompt import expand, expand_prompt, expanded_prompts, token_names, trigger_counts
-from .schema import Embedding
+from ..schema import Embedding
 
 #: (text encoder, tokenizer) attribute pairs a diffusers pipeline may have, in order.
 ENCODER_PAIRS: tuple[tuple[str, str], ...] = (
@@ -77,19 +78,9 @@ class Applied:
 
 
 @dataclass
-class _Snapshot:
-    # The state of one encoder before an apply: enough to put it back exactly.
-    backend: Any  # the tokenizer's original tokenizers.Tokenizer object
-    rows: int
-    vocab_size: Any
-    overwritten: dict  # id → original row, for ids that fell inside the old matrix (T5's padding rows)
-    eos: Any = None  # the CLIP text model's legacy eos_token_id (2), when apply corrected it
-
-
-@dataclass
 class _Entry:
     applied: Applied
-    snapshots: dict[str, _Snapshot]
+    snapshots: dict[str, Snapshot]
     token_lists: dict[str, list[str]]
 
 
@@ -121,7 +112,7 @@ def encoder_slots(pipe: Any) -> list[EncoderSlot]:
 
 
 def _load(embeddings: Any) -> list[Embedding]:
-    from .io import read_all
+    from ..io import read_all
 
     if isinstance(embeddings, (Embedding, str, os.PathLike)):
         embeddings = [embeddings]
@@ -159,8 +150,8 @@ def _where(emb: Embedding) -> str:
 
 def _validation_errors(pipe: Any, embs: list[Embedding]) -> list[str]:
     """Errors from :func:`embkit.validate` against the live pipeline (widths, slots, values, budget)."""
-    from .modelspec import ModelSpec
-    from .validate import validate
+    from ..check.validate import validate
+    from ..model.spec import ModelSpec
 
     spec = ModelSpec.from_pipeline(pipe)
     out = []
@@ -247,7 +238,7 @@ def apply(pipe: Any, embeddings: Any, *, tokens: Any = None, validate: bool = Tr
     slots = encoder_slots(pipe)
     plan, warnings = _check(pipe, embs, triggers, slots, validate)
     applied = Applied(embeddings=tuple(embs), triggers={e.name: t for e, t in zip(embs, triggers)}, warnings=tuple(warnings), key=next(_keys))
-    snapshots: dict[str, _Snapshot] = {}
+    snapshots: dict[str, Snapshot] = {}
     try:
         for s in slots:
             if plan[s.encoder]:
@@ -269,43 +260,10 @@ def _rows_for(embs: list[Embedding], triggers: list[str], slot: str):
     return np.concatenate([p.astype(np.float32, copy=False) for p in parts], axis=0)
 
 
-def _grow(pipe: Any, s: EncoderSlot, new_tokens: list[str], vectors: Any, applied: Applied) -> _Snapshot:
-    """Add ``new_tokens`` to one tokenizer and their rows to its encoder's matrix, in one resize."""
-    import torch
-    from tokenizers import AddedToken, Tokenizer
-
-    tokenizer, encoder = getattr(pipe, s.tokenizer), getattr(pipe, s.encoder)
-    old_backend = tokenizer._tokenizer
-    old_module = encoder.get_input_embeddings()
-    old_weight = old_module.weight
-    rows, width = old_weight.shape
-    snap = _Snapshot(backend=old_backend, rows=rows, vocab_size=getattr(encoder.config, "vocab_size", None), overwritten={})
-    # Work on a copy of the Rust tokenizer: unload puts the original object back, bit for bit.
-    backend = Tokenizer.from_str(old_backend.to_str())
-    tokenizer._tokenizer = backend
-    if hasattr(tokenizer, "_wrap_decode_method_backend_tokenizer"):
-        tokenizer._wrap_decode_method_backend_tokenizer()
-    try:
-        # single_word: a trigger inside another word is not a trigger, as in embkit.prompt.expand.
-        tokenizer.add_tokens([AddedToken(t, single_word=True, normalized=True) for t in new_tokens])
-        ids = [backend.token_to_id(t) for t in new_tokens]
-        if any(i is None for i in ids):
-            raise EmbkitError(f"{s.tokenizer} did not accept the tokens {new_tokens}")
-        new_rows = max(rows, max(ids) + 1)
-        with torch.no_grad():
-            weight = torch.empty(new_rows, width, dtype=old_weight.dtype, device=old_weight.device)
-            weight[:rows] = old_weight
-            weight[rows:] = 0  # rows between the old end and a new id, if the tokenizer skipped any
-            index = torch.tensor(ids, dtype=torch.long, device=old_weight.device)
-            for i in ids:
-                if i < rows:  # T5 pads its matrix past the vocabulary; keep what we overwrite
-                    snap.overwritten[i] = old_weight[i].detach().clone()
-            weight[index] = torch.from_numpy(vectors).to(device=old_weight.device, dtype=old_weight.dtype)
-        _set_matrix(encoder, old_module, weight)
-        _fix_legacy_eos(encoder, tokenizer, snap)
-    except BaseException:
-        _restore(pipe, s, snap)
-        raise
+def _grow(pipe: Any, s: EncoderSlot, new_tokens: list[str], vectors: Any, applied: Applied) -> Snapshot:
+    """Add ``new_tokens`` to one tokenizer and their rows to its encoder's matrix (one resize), and
+    record them in ``applied``."""
+    snap, ids = grow(getattr(pipe, s.tokenizer), getattr(pipe, s.encoder), new_tokens, vectors, s.tokenizer)
     applied.tokens[s.encoder] = tuple(new_tokens)
     applied.ids[s.encoder] = tuple(ids)
     counts = applied.counts.setdefault(s.tokenizer, {})
@@ -315,45 +273,8 @@ def _grow(pipe: Any, s: EncoderSlot, new_tokens: list[str], vectors: Any, applie
     return snap
 
 
-def _fix_legacy_eos(encoder: Any, tokenizer: Any, snap: _Snapshot) -> None:
-    # CLIP configs written before transformers PR #24773 (SD1.5's, SDXL's) say eos_token_id=2, and
-    # then the pooled output is taken at input_ids.argmax(): with added tokens (ids above the real
-    # end token) that is the trigger's position, not the end of the prompt, which corrupts SDXL's
-    # pooled embedding. Point the text model at the tokenizer's real end token while applied.
-    text_model = getattr(encoder, "text_model", None)
-    eos = getattr(tokenizer, "eos_token_id", None)
-    if text_model is None or getattr(text_model, "eos_token_id", None) != 2 or eos in (None, 2):
-        return
-    snap.eos = (text_model.eos_token_id, encoder.config.eos_token_id)
-    text_model.eos_token_id = eos
-    encoder.config.eos_token_id = eos
-
-
-def _set_matrix(encoder: Any, like: Any, weight: Any) -> None:
-    import torch
-
-    module = torch.nn.Embedding(weight.shape[0], weight.shape[1], padding_idx=like.padding_idx, _weight=weight, device=weight.device, dtype=weight.dtype)
-    module.weight.requires_grad_(like.weight.requires_grad)
-    encoder.set_input_embeddings(module)
-    if getattr(encoder.config, "vocab_size", None) is not None:
-        encoder.config.vocab_size = int(weight.shape[0])
-
-
-def _restore(pipe: Any, s: EncoderSlot, snap: _Snapshot) -> None:
-    import torch
-
-    tokenizer, encoder = getattr(pipe, s.tokenizer), getattr(pipe, s.encoder)
-    tokenizer._tokenizer = snap.backend
-    current = encoder.get_input_embeddings()
-    with torch.no_grad():
-        weight = current.weight[: snap.rows].detach().clone()
-        for i, row in snap.overwritten.items():
-            weight[i] = row
-    _set_matrix(encoder, current, weight)
-    if snap.vocab_size is not None:
-        encoder.config.vocab_size = snap.vocab_size
-    if snap.eos is not None:
-        encoder.text_model.eos_token_id, encoder.config.eos_token_id = snap.eos
+def _restore(pipe: Any, s: EncoderSlot, snap: Snapshot) -> None:
+    restore(getattr(pipe, s.tokenizer), getattr(pipe, s.encoder), snap)
 
 
 # -- unload --------------------------------------------------------------------------------------

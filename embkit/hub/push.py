@@ -12,10 +12,12 @@ import os
 import tempfile
 from typing import Sequence
 
-from .errors import HubError
-from .hashes import a1111_short, autov2, autov3, sha256
-from .io import open_file, read_all
-from .schema import Embedding
+from ..errors import HubError
+from ..hashes import a1111_short, autov2, autov3, sha256
+from ..io import open_file, read_all
+from ..schema import Embedding
+from ..hubclient import _hf, _hub_errors, quiet
+from .pull import _safe_stem, _write_safetensors
 
 #: Hub tags per family, so the repo shows up under the right base model filters.
 FAMILY_TAGS = {
@@ -82,7 +84,7 @@ def _diffusers_use(embeddings: Sequence[Embedding], filename: str, data: bytes, 
     the rest (a T5 slot, several embeddings in one file) there is no diffusers call to give;
     ``embkit.diffusers.apply`` fills every encoder of any pipeline in one call.
     """
-    from .formats.safetensors_file import read_header
+    from ..formats.safetensors_file import read_header
 
     main = embeddings[0]
     token = json.dumps(main.name)
@@ -112,11 +114,11 @@ def _stem(filename: str) -> str:
     return os.path.splitext(filename)[0]
 
 
-def push_file(path: str | os.PathLike, repo_id: str, *, token: str | None = None, private: bool = False,
-              sheet: str | os.PathLike | None = None, commit_message: str | None = None) -> str:
-    """The work behind :func:`embkit.hub.push` (see there)."""
-    from .hub import _hf, _hub_errors, _safe_stem, _write_safetensors, quiet
-
+def push(path: str | os.PathLike, repo_id: str, *, token: str | None = None, private: bool = False,
+         sheet: str | os.PathLike | None = None, commit_message: str | None = None) -> str:
+    """Upload an embedding as ``.safetensors`` (converted first when it is another format) with a model
+    card ``README.md`` (family, slots, vectors, trigger word, hashes, and the verify contact sheet
+    when ``sheet`` is given). Creates the repo when needed. Returns the repo's URL."""
     hf = _hf()
     path = os.fspath(path)
     loaded = open_file(path)

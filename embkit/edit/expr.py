@@ -19,7 +19,7 @@ import math
 import re
 from dataclasses import dataclass, field
 
-from .errors import OperationError
+from ..errors import OperationError
 
 #: Caps so a hostile or mistaken expression cannot make the parser work hard.
 MAX_LENGTH = 2000

@@ -3,10 +3,10 @@
 :func:`compare` renders the same prompt and seeds twice, without and with the embeddings applied
 (in the positive or the negative prompt), and measures three things: how far the text encoders'
 conditioning moved (cosine distance of the encoder outputs, with vs without), how far the images
-moved (mean absolute pixel difference, 0–255), and the time. :func:`contact_sheet` lays the images
-out as a labelled PNG; :func:`save_sheet` writes it, replacing only a previous sheet unless told
-to. An embedding that moves neither is the classic "appears to do nothing" failure:
-:data:`EXIT_NO_EFFECT` / :class:`NoEffectError`.
+moved (mean absolute pixel difference, 0–255), and the time. :mod:`.sheet` lays the images
+out as a labelled PNG and writes it, replacing only a previous sheet unless told to. An embedding
+that moves neither is the classic "appears to do nothing" failure: :data:`EXIT_NO_EFFECT` /
+:class:`NoEffectError`.
 
 The prompt text is the same in both renders: without the embedding its trigger is plain words to the
 tokenizer; with it, the trigger is the embedding's vectors. torch and diffusers load lazily.
@@ -16,82 +16,16 @@ from __future__ import annotations
 
 import os
 import time
-from dataclasses import dataclass, field
 from typing import Any, Sequence
 
-from .errors import NoEffectError, TargetError, TargetExistsError, WriteError
-from .schema import Embedding
+from ..errors import NoEffectError, TargetError
+from ..schema import Embedding
+from .comparison import EXIT_NO_EFFECT, NO_EFFECT_COSINE, NO_EFFECT_PIXELS, Comparison, SeedRender
 
-#: Exit status of ``embkit verify --render`` when the embedding changes nothing.
-EXIT_NO_EFFECT = NoEffectError.exit_code
-#: Below both of these, an embedding "changes nothing": conditioning cosine distance and mean
-#: absolute pixel difference (0–255 scale, largest over the seeds).
-NO_EFFECT_COSINE = 1e-6
-NO_EFFECT_PIXELS = 0.5
 #: Prompt used when none is given (the triggers are added to it).
 DEFAULT_PROMPT = "a photo"
 #: Steps for a real (non-tiny) model when none are given.
 DEFAULT_STEPS = 20
-
-
-@dataclass
-class SeedRender:
-    """One seed's pair of images (``uint8`` H×W×3 arrays) and their mean absolute difference."""
-
-    seed: int
-    before: Any
-    after: Any
-    pixel_difference: float
-
-
-@dataclass
-class Comparison:
-    """The result of :func:`compare`."""
-
-    model: str
-    device: str
-    dtype: str
-    prompt: str
-    negative_prompt: str | None
-    as_negative: bool
-    triggers: list[str]
-    steps: int
-    renders: list[SeedRender]
-    conditioning_distance: float
-    seconds: float
-    seconds_per_image: float
-    warnings: list[str] = field(default_factory=list)
-
-    @property
-    def pixel_difference(self) -> float:
-        """The largest mean absolute pixel difference over the seeds (0–255)."""
-        return max((r.pixel_difference for r in self.renders), default=0.0)
-
-    @property
-    def changed(self) -> bool:
-        """False when the embedding moved neither the conditioning nor any image."""
-        return self.conditioning_distance >= NO_EFFECT_COSINE or self.pixel_difference >= NO_EFFECT_PIXELS
-
-    def to_dict(self) -> dict:
-        """JSON form (no image data)."""
-        return {
-            "model": self.model,
-            "device": self.device,
-            "dtype": self.dtype,
-            "prompt": self.prompt,
-            "negative_prompt": self.negative_prompt,
-            "as_negative": self.as_negative,
-            "triggers": self.triggers,
-            "steps": self.steps,
-            "seeds": [r.seed for r in self.renders],
-            "conditioning_cosine_distance": self.conditioning_distance,
-            "pixel_difference": {str(r.seed): r.pixel_difference for r in self.renders},
-            "pixel_difference_max": self.pixel_difference,
-            "seconds": self.seconds,
-            "seconds_per_image": self.seconds_per_image,
-            "changed": self.changed,
-            "warnings": list(self.warnings),
-        }
 
 
 # -- choosing the device and the model ---------------------------------------------------------
@@ -131,7 +65,7 @@ def load_pipeline(model: str | None, embeddings: Sequence[Embedding], device: st
     tiny pipeline), a local diffusers folder (loaded with ``local_files_only``), or a Hub repo id
     (fetched through :func:`embkit.hub.model_folder`).
     """
-    from .modelspec import ALIASES
+    from ..model.slots import ALIASES
     from .tiny import TINY_FAMILIES, tiny_pipeline
 
     dev, dtype = resolve_device(device)
@@ -145,7 +79,7 @@ def load_pipeline(model: str | None, embeddings: Sequence[Embedding], device: st
         raise TargetError("rendering needs a diffusers model folder, a family name or a Hub id, not a single file", path=model)
     folder = model
     if not os.path.isdir(model):
-        from .hub import model_folder
+        from ..hubclient import model_folder
 
         folder = model_folder(model, include="all")
     try:
@@ -170,7 +104,7 @@ def _conditioning(pipe: Any, text: str) -> Any:
     """Every text encoder's output for ``text`` (triggers expanded), concatenated and flattened."""
     import torch
 
-    from .diffusers import encoder_slots, expand_prompt
+    from .apply import encoder_slots, expand_prompt
 
     parts = []
     with torch.no_grad():
@@ -186,7 +120,7 @@ def _images(pipe: Any, prompt: str, negative: str | None, seeds: Sequence[int], 
     import numpy as np
     import torch
 
-    from .diffusers import expanded_prompts
+    from .apply import expanded_prompts
 
     out = []
     generator_device = "cuda" if pipe.device.type == "cuda" else "cpu"
@@ -236,7 +170,7 @@ def compare(
     """
     import numpy as np
 
-    from .diffusers import _load, apply, unload
+    from .apply import _load, apply, unload
 
     embs = _load(list(embeddings))
     seeds = tuple(int(s) for s in seeds) or (0,)
@@ -283,119 +217,8 @@ def compare(
     )
 
 
-# -- the contact sheet -------------------------------------------------------------------------
-
-
-def contact_sheet(comparison: Comparison, *, tile: int = 256) -> Any:
-    """A PIL image: one column per seed, ``before`` on the top row and ``after`` below, each tile
-    labelled with its seed and row, and a title line naming the triggers and the numbers."""
-    from PIL import Image, ImageDraw
-
-    label_h, title_h, pad = 18, 22, 6
-    cols = len(comparison.renders)
-    width = pad + cols * (tile + pad)
-    height = title_h + 2 * (label_h + tile + pad) + pad
-    sheet = Image.new("RGB", (width, height), (24, 24, 24))
-    draw = ImageDraw.Draw(sheet)
-    title = (
-        f"{', '.join(comparison.triggers)}  |  cos dist {comparison.conditioning_distance:.4f}  |  "
-        f"pixel diff {comparison.pixel_difference:.2f}  |  {'negative' if comparison.as_negative else 'positive'}"
-    )
-    draw.text((pad, 5), title, fill=(235, 235, 235))
-    for col, render in enumerate(comparison.renders):
-        x = pad + col * (tile + pad)
-        for row, (name, image) in enumerate((("before", render.before), ("after", render.after))):
-            y = title_h + row * (label_h + tile + pad)
-            draw.text((x, y + 3), f"seed {render.seed} · {name}", fill=(235, 235, 235))
-            picture = Image.fromarray(image).resize((tile, tile), Image.NEAREST if image.shape[0] < tile else Image.LANCZOS)
-            sheet.paste(picture, (x, y + label_h))
-    return sheet
-
-
-#: The PNG text chunk every contact sheet carries: ``save_sheet`` replaces an existing file at its
-#: target only when it holds this mark (a previous sheet), so re-running the same command works
-#: while a user's own picture of the same name is never lost silently.
-SHEET_KEY, SHEET_VALUE = "Software", "embkit contact sheet"
-
-
-def is_sheet(path: str | os.PathLike) -> bool:
-    """True when ``path`` is a PNG that :func:`save_sheet` wrote (it carries :data:`SHEET_KEY`).
-
-    Only the chunks before the image data are read (PIL's ``Image.open`` is lazy), so this is cheap
-    on any file. A symbolic link is never a sheet: replacing it would replace the link, not what it
-    points to, which is not what "re-run and refresh the sheet" means."""
-    from PIL import Image, UnidentifiedImageError
-
-    path = os.fspath(path)
-    if os.path.islink(path) or not os.path.isfile(path):
-        return False
-    try:
-        with Image.open(path) as im:
-            return im.format == "PNG" and im.info.get(SHEET_KEY) == SHEET_VALUE
-    except (OSError, UnidentifiedImageError, ValueError, SyntaxError):
-        return False
-
-
-def check_sheet_target(path: str | os.PathLike, overwrite: bool = False) -> bool:
-    """Raise before any rendering if the sheet cannot be written to ``path``; return whether an
-    existing file there will be replaced.
-
-    The rules are the writers' (:func:`embkit.write`, ``embkit merge``): the folder must exist
-    (:class:`~embkit.errors.WriteError`, "its folder does not exist"; it is not created), and an
-    existing file raises :class:`~embkit.errors.TargetExistsError` unless ``overwrite``, with one
-    exception: a previous contact sheet (:func:`is_sheet`) is replaced, so a command can be re-run.
-    """
-    from .atomic import check_folder
-
-    path = os.fspath(path)
-    check_folder(path)  # rendering takes seconds: found before it, not when the file is written
-    if os.path.isdir(path):
-        raise WriteError("is a folder; name the contact sheet's .png file", path=path)
-    if not os.path.lexists(path):
-        return False
-    if overwrite or is_sheet(path):
-        return True
-    raise TargetExistsError("exists and is not an embkit contact sheet; pass overwrite=True (--overwrite) to replace it", path=path)
-
-
-def sheet_png(comparison: Comparison) -> bytes:
-    """The contact sheet as PNG bytes, marked as a sheet (:data:`SHEET_KEY`)."""
-    import io
-
-    from PIL.PngImagePlugin import PngInfo
-
-    info = PngInfo()
-    info.add_text(SHEET_KEY, SHEET_VALUE)
-    buffer = io.BytesIO()
-    contact_sheet(comparison).save(buffer, format="PNG", pnginfo=info)
-    return buffer.getvalue()
-
-
-def save_sheet(comparison: Comparison, path: str | os.PathLike, *, overwrite: bool = False) -> str:
-    """Write the contact sheet as PNG to ``path`` and return the path.
-
-    Written like every embkit output (:func:`embkit.atomic.write_bytes`: a temporary file in the
-    folder, fsync, rename; the umask's file mode). An existing file is replaced only if it is a
-    previous contact sheet or ``overwrite`` is true; see :func:`check_sheet_target` for the errors.
-    """
-    from .atomic import write_bytes
-
-    path = os.fspath(path)
-    replace = check_sheet_target(path, overwrite)
-    # without ``replace`` the rename refuses a file that appeared since the check
-    write_bytes(path, sheet_png(comparison), overwrite=replace)
-    return path
-
-
 __all__ = [
     "compare",
-    "contact_sheet",
-    "save_sheet",
-    "sheet_png",
-    "is_sheet",
-    "check_sheet_target",
-    "SHEET_KEY",
-    "SHEET_VALUE",
     "load_pipeline",
     "resolve_device",
     "family_of",

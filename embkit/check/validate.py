@@ -9,38 +9,16 @@ Nothing here prints, and nothing imports torch unless the target is a live pipel
 from __future__ import annotations
 
 import os
-import sys
-import types
 from dataclasses import dataclass
 from typing import Any, Iterable
 
 import numpy as np
 
-from .errors import ValidationFailed
-from .modelspec import ModelSpec, resolve_target
-from .schema import Embedding
-
-SEVERITIES = ("error", "warning", "info")
-
-#: Every finding code, its severity, and what it means (docs/validate.md has an example and fix each).
-CODES: dict[str, tuple[str, str]] = {
-    "width-mismatch": ("error", "no slot of the embedding has the width of the target's encoder for it"),
-    "missing-slot": ("error", "the target has a text encoder the embedding has no vectors for (warning for T5)"),
-    "extra-slot": ("warning", "the embedding has vectors for an encoder the target does not have"),
-    "vector-count-mismatch": ("error", "the embedding's slots hold different numbers of vectors"),
-    "nan-inf": ("error", "a vector holds NaN or infinite values"),
-    "zero-vector": ("warning", "a vector is all zeros"),
-    "norm-outlier": ("warning", "a vector's length is far outside the target's token embeddings"),
-    "prompt-budget": ("info", "prompt tokens used of the limit (warning past half, error past the limit)"),
-    "trigger-in-vocab": ("warning", "the trigger is already a token of the target's vocabulary"),
-    "trigger-split": ("info", "the tokenizer cuts the trigger into several tokens (warning with whitespace)"),
-    "trigger-prefix": ("warning", "the trigger is part of another loaded trigger, or contains one"),
-    "trigger-case": ("warning", "another loaded trigger differs from this one only by case"),
-    "trigger-duplicate": ("warning", "another loaded embedding has the same trigger"),
-    "trigger-mixed-case": ("warning", "a multi-vector trigger with capitals, which diffusers cannot expand (info when single-vector)"),
-    "expanded-name-collision": ("warning", "the names diffusers gives extra vectors (tok_1 …) collide"),
-    "vocab-unavailable": ("info", "the target's vocabulary is unknown, so trigger checks were limited"),
-}
+from ..schema import Embedding
+from ..model.resolve import resolve_target
+from ..model.spec import ModelSpec
+from .findings import SEVERITIES, Finding, Report
+from .names import check_names
 
 #: A row whose L2 norm is past HIGH × (median token norm), or under (median token norm) / LOW, is an
 #: outlier. Trained embeddings are legitimately several times longer than vocabulary tokens (the
@@ -50,85 +28,8 @@ NORM_LOW_FACTOR = 20.0
 SLOT_TITLES = {"clip_l": "CLIP-L", "clip_h": "CLIP-H", "clip_g": "CLIP-G", "t5": "T5"}
 
 
-@dataclass(frozen=True)
-class Finding:
-    """One problem (or note) about an embedding on a target."""
-
-    code: str
-    severity: str
-    message: str
-    slot: str | None = None
-    index: int | None = None
-    fix: str | None = None
-
-    def to_dict(self) -> dict:
-        return {"code": self.code, "severity": self.severity, "message": self.message, "slot": self.slot, "index": self.index, "fix": self.fix}
-
-
-@dataclass(frozen=True)
-class Report:
-    """Every finding for one embedding on one target. ``ok`` means no errors."""
-
-    name: str
-    target: str
-    findings: tuple[Finding, ...]
-    path: str | None = None
-    family: str = "unknown"
-
-    @property
-    def errors(self) -> tuple[Finding, ...]:
-        return tuple(f for f in self.findings if f.severity == "error")
-
-    @property
-    def warnings(self) -> tuple[Finding, ...]:
-        return tuple(f for f in self.findings if f.severity == "warning")
-
-    @property
-    def infos(self) -> tuple[Finding, ...]:
-        return tuple(f for f in self.findings if f.severity == "info")
-
-    @property
-    def ok(self) -> bool:
-        return not self.errors
-
-    def passes(self, strict: bool = False) -> bool:
-        """No errors, and with ``strict`` no warnings either."""
-        return self.ok and not (strict and self.warnings)
-
-    def codes(self) -> list[str]:
-        return [f.code for f in self.findings]
-
-    def __iter__(self):
-        """A report is its list of findings: ``for f in embkit.validate(emb, "sdxl")``."""
-        return iter(self.findings)
-
-    def __len__(self) -> int:
-        return len(self.findings)
-
-    def __getitem__(self, index: int) -> Finding:
-        return self.findings[index]
-
-    def raise_for_errors(self, strict: bool = False) -> None:
-        """Raise :class:`ValidationFailed` naming the first problem unless :meth:`passes`."""
-        if not self.passes(strict):
-            first = (self.errors or self.warnings)[0]
-            raise ValidationFailed(f"{self.name} does not fit {self.target}: [{first.code}] {first.message}", path=self.path)
-
-    def to_dict(self) -> dict:
-        return {
-            "name": self.name,
-            "path": self.path,
-            "family": self.family,
-            "target": self.target,
-            "ok": self.ok,
-            "errors": len(self.errors),
-            "warnings": len(self.warnings),
-            "findings": [f.to_dict() for f in self.findings],
-        }
-
-
 def validate(embedding: Embedding | str | os.PathLike, target: Any, *, loaded: Iterable[Embedding | str] = ()) -> Report:
-    """Check ``embedding`` against ``target`` (anything :func:`embkit.modelspec.resolve_target`
+    """Check ``embedding`` against ``target`` (anything :func:`embkit.model.resolve.resolve_target`
     accepts: a family name, a folder, a ``.safetensors`` checkpoint, a pipeline, a Hub id).
 
     ``loaded`` are the other embeddings (or bare trigger names) to be loaded alongside, for the
@@ -136,7 +37,7 @@ def validate(embedding: Embedding | str | os.PathLike, target: Any, *, loaded: I
     cannot be read.
     """
     if not isinstance(embedding, Embedding):
-        from .io import read
+        from ..io import read
 
         embedding = read(embedding)
     spec = resolve_target(target)
@@ -145,7 +46,6 @@ def validate(embedding: Embedding | str | os.PathLike, target: Any, *, loaded: I
     findings += _check_slots(ctx)
     findings += _check_values(ctx)
     findings += _check_budget(ctx)
-    from .validate_names import check_names
 
     findings += check_names(embedding, spec, loaded)
     findings.sort(key=lambda f: SEVERITIES.index(f.severity))  # stable: errors first, then warnings, then notes
@@ -340,14 +240,3 @@ def _check_budget(ctx: _Context) -> list[Finding]:
             )
         ]
     return [Finding("prompt-budget", "info", f"uses {n} of {limit} prompt tokens.", slot=slot)]
-
-
-class _CallableModule(types.ModuleType):
-    """``embkit.validate`` is both this module and the function: importing the submodule makes
-    Python set the package attribute to the module, so the module itself must be callable."""
-
-    def __call__(self, embedding, target, *, loaded=()):
-        return validate(embedding, target, loaded=loaded)
-
-
-sys.modules[__name__].__class__ = _CallableModule

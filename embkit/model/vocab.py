@@ -15,7 +15,7 @@ import os
 import re
 from typing import Callable, Iterable, Iterator
 
-from .errors import TargetError
+from ..errors import TargetError
 
 #: Tokenizer files larger than this are refused (the real CLIP vocab.json is about 1 MB,
 #: tokenizer.json about 2 MB; T5's tokenizer.json about 2.5 MB).

@@ -11,7 +11,7 @@ from typing import Any
 
 import numpy as np
 
-from .schema import Embedding
+from ..schema import Embedding
 
 _FILE_SHA: dict[tuple[str, int, int], str] = {}
 

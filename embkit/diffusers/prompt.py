@@ -22,7 +22,7 @@ import contextlib
 import re
 from typing import Any, Iterator, Mapping
 
-from .errors import OperationError
+from ..errors import OperationError
 
 
 def token_names(trigger: str, count: int) -> list[str]:

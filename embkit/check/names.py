@@ -14,10 +14,10 @@ import shlex
 import weakref
 from typing import Iterable
 
-from .modelspec import ModelSpec
-from .schema import Embedding
-from .validate import Finding
-from .vocab import clip_words
+from ..model.spec import ModelSpec
+from ..schema import Embedding
+from .findings import Finding
+from ..model.vocab import clip_words
 
 
 def _expanded(name: str, count: int) -> set[str]:

@@ -1,0 +1,288 @@
+"""Batch conversion: plan jobs from inputs and an output (a file, or a folder keeping the input tree),
+and convert them in worker processes. Every write is atomic and files are published by group commit
+(:mod:`embkit.atomic_batch`), so a killed batch leaves each target complete or absent and re-running
+finishes it. ``embkit convert`` is the command over this; nothing here prints.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+DTYPES = ("fp32", "fp16", "bf16")
+
+
+@dataclass(frozen=True)
+class Job:
+    """One input (file or concept folder) and where its output goes."""
+
+    source: str
+    #: the target path, or, when ``into_dir``, the path without extension (extension added per format)
+    target: str
+    into_dir: bool
+    #: --name also names the output file (a lone input converted into a folder)
+    rename: bool = False
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Everything a worker needs to convert one job (picklable: sent to worker processes)."""
+
+    to: str | None
+    container: str | None
+    dtype: str | None
+    name: str | None
+    strict: bool
+    overwrite: bool
+    dry_run: bool
+    options: tuple[tuple[str, object], ...]
+
+
+def plan_jobs(inputs: tuple[str, ...], out: str, to: str | None = None) -> tuple[list[Job], bool]:
+    """Expand inputs into jobs; also says whether this is a single-file conversion.
+
+    ``-o`` names a folder when it is one, ends with a separator, has no extension (unless the
+    target is itself a concept folder), or when there are several inputs or a folder of them."""
+    from .atomic import is_temp
+    from .formats import extensions
+
+    no_ext = not os.path.splitext(os.path.basename(out))[1] and to != "concept-folder"
+    out_is_dir = os.path.isdir(out) or out.endswith(("/", os.sep)) or len(inputs) > 1 or no_ext
+    single = len(inputs) == 1 and (os.path.isfile(inputs[0]) or _is_concept(inputs[0]))
+    if single and not out_is_dir:
+        return [Job(inputs[0], out, False)], True
+    exts = extensions()
+    jobs: list[Job] = []
+    for src in inputs:
+        src = os.path.normpath(src)
+        if os.path.isfile(src) or _is_concept(src):
+            jobs.append(Job(src, os.path.join(out, _stem(os.path.basename(src))), True))
+            continue
+        if not os.path.isdir(src):
+            from .errors import EmbkitError
+
+            raise EmbkitError("no such file or folder", path=src)  # exit 1, as inspect, merge and edit say it
+        base = out if len(inputs) == 1 else os.path.join(out, os.path.basename(src))
+        for root, dirs, files in os.walk(src):
+            dirs.sort()
+            dirs[:] = [d for d in dirs if not is_temp(d) and not d.startswith(".")]
+            rel = os.path.relpath(root, src)
+            if _is_concept(root) and root != src:
+                jobs.append(Job(root, os.path.normpath(os.path.join(base, rel)), True))
+                dirs[:] = []
+                continue
+            for f in sorted(files):
+                low = f.lower()
+                if low.endswith(exts) and not low.endswith(".preview.png") and not is_temp(f) and not f.startswith(".") and os.path.isfile(os.path.join(root, f)):
+                    jobs.append(Job(os.path.join(root, f), os.path.normpath(os.path.join(base, rel, _stem(f))), True))
+    return jobs, single
+
+
+def _is_concept(path: str) -> bool:
+    from .errors import NotMine
+    from .formats.concept_folder import embeds_file
+
+    if not os.path.isdir(path):
+        return False
+    try:
+        embeds_file(path)
+        return True
+    except NotMine:
+        return False
+
+
+def _stem(name: str) -> str:
+    low = name.lower()
+    if low.endswith(".preview.png"):
+        return name[: -len(".preview.png")]
+    return os.path.splitext(name)[0] if os.path.splitext(name)[1] else name
+
+
+def _safe(text: str) -> str:
+    cleaned = "".join(c if c.isalnum() or c in "-_.+" else "_" for c in text).strip("._")
+    return cleaned or "embedding"
+
+
+def convert_one(job: Job, s: Settings, staged: list) -> dict:
+    """Convert one job; never raises for an embkit problem: the result says what happened.
+
+    Files go to the worker's :class:`~embkit.atomic_batch.BatchWriter` (written as hidden temporaries,
+    named at the next group commit) and ``(result, files)`` is appended to ``staged``;
+    :func:`convert_chunk` commits them (a concept folder is written at once)."""
+    from .atomic import write_folder
+    from .errors import EmbkitError, LossError, TargetExistsError, UnknownFormatError
+    from .io import read_all
+    from .writing import default_extension, plan, prepare
+
+    result: dict = {"input": job.source, "outputs": [], "status": "converted", "losses": []}
+    try:
+        embs = read_all(job.source)
+        if s.name:
+            embs = [e.replace(name=s.name, metadata={k: v for k, v in e.metadata.items() if k != "stored_name"}) for e in embs]
+        if len(embs) > 1 and not job.into_dir:
+            raise EmbkitError(f"holds {len(embs)} embeddings ({', '.join(e.name for e in embs)}); give -o a folder", path=job.source)
+        options = dict(s.options)
+        for emb in embs:
+            target = job.target
+            if job.into_dir:
+                fmt = s.to
+                stem = target if len(embs) == 1 else f"{target}-{_safe(emb.name)}"
+                if s.name and job.rename and len(embs) == 1:
+                    stem = os.path.join(os.path.dirname(target), _safe(s.name))
+                target = stem + default_extension(fmt, s.container)
+            else:
+                fmt = s.to
+            if s.dry_run:
+                planned = plan(emb, target, fmt, container=s.container, dtype=s.dtype, **options)
+                losses = planned.losses
+                exists = [o.path for o in planned.outputs if os.path.lexists(o.path)]
+                if exists and not s.overwrite:
+                    result["status"] = "skipped"
+                    result["reason"] = f"{exists[0]} exists"
+                elif s.strict and losses:
+                    raise LossError("would lose: " + "; ".join(x.message for x in losses), path=target)
+                else:
+                    result["status"] = "dry-run"
+                result["outputs"].extend(o.path for o in planned.outputs)
+            else:
+                _makedirs(os.path.dirname(target) or ".")
+                planned = prepare(emb, target, fmt, container=s.container, overwrite=s.overwrite, strict=s.strict, dtype=s.dtype, **options)
+                losses = planned.losses
+                files = [(o.path, o.data) for o in planned.outputs if o.fill is None]
+                for o in planned.outputs:
+                    if o.fill is not None:
+                        write_folder(o.path, o.fill, owns=o.owns, overwrite=s.overwrite)
+                if files:
+                    staged_writer().submit(files)
+                    staged.append((result, files))
+                result["outputs"].extend(o.path for o in planned.outputs)
+            result["losses"].extend({**x.to_dict(), "embedding": emb.name} for x in losses)
+    except TargetExistsError as exc:
+        result.update(status="skipped", reason=f"{exc.path} exists (--overwrite replaces it)", error=exc.to_dict(), exit_code=exc.exit_code)
+    except UnknownFormatError as exc:
+        if job.into_dir:  # a file in a walked folder that is not an embedding (a model, a picture)
+            result.update(status="skipped", reason=f"not an embedding: {exc.detail}")
+        else:
+            result.update(status="failed", reason=exc.detail, error=exc.to_dict(), exit_code=exc.exit_code)
+    except EmbkitError as exc:
+        result.update(status="failed", reason=exc.detail, error=exc.to_dict(), exit_code=exc.exit_code)
+    except (TypeError, ValueError) as exc:
+        result.update(status="failed", reason=str(exc), error={"code": "error", "message": str(exc)}, exit_code=1)
+    return result
+
+
+_MADE: set[str] = set()
+
+
+def _makedirs(folder: str) -> None:
+    if folder not in _MADE:
+        os.makedirs(folder, exist_ok=True)
+        _MADE.add(folder)
+
+
+class _Writer:
+    """The worker's BatchWriter, made on first use in each worker process."""
+
+    overwrite = False
+    writer = None
+
+
+_WRITER = _Writer()
+
+
+def staged_writer():
+    from .atomic_batch import BatchWriter
+
+    if _WRITER.writer is None or _WRITER.writer.overwrite != _WRITER.overwrite:
+        _WRITER.writer = BatchWriter(overwrite=_WRITER.overwrite)
+    return _WRITER.writer
+
+
+def convert_chunk(jobs: list[Job], s: Settings) -> list[dict]:
+    """Convert several jobs in one worker: each job's files are written as temporaries as soon
+    as they are planned, then the chunk ends with one group commit (one flush of the file system,
+    then every name, then one fsync per folder), so targets appear chunk by chunk."""
+    from .errors import EmbkitError
+
+    staged: list = []
+    _WRITER.overwrite = s.overwrite
+    results = []
+    for job in jobs:
+        if _STOP.event is not None and _STOP.event.is_set():
+            break  # Ctrl-C in the parent: commit what is done, start nothing more
+        results.append(convert_one(job, s, staged))
+    if staged:
+        errors = staged_writer().finish()
+        for (result, files), exc in zip(staged, errors):
+            if exc is None:
+                continue
+            if not isinstance(exc, EmbkitError):
+                raise exc
+            exists = getattr(exc, "code", "") == "exists"
+            result.update(
+                status="skipped" if exists else "failed",
+                reason=f"{exc.path} exists (--overwrite replaces it)" if exists else str(exc),
+                error=exc.to_dict(),
+                exit_code=exc.exit_code,
+            )
+            result["outputs"] = [p for p in result["outputs"] if p not in {f for f, _ in files}]
+    return results
+
+
+def run_jobs(jobs: list[Job], s: Settings, workers: int, on_done=None) -> list[dict]:
+    """Run jobs in ``workers`` processes (inline for one worker or a few jobs), in input order."""
+    from .atomic_batch import COMMIT_EVERY
+
+    # several chunks per worker so the bar moves; each chunk is one group commit (one syncfs)
+    size = max(1, min(COMMIT_EVERY, len(jobs) // (max(workers, 1) * 4) or 1))
+    chunks = [jobs[i : i + size] for i in range(0, len(jobs), size)]
+    if workers <= 1 or len(jobs) < 8:
+        results = []
+        for chunk in chunks:
+            results.extend(convert_chunk(chunk, s))
+            if on_done:
+                on_done(len(chunk))
+        return results
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+
+    from . import atomic, io, writing  # noqa: F401  imported once, before the workers fork
+
+    method = "fork" if "fork" in multiprocessing.get_all_start_methods() else None
+    ctx = multiprocessing.get_context(method)
+    out: list[list[dict]] = [[] for _ in chunks]
+    stop = ctx.Event()
+    pool = ProcessPoolExecutor(max_workers=workers, mp_context=ctx, initializer=_worker_start, initargs=(stop,))
+    try:
+        futures = {pool.submit(convert_chunk, chunk, s): i for i, chunk in enumerate(chunks)}
+        from concurrent.futures import as_completed
+
+        for fut in as_completed(futures):
+            out[futures[fut]] = fut.result()
+            if on_done:
+                on_done(len(out[futures[fut]]))
+    except KeyboardInterrupt:
+        # Ctrl-C: chunks not started are dropped, running ones stop after their current file and
+        # group-commit what they wrote (nothing is left half-written), then the interrupt goes on
+        stop.set()
+        pool.shutdown(wait=True, cancel_futures=True)
+        raise
+    pool.shutdown(wait=True)
+    return [r for chunk in out for r in chunk]
+
+
+class _Stop:
+    """The parent's Ctrl-C flag, as a worker sees it."""
+
+    event = None
+
+
+_STOP = _Stop()
+
+
+def _worker_start(stop) -> None:
+    # workers leave Ctrl-C to the parent, which sets ``stop``; they finish the file at hand
+    import signal
+
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    _STOP.event = stop
