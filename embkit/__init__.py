@@ -49,6 +49,8 @@ _LAZY = {
     "formats": ("embkit.formats", None),
     "scan": ("embkit.scan", None),
     "diffusers": ("embkit.diffusers", None),
+    # the package, callable as embkit.ingest.run.ingest (see embkit/ingest/__init__.py)
+    "ingest": ("embkit.ingest", None),
 }
 
 if TYPE_CHECKING:  # what the lazy names are, for type checkers and editors (never run)
@@ -57,6 +59,7 @@ if TYPE_CHECKING:  # what the lazy names are, for type checkers and editors (nev
     from .check.validate import validate
     from .edit import ops as ops
     from .edit.merges import merge
+    from .ingest import ingest as ingest
     from .library import Library
     from .model.resolve import resolve_target
     from .model.spec import ModelSpec
@@ -90,6 +93,7 @@ __all__ = [
     "resolve_target",
     "merge",
     "Library",
+    "ingest",
     "Source",
     "read",
     "read_all",

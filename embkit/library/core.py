@@ -89,6 +89,13 @@ class Library:
             paths = [paths]
         return scan(self._conn, [os.path.expanduser(os.fspath(p)) for p in paths], jobs=jobs, progress=progress)
 
+    def store(self, results: builtins.list[tuple]) -> ScanReport:
+        """Record :func:`~embkit.library.extract.examine` results made elsewhere (``embkit
+        ingest`` fills a library from its manifest rows this way, without reading files again)."""
+        from .scan import store
+
+        return store(self._conn, list(results))
+
     # -- queries -------------------------------------------------------------------------------
     def search(
         self,

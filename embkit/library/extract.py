@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 
 from .. import hashes
-from ..errors import EmbkitError, TooLargeError
+from ..errors import BrokenFileError, EmbkitError, TooLargeError
 from ..formats import sniff_container
 from ..formats.base import tensor_matrix
 from ..io import _read_bytes, open_file
@@ -30,8 +30,9 @@ SAME = "same"  # the content hash matches the stored one: only size/mtime change
 FILE = "file"  # a full record
 
 
-def examine(path: str, size: int, mtime_ns: int, known_sha: str | None = None) -> tuple:
-    """Read, hash and parse one file.
+def examine(path: str, size: int, mtime_ns: int, known_sha: str | None = None, data: Any = None) -> tuple:
+    """Read, hash and parse one file (``data``: its bytes, when the caller has read them already;
+    ``embkit ingest`` reads each file once, with its own rules about links).
 
     Returns ``(SAME, path, size, mtime_ns, scanned_at)`` when its sha256 equals ``known_sha``, else
     ``(FILE, file_row, embeddings)`` where ``file_row`` is ``(path, size, mtime_ns, sha256, autov2,
@@ -45,7 +46,10 @@ def examine(path: str, size: int, mtime_ns: int, known_sha: str | None = None) -
     try:
         if size > MAX_FILE_BYTES:
             raise TooLargeError(f"file is {size} bytes, past the library's cap of {MAX_FILE_BYTES}", path=path)
-        data = _read_bytes(path)
+        if data is None:
+            data = _read_bytes(path)
+        elif not len(data):
+            raise BrokenFileError("file is empty (0 bytes)", path=path)  # as _read_bytes says it
         hashes = _hashes(data)
         if known_sha is not None and hashes["sha256"] == known_sha:
             return (SAME, path, size, mtime_ns, now)

@@ -121,6 +121,23 @@ def scan(
     return report
 
 
+def store(conn: sqlite3.Connection, results: list[tuple]) -> ScanReport:
+    """Write :func:`~embkit.library.extract.examine` results made elsewhere (``embkit ingest``
+    records each file once, in its own workers) in batched transactions; a path's row is replaced
+    whole, as a scan replaces it. Nothing is walked, so no row is removed."""
+    start = time.perf_counter()
+    report = ScanReport(seen=len(results))
+    for i in range(0, len(results), BATCH):
+        batch = results[i : i + BATCH]
+        paths = [r[1][0] if r[0] == FILE else r[1] for r in batch]
+        marks = ",".join("?" * len(paths))
+        sql = f"SELECT path, size, mtime_ns, sha256 FROM files WHERE path IN ({marks})"
+        stored = {p: (size, mtime, sha) for p, size, mtime, sha in conn.execute(sql, paths)}
+        _write(conn, batch, [], report, stored)
+    report.seconds = time.perf_counter() - start
+    return report
+
+
 def _stored_under(conn: sqlite3.Connection, roots: list[str]) -> dict[str, tuple[int, int, str | None]]:
     """Rows whose path is one of the roots or lies under one: path → (size, mtime_ns, sha256)."""
     out: dict[str, tuple[int, int, str | None]] = {}

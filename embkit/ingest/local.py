@@ -1,0 +1,90 @@
+"""The single-machine runner: the CPU stages in a local process pool, then previews in this process.
+
+Batches of items go to :func:`embkit.ingest.steps.process_batch` in ``concurrent.futures``
+worker processes (the same function a Ray task runs); each batch commits its own shard, so a
+killed run keeps every finished batch. Previews follow, in batches, through one
+:class:`~embkit.ingest.previews.PreviewStep` (one pipeline load for the whole run).
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Callable
+
+from .steps import StepSettings, process_batch
+
+#: Items per batch: a batch is one shard and one group commit; small enough that a crash loses
+#: little and the last batches end together, big enough that a shard per batch stays cheap.
+BATCH = 64
+#: Below this many items, worker processes cost more than they save.
+PARALLEL_ABOVE = 32
+
+
+def batches(items: list, size: int) -> list[list]:
+    """``items`` cut into lists of at most ``size``."""
+    size = max(1, size)
+    return [items[i : i + size] for i in range(0, len(items), size)]
+
+
+def run_cpu(items: list[dict], settings: StepSettings, jobs: int, progress: Callable[[int], None] | None = None) -> list[dict]:
+    """Run the CPU stages over ``items`` in ``jobs`` processes; rows in item order."""
+    size = max(1, min(BATCH, len(items) // (max(jobs, 1) * 4) or 1))
+    chunks = batches(items, size)
+    if jobs <= 1 or len(items) < PARALLEL_ABOVE:
+        rows: list[dict] = []
+        for chunk in chunks:
+            rows.extend(process_batch(chunk, settings))
+            if progress:
+                progress(len(chunk))
+        return rows
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor, as_completed
+
+    from ..library import extract  # noqa: F401  imported once, before the workers fork
+    from . import convert_check, record  # noqa: F401
+
+    method = "fork" if "fork" in multiprocessing.get_all_start_methods() else None
+    out: list[list[dict]] = [[] for _ in chunks]
+    with ProcessPoolExecutor(max_workers=jobs, mp_context=multiprocessing.get_context(method), initializer=_ignore_sigint) as pool:
+        futures = {pool.submit(process_batch, chunk, settings): i for i, chunk in enumerate(chunks)}
+        try:
+            for fut in as_completed(futures):
+                out[futures[fut]] = fut.result()
+                if progress:
+                    progress(len(chunks[futures[fut]]))
+        except BaseException:
+            # Ctrl-C or a worker lost: batches not started are dropped; finished ones are committed
+            pool.shutdown(wait=True, cancel_futures=True)
+            raise
+    return [r for chunk in out for r in chunk]
+
+
+def run_previews(rows: list[dict], out: str, model: str | None, device: str, settings, progress: Callable[[int], None] | None = None) -> list[dict]:
+    """Previews for ``rows`` in this process, ``settings.batch_size`` rows at a time."""
+    from .previews import PreviewStep, preview_key, wants_preview
+
+    key = preview_key(model, settings)
+    if not any(wants_preview(r, key) for r in rows):
+        return rows
+    step = PreviewStep(out, model, device, settings)
+    done: list[dict] = []
+    for chunk in batches(rows, settings.batch_size):
+        done.extend(step(chunk))
+        if progress:
+            progress(len(chunk))
+    return done
+
+
+def default_jobs() -> int:
+    """The CPUs this process may use."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+
+
+def _ignore_sigint() -> None:
+    # workers leave Ctrl-C to the parent, which stops the pool; each finishes the batch at hand
+    import signal
+
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
+__all__ = ["run_cpu", "run_previews", "batches", "default_jobs", "BATCH"]

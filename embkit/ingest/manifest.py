@@ -1,0 +1,237 @@
+"""The manifest: one row per file, its columns (the one list of them), and how rows are written.
+
+A row is a plain dict whose keys are :data:`COLUMNS`, in that order. The same rows are written as
+JSON Lines (always) and as Parquet (when pyarrow is installed) with the Arrow schema built from
+:data:`COLUMNS`; ``docs/ingest.md`` documents every column. :func:`normal_row` puts a row in the
+exact shape both writers and every comparison expect: every key present, nested lists of dicts
+with every field, ints as ints. Rows are a deterministic function of the file's path, stat and
+bytes (and the preview settings): no timestamps, no host names, so two runs over the same files give
+equal manifests, on one machine or on a Ray cluster.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from typing import Any, Iterable
+
+from ..errors import MissingDependencyError
+
+#: Slot fields of each embedding (as ``embkit library scan`` records them).
+SLOT_FIELDS = (
+    ("slot", "string"), ("vectors", "int64"), ("width", "int64"), ("dtype", "string"), ("vectors_hash", "string"),
+    ("norm_min", "float64"), ("norm_mean", "float64"), ("norm_max", "float64"),
+)
+#: Embedding fields (the library's ``embeddings`` table; ``families`` and ``warnings`` as lists).
+EMBEDDING_FIELDS = (
+    ("member", "string"), ("name", "string"), ("stored_name", "string"), ("family", "string"),
+    ("families", ["string"]), ("num_vectors", "int64"), ("vectors_hash", "string"), ("metadata", "string"),
+    ("warnings", ["string"]), ("slots", [SLOT_FIELDS]),
+)
+#: One converted embedding: where its safetensors file lies under DIR and what to publish it as.
+CONVERTED_FIELDS = (
+    ("member", "string"), ("name", "string"), ("format", "string"), ("path", "string"), ("sha256", "string"),
+    ("size", "int64"), ("filename", "string"),
+)
+#: One host's verdict (``hosts`` maps a host id to this).
+HOST_FIELDS = (("loads", "bool"), ("trigger", "string"), ("reasons", ["string"]))
+#: One preview image (or why there is none).
+PREVIEW_FIELDS = (
+    ("member", "string"), ("name", "string"), ("trigger", "string"), ("negative", "bool"), ("path", "string"),
+    ("sha256", "string"), ("skipped", "string"),
+)
+
+#: (column, type, nullable). A type is an Arrow primitive name, ``[T]`` a list of T, a tuple of
+#: fields a struct, ``("map", T)`` a map from host id to T. The one list of columns (docs/ingest.md).
+COLUMNS: tuple[tuple[str, Any, bool], ...] = (
+    ("path", "string", False),
+    ("source", "string", False),
+    ("size", "int64", False),
+    ("mtime_ns", "int64", False),
+    ("status", "string", False),
+    ("error_code", "string", True),
+    ("error", "string", True),
+    ("sha256", "string", True),
+    ("autov2", "string", True),
+    ("autov3", "string", True),
+    ("scan_verdict", "string", True),
+    ("scan_container", "string", True),
+    ("scan_globals", ["string"], False),
+    ("scan_refused", ["string"], False),
+    ("scan_reasons", ["string"], False),
+    ("format", "string", True),
+    ("container", "string", True),
+    ("metadata", "string", True),
+    ("embeddings", [EMBEDDING_FIELDS], False),
+    ("converted", [CONVERTED_FIELDS], False),
+    ("convert_error", "string", True),
+    ("hosts", ("map", HOST_FIELDS), False),
+    ("preview_key", "string", True),
+    ("previews", [PREVIEW_FIELDS], True),
+)
+COLUMN_NAMES = tuple(c[0] for c in COLUMNS)
+
+#: Row statuses (docs/ingest.md): read, recorded and converted; read but not converted; refused as
+#: unsafe; not an embedding or damaged; not read at all.
+OK, UNCONVERTED, UNSAFE, BROKEN, SKIPPED = "ok", "unconverted", "unsafe", "broken", "skipped"
+STATUSES = (OK, UNCONVERTED, UNSAFE, BROKEN, SKIPPED)
+
+MANIFEST_JSONL = "manifest.jsonl"
+MANIFEST_PARQUET = "manifest.parquet"
+
+
+# -- the shape of a row ------------------------------------------------------------------------
+
+
+def _normal(value: Any, typ: Any) -> Any:
+    if value is None:
+        return None
+    if isinstance(typ, list):
+        return [_normal(v, typ[0]) for v in value]
+    if isinstance(typ, tuple) and typ and typ[0] == "map":
+        items = value.items() if isinstance(value, dict) else value  # Arrow gives a map as pairs
+        return {str(k): _normal(v, typ[1]) for k, v in sorted(items)}
+    if isinstance(typ, tuple):
+        return {name: _normal(value.get(name), t) for name, t in typ}
+    if typ == "int64":
+        return int(value)
+    if typ == "float64":
+        return float(value)
+    if typ == "bool":
+        return bool(value)
+    return str(value)
+
+
+def normal_row(row: dict) -> dict:
+    """``row`` with exactly the manifest's columns, in order, each value in its column's shape
+    (missing nullable columns become ``None``, missing lists empty)."""
+    out = {}
+    for name, typ, nullable in COLUMNS:
+        value = row.get(name)
+        if value is None and not nullable:
+            value = [] if isinstance(typ, list) else {} if isinstance(typ, tuple) else value
+        out[name] = _normal(value, typ)
+    return out
+
+
+def sorted_rows(rows: Iterable[dict]) -> list[dict]:
+    """Rows in manifest order: by path (code point order, which is also UTF-8 byte order, so
+    Arrow's sort and Python's agree)."""
+    return sorted(rows, key=lambda r: r["path"])
+
+
+# -- JSON Lines --------------------------------------------------------------------------------
+
+
+def jsonl_bytes(rows: Iterable[dict]) -> bytes:
+    """Rows as JSON Lines: one compact object per line, keys in column order, UTF-8."""
+    return b"".join(json.dumps(r, ensure_ascii=False, allow_nan=False, separators=(",", ":")).encode() + b"\n" for r in rows)
+
+
+def read_jsonl(path: str) -> list[dict]:
+    """Rows from a JSON Lines file; a last line cut short (a crash while appending) is dropped."""
+    rows = []
+    with open(path, "rb") as fh:
+        for line in fh:
+            if not line.strip():
+                continue
+            try:
+                rows.append(json.loads(line))
+            except ValueError:
+                continue  # a torn line: the file was not written by an atomic commit
+    return rows
+
+
+# -- Arrow / Parquet ---------------------------------------------------------------------------
+
+
+def have_pyarrow() -> bool:
+    """Whether pyarrow can be imported (Parquet is written only then)."""
+    try:
+        import pyarrow  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def pyarrow_module():
+    """pyarrow, or :class:`MissingDependencyError` with the install line."""
+    try:
+        import pyarrow
+        import pyarrow.parquet  # noqa: F401
+    except ImportError:
+        raise MissingDependencyError("writing Parquet needs pyarrow: pip install 'embkit[ray]' (or pip install pyarrow)") from None
+    return pyarrow
+
+
+def _arrow_type(pa, typ: Any):
+    if isinstance(typ, list):
+        return pa.list_(_arrow_type(pa, typ[0]))
+    if isinstance(typ, tuple) and typ and typ[0] == "map":
+        return pa.map_(pa.string(), _arrow_type(pa, typ[1]))
+    if isinstance(typ, tuple):
+        return pa.struct([pa.field(name, _arrow_type(pa, t)) for name, t in typ])
+    return {"string": pa.string(), "int64": pa.int64(), "float64": pa.float64(), "bool": pa.bool_()}[typ]
+
+
+def arrow_schema():
+    """The manifest's Arrow schema, from :data:`COLUMNS`."""
+    pa = pyarrow_module()
+    return pa.schema([pa.field(name, _arrow_type(pa, typ), nullable=nullable) for name, typ, nullable in COLUMNS])
+
+
+def _arrow_value(value: Any, typ: Any) -> Any:
+    # pyarrow takes a map as a list of (key, value) pairs
+    if value is None:
+        return None
+    if isinstance(typ, list):
+        return [_arrow_value(v, typ[0]) for v in value]
+    if isinstance(typ, tuple) and typ and typ[0] == "map":
+        return [(k, _arrow_value(v, typ[1])) for k, v in value.items()]
+    if isinstance(typ, tuple):
+        return {name: _arrow_value(value.get(name), t) for name, t in typ}
+    return value
+
+
+def to_table(rows: list[dict]):
+    """Normal rows → an Arrow table with the manifest schema."""
+    pa = pyarrow_module()
+    columns = {name: [_arrow_value(r[name], typ) for r in rows] for name, typ, _ in COLUMNS}
+    return pa.Table.from_pydict(columns, schema=arrow_schema())
+
+
+def from_table(table) -> list[dict]:
+    """An Arrow table with the manifest columns → normal rows (maps back to dicts)."""
+    return [normal_row(r) for r in table.select(list(COLUMN_NAMES)).to_pylist()]
+
+
+def parquet_bytes(rows: list[dict]) -> bytes:
+    """Rows as one Parquet file's bytes (written atomically by the caller)."""
+    pa = pyarrow_module()
+    import pyarrow.parquet as pq
+
+    sink = pa.BufferOutputStream()
+    pq.write_table(to_table(rows), sink)
+    return sink.getvalue().to_pybytes()
+
+
+def read_manifest(out: str | os.PathLike) -> list[dict]:
+    """The rows of ``DIR/manifest.jsonl``."""
+    return read_jsonl(os.path.join(os.fspath(out), MANIFEST_JSONL))
+
+
+__all__ = [
+    "COLUMNS",
+    "COLUMN_NAMES",
+    "STATUSES",
+    "normal_row",
+    "sorted_rows",
+    "jsonl_bytes",
+    "read_jsonl",
+    "arrow_schema",
+    "to_table",
+    "from_table",
+    "parquet_bytes",
+    "read_manifest",
+    "have_pyarrow",
+]

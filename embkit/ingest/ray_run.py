@@ -1,0 +1,156 @@
+"""The Ray runner: the same stages as a Ray Data pipeline.
+
+    from_items(items)
+      → map_batches(process_batch)                  CPU tasks: read, scan, record, convert, hosts
+      → map_batches(PreviewStep, ActorPoolStrategy)  actors, each loading the renderer once
+      → sort("path") → repartition(1) → write_parquet  the manifest, written by Ray Data
+
+Every task and actor writes to DIR (objects, previews, shards), so on a cluster SOURCE and DIR must
+be on a file system every node sees at the same path (NFS, Lustre, EFS, a shared volume), and
+embkit (``pip install 'embkit[ray]'``) must be installed on every node. Ray retries a task whose
+worker or node dies (``max_retries``) and restarts a lost actor; a retried batch computes the same
+rows and its shard is a harmless copy.
+"""
+
+from __future__ import annotations
+
+import glob
+import os
+from dataclasses import dataclass
+from typing import Any
+
+from ..errors import EmbkitError, MissingDependencyError
+from .manifest import MANIFEST_PARQUET, from_table, to_table
+from .steps import StepSettings, process_batch
+
+#: Times Ray re-runs a CPU task whose worker or node died (the steps never raise for a bad file).
+TASK_RETRIES = 8
+INSTALL = "pip install 'embkit[ray]'"
+
+
+@dataclass(frozen=True)
+class RayOptions:
+    """How the run uses the cluster. ``address``: ``auto`` (the running cluster: ``RAY_ADDRESS``
+    or one started on this machine), ``local`` (a private Ray instance for this run, with ``jobs``
+    CPUs), or an address (``host:port``, ``ray://host:port``)."""
+
+    address: str
+    jobs: int | None = None
+    batch_size: int = 64
+    actors: int = 1
+    gpus_per_actor: float = 0.0
+    cpus_per_actor: float = 1.0
+    progress: bool = False
+
+
+def import_ray():
+    """``ray`` with Ray Data, or :class:`MissingDependencyError` (exit 11) with the pip line."""
+    try:
+        import ray
+        import ray.data  # noqa: F401
+    except ImportError as exc:
+        raise MissingDependencyError(f"--ray needs Ray Data and pyarrow ({exc}); install them with: {INSTALL}") from None
+    return ray
+
+
+def connect(options: RayOptions) -> tuple[Any, bool]:
+    """Join the cluster (or start a private instance); ``(ray, whether this call started it)``."""
+    import logging
+
+    ray = import_ray()
+    if ray.is_initialized():  # a Python caller connected already: use that
+        return ray, False
+    kwargs: dict[str, Any] = {"log_to_driver": False, "logging_level": logging.WARNING}
+    try:
+        if options.address == "local":
+            ray.init(address="local", num_cpus=options.jobs, include_dashboard=False, **kwargs)
+        else:
+            ray.init(address=options.address, **kwargs)
+    except (ConnectionError, RuntimeError, ValueError) as exc:
+        raise EmbkitError(f"cannot join the Ray cluster at {options.address!r}: {exc}") from None
+    return ray, True
+
+
+def _cpu_batch(table, settings: StepSettings):
+    """A Ray task: the CPU stages for one batch (an Arrow table of items → of manifest rows)."""
+    return to_table(process_batch(table.to_pylist(), settings))
+
+
+class RayPreviews:
+    """A Ray actor of the preview pool: one :class:`~embkit.ingest.previews.PreviewStep` (one
+    pipeline load) for its whole life, fed batches of manifest rows."""
+
+    def __init__(self, out: str, model: str | None, device: str, settings: Any):
+        from .previews import PreviewStep
+
+        self.step = PreviewStep(out, model, device, settings)
+
+    def __call__(self, table):
+        return to_table(self.step(from_table(table)))
+
+
+def run_ray(items: list[dict], settings: StepSettings, options: RayOptions, previews: Any = None) -> list[dict]:
+    """Run the pipeline; the manifest lands in ``DIR/manifest.parquet`` (written by Ray Data) and
+    its rows, sorted by path, are returned. ``previews``: ``(model, device, PreviewSettings)``."""
+    ray, started = connect(options)
+    try:
+        from ray.data import ActorPoolStrategy, DataContext
+
+        ctx = DataContext.get_current()
+        ctx.enable_progress_bars = options.progress
+        ctx.print_on_execution_start = False
+        blocks = max(1, min(len(items) // max(1, options.batch_size), 10_000))
+        ds = ray.data.from_items(items, override_num_blocks=blocks)
+        ds = ds.map_batches(
+            _cpu_batch, fn_kwargs={"settings": settings}, batch_size=options.batch_size, batch_format="pyarrow", num_cpus=1, max_retries=TASK_RETRIES
+        )
+        if previews is not None:
+            model, device, preview_settings = previews
+            ds = ds.map_batches(
+                RayPreviews,
+                fn_constructor_kwargs={"out": settings.out, "model": model, "device": device, "settings": preview_settings},
+                compute=ActorPoolStrategy(size=max(1, options.actors)),
+                num_gpus=options.gpus_per_actor or None,
+                num_cpus=options.cpus_per_actor,
+                batch_size=max(1, preview_settings.batch_size),
+                batch_format="pyarrow",
+            )
+        staging = os.path.join(settings.out, ".ingest", f"parquet-{os.urandom(6).hex()}")
+        ds.sort("path").repartition(1).write_parquet(staging)
+        return _publish(staging, settings.out)
+    except EmbkitError:
+        raise
+    except Exception as exc:  # a task failed past its retries, the cluster went away
+        if not isinstance(exc, getattr(ray.exceptions, "RayError", ())) and type(exc).__module__.split(".")[0] != "ray":
+            raise
+        raise EmbkitError(f"the Ray run stopped ({type(exc).__name__}: {_first_line(exc)}); finished batches are kept: run the same command again to resume") from None
+    finally:
+        if started:
+            ray.shutdown()
+
+
+def _publish(staging: str, out: str) -> list[dict]:
+    """Move the one Parquet file Ray wrote into place as ``DIR/manifest.parquet`` (a rename: the
+    old manifest is replaced whole) and return its rows."""
+    import pyarrow.parquet as pq
+
+    from ..atomic import fsync_dir
+
+    parts = sorted(glob.glob(os.path.join(staging, "*.parquet")))
+    target = os.path.join(out, MANIFEST_PARQUET)
+    if len(parts) != 1:
+        raise EmbkitError(f"Ray wrote {len(parts)} manifest files, not one", path=staging)
+    os.replace(parts[0], target)
+    fsync_dir(out)
+    for leftover in glob.glob(os.path.join(staging, "*")):
+        os.remove(leftover)
+    os.rmdir(staging)
+    return from_table(pq.read_table(target))
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return text[0] if text else type(exc).__name__
+
+
+__all__ = ["run_ray", "RayOptions", "connect", "import_ray", "RayPreviews"]

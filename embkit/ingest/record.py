@@ -1,0 +1,64 @@
+"""The record ``embkit library scan`` makes of a file, as manifest fields, and back.
+
+:func:`embkit.library.extract.examine` makes the record (one implementation for the library and
+for ingest); this module only names its tuple's fields. :func:`record_fields` turns the tuple into
+the manifest's columns; :func:`examine_result` turns a manifest row back into the tuple, so
+``--library DB`` fills a library from the rows without reading a file again. When ``examine``
+grows a field, both functions change here and nowhere else.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from typing import Any
+
+#: examine()'s file row, by position (see its docstring).
+FILE_FIELDS = ("path", "size", "mtime_ns", "sha256", "autov2", "autov3", "format", "container", "metadata", "error_code", "error", "scanned_at")
+#: examine()'s embedding tuple, by position (``slots`` last).
+EMBEDDING_FIELDS = ("member", "name", "stored_name", "family", "families", "num_vectors", "vectors_hash", "metadata", "warnings", "slots")
+#: examine()'s slot tuple, by position.
+SLOT_FIELDS = ("slot", "vectors", "width", "dtype", "vectors_hash", "norm_min", "norm_mean", "norm_max")
+#: The file-row fields the manifest keeps (path, size and mtime come from the read step; the
+#: scan time is left out: rows are a function of the file, not of when it was read).
+RECORD_FIELDS = ("sha256", "autov2", "autov3", "format", "container", "metadata", "error_code", "error")
+
+
+def record_fields(result: tuple) -> dict[str, Any]:
+    """``examine(...)``'s ``(FILE, file_row, embeddings)`` → manifest fields."""
+    _kind, file_row, embeddings = result[0], result[1], result[2]
+    named = dict(zip(FILE_FIELDS, file_row))
+    out: dict[str, Any] = {k: named[k] for k in RECORD_FIELDS}
+    out["embeddings"] = [_embedding(e) for e in embeddings]
+    return out
+
+
+def _embedding(e: tuple) -> dict[str, Any]:
+    named = dict(zip(EMBEDDING_FIELDS, e))
+    named["families"] = [f for f in (named["families"] or "").split(",") if f]
+    named["warnings"] = [str(w) for w in json.loads(named["warnings"] or "[]")]
+    named["slots"] = [dict(zip(SLOT_FIELDS, s)) for s in named["slots"]]
+    return named
+
+
+def examine_result(row: dict, scanned_at: float | None = None) -> tuple:
+    """A manifest row → the ``(FILE, file_row, embeddings)`` tuple the library stores. Rows of files
+    that were never read (``skipped``) have no record: ``None``."""
+    from ..library.extract import FILE
+
+    if row.get("status") == "skipped":
+        return None  # type: ignore[return-value]
+    when = time.time() if scanned_at is None else scanned_at
+    values = {**{k: row.get(k) for k in RECORD_FIELDS}, "path": row["path"], "size": row["size"], "mtime_ns": row["mtime_ns"], "scanned_at": when}
+    file_row = tuple(values[k] for k in FILE_FIELDS)
+    embeddings = []
+    for e in row.get("embeddings") or []:
+        fields = dict(e)
+        fields["families"] = ",".join(e.get("families") or [])
+        fields["warnings"] = json.dumps(list(e.get("warnings") or []), ensure_ascii=False, sort_keys=True, default=str, allow_nan=True) if e.get("warnings") else "[]"
+        fields["slots"] = [tuple(s.get(k) for k in SLOT_FIELDS) for s in e.get("slots") or []]
+        embeddings.append(tuple(fields.get(k) for k in EMBEDDING_FIELDS))
+    return (FILE, file_row, embeddings)
+
+
+__all__ = ["record_fields", "examine_result", "RECORD_FIELDS"]

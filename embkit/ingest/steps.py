@@ -1,0 +1,210 @@
+"""The CPU stages of ``embkit ingest``, one function each, and the batch that runs them.
+
+    read_step → scan_step → record_step → convert_step → hosts_step        (then, apart, previews)
+
+Each stage is a plain function of what the stage before it produced, so the local process pool and
+a Ray Data ``map_batches`` task run exactly the same code (:func:`process_batch`), and a stage can
+be replaced by another implementation at one place. No stage raises for a bad file: what went
+wrong becomes the row's ``status``, ``error_code`` and ``error`` (or ``convert_error``).
+
+Converted files are content-addressed: ``DIR/objects/ab/<sha256>.safetensors``, where ``<sha256>``
+is the SHA-256 of the converted file's own bytes (``ab`` its first two hex digits). The same
+embedding converted twice (a duplicate upload, a resumed run) lands on the same object.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import stat
+from dataclasses import dataclass
+from typing import Any
+
+from .manifest import BROKEN, OK, SKIPPED, UNCONVERTED, UNSAFE, normal_row
+
+#: Error codes that make a row ``unsafe`` (the reader refused the file, or it is over a cap).
+UNSAFE_CODES = ("unsafe-file", "too-large")
+
+
+@dataclass(frozen=True)
+class StepSettings:
+    """What the CPU stages need (picklable: sent to worker processes and Ray tasks)."""
+
+    #: DIR, absolute
+    out: str
+
+
+# -- the stages --------------------------------------------------------------------------------
+
+
+def read_step(item: dict) -> tuple[bytes | None, dict]:
+    """The file's bytes, read once, or ``None`` and the reason it was not read (as row fields).
+
+    Opens ``item["open"]`` without following a link there (a file swapped for a link since the
+    walk is refused), never blocks on a pipe, refuses anything but a regular file, and does not
+    read a file past the library's size cap (the record step then reports it as too large)."""
+    from ..library.extract import MAX_FILE_BYTES
+
+    if item.get("skip_code"):
+        return None, {"status": SKIPPED, "error_code": item["skip_code"], "error": f"{item['path']}: {item['skip_reason']}"}
+    path = item["open"]
+    flags = os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_BINARY", 0)
+    try:
+        fd = os.open(path, flags)
+    except OSError as exc:
+        why = "became a symbolic link since it was found; not read" if os.path.islink(path) else f"cannot read ({exc.strerror or exc})"
+        return None, {"status": SKIPPED, "error_code": "unreadable", "error": f"{item['path']}: {why}"}
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            return None, {"status": SKIPPED, "error_code": "not-a-file", "error": f"{item['path']}: is not a regular file; not read"}
+        fields = {"size": st.st_size, "mtime_ns": st.st_mtime_ns}
+        if st.st_size > MAX_FILE_BYTES:
+            return b"", fields  # the record step says "too large" without the bytes
+        chunks, total = [], 0
+        while True:
+            chunk = os.read(fd, max(1 << 20, st.st_size + 1 - total))
+            if not chunk:
+                break
+            chunks.append(chunk)
+            total += len(chunk)
+            if total > MAX_FILE_BYTES:
+                break  # grew past the cap while being read
+        fields["size"] = total
+        return b"".join(chunks), fields
+    except OSError as exc:
+        return None, {"status": SKIPPED, "error_code": "unreadable", "error": f"{item['path']}: cannot read ({exc.strerror or exc})"}
+    finally:
+        os.close(fd)
+
+
+def scan_step(data: bytes, path: str) -> dict:
+    """The safety verdict of ``embkit scan`` for these bytes (nothing is unpickled)."""
+    from ..scan import scan_bytes
+
+    result = scan_bytes(data, path)
+    return {
+        "scan_verdict": result.verdict,
+        "scan_container": result.container,
+        "scan_globals": result.globals,
+        "scan_refused": result.refused,
+        "scan_reasons": list(result.reasons),
+    }
+
+
+def record_step(path: str, size: int, mtime_ns: int, data: bytes) -> dict:
+    """The record ``embkit library scan`` makes of the file (hashes, format, family, slots, errors),
+    as manifest fields (see :mod:`embkit.ingest.record`)."""
+    from ..library.extract import examine
+    from .record import record_fields
+
+    return record_fields(examine(path, size, mtime_ns, data=data))
+
+
+def convert_step(path: str, data: bytes, out: str) -> tuple[dict, list[tuple[str, bytes]]]:
+    """Every embedding in the file as a safetensors file, kept loss-free, or the reason it was not.
+
+    Each embedding is written in the layout embkit picks for ``<name>.safetensors`` (kohya for one
+    encoder, multi for several), then read back and compared bit for bit (name, slots, dtypes,
+    vectors); any loss or difference refuses the whole file. Returns the ``converted`` and
+    ``convert_error`` fields and the ``(absolute object path, bytes)`` still to write."""
+    from ..errors import EmbkitError
+    from .convert_check import convert_embeddings
+
+    try:
+        converted, files = convert_embeddings(path, data, out)
+    except EmbkitError as exc:
+        return {"converted": [], "convert_error": f"{exc.code}: {exc.detail}"}, []
+    except (TypeError, ValueError) as exc:
+        return {"converted": [], "convert_error": f"error: {exc}"}, []
+    return {"converted": converted, "convert_error": None}, files
+
+
+def hosts_step(record: dict) -> dict:
+    """Per-host verdicts: host id → ``{"loads", "trigger", "reasons"}``.
+
+    The lead wires ``embkit.hosts.verdict`` here at merge (branch ``hosts`` builds the hosts
+    table); until then no host is judged and the map is empty. The manifest schema already holds
+    the map (``hosts`` column, docs/ingest.md)."""
+    return {}
+
+
+# -- one file, one batch -----------------------------------------------------------------------
+
+
+def process_item(item: dict, settings: StepSettings) -> tuple[dict, list[tuple[str, bytes]], bool]:
+    """Run the CPU stages on one item: ``(row, files to write, reused)``. ``reused`` is true when
+    the item's ``prior`` row (from an earlier run on the same DIR) has the same SHA-256: that row is
+    returned with the current size and mtime, and nothing else is done."""
+    from ..hashes import sha256
+    from ..library.extract import MAX_FILE_BYTES
+
+    base = {"path": item["path"], "source": item["source"], "size": item["size"], "mtime_ns": item["mtime_ns"]}
+    data, fields = read_step(item)
+    base.update(fields)
+    if data is None:
+        return normal_row(base), [], False
+    if item.get("prior"):
+        sha = sha256(data) if base["size"] <= MAX_FILE_BYTES else None
+        for old in json.loads(item["prior"]):
+            if sha is not None and old.get("sha256") == sha:
+                return normal_row({**old, **base}), [], True
+    path, size = item["path"], base["size"]
+    row: dict[str, Any] = dict(base)
+    if size <= MAX_FILE_BYTES:  # a file past the cap was not read, so not scanned either
+        row.update(scan_step(data, path))
+    row.update(record_step(path, size, base["mtime_ns"], data))
+    files: list[tuple[str, bytes]] = []
+    if row.get("error_code") in UNSAFE_CODES or row.get("scan_verdict") == "unsafe":
+        row["status"] = UNSAFE
+        row["convert_error"] = "not converted: the file is unsafe"
+    elif row.get("error_code"):
+        row["status"] = BROKEN
+        row["convert_error"] = "not converted: the file could not be read as an embedding"
+    else:
+        converted, files = convert_step(path, data, settings.out)
+        row.update(converted)
+        row["status"] = OK if row["converted"] else UNCONVERTED
+    row["hosts"] = hosts_step(row)
+    return normal_row(row), files, False
+
+
+def process_batch(items: list[dict], settings: StepSettings) -> list[dict]:
+    """The CPU stages for a batch of items, then one durable commit: the converted files by group
+    commit (an object that exists already is the same bytes: its name is their hash), then the new
+    rows as one JSONL shard. Rows come back in item order. Used by the local pool and by Ray."""
+    from ..atomic_batch import BatchWriter
+    from .shards import commit_shard
+
+    rows: list[dict] = []
+    fresh: list[int] = []
+    owners: list[int] = []
+    with BatchWriter() as writer:
+        for item in items:
+            row, files, reused = process_item(item, settings)
+            if not reused:
+                fresh.append(len(rows))
+            for target, blob in files:
+                if not os.path.exists(target):
+                    _makedirs(os.path.dirname(target))
+                    writer.submit([(target, blob)])
+                    owners.append(len(rows))
+            rows.append(row)
+        errors = writer.finish()
+    for index, exc in zip(owners, errors):
+        if exc is not None and getattr(exc, "code", "") != "exists":
+            rows[index] = normal_row({**rows[index], "status": UNCONVERTED, "converted": [], "convert_error": f"write-failed: {exc}"})
+    commit_shard(settings.out, "cpu", [rows[i] for i in fresh])
+    return rows
+
+
+_MADE: set[str] = set()
+
+
+def _makedirs(folder: str) -> None:
+    if folder not in _MADE:
+        os.makedirs(folder, exist_ok=True)
+        _MADE.add(folder)
+
+
+__all__ = ["read_step", "scan_step", "record_step", "convert_step", "hosts_step", "process_item", "process_batch", "StepSettings"]
