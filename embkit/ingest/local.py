@@ -26,9 +26,10 @@ def batches(items: list, size: int) -> list[list]:
     return [items[i : i + size] for i in range(0, len(items), size)]
 
 
-def run_cpu(items: list[dict], settings: StepSettings, jobs: int, progress: Callable[[int], None] | None = None) -> list[dict]:
-    """Run the CPU stages over ``items`` in ``jobs`` processes; rows in item order."""
-    size = max(1, min(BATCH, len(items) // (max(jobs, 1) * 4) or 1))
+def run_cpu(items: list[dict], settings: StepSettings, jobs: int, progress: Callable[[int], None] | None = None, batch_size: int = BATCH) -> list[dict]:
+    """Run the CPU stages over ``items`` in ``jobs`` processes, at most ``batch_size`` items a
+    batch (fewer when that keeps every worker busy to the end); rows in item order."""
+    size = max(1, min(batch_size, len(items) // (max(jobs, 1) * 4) or 1))
     chunks = batches(items, size)
     if jobs <= 1 or len(items) < PARALLEL_ABOVE:
         rows: list[dict] = []

@@ -7,9 +7,10 @@
 
 Every task and actor writes to DIR (objects, previews, shards), so on a cluster SOURCE and DIR must
 be on a file system every node sees at the same path (NFS, Lustre, EFS, a shared volume), and
-embkit (``pip install 'embkit[ray]'``) must be installed on every node. Ray retries a task whose
-worker or node dies (``max_retries``) and restarts a lost actor; a retried batch computes the same
-rows and its shard is a harmless copy.
+embkit (``pip install 'embkit[ray]'``) must be installed on every node. Ray Data re-runs a task
+whose worker or node dies (its default, ``max_retries=-1``, for system failures only: the steps
+never raise for a bad file) and restarts a lost actor; a re-run batch computes the same rows and
+its shard is a harmless copy.
 """
 
 from __future__ import annotations
@@ -23,8 +24,6 @@ from ..errors import EmbkitError, MissingDependencyError
 from .manifest import MANIFEST_PARQUET, from_table, to_table
 from .steps import StepSettings, process_batch
 
-#: Times Ray re-runs a CPU task whose worker or node died (the steps never raise for a bad file).
-TASK_RETRIES = 8
 INSTALL = "pip install 'embkit[ray]'"
 
 
@@ -92,6 +91,8 @@ class RayPreviews:
 def run_ray(items: list[dict], settings: StepSettings, options: RayOptions, previews: Any = None) -> list[dict]:
     """Run the pipeline; the manifest lands in ``DIR/manifest.parquet`` (written by Ray Data) and
     its rows, sorted by path, are returned. ``previews``: ``(model, device, PreviewSettings)``."""
+    import logging
+
     ray, started = connect(options)
     try:
         from ray.data import ActorPoolStrategy, DataContext
@@ -99,10 +100,12 @@ def run_ray(items: list[dict], settings: StepSettings, options: RayOptions, prev
         ctx = DataContext.get_current()
         ctx.enable_progress_bars = options.progress
         ctx.print_on_execution_start = False
+        if not options.progress:  # Ray Data's INFO lines (and its "progress bars disabled") are progress too
+            logging.getLogger("ray.data").setLevel(logging.ERROR)
         blocks = max(1, min(len(items) // max(1, options.batch_size), 10_000))
         ds = ray.data.from_items(items, override_num_blocks=blocks)
         ds = ds.map_batches(
-            _cpu_batch, fn_kwargs={"settings": settings}, batch_size=options.batch_size, batch_format="pyarrow", num_cpus=1, max_retries=TASK_RETRIES
+            _cpu_batch, fn_kwargs={"settings": settings}, batch_size=options.batch_size, batch_format="pyarrow", num_cpus=1
         )
         if previews is not None:
             model, device, preview_settings = previews
@@ -114,6 +117,10 @@ def run_ray(items: list[dict], settings: StepSettings, options: RayOptions, prev
                 num_cpus=options.cpus_per_actor,
                 batch_size=max(1, preview_settings.batch_size),
                 batch_format="pyarrow",
+                # any node; a remote argument the CPU stage lacks keeps Ray Data from fusing that
+                # stage into the actors (fused, each actor would also read and convert, and the
+                # CPU stage would scale with the actor count instead of the cluster's CPUs)
+                label_selector={},
             )
         staging = os.path.join(settings.out, ".ingest", f"parquet-{os.urandom(6).hex()}")
         ds.sort("path").repartition(1).write_parquet(staging)

@@ -117,7 +117,7 @@ def ingest(
             options = RayOptions(ray, jobs, batch_size, actors, gpus_per_actor, cpus_per_actor, ray_progress)
             rows = run_ray(items, settings, options, plan)
         else:
-            rows = run_cpu(items, settings, workers, _Tick(progress, "read", len(items)) if progress else None)
+            rows = run_cpu(items, settings, workers, _Tick(progress, "read", len(items)) if progress else None, batch_size)
             if plan is not None:
                 rows = run_previews(rows, out, plan[0], plan[1], plan[2], _Tick(progress, "preview", len(rows)) if progress else None)
             rows = sorted_rows(rows)

@@ -10,8 +10,9 @@ Nothing outside the named sources is read:
 * in a folder, a symbolic link to a file is read only when its target lies inside the same SOURCE
   folder; a link that leads out (or nowhere) becomes a ``skipped`` row; links to folders are not
   followed (counted in ``links_skipped``);
-* the paths named on the command line and the paths a manifest lists are read as named (a named
-  link is followed: it was named);
+* a path named on the command line is read as named (a named link is followed: it was named);
+  a path a manifest lists that is a link is not read (a manifest names files, not what links
+  point to);
 * pipes, devices and sockets are never opened; hidden folders, embkit's temporary files, preview
   pictures (``*.preview.png``) and the output folder itself are not walked.
 
@@ -59,7 +60,10 @@ def discover(sources: list[str], out: str) -> Found:
             _walk(src, src, exts, out_key, is_temp, found, seen)
         elif os.path.isfile(src) and src.lower().endswith(MANIFEST_EXTENSIONS):
             for listed in read_path_list(src):
-                if os.path.isdir(listed) and not os.path.islink(listed):
+                if os.path.islink(listed):
+                    st = _stat(listed)
+                    _add(_item(listed, src, st, None, ("link", "is a symbolic link; a manifest's paths are read only as files and folders")), found, seen)
+                elif os.path.isdir(listed):
                     _walk(listed, src, exts, out_key, is_temp, found, seen)
                 else:
                     _add(_named(listed, src), found, seen)
@@ -117,6 +121,13 @@ def _key(path: str) -> tuple[int, int] | None:
     except OSError:
         return None
     return (st.st_dev, st.st_ino)
+
+
+def _stat(path: str) -> os.stat_result | None:
+    try:
+        return os.lstat(path)
+    except OSError:
+        return None
 
 
 def _item(path: str, source: str, st: os.stat_result | None, open_path: str | None, skip: tuple[str, str] | None = None) -> dict:

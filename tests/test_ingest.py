@@ -1,0 +1,318 @@
+"""embkit ingest on one machine: every stage on a generated upload tree (every layout, unsafe,
+broken, duplicate files, links), the manifest (JSONL and Parquet), resuming after a kill, manifests
+of paths, the library it fills, and the CLI. The Ray runs are in test_ingest_ray.py."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import embkit
+from embkit.ingest import steps
+from embkit.ingest.manifest import COLUMN_NAMES, COLUMNS, from_table, read_manifest
+from embkit.ingest.shards import shard_files
+from ingest_tree import build_tree, canary_untouched
+
+from conftest import ROOT, run_embkit
+
+
+@pytest.fixture(scope="module")
+def tree(tmp_path_factory) -> tuple[Path, dict[str, str]]:
+    base = tmp_path_factory.mktemp("ingest")
+    root = base / "uploads"
+    return root, build_tree(root, 40, outside=base / "outside")
+
+
+@pytest.fixture(scope="module")
+def run(tree, tmp_path_factory):
+    root, _ = tree
+    return embkit.ingest([root], tmp_path_factory.mktemp("out") / "dir", jobs=2)
+
+
+def _strip(rows: list[dict], *keys: str) -> list[dict]:
+    return [{k: v for k, v in r.items() if k not in keys} for r in rows]
+
+
+def test_every_file_becomes_one_row_with_the_status_its_content_calls_for(tree, run):
+    root, expect = tree
+    got = {r["path"]: r for r in run.rows}
+    assert len(got) == len(run.rows) == len(expect)  # one row per file, none twice
+    assert {p: r["status"] for p, r in got.items()} == expect
+    assert [r["path"] for r in run.rows] == sorted(got)
+    assert canary_untouched(root.parent / "outside")
+    for row in run.rows:
+        assert row["hosts"] == {}  # until embkit.hosts is wired in (steps.hosts_step)
+        if row["status"] == "unsafe":
+            assert not row["converted"] and (row["scan_verdict"] == "unsafe" or row["error_code"] in ("unsafe-file", "too-large"))
+        if row["status"] in ("ok", "unconverted"):
+            assert row["scan_verdict"] == "safe" and row["embeddings"] and row["sha256"]
+    unconverted = [r for r in run.rows if r["status"] == "unconverted"]
+    assert unconverted and all("trigger" in r["convert_error"] for r in unconverted)
+    assert run.duplicates >= 20 and run.counts["ok"] == sum(1 for s in expect.values() if s == "ok")
+
+
+def test_converted_files_are_loss_free_and_named_by_their_hash(run):
+    checked = 0
+    for row in run.rows:
+        if row["status"] != "ok":
+            continue
+        sources = {(e.source.member or "", e.name): e for e in embkit.read_all(row["path"])}
+        assert len(row["converted"]) == len(sources)
+        for conv in row["converted"]:
+            obj = Path(run.out) / conv["path"]
+            data = obj.read_bytes()
+            assert hashlib.sha256(data).hexdigest() == conv["sha256"] == obj.stem and conv["path"].startswith(f"objects/{conv['sha256'][:2]}/")
+            src = sources[(conv["member"], conv["name"])]
+            back = embkit.read(obj)
+            assert back.same_vectors(src) and back.dtypes == src.dtypes
+            checked += 1
+    assert checked > 40
+
+
+def test_the_converted_file_keeps_the_trigger_under_its_published_name(run, tmp_path):
+    row = next(r for r in run.rows if r["format"] == "diffusers" and r["status"] == "ok")
+    conv = row["converted"][0]
+    published = tmp_path / conv["filename"]
+    shutil.copyfile(Path(run.out) / conv["path"], published)
+    assert embkit.read(published).name == conv["name"] == row["embeddings"][0]["name"]
+
+
+def test_the_record_is_the_one_library_scan_makes(tree, run, tmp_path):
+    root, _ = tree
+    scanned, ingested = tmp_path / "scanned.sqlite", tmp_path / "ingested.sqlite"
+    with embkit.Library(scanned) as lib:
+        lib.scan([root], jobs=1)
+    again = embkit.ingest([root], run.out, library=ingested)  # every file reused: the library is filled from the rows
+    assert again.reused == sum(1 for r in run.rows if r["sha256"]) and again.library["added"] > 100
+
+    def tables(db: Path) -> dict:
+        import sqlite3
+
+        con = sqlite3.connect(db)
+        files = {r[0]: r[1:] for r in con.execute("SELECT path, size, mtime_ns, sha256, autov2, autov3, format, container, metadata, error_code, error FROM files")}
+        embs = sorted(con.execute("SELECT f.path, e.member, e.name, e.stored_name, e.family, e.families, e.num_vectors, e.vectors_hash, e.metadata, e.warnings FROM embeddings e JOIN files f ON f.id = e.file_id"))
+        slots = sorted(con.execute("SELECT f.path, e.member, s.slot, s.vectors, s.width, s.dtype, s.vectors_hash, s.norm_min, s.norm_mean, s.norm_max FROM slots s JOIN embeddings e ON e.id = s.embedding_id JOIN files f ON f.id = e.file_id"))
+        con.close()
+        return {"files": files, "embeddings": embs, "slots": slots}
+
+    a, b = tables(scanned), tables(ingested)
+    # library scan follows links (the link out of the tree, the linked folder); ingest never does
+    links = {str(root / "uploads" / "leak.safetensors"), str(root / "uploads" / "alias.safetensors")}
+    same = set(b["files"]) - links
+    assert len(same) > 100 and same <= set(a["files"])
+    assert {p: a["files"][p] for p in same} == {p: b["files"][p] for p in same}
+    assert [e for e in a["embeddings"] if e[0] in same] == [e for e in b["embeddings"] if e[0] in same]
+    assert [s for s in a["slots"] if s[0] in same] == [s for s in b["slots"] if s[0] in same]
+
+
+def test_jsonl_and_parquet_hold_the_same_rows_in_the_documented_schema(run):
+    import pyarrow.parquet as pq
+
+    table = pq.read_table(Path(run.out) / "manifest.parquet")
+    assert tuple(table.schema.names) == COLUMN_NAMES
+    assert [f.nullable for f in table.schema] == [c[2] for c in COLUMNS]
+    assert from_table(table) == read_manifest(run.out) == run.rows
+    docs = (ROOT / "docs" / "ingest.md").read_text()
+    for name, typ, _ in COLUMNS:
+        assert f"`{name}`" in docs, f"docs/ingest.md does not describe column {name}"
+    from embkit.ingest.manifest import CONVERTED_FIELDS, EMBEDDING_FIELDS, HOST_FIELDS, PREVIEW_FIELDS, SLOT_FIELDS
+
+    for group in (CONVERTED_FIELDS, EMBEDDING_FIELDS, HOST_FIELDS, PREVIEW_FIELDS, SLOT_FIELDS):
+        for name, _ in group:
+            assert f"`{name}`" in docs, f"docs/ingest.md does not describe field {name}"
+
+
+def test_links_never_lead_out_and_the_output_folder_is_not_ingested(tree, run, tmp_path):
+    root, _ = tree
+    outside = root.parent / "outside"
+    rows = {r["path"]: r for r in run.rows}
+    leak = rows[str(root / "uploads" / "leak.safetensors")]
+    assert leak["status"] == "skipped" and leak["error_code"] == "link-outside" and leak["sha256"] is None
+    secret = hashlib.sha256((outside / "secret.safetensors").read_bytes()).hexdigest()
+    assert secret not in {r["sha256"] for r in run.rows}
+    assert not any("linked_folder" in p for p in rows) and run.links_skipped == 1
+    assert rows[str(root / "uploads" / "alias.safetensors")]["status"] == "ok"
+    # DIR inside SOURCE: the second run does not ingest the first run's objects
+    src = tmp_path / "src"
+    shutil.copytree(root / "set00", src)
+    first = embkit.ingest([src], src / "ingested", jobs=1)
+    second = embkit.ingest([src], src / "ingested", jobs=1)
+    assert second.files == first.files and not any("/ingested/" in r["path"] for r in second.rows)
+
+
+def test_pipes_and_other_non_files_are_never_opened(tmp_path):
+    fifo = tmp_path / "src" / "pipe.pt"
+    fifo.parent.mkdir()
+    os.mkfifo(fifo)  # opening it for reading would block forever
+    listing = tmp_path / "list.txt"
+    listing.write_text(f"{fifo}\n")
+    for source in (fifo.parent, listing):
+        summary = embkit.ingest([source], tmp_path / f"out-{source.name}", jobs=1)
+        (row,) = summary.rows
+        assert row["status"] == "skipped" and row["error_code"] == "not-a-file"
+    # a file swapped for a pipe after it was found is refused by the read step itself
+    data, fields = steps.read_step({"path": str(fifo), "open": str(fifo), "skip_code": None})
+    assert data is None and fields["error_code"] == "not-a-file"
+
+
+def test_a_manifest_of_paths_gives_the_same_rows_as_the_folder(tree, run, tmp_path):
+    root, _ = tree
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    picked = [r for r in run.rows if r["status"] != "skipped"][::7]
+    rel = [os.path.relpath(r["path"], tmp_path) for r in picked]
+    (tmp_path / "list.txt").write_text("# uploads of the day\n" + "\n".join(rel) + "\n\n")
+    (tmp_path / "list.jsonl").write_text("".join(json.dumps({"path": r["path"], "user": "x"}) + "\n" for r in picked))
+    pq.write_table(pa.table({"path": [r["path"] for r in picked]}), tmp_path / "list.parquet")
+    want = _strip(picked, "source")
+    for name in ("list.txt", "list.jsonl", "list.parquet"):
+        got = embkit.ingest([tmp_path / name], tmp_path / f"out-{name}", jobs=1)
+        assert _strip(got.rows, "source") == want, name
+        assert {r["source"] for r in got.rows} == {str(tmp_path / name)}
+    # a listed link is not followed: a manifest names files, not what links point to
+    (tmp_path / "links.txt").write_text(str(root / "uploads" / "alias.safetensors") + "\n")
+    (row,) = embkit.ingest([tmp_path / "links.txt"], tmp_path / "out-links", jobs=1).rows
+    assert row["status"] == "skipped" and row["error_code"] == "link"
+
+
+def test_a_rerun_skips_what_is_done_and_notices_changes(tree, tmp_path):
+    root, _ = tree
+    src = tmp_path / "src"
+    shutil.copytree(root / "set01", src, symlinks=True)
+    out = tmp_path / "out"
+    first = embkit.ingest([src], out, jobs=1)
+    changed = next(r for r in first.rows if r["status"] == "ok" and r["path"].endswith(".safetensors"))
+    import makers
+
+    makers.kohya_file(Path(changed["path"]), makers.vectors(3, 768, seed=12345))
+    gone = next(r for r in first.rows if r["path"] != changed["path"] and r["status"] == "ok")
+    os.remove(gone["path"])
+    second = embkit.ingest([src], out, jobs=1)
+    rows = {r["path"]: r for r in second.rows}
+    assert gone["path"] not in rows and len(rows) == first.files - 1
+    assert rows[changed["path"]]["sha256"] != changed["sha256"] and rows[changed["path"]]["status"] == "ok"
+    assert second.reused == sum(1 for r in first.rows if r["sha256"]) - 2
+    unchanged = [r for r in first.rows if r["path"] not in (changed["path"], gone["path"])]
+    assert [rows[r["path"]] for r in unchanged] == unchanged
+    assert len(shard_files(str(out))) == 1  # compacted
+
+
+def test_a_killed_run_resumes_with_no_row_missing_or_twice(tree, run, tmp_path):
+    root, expect = tree
+    out = tmp_path / "out"
+    cmd = [sys.executable, "-m", "embkit", "ingest", str(root), "--out", str(out), "-j", "1", "--batch-size", "1", "--json"]
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 60
+    while len(shard_files(str(out))) < 10 and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.01)
+    proc.send_signal(signal.SIGKILL)
+    assert proc.wait() == -signal.SIGKILL, "the run ended before it could be killed"
+    assert not (out / "manifest.jsonl").exists()
+    committed = sum(len(open(f).readlines()) for f in shard_files(str(out)))
+    assert committed >= 10
+    resumed = embkit.ingest([root], out, jobs=2)
+    assert resumed.reused >= committed
+    assert resumed.rows == run.rows  # every file once, as a clean run has it
+    assert read_manifest(out) == run.rows
+
+
+def test_the_cli_reports_and_prints_json(tree, run, tmp_path):
+    root, _ = tree
+    done = run_embkit("ingest", str(root / "broken"), str(root / "uploads" / "evil"), "--out", str(tmp_path / "o"), "--json")
+    assert done.returncode == 0, done.stderr
+    doc = json.loads(done.stdout)
+    assert doc["files"] == doc["counts"]["broken"] + doc["counts"]["unsafe"] and doc["counts"]["unsafe"] > 30
+    assert set(doc["manifest"]) == {"jsonl", "parquet"}
+    text = run_embkit("ingest", str(root / "broken"), "--out", str(tmp_path / "o2"))
+    assert text.returncode == 0 and "broken" in text.stdout and "manifest (jsonl)" in text.stdout
+    assert run_embkit("ingest", str(tmp_path / "nowhere"), "--out", str(tmp_path / "o3")).returncode == 1
+    assert run_embkit("ingest", str(root / "broken"), "--out", str(tmp_path / "o4"), "--seed", "3").returncode == 2
+
+
+def _blocked(tmp_path: Path, module: str) -> dict:
+    """An environment in which ``import module`` fails as if it were not installed."""
+    block = tmp_path / f"block-{module}"
+    block.mkdir()
+    (block / "sitecustomize.py").write_text(
+        "import sys\n"
+        "class _Block:\n"
+        f"    def find_spec(self, name, path=None, target=None):\n"
+        f"        if name == {module!r} or name.startswith({module + '.'!r}):\n"
+        f"            raise ModuleNotFoundError(f'No module named {{name!r}}', name=name)\n"
+        "sys.meta_path.insert(0, _Block())\n"
+    )
+    return {"PYTHONPATH": os.pathsep.join([str(block), os.environ.get("PYTHONPATH", "")])}
+
+
+def test_ray_missing_is_a_missing_dependency_with_the_pip_line(tree, tmp_path):
+    root, _ = tree
+    done = run_embkit("ingest", str(root / "broken"), "--out", str(tmp_path / "o"), "--ray", "auto", "--json", env=_blocked(tmp_path, "ray"))
+    assert done.returncode == 11, done.stderr
+    assert "pip install 'embkit[ray]'" in " ".join(done.stderr.split())
+    assert json.loads(done.stdout)["error"]["code"] == "missing-dependency"
+
+
+def test_without_pyarrow_the_manifest_is_jsonl_only(tree, tmp_path):
+    root, _ = tree
+    out = tmp_path / "o"
+    done = run_embkit("ingest", str(root / "set02"), "--out", str(out), "--json", env=_blocked(tmp_path, "pyarrow"))
+    assert done.returncode == 0, done.stderr
+    assert set(json.loads(done.stdout)["manifest"]) == {"jsonl"}
+    assert (out / "manifest.jsonl").exists() and not (out / "manifest.parquet").exists()
+    with_arrow = embkit.ingest([root / "set02"], tmp_path / "o2", jobs=1)
+    assert read_manifest(out) == with_arrow.rows
+
+
+def test_the_python_api_is_embkit_ingest():
+    import embkit.ingest.shards  # noqa: F401  binding a submodule leaves embkit.ingest callable
+
+    assert callable(embkit.ingest) and embkit.ingest.ingest.__name__ == "ingest"
+    assert "ingest" in dir(embkit) and "ingest" in embkit.__all__
+
+
+def test_each_stage_is_one_function(tree, tmp_path):
+    root, _ = tree
+    path = next(p for p, s in tree[1].items() if s == "ok" and p.endswith(".pt") and "a1111" in p)
+    item = {"path": path, "source": str(root), "open": path, "skip_code": None, "size": 0, "mtime_ns": 0}
+    data, fields = steps.read_step(item)
+    assert data == Path(path).read_bytes() and fields["size"] == len(data)
+    assert steps.scan_step(data, path)["scan_verdict"] == "safe"
+    record = steps.record_step(path, len(data), 0, data)
+    assert record["format"] == "a1111" and record["sha256"] == hashlib.sha256(data).hexdigest()
+    converted, files = steps.convert_step(path, data, str(tmp_path))
+    assert converted["convert_error"] is None and [f for f, _ in files] == [str(tmp_path / converted["converted"][0]["path"])]
+    assert steps.hosts_step(record) == {}
+    assert not list(tmp_path.iterdir())  # the stages write nothing: the batch commits
+
+
+@pytest.mark.slow
+def test_previews_are_rendered_once_and_kept(tree, tmp_path):
+    root, _ = tree
+    src = tmp_path / "src"
+    src.mkdir()
+    for p in sorted((root / "set03").glob("*.safetensors"))[:3]:
+        shutil.copyfile(p, src / p.name)
+    first = embkit.ingest([src], tmp_path / "out", previews=True, jobs=1)
+    made = [p for r in first.rows for p in r["previews"]]
+    assert made and all(p["path"] for p in made) and first.previews == len(made)
+    from PIL import Image
+
+    for p in made:
+        png = tmp_path / "out" / p["path"]
+        assert hashlib.sha256(png.read_bytes()).hexdigest() == p["sha256"]
+        assert np.asarray(Image.open(png)).shape == (64, 64, 3)
+    stamps = {p["path"]: (tmp_path / "out" / p["path"]).stat().st_mtime_ns for p in made}
+    again = embkit.ingest([src], tmp_path / "out", previews=True, jobs=1)
+    assert again.rows == first.rows and again.reused == len(first.rows)
+    assert {p: (tmp_path / "out" / p).stat().st_mtime_ns for p in stamps} == stamps
