@@ -3,6 +3,9 @@ one machine or on a Ray cluster (docs/ingest.md)."""
 
 from __future__ import annotations
 
+import contextlib
+import sys
+
 import click
 
 from . import output
@@ -51,8 +54,11 @@ def cli(sources, out, ray, previews, model, device, prompt, seeds, steps, librar
         raise click.UsageError("--model, --prompt, --seed and --steps go with --previews")
     con = output.err_console()
     show = not as_json and con.is_terminal
-    summary = _run(show, ingest, sources, out, ray=ray, previews=preview_settings, model=model, device=device, library=library, jobs=jobs,
-                   batch_size=batch_size, actors=actors, gpus_per_actor=gpus_per_actor, cpus_per_actor=cpus_per_actor, ray_progress=show)
+    # Ray prints its cluster's messages ("(raylet) Task … failed … will be retried") to stdout:
+    # they belong with the diagnostics, and stdout to the summary (a --json document)
+    with contextlib.redirect_stdout(sys.stderr):
+        summary = _run(show, ingest, sources, out, ray=ray, previews=preview_settings, model=model, device=device, library=library, jobs=jobs,
+                       batch_size=batch_size, actors=actors, gpus_per_actor=gpus_per_actor, cpus_per_actor=cpus_per_actor, ray_progress=show)
     if as_json:
         output.print_json(summary.to_dict())
     else:

@@ -15,8 +15,10 @@ its shard is a harmless copy.
 
 from __future__ import annotations
 
+import contextlib
 import glob
 import os
+import secrets
 from dataclasses import dataclass
 from typing import Any
 
@@ -62,12 +64,31 @@ def connect(options: RayOptions) -> tuple[Any, bool]:
     kwargs: dict[str, Any] = {"log_to_driver": False, "logging_level": logging.WARNING}
     try:
         if options.address == "local":
-            ray.init(address="local", num_cpus=options.jobs, include_dashboard=False, **kwargs)
+            with _private_token():
+                ray.init(address="local", num_cpus=options.jobs, include_dashboard=False, **kwargs)
         else:
             ray.init(address=options.address, **kwargs)
     except (ConnectionError, RuntimeError, ValueError) as exc:
         raise EmbkitError(f"cannot join the Ray cluster at {options.address!r}: {exc}") from None
     return ray, True
+
+
+@contextlib.contextmanager
+def _private_token():
+    """A new local Ray turns on token authentication and, unless told otherwise, saves a token
+    in ``~/.ray/auth_token``, outside DIR, where later clusters pick it up. Unless the user chose
+    (``RAY_AUTH_*`` set), give this private instance a token of its own through the environment
+    its processes inherit; nothing is written."""
+    names = ("RAY_AUTH_MODE", "RAY_AUTH_TOKEN", "RAY_AUTH_TOKEN_PATH")
+    if any(n in os.environ for n in names):
+        yield
+        return
+    os.environ.update(RAY_AUTH_MODE="token", RAY_AUTH_TOKEN=secrets.token_hex(32))
+    try:
+        yield
+    finally:
+        for n in names[:2]:
+            os.environ.pop(n, None)
 
 
 def _cpu_batch(table, settings: StepSettings):
