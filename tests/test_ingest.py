@@ -206,6 +206,11 @@ def test_a_rerun_skips_what_is_done_and_notices_changes(tree, tmp_path):
     unchanged = [r for r in first.rows if r["path"] not in (changed["path"], gone["path"])]
     assert [rows[r["path"]] for r in unchanged] == unchanged
     assert len(shard_files(str(out))) == 1  # compacted
+    # a converted file deleted from DIR is made again; its row stays the same
+    obj = out / unchanged[0]["converted"][0]["path"]
+    obj.unlink()
+    third = embkit.ingest([src], out, jobs=1)
+    assert obj.exists() and third.rows == second.rows and third.reused == second.reused + 1  # + the changed file
 
 
 def test_a_killed_run_resumes_with_no_row_missing_or_twice(tree, run, tmp_path):

@@ -65,7 +65,7 @@ def run_previews(rows: list[dict], out: str, model: str | None, device: str, set
     from .previews import PreviewStep, preview_key, wants_preview
 
     key = preview_key(model, settings)
-    if not any(wants_preview(r, key) for r in rows):
+    if not any(wants_preview(r, key, out) for r in rows):
         return rows
     step = PreviewStep(out, model, device, settings)
     done: list[dict] = []

@@ -83,34 +83,32 @@ MANIFEST_PARQUET = "manifest.parquet"
 # -- the shape of a row ------------------------------------------------------------------------
 
 
-def _normal(value: Any, typ: Any) -> Any:
-    if value is None:
-        return None
+def _converter(typ: Any):
+    """A function putting a value in the shape of ``typ`` (built once per column: rows are many)."""
     if isinstance(typ, list):
-        return [_normal(v, typ[0]) for v in value]
+        inner = _converter(typ[0])
+        return lambda v: None if v is None else [inner(x) for x in v]
     if isinstance(typ, tuple) and typ and typ[0] == "map":
-        items = value.items() if isinstance(value, dict) else value  # Arrow gives a map as pairs
-        return {str(k): _normal(v, typ[1]) for k, v in sorted(items)}
+        value = _converter(typ[1])
+        # Arrow gives a map back as (key, value) pairs
+        return lambda v: None if v is None else {str(k): value(x) for k, x in sorted(v.items() if isinstance(v, dict) else v)}
     if isinstance(typ, tuple):
-        return {name: _normal(value.get(name), t) for name, t in typ}
-    if typ == "int64":
-        return int(value)
-    if typ == "float64":
-        return float(value)
-    if typ == "bool":
-        return bool(value)
-    return str(value)
+        fields = [(name, _converter(t)) for name, t in typ]
+        return lambda v: None if v is None else {name: conv(v.get(name)) for name, conv in fields}
+    leaf = {"int64": int, "float64": float, "bool": bool, "string": str}[typ]
+    return lambda v: v if v is None or type(v) is leaf else leaf(v)
+
+
+_COLUMN_CONVERTERS = [(name, _converter(typ), [] if isinstance(typ, list) and not nullable else {} if isinstance(typ, tuple) and not nullable else None) for name, typ, nullable in COLUMNS]
 
 
 def normal_row(row: dict) -> dict:
     """``row`` with exactly the manifest's columns, in order, each value in its column's shape
     (missing nullable columns become ``None``, missing lists empty)."""
     out = {}
-    for name, typ, nullable in COLUMNS:
+    for name, conv, empty in _COLUMN_CONVERTERS:
         value = row.get(name)
-        if value is None and not nullable:
-            value = [] if isinstance(typ, list) else {} if isinstance(typ, tuple) else value
-        out[name] = _normal(value, typ)
+        out[name] = conv(empty if value is None and empty is not None else value)
     return out
 
 
@@ -180,24 +178,10 @@ def arrow_schema():
     return pa.schema([pa.field(name, _arrow_type(pa, typ), nullable=nullable) for name, typ, nullable in COLUMNS])
 
 
-def _arrow_value(value: Any, typ: Any) -> Any:
-    # pyarrow takes a map as a list of (key, value) pairs
-    if value is None:
-        return None
-    if isinstance(typ, list):
-        return [_arrow_value(v, typ[0]) for v in value]
-    if isinstance(typ, tuple) and typ and typ[0] == "map":
-        return [(k, _arrow_value(v, typ[1])) for k, v in value.items()]
-    if isinstance(typ, tuple):
-        return {name: _arrow_value(value.get(name), t) for name, t in typ}
-    return value
-
-
 def to_table(rows: list[dict]):
     """Normal rows → an Arrow table with the manifest schema."""
     pa = pyarrow_module()
-    columns = {name: [_arrow_value(r[name], typ) for r in rows] for name, typ, _ in COLUMNS}
-    return pa.Table.from_pydict(columns, schema=arrow_schema())
+    return pa.Table.from_pylist(rows, schema=arrow_schema())
 
 
 def from_table(table) -> list[dict]:

@@ -31,9 +31,12 @@ def preview_key(model: str | None, settings: Any) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
-def wants_preview(row: dict, key: str) -> bool:
-    """Whether the row still needs previews made with ``key``."""
-    return not (row.get("preview_key") == key and row.get("previews") is not None)
+def wants_preview(row: dict, key: str, out: str | None = None) -> bool:
+    """Whether the row still needs previews made with ``key`` (with ``out``, DIR: also when one of
+    its images is gone)."""
+    if not (row.get("preview_key") == key and row.get("previews") is not None):
+        return True
+    return out is not None and not all(os.path.exists(os.path.join(out, *p["path"].split("/"))) for p in row["previews"] if p["path"])
 
 
 class PreviewStep:
@@ -54,7 +57,7 @@ class PreviewStep:
         rows = list(rows)
         todo: list[int] = []
         for i, row in enumerate(rows):
-            if not wants_preview(row, self.key):
+            if not wants_preview(row, self.key, self.out):
                 continue
             if not row["converted"]:
                 rows[i] = normal_row({**row, "preview_key": self.key, "previews": []})
@@ -72,7 +75,7 @@ class PreviewStep:
                     embeddings.append(emb)
                     owners.append((i, conv))
         previews = self.renderer.render(embeddings) if embeddings else []
-        with BatchWriter() as writer:
+        with BatchWriter(folders_by_syncfs=True) as writer:
             for (i, conv), emb, p in zip(owners, embeddings, previews):
                 negative = bool(getattr(p, "negative", self.renderer.is_negative(emb)))
                 if p.png is None:

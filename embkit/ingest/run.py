@@ -9,14 +9,15 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable
 
-from .manifest import MANIFEST_JSONL, MANIFEST_PARQUET, STATUSES, have_pyarrow, jsonl_bytes, normal_row, parquet_bytes, sorted_rows
+from .manifest import MANIFEST_JSONL, MANIFEST_PARQUET, STATUSES, have_pyarrow, jsonl_bytes, parquet_bytes, sorted_rows
 
 
 @dataclass
 class IngestSummary:
-    """What a run did. ``counts``: rows by status; ``reused``: files skipped because an earlier run
-    on DIR had finished them (same SHA-256); ``duplicates``: files whose bytes another file
-    already has; ``manifest``: the files written (JSONL always, Parquet when pyarrow is there)."""
+    """What a run did. ``counts``: rows by status; ``reused``: files whose SHA-256 matched their row
+    from an earlier run on DIR (skipped, unless a converted file of theirs was gone and was made
+    again); ``duplicates``: files whose bytes another file already has; ``manifest``: the files
+    written (JSONL always, Parquet when pyarrow is there)."""
 
     out: str
     files: int = 0
@@ -121,9 +122,8 @@ def ingest(
             if plan is not None:
                 rows = run_previews(rows, out, plan[0], plan[1], plan[2], _Tick(progress, "preview", len(rows)) if progress else None)
             rows = sorted_rows(rows)
-        rows = [normal_row(r) for r in rows]
         summary.manifest = _write_manifests(out, rows, parquet_written=ray is not None and bool(items))
-        compact(out, rows, key)
+        compact(out, rows, done)
     by_path = {item["path"]: item for item in items}
     summary.reused = sum(1 for row in rows if _reused(by_path.get(row["path"], {}), row))
     _count(summary, rows)

@@ -78,11 +78,12 @@ def load_done(out: str, want_key: str | None = None) -> dict[str, list[dict]]:
     return by_path
 
 
-def compact(out: str, final: list[dict], want_key: str | None = None) -> None:
-    """Fold every shard and this run's rows into one shard, then remove the folded ones. A file
-    this run saw keeps only its current row; rows of files other runs saw are kept."""
+def compact(out: str, final: list[dict], done: dict[str, list[dict]]) -> None:
+    """Fold every shard into one: this run's rows (``final``) and, of the rows earlier runs left
+    (``done``, as :func:`load_done` gave them at the start), those of files this run did not see.
+    Then remove the folded shards (every row of a shard written during this run is in ``final``;
+    one run at a time holds the lock)."""
     files = shard_files(out)
-    done = load_done(out, want_key)
     current = {r["path"] for r in final}
     rows = [r for path, rs in done.items() if path not in current for r in rs] + list(final)
     commit_shard(out, "base", sorted(rows, key=lambda r: (r["path"], r.get("sha256") or "")))

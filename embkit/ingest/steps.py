@@ -134,8 +134,9 @@ def hosts_step(record: dict) -> dict:
 
 def process_item(item: dict, settings: StepSettings) -> tuple[dict, list[tuple[str, bytes]], bool]:
     """Run the CPU stages on one item: ``(row, files to write, reused)``. ``reused`` is true when
-    the item's ``prior`` row (from an earlier run on the same DIR) has the same SHA-256: that row is
-    returned with the current size and mtime, and nothing else is done."""
+    the item's ``prior`` row (from an earlier run on the same DIR) has the same SHA-256 and its
+    converted files are still there: that row is returned with the current size and mtime, and
+    nothing else is done."""
     from ..hashes import sha256
     from ..library.extract import MAX_FILE_BYTES
 
@@ -147,7 +148,7 @@ def process_item(item: dict, settings: StepSettings) -> tuple[dict, list[tuple[s
     if item.get("prior"):
         sha = sha256(data) if base["size"] <= MAX_FILE_BYTES else None
         for old in json.loads(item["prior"]):
-            if sha is not None and old.get("sha256") == sha:
+            if sha is not None and old.get("sha256") == sha and _objects_exist(old, settings.out):
                 return normal_row({**old, **base}), [], True
     path, size = item["path"], base["size"]
     row: dict[str, Any] = dict(base)
@@ -179,14 +180,14 @@ def process_batch(items: list[dict], settings: StepSettings) -> list[dict]:
     rows: list[dict] = []
     fresh: list[int] = []
     owners: list[int] = []
-    with BatchWriter() as writer:
+    with BatchWriter(commit_every=1 << 30, folders_by_syncfs=True) as writer:  # one commit per batch
         for item in items:
             row, files, reused = process_item(item, settings)
             if not reused:
                 fresh.append(len(rows))
             for target, blob in files:
                 if not os.path.exists(target):
-                    _makedirs(os.path.dirname(target))
+                    os.makedirs(os.path.dirname(target), exist_ok=True)
                     writer.submit([(target, blob)])
                     owners.append(len(rows))
             rows.append(row)
@@ -198,13 +199,11 @@ def process_batch(items: list[dict], settings: StepSettings) -> list[dict]:
     return rows
 
 
-_MADE: set[str] = set()
+def _objects_exist(row: dict, out: str) -> bool:
+    """Whether every converted file an earlier row names is still under DIR (one was deleted:
+    the file is converted again)."""
+    return all(os.path.exists(os.path.join(out, *c["path"].split("/"))) for c in row.get("converted") or [])
 
-
-def _makedirs(folder: str) -> None:
-    if folder not in _MADE:
-        os.makedirs(folder, exist_ok=True)
-        _MADE.add(folder)
 
 
 __all__ = ["read_step", "scan_step", "record_step", "convert_step", "hosts_step", "process_item", "process_batch", "StepSettings"]
