@@ -23,7 +23,7 @@ from . import output
 @click.option("--steps", type=click.IntRange(1), help="With --previews: denoising steps.")
 @click.option("--library", "library", type=click.Path(dir_okay=False), help="Also record every file in this embkit library database.")
 @click.option("-j", "--jobs", type=click.IntRange(1, 1024), default=None, help="Worker processes (local) or CPUs of a private Ray (--ray local); default: CPUs available.")
-@click.option("--batch-size", type=click.IntRange(1, 100_000), default=64, show_default=True, help="Files per task (one shard, one group commit).")
+@click.option("--batch-size", type=click.IntRange(1, 100_000), default=256, show_default=True, help="Files per task (one shard, one durable commit).")
 @click.option("--actors", type=click.IntRange(1, 4096), default=1, show_default=True, help="With --ray --previews: preview actors (each loads the model once).")
 @click.option("--gpus-per-actor", type=click.FloatRange(0), default=0.0, show_default=True, help="With --ray --previews: GPUs each preview actor holds (1 on a GPU cluster).")
 @click.option("--cpus-per-actor", type=click.FloatRange(0), default=1.0, show_default=True, help="With --ray --previews: CPUs each preview actor holds.")

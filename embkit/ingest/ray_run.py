@@ -2,7 +2,7 @@
 
     from_items(items)
       → map_batches(process_batch)                  CPU tasks: read, scan, record, convert, hosts
-      → map_batches(PreviewStep, ActorPoolStrategy)  actors, each loading the renderer once
+      → map_batches(RayPreviews, ActorPoolStrategy)  actors, each loading the renderer once
       → repartition(1) → sort by path → write_parquet  the manifest, written by Ray Data
 
 Every task and actor writes to DIR (objects, previews, shards), so on a cluster SOURCE and DIR must
@@ -40,7 +40,7 @@ class RayOptions:
 
     address: str
     jobs: int | None = None
-    batch_size: int = 64
+    batch_size: int = 256
     actors: int = 1
     gpus_per_actor: float = 0.0
     cpus_per_actor: float = 1.0

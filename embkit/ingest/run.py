@@ -29,7 +29,7 @@ class IngestSummary:
     links_skipped: int = 0
     bad_names: list[str] = field(default_factory=list)
     mode: str = "local"
-    workers: int = 1
+    workers: int | None = 1
     manifest: dict[str, str] = field(default_factory=dict)
     library: dict | None = None
     seconds: float = 0.0
@@ -66,7 +66,7 @@ def ingest(
     device: str = "auto",
     library: str | os.PathLike | None = None,
     jobs: int | None = None,
-    batch_size: int = 64,
+    batch_size: int = 256,
     actors: int = 1,
     gpus_per_actor: float = 0.0,
     cpus_per_actor: float = 1.0,
@@ -95,6 +95,10 @@ def ingest(
     from .steps import StepSettings
 
     start = time.perf_counter()
+    if ray is not None:
+        from .ray_run import import_ray
+
+        import_ray()  # a missing extra is said before any work is done
     if isinstance(sources, (str, os.PathLike)):
         sources = [sources]
     out = os.path.abspath(os.path.expanduser(os.fspath(out)))
@@ -103,7 +107,8 @@ def ingest(
     plan = _preview_plan(previews, model, device)
     key = preview_key(model, plan[2]) if plan else None
     workers = jobs or default_jobs()
-    summary = IngestSummary(out=out, mode="local" if ray is None else f"ray ({ray})", workers=workers)
+    # a cluster's workers are the cluster's business; locally (and in a private Ray) they are ours
+    summary = IngestSummary(out=out, mode="local" if ray is None else f"ray ({ray})", workers=workers if ray in (None, "local") else None)
     with Lock(out):
         found = discover([os.fspath(s) for s in sources], out)
         summary.links_skipped, summary.bad_names = found.links_skipped, found.bad_names
