@@ -26,7 +26,7 @@ RECORD_FIELDS = ("sha256", "autov2", "autov3", "format", "container", "metadata"
 
 def record_fields(result: tuple) -> dict[str, Any]:
     """``examine(...)``'s ``(FILE, file_row, embeddings)`` → manifest fields."""
-    _kind, file_row, embeddings = result[0], result[1], result[2]
+    file_row, embeddings = result[1], result[2]
     named = dict(zip(FILE_FIELDS, file_row))
     out: dict[str, Any] = {k: named[k] for k in RECORD_FIELDS}
     out["embeddings"] = [_embedding(e) for e in embeddings]
