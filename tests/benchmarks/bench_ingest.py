@@ -196,7 +196,7 @@ def main() -> None:
 
         print(f"\n{'measurement (best of ' + str(args.repeat) + ')':34} {'seconds':>8} {'files/s':>10}")
         for label, wall in best.items():
-            print(f"{label:34} {wall:8.1f} {n / wall if 'one file' not in label else 1 / wall:10,.1f}")
+            print(f"{label:34} {wall:8.1f} " + (f"{n / wall:10,.0f}" if "one file" not in label else f"{'-':>10}"))
         fixed = best["ray local, one file"]
         ray_net = n / max(best["ray local -j 2"] - fixed, 1e-9)
         print(f"{'ray local -j 2, its start excluded':34} {best['ray local -j 2'] - fixed:8.1f} {ray_net:10,.0f}")
