@@ -107,6 +107,30 @@ def test_failed_syncfs_falls_back_to_fsync_per_file(tmp_path, monkeypatch):
     assert _names(tmp_path) == ["y0", "y1", "y2"]
 
 
+def test_folders_by_syncfs_makes_the_names_durable_with_one_syncfs(tmp_path, monkeypatch):
+    """A batch spread over many folders (ingest's content-addressed tree): after the names are
+    given, one syncfs per file system instead of an fsync per folder."""
+    calls: list[list[str]] = []
+
+    def counting_syncfs(fd):
+        calls.append(_names(tmp_path / "f0"))
+        return 0
+
+    monkeypatch.setattr(atomic_batch, "_SYNCFS", [counting_syncfs])
+    fsynced: list[str] = []
+    monkeypatch.setattr(atomic_batch, "fsync_dir", fsynced.append)
+    folders = [tmp_path / f"f{i}" for i in range(8)]
+    for folder in folders:
+        folder.mkdir()
+    with atomic_batch.BatchWriter(folders_by_syncfs=True) as bw:
+        for folder in folders:
+            bw.submit([(str(folder / "x"), b"abc")])
+        assert bw.finish() == [None] * 8
+    # one syncfs for the data (before the names), one for the names; no fsync per folder
+    assert len(calls) == 2 and atomic.is_temp(calls[0][0]) and calls[1] == ["x"] and fsynced == []
+    assert all((folder / "x").read_bytes() == b"abc" for folder in folders)
+
+
 def test_interrupt_leaves_no_temporaries(tmp_path):
     def chunks():
         yield b"part"
