@@ -25,6 +25,7 @@ COMMANDS: dict[str, str] = {
     "scan": "scan",
     "pull": "pull",
     "push": "push",
+    "previews": "previews",
 }
 
 

@@ -206,6 +206,45 @@ class Library:
                 loaded.append(name)
         return LoadReport(loaded, skipped, apply(pipe, embs) if embs else None)
 
+    # -- previews and the gallery ---------------------------------------------------------------
+    def render_previews(
+        self,
+        model: str | None = None,
+        names: Iterable[str] | str | None = None,
+        *,
+        device: str = "auto",
+        settings: Any = None,
+        overwrite: bool = False,
+        negative: bool | None = None,
+        progress: Callable[[int, int], None] | None = None,
+    ) -> Any:
+        """Render the previews the entries (or those named) lack, beside their files, with
+        :func:`embkit.diffusers.preview_run.make_previews` (``settings``: a
+        :class:`~embkit.diffusers.previews.PreviewSettings`), then record them. With
+        ``overwrite`` every chosen entry's preview is rendered again. Returns the
+        :class:`~embkit.diffusers.preview_run.PreviewRun`."""
+        from ..diffusers.preview_run import WRITTEN, PreviewRun, make_previews
+        from ..diffusers.previews import PreviewSettings
+
+        settings = settings or PreviewSettings()
+        paths = list(dict.fromkeys(e.path for e in self._chosen(names) if overwrite or e.preview is None))
+        if not paths:
+            return PreviewRun(model or "", settings)
+        run = make_previews(paths, model=model, device=device, settings=settings, overwrite=overwrite, negative=negative, progress=progress)
+        written = sorted({r.path for r in run.results if r.status == WRITTEN})
+        if written:
+            self.scan(written, jobs=1)  # the files are unchanged: this records their new previews
+        return run
+
+    def gallery(self, out: str | os.PathLike, *, overwrite: bool = False, title: str = "embkit library") -> Any:
+        """Write the library as a static site to the folder ``out`` (see
+        :mod:`embkit.library.gallery`); returns its :class:`~embkit.library.gallery.GalleryReport`."""
+        from .conflicts import conflicts
+        from .gallery import write_gallery
+
+        entries = self.search()
+        return write_gallery(entries, self.dupes(), conflicts(entries), out, overwrite=overwrite, title=title)
+
     # -- maintenance ---------------------------------------------------------------------------
     def export(self) -> dict:
         """The whole library as a JSON-ready manifest: every entry, every unreadable file, and the

@@ -12,6 +12,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from ..errors import LibraryError
+from .previews import PreviewRecord, for_entries
 from .scan import is_picture
 
 
@@ -55,6 +56,8 @@ class Entry:
     warnings: tuple[str, ...]
     scanned_at: float
     tags: tuple[str, ...] = ()
+    #: the picture beside the file (``<stem>.preview.png``), when a scan found one
+    preview: PreviewRecord | None = None
 
     def to_dict(self) -> dict:
         """A JSON-ready dict (the shape ``--json`` prints)."""
@@ -64,6 +67,39 @@ class Entry:
         d["warnings"] = list(self.warnings)
         d["tags"] = list(self.tags)
         return d
+
+    def rows(self) -> list[tuple[str, str]]:
+        """Everything stored about the entry as ``(field, value)`` lines, in the order ``embkit
+        library show`` prints them and the gallery's detail view lists them. Values are raw
+        strings from files: the caller escapes them for its medium."""
+        e = self
+        rows = [
+            ("path", e.path + (f" [{e.member}]" if e.member else "")),
+            ("stored name", e.stored_name or "-"),
+            ("format", f"{e.format} ({e.container})"),
+            ("family", f"{e.family} (fits: {', '.join(e.families) or 'none'})"),
+            ("vectors", str(e.num_vectors)),
+            ("size", f"{e.size} bytes"),
+            ("sha256", e.sha256),
+            ("AutoV2", e.autov2),
+            ("AutoV3", e.autov3 or "-"),
+            ("vectors hash", e.vectors_hash),
+            ("tags", ", ".join(e.tags) or "-"),
+        ]
+        for s in e.slots:
+            norms = f"norms {s.norm_min:.3g} / {s.norm_mean:.3g} / {s.norm_max:.3g}" if s.norm_mean is not None else "norms n/a"
+            rows.append((f"slot {s.slot}", f"{s.vectors} x {s.width} {s.dtype}, {norms} (min/mean/max)"))
+        for k, v in sorted(e.metadata.items()):
+            rows.append((f"meta {k}", str(v)[:200]))
+        for w in e.warnings:
+            rows.append(("warning", w))
+        if e.preview is not None:
+            p = e.preview
+            made = "rendered by embkit" if p.embkit else "not rendered by embkit"
+            rows.append(("preview", f"{p.path} ({p.format or 'unreadable'}{f', {p.width}x{p.height}' if p.width else ''}; {made})"))
+            if p.parameters:
+                rows.append(("preview parameters", p.parameters))
+        return rows
 
 
 @dataclass(frozen=True)
@@ -168,6 +204,7 @@ def _build(conn: sqlite3.Connection, rows: list[tuple]) -> list[Entry]:
             slots.setdefault(r[0], []).append(SlotRecord(*r[1:]))
     for sha, member, tag in conn.execute("SELECT sha256, member, tag FROM tags ORDER BY tag"):
         tags.setdefault((sha, member), []).append(tag)
+    previews = for_entries(conn, [(r[4], r[3]) for r in rows])
     from ..schema import slot_order
 
     out = []
@@ -179,7 +216,7 @@ def _build(conn: sqlite3.Connection, rows: list[tuple]) -> list[Entry]:
                 families=tuple(f for f in r[8].split(",") if f), num_vectors=r[9], slots=tuple(s), size=r[10],
                 mtime_ns=r[11], sha256=r[12], autov2=r[13], autov3=r[14], vectors_hash=r[15],
                 metadata=json.loads(r[16]), warnings=tuple(json.loads(r[17])), scanned_at=r[18],
-                tags=tuple(tags.get((r[12], r[3]), ())),
+                tags=tuple(tags.get((r[12], r[3]), ())), preview=previews.get((r[4], r[3])),
             )
         )
     return out

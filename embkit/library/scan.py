@@ -49,6 +49,8 @@ class ScanReport:
     #: images (PNG/WebP) holding no embedding: previews beside embedding files, not problems. They
     #: are recorded like unreadable files (so the next scan skips them) but not listed in ``errors``.
     pictures: int = 0
+    #: embedding files with a preview picture beside them (``<stem>.preview.png``)
+    previews: int = 0
     seconds: float = 0.0
 
     def to_dict(self) -> dict:
@@ -61,6 +63,7 @@ class ScanReport:
             "removed": self.removed,
             "errors": [{"path": p, "code": c, "message": m} for p, c, m in self.errors],
             "pictures": self.pictures,
+            "previews": self.previews,
             "seconds": round(self.seconds, 3),
         }
 
@@ -74,11 +77,13 @@ def scan(
 ) -> ScanReport:
     """Scan files and folders (recursively) into the database; see the module docstring."""
     from ..formats import extensions
+    from . import previews
 
     start = time.perf_counter()
     report = ScanReport()
     exts = tuple(extensions())
     found: dict[str, tuple[int, int]] = {}
+    pictures: previews.Found = {}
     roots = []
     for p in paths:
         root = os.path.abspath(os.fspath(p))
@@ -87,8 +92,10 @@ def scan(
             raise LibraryError("no such file or folder (to forget files that are gone: embkit library remove --missing)", path=root)
         roots.append(root)
     for root in roots:
-        for path, size, mtime in walk(root, exts):
+        for path, size, mtime in walk(root, exts, pictures):
             found[path] = (size, mtime)
+        if not os.path.isdir(root):
+            pictures.update(previews.beside(root))
     report.seen = len(found)
 
     stored = _stored_under(conn, roots)
@@ -117,6 +124,7 @@ def scan(
         if progress:
             progress(done, total)
     _write(conn, pending, gone, report, stored)
+    report.previews = previews.record(conn, roots, found, pictures)
     report.seconds = time.perf_counter() - start
     return report
 
@@ -265,9 +273,11 @@ def _insert(conn: sqlite3.Connection, full: list[tuple]) -> None:
         )
 
 
-def walk(root: str, extensions: tuple[str, ...]) -> list[tuple[str, int, int]]:
+def walk(root: str, extensions: tuple[str, ...], previews: dict | None = None) -> list[tuple[str, int, int]]:
     """Every file under ``root`` (recursively, skipping hidden folders) whose name ends with one of
-    ``extensions``: ``(absolute path, size, mtime_ns)``. A file path is returned as itself."""
+    ``extensions``: ``(absolute path, size, mtime_ns)``. A file path is returned as itself.
+    Preview pictures (``<stem>.preview.<ext>``) are not returned; with ``previews`` they are
+    noted there (:func:`embkit.library.previews.collect`)."""
     root = os.path.abspath(root)
     out: list[tuple[str, int, int]] = []
     if not os.path.isdir(root):
@@ -293,6 +303,8 @@ def walk(root: str, extensions: tuple[str, ...]) -> list[tuple[str, int, int]]:
                                     continue
                                 seen_dirs.add(key)
                             stack.append(entry.path)
+                    elif previews is not None and ".preview." in name.lower() and _preview(previews, folder, entry):
+                        continue
                     elif name.lower().endswith(extensions) and not name.lower().endswith(".preview.png") and entry.is_file():
                         # is_file: not a pipe or a device (opening a FIFO blocks; /dev/zero never ends)
                         st = entry.stat()
@@ -300,6 +312,15 @@ def walk(root: str, extensions: tuple[str, ...]) -> list[tuple[str, int, int]]:
                 except OSError:
                     continue  # vanished or broken link between listing and stat
     return out
+
+
+def _preview(previews: dict, folder: str, entry: os.DirEntry) -> bool:
+    from .previews import collect
+
+    if not entry.is_file():
+        return False
+    st = entry.stat()
+    return collect(previews, folder, entry.name, st.st_size, st.st_mtime_ns)
 
 
 def _dir_key(path: str) -> tuple[int, int]:

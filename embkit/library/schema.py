@@ -80,6 +80,25 @@ MIGRATIONS: tuple[str, ...] = (
     ) WITHOUT ROWID;
     CREATE INDEX tags_tag ON tags(tag);
     """,
+    # 2 -> 3: the preview picture found beside an embedding file (<stem>.preview.<ext>, A1111's
+    # name), with what its header says. Keyed by the embedding file's path and member ('' for the
+    # file's own preview, else <stem>.<member>.preview.png); forgotten with its file.
+    """
+    CREATE TABLE previews (
+        path        TEXT NOT NULL,                -- the embedding file
+        member      TEXT NOT NULL DEFAULT '',
+        preview     TEXT NOT NULL,                -- the picture
+        size        INTEGER NOT NULL,
+        mtime_ns    INTEGER NOT NULL,
+        format      TEXT,                         -- sniffed: PNG, JPEG, WEBP, GIF (NULL: unreadable)
+        width       INTEGER,
+        height      INTEGER,
+        parameters  TEXT,                         -- its 'parameters' text chunk (A1111 infotext)
+        embkit      INTEGER NOT NULL DEFAULT 0,   -- 1 when embkit rendered it
+        PRIMARY KEY (path, member)
+    ) WITHOUT ROWID;
+    CREATE TRIGGER files_forget_previews AFTER DELETE ON files BEGIN DELETE FROM previews WHERE path = OLD.path; END;
+    """,
 )
 SCHEMA_VERSION = len(MIGRATIONS)
 
