@@ -278,6 +278,12 @@ def _plan(pipe: Any, items: list[_Item], settings: PreviewSettings) -> tuple[lis
         word, count = item.word.strip(), max(item.emb.num_vectors, 1)
         clash = not word or any(t.casefold() in vocab for t in token_names(word, count)) or bool(find(fixed, [word]))
         item.token = f"<embkit-preview-{n}>" if clash else word
+        extra = [s for s in item.emb.slots if s not in {x.slot for x in slots}]
+        if extra:
+            # apply would use the halves that fit, but no host loads such a file on this model:
+            # half an embedding is not its preview
+            skipped.append((item, f"has {', '.join(extra)} vectors this model has no encoder for (made for {item.emb.family})"))
+            continue
         try:
             _check(pipe, [item.emb], [item.token], slots, False)  # structure: slots, widths, tokens
         except ValidationFailed as exc:
