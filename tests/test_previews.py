@@ -221,6 +221,13 @@ def test_told_positive_and_overwrite(tmp_path, renderer):
         assert parse_parameters(im.info["parameters"])["prompt"] == "a photo of EasyNegative"
 
 
+def test_a_trigger_inside_another_waits_for_the_next_round():
+    embs = [synthetic(n, seed=i) for i, n in enumerate(["bad-hands-5", "bad", "hands-5x", "<cat-toy>", "toy", "calm"])]
+    rounds, skipped = _plan(pipeline("sd1"), [_Item(i, e, e.name, False) for i, e in enumerate(embs)], PreviewSettings())
+    assert not skipped
+    assert [[m.word for m in r] for r in rounds] == [["bad-hands-5", "hands-5x", "<cat-toy>", "calm"], ["bad", "toy"]]
+
+
 def test_host_picks_the_trigger_word(tmp_path, renderer):
     path = mk.a1111_pt(tmp_path / "file-name.pt", mk.vectors(2, 768, 1, 0.3), name="stored-name")
     import embkit

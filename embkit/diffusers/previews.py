@@ -261,49 +261,82 @@ def _skipped(item: _Item, reason: str) -> Preview:
 
 
 def _plan(pipe: Any, items: list[_Item], settings: PreviewSettings) -> tuple[list[list[_Item]], list[tuple[_Item, str]]]:
-    """Which items fit (and under which token), grouped into rounds that can share one apply."""
+    """Which items fit (and under which token), grouped into rounds that can share one apply.
+
+    Fitting is :func:`embkit.validate` against the live pipeline (widths, slots, values) plus
+    "no slot the pipeline lacks"; apply's own structural check runs once per round, and splits
+    the round only if it finds something these missed."""
     from ..check.validate import validate
     from ..model.spec import ModelSpec
-    from .apply import _check, encoder_slots
+    from .apply import encoder_slots
     from .prompt import find, token_names
 
     slots = encoder_slots(pipe)
+    have = {s.slot for s in slots}
     spec = ModelSpec.from_pipeline(pipe)
     vocab = {t.casefold() for s in slots for t in getattr(pipe, s.tokenizer).get_vocab()}
     fixed = settings.fixed_text()
     rounds: list[list[_Item]] = []
-    keys: list[set[str]] = []
+    taken: list[tuple[set[str], set[str]]] = []  # per round: its tokens and names; the words inside its tokens
     skipped: list[tuple[_Item, str]] = []
     for n, item in enumerate(items):
         word, count = item.word.strip(), max(item.emb.num_vectors, 1)
         clash = not word or any(t.casefold() in vocab for t in token_names(word, count)) or bool(find(fixed, [word]))
         item.token = f"<embkit-preview-{n}>" if clash else word
-        extra = [s for s in item.emb.slots if s not in {x.slot for x in slots}]
+        extra = [s for s in item.emb.slots if s not in have]
         if extra:
             # apply would use the halves that fit, but no host loads such a file on this model:
             # half an embedding is not its preview
             skipped.append((item, f"has {', '.join(extra)} vectors this model has no encoder for (made for {item.emb.family})"))
-            continue
-        try:
-            _check(pipe, [item.emb], [item.token], slots, False)  # structure: slots, widths, tokens
-        except ValidationFailed as exc:
-            skipped.append((item, str(exc)))
             continue
         errors = validate(item.emb, spec).errors
         if errors:
             skipped.append((item, "; ".join(f.message for f in errors)))
             continue
         mine = {t.casefold() for t in token_names(item.token, count)} | {"\0name:" + item.emb.name}
-        for r, members in enumerate(rounds):
-            # same tokens or names, or one trigger a word inside another: not in one apply
-            if keys[r].isdisjoint(mine) and not any(find(m.token, [item.token]) or find(item.token, [m.token]) for m in members):
-                members.append(item)
-                keys[r] |= mine
+        inner = _inner_words(item.token)
+        for r, (tokens, words) in enumerate(taken):
+            # one token or name twice, or one trigger a whole word inside another: not in one apply
+            if tokens.isdisjoint(mine) and item.token.casefold() not in words and inner.isdisjoint(tokens):
+                rounds[r].append(item)
+                tokens |= mine
+                words |= inner
                 break
         else:
             rounds.append([item])
-            keys.append(mine)
+            taken.append((set(mine), set(inner)))
     return rounds, skipped
+
+
+def _inner_words(token: str) -> set[str]:
+    """Every part of ``token`` (case-folded) that prompt matching would find as a whole word inside
+    it: ``bad`` and ``bad-hands`` in ``bad-hands-5``."""
+    import re
+
+    starts = [m.start() for m in re.finditer(r"(?<!\w)(?=.)", token)]
+    ends = [m.end() for m in re.finditer(r"(?<=.)(?!\w)", token)]
+    return {token[a:b].casefold() for a in starts for b in ends if a < b and (a, b) != (0, len(token)) and token[a:b].strip()}
+
+
+def _apply_round(pipe: Any, members: list[_Item]) -> tuple[Any, list[tuple[_Item, str]]]:
+    """Apply one round; an embedding apply refuses (something :func:`_plan` did not foresee) is
+    left out with apply's reason, and the rest applied."""
+    from .apply import _check, apply, encoder_slots
+
+    try:
+        return apply(pipe, [m.emb for m in members], tokens=[m.token for m in members], validate=False), []
+    except ValidationFailed:
+        slots = encoder_slots(pipe)
+        refused = []
+        for m in members:
+            try:
+                _check(pipe, [m.emb], [m.token], slots, False)
+            except ValidationFailed as exc:
+                refused.append((m, str(exc)))
+        members[:] = [m for m in members if all(m is not r for r, _ in refused)]
+        if not members or not refused:
+            raise
+        return apply(pipe, [m.emb for m in members], tokens=[m.token for m in members], validate=False), refused
 
 
 def _render_group(pipe: Any, description: str, items: list[_Item], settings: PreviewSettings, counter: _Counter):
@@ -311,7 +344,7 @@ def _render_group(pipe: Any, description: str, items: list[_Item], settings: Pre
     import numpy as np
     import torch
 
-    from .apply import apply, expanded_prompts, unload
+    from .apply import expanded_prompts, unload
     from .tiny import TINY_SIZE, TINY_STEPS, is_tiny
 
     tiny = is_tiny(pipe)
@@ -326,7 +359,10 @@ def _render_group(pipe: Any, description: str, items: list[_Item], settings: Pre
     facts = dict(steps=steps, sampler=_SAMPLERS.get(type(pipe.scheduler).__name__, type(pipe.scheduler).__name__), guidance=settings.guidance, seeds=settings.seeds, size=(size, size), model=_model_name(description))
     hashes: dict[str, str | None] = {}
     for members in rounds:
-        applied = apply(pipe, [m.emb for m in members], tokens=[m.token for m in members], validate=False)
+        applied, refused = _apply_round(pipe, members)
+        for item, reason in refused:
+            yield item, _skipped(item, reason)
+        counter.add(len(refused))
         try:
             samples = [(m, seed) for m in members for seed in settings.seeds]
             images: dict[int, list[Any]] = {}
