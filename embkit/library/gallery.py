@@ -50,7 +50,7 @@ def _words(value: Any) -> str:
 CARD_FIELDS: tuple[tuple[str, str, Callable[[Entry], str]], ...] = (
     ("facts", "", lambda e: f"{e.family} · {e.num_vectors} vector{'' if e.num_vectors == 1 else 's'} · {' '.join(f'{s.slot} {s.vectors}x{s.width}' for s in e.slots)} · {e.format}"),
     ("words", "trained words", lambda e: _words(_first(e, "trained_words", ("trainedWords", "trained_words", "activation text")))),
-    ("base", "base model", lambda e: _words(_first(e, "base_model", ("baseModel", "base_model", "ss_base_model_version", "sd_checkpoint_name")))),
+    ("base", "base model", lambda e: _words(_first(e, "base_model", ("baseModel", "base_model", "ss_base_model_version")))),
     ("hash", "AutoV2", lambda e: e.autov2),
     ("tags", "tags", lambda e: ", ".join(e.tags)),
 )

@@ -47,7 +47,7 @@ code { background: #0d0e11; padding: 0 3px; border-radius: 3px; }
 .detail table { border-collapse: collapse; width: 100%; }
 .detail th { text-align: left; vertical-align: top; padding: 3px 12px 3px 0; white-space: nowrap; color: var(--dim); font-weight: normal; }
 .detail td { padding: 3px 0; white-space: pre-wrap; overflow-wrap: anywhere; font-family: ui-monospace, monospace; font-size: 12px; }
-.detail img { max-width: 256px; float: right; margin: 0 0 8px 12px; border-radius: 4px; }
+.detail img { width: 256px; height: auto; float: right; margin: 0 0 8px 12px; border-radius: 4px; }
 .detail a { color: var(--accent); }
 """
 
