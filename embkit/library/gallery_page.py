@@ -44,7 +44,7 @@ code { background: #0d0e11; padding: 0 3px; border-radius: 3px; }
 .badge.dupe { background: #6b4f1d; } .badge.conflict { background: #7a2e2e; } .badge.negative { background: #2e4a7a; } .badge.nopreview { background: #3a3f4b; }
 .detail { display: none; }
 .detail:target { display: block; position: fixed; inset: 24px; overflow: auto; background: var(--card); border: 1px solid var(--line); border-radius: 8px; padding: 16px; z-index: 10; }
-.detail table { border-collapse: collapse; width: 100%; }
+.detail table { border-collapse: collapse; }
 .detail th { text-align: left; vertical-align: top; padding: 3px 12px 3px 0; white-space: nowrap; color: var(--dim); font-weight: normal; }
 .detail td { padding: 3px 0; white-space: pre-wrap; overflow-wrap: anywhere; font-family: ui-monospace, monospace; font-size: 12px; }
 .detail img { width: 256px; height: auto; float: right; margin: 0 0 8px 12px; border-radius: 4px; }
