@@ -16,7 +16,8 @@ import makers as mk  # noqa: E402
 from conftest import run_embkit  # noqa: E402
 from embkit.diffusers.preview_rules import parse_parameters, preview_path, triggers  # noqa: E402
 from embkit.diffusers.preview_run import make_previews  # noqa: E402
-from embkit.diffusers.previews import PreviewRenderer, PreviewSettings, _Item, _plan, is_negative, parameters_text  # noqa: E402
+from embkit.diffusers.preview_plan import Item, plan  # noqa: E402
+from embkit.diffusers.previews import PreviewRenderer, PreviewSettings, is_negative, parameters_text  # noqa: E402
 from embkit.hashes import a1111_short  # noqa: E402
 from embkit.schema import Embedding  # noqa: E402
 from test_diffusers_helpers import pipeline, synthetic  # noqa: E402
@@ -189,8 +190,8 @@ def test_colliding_triggers_render_in_separate_rounds(tmp_path, renderer):
 
     names = ["Style", "ab", "photo", "style", "a/twin", "b/twin"]
     embs = [embkit.read(tmp_path / f"{n}.safetensors") for n in names]
-    items = [_Item(i, e, triggers(e)["a1111"], False) for i, e in enumerate(embs)]
-    rounds, skipped = _plan(pipeline("sd1"), items, PreviewSettings())
+    items = [Item(i, e, triggers(e)["a1111"], False) for i, e in enumerate(embs)]
+    rounds, skipped = plan(pipeline("sd1"), items, PreviewSettings().fixed_text())
     assert not skipped and len(rounds) == 2  # twin and twin, Style and style: one of each pair waits
     for members in rounds:
         assert len({m.token.casefold() for m in members}) == len(members)
@@ -223,7 +224,7 @@ def test_told_positive_and_overwrite(tmp_path, renderer):
 
 def test_a_trigger_inside_another_waits_for_the_next_round():
     embs = [synthetic(n, seed=i) for i, n in enumerate(["bad-hands-5", "bad", "hands-5x", "<cat-toy>", "toy", "calm"])]
-    rounds, skipped = _plan(pipeline("sd1"), [_Item(i, e, e.name, False) for i, e in enumerate(embs)], PreviewSettings())
+    rounds, skipped = plan(pipeline("sd1"), [Item(i, e, e.name, False) for i, e in enumerate(embs)], PreviewSettings().fixed_text())
     assert not skipped
     assert [[m.word for m in r] for r in rounds] == [["bad-hands-5", "hands-5x", "<cat-toy>", "calm"], ["bad", "toy"]]
 

@@ -29,8 +29,9 @@ import os
 from dataclasses import dataclass, field
 from typing import Any, Callable, Sequence
 
-from ..errors import OperationError, ValidationFailed
+from ..errors import OperationError
 from ..schema import Embedding
+from .preview_plan import Item, apply_round, plan
 from .preview_rules import PREVIEW_HOSTS, is_negative, triggers
 
 #: A progress callback: ``(embeddings done, embeddings in all)``.
@@ -126,15 +127,6 @@ class Preview:
         return {k: getattr(self, k) for k in ("name", "trigger", "negative", "parameters", "skipped", "path", "member")}
 
 
-@dataclass
-class _Item:
-    index: int
-    emb: Embedding
-    word: str
-    negative: bool
-    token: str = ""
-
-
 def parameters_text(*, prompt: str, negative_prompt: str, steps: int, sampler: str, guidance: float, seeds: Sequence[int], size: tuple[int, int], model: str, ti_hashes: dict[str, str], version: str) -> str:
     """The ``parameters`` PNG chunk in A1111's infotext shape: the prompt, ``Negative prompt: …``,
     then ``Steps: N, Sampler: …, CFG scale: …, Seed: …, Size: WxH, Model: …, TI hashes: "name:
@@ -220,9 +212,9 @@ class PreviewRenderer:
             raise OperationError(f"{len(negative)} negative flags for {len(embs)} embeddings")
         flags = [is_negative(e) if negative is None or negative[i] is None else bool(negative[i]) for i, e in enumerate(embs)]
         results: list[Preview | None] = [None] * len(embs)
-        groups: dict[str, list[_Item]] = {}
+        groups: dict[str, list[Item]] = {}
         for i, emb in enumerate(embs):
-            item = _Item(i, emb, triggers(emb)[self.settings.host], flags[i])
+            item = Item(i, emb, triggers(emb)[self.settings.host], flags[i])
             key = self.model if self.model is not None else _tiny_family(emb)
             if key is None:
                 slots = ", ".join(emb.slots)
@@ -255,91 +247,12 @@ def _tiny_family(emb: Embedding) -> str | None:
     return next((f for f in emb.families if f in TINY_FAMILIES), None)
 
 
-def _skipped(item: _Item, reason: str) -> Preview:
+def _skipped(item: Item, reason: str) -> Preview:
     source = item.emb.source
     return Preview(item.emb.name, item.word, item.negative, skipped=reason, path=source.path if source else None, member=source.member if source else None)
 
 
-def _plan(pipe: Any, items: list[_Item], settings: PreviewSettings) -> tuple[list[list[_Item]], list[tuple[_Item, str]]]:
-    """Which items fit (and under which token), grouped into rounds that can share one apply.
-
-    Fitting is :func:`embkit.validate` against the live pipeline (widths, slots, values) plus
-    "no slot the pipeline lacks"; apply's own structural check runs once per round, and splits
-    the round only if it finds something these missed."""
-    from ..check.validate import validate
-    from ..model.spec import ModelSpec
-    from .apply import encoder_slots
-    from .prompt import find, token_names
-
-    slots = encoder_slots(pipe)
-    have = {s.slot for s in slots}
-    spec = ModelSpec.from_pipeline(pipe)
-    vocab = {t.casefold() for s in slots for t in getattr(pipe, s.tokenizer).get_vocab()}
-    fixed = settings.fixed_text()
-    rounds: list[list[_Item]] = []
-    taken: list[tuple[set[str], set[str]]] = []  # per round: its tokens and names; the words inside its tokens
-    skipped: list[tuple[_Item, str]] = []
-    for n, item in enumerate(items):
-        word, count = item.word.strip(), max(item.emb.num_vectors, 1)
-        clash = not word or any(t.casefold() in vocab for t in token_names(word, count)) or bool(find(fixed, [word]))
-        item.token = f"<embkit-preview-{n}>" if clash else word
-        extra = [s for s in item.emb.slots if s not in have]
-        if extra:
-            # apply would use the halves that fit, but no host loads such a file on this model:
-            # half an embedding is not its preview
-            skipped.append((item, f"has {', '.join(extra)} vectors this model has no encoder for (made for {item.emb.family})"))
-            continue
-        errors = validate(item.emb, spec).errors
-        if errors:
-            skipped.append((item, "; ".join(f.message for f in errors)))
-            continue
-        mine = {t.casefold() for t in token_names(item.token, count)} | {"\0name:" + item.emb.name}
-        inner = _inner_words(item.token)
-        for r, (tokens, words) in enumerate(taken):
-            # one token or name twice, or one trigger a whole word inside another: not in one apply
-            if tokens.isdisjoint(mine) and item.token.casefold() not in words and inner.isdisjoint(tokens):
-                rounds[r].append(item)
-                tokens |= mine
-                words |= inner
-                break
-        else:
-            rounds.append([item])
-            taken.append((set(mine), set(inner)))
-    return rounds, skipped
-
-
-def _inner_words(token: str) -> set[str]:
-    """Every part of ``token`` (case-folded) that prompt matching would find as a whole word inside
-    it: ``bad`` and ``bad-hands`` in ``bad-hands-5``."""
-    import re
-
-    starts = [m.start() for m in re.finditer(r"(?<!\w)(?=.)", token)]
-    ends = [m.end() for m in re.finditer(r"(?<=.)(?!\w)", token)]
-    return {token[a:b].casefold() for a in starts for b in ends if a < b and (a, b) != (0, len(token)) and token[a:b].strip()}
-
-
-def _apply_round(pipe: Any, members: list[_Item]) -> tuple[Any, list[tuple[_Item, str]]]:
-    """Apply one round; an embedding apply refuses (something :func:`_plan` did not foresee) is
-    left out with apply's reason, and the rest applied."""
-    from .apply import _check, apply, encoder_slots
-
-    try:
-        return apply(pipe, [m.emb for m in members], tokens=[m.token for m in members], validate=False), []
-    except ValidationFailed:
-        slots = encoder_slots(pipe)
-        refused = []
-        for m in members:
-            try:
-                _check(pipe, [m.emb], [m.token], slots, False)
-            except ValidationFailed as exc:
-                refused.append((m, str(exc)))
-        members[:] = [m for m in members if all(m is not r for r, _ in refused)]
-        if not members or not refused:
-            raise
-        return apply(pipe, [m.emb for m in members], tokens=[m.token for m in members], validate=False), refused
-
-
-def _render_group(pipe: Any, description: str, items: list[_Item], settings: PreviewSettings, counter: _Counter):
+def _render_group(pipe: Any, description: str, items: list[Item], settings: PreviewSettings, counter: _Counter):
     """Yield ``(item, Preview)`` for every item of one pipeline."""
     import numpy as np
     import torch
@@ -351,7 +264,7 @@ def _render_group(pipe: Any, description: str, items: list[_Item], settings: Pre
     steps = settings.steps or (TINY_STEPS if tiny else 20)
     size = settings.size or (TINY_SIZE if tiny else int(pipe.unet.config.sample_size) * int(getattr(pipe, "vae_scale_factor", 8)))
     batch = settings.batch_size or default_batch_size(pipe, size)
-    rounds, skipped = _plan(pipe, items, settings)
+    rounds, skipped = plan(pipe, items, settings.fixed_text())
     for item, reason in skipped:
         yield item, _skipped(item, reason)
     counter.add(len(skipped))
@@ -359,7 +272,7 @@ def _render_group(pipe: Any, description: str, items: list[_Item], settings: Pre
     facts = dict(steps=steps, sampler=_SAMPLERS.get(type(pipe.scheduler).__name__, type(pipe.scheduler).__name__), guidance=settings.guidance, seeds=settings.seeds, size=(size, size), model=_model_name(description))
     hashes: dict[str, str | None] = {}
     for members in rounds:
-        applied, refused = _apply_round(pipe, members)
+        applied, refused = apply_round(pipe, members)
         for item, reason in refused:
             yield item, _skipped(item, reason)
         counter.add(len(refused))
@@ -392,7 +305,7 @@ def _render_group(pipe: Any, description: str, items: list[_Item], settings: Pre
             unload(pipe, applied)
 
 
-def _preview(item: _Item, image: Any, settings: PreviewSettings, facts: dict, hashes: dict[str, str | None]) -> Preview:
+def _preview(item: Item, image: Any, settings: PreviewSettings, facts: dict, hashes: dict[str, str | None]) -> Preview:
     from PIL import Image
     from PIL.PngImagePlugin import PngInfo
 
