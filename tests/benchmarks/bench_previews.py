@@ -14,9 +14,9 @@ against ``a photo``) with the same seed, and the benchmark checks that they made
 
 ``--device cpu`` (default; run by run_all.py): the built-in tiny SD1 pipeline built with CLIP's real
 vocabulary size (a 49408 x 768 token matrix, which every ``load_textual_inversion`` call resizes, as
-on a real SD1.5 model; the UNet and VAE stay tiny), 64x64, 4 steps. Target: at least 3x. The
-tiny pipeline's own small vocabulary (``--vocab 1190``) is printed for information: there loading
-costs little, and on a CPU batching a tiny UNet buys little, so the ratio is near 1.5x.
+on a real SD1.5 model; the UNet and VAE stay tiny), 64x64, 4 steps. Target: at least 3x.
+``--vocab 1190`` runs the tiny pipeline's own small vocabulary, where loading costs little: the
+ratio there depends on how busy the CPU is (batching a tiny UNet on an idle CPU gains little).
 
 ``--device cuda``: an SD1.5-architecture pipeline in fp16 (the SD1.5 configs with seeded random
 weights, nothing downloaded; or ``--model`` a local diffusers folder of an SD1.5 checkpoint) at
