@@ -59,7 +59,7 @@ def check(pipe: Any, embs: list[Embedding], triggers: list[str], slots: list[Enc
         problems.extend(_token_problems(getattr(pipe, s.tokenizer), s.tokenizer, plan[s.encoder]))
     if validate and not problems:
         # embkit.validate's own checks (prompt budget, slot counts …); its messages say what to do.
-        problems.extend(_validation_errors(pipe, embs, triggers, slots))
+        problems.extend(_validation_errors(pipe, embs, triggers, slots, lenient))
     if problems:
         raise ValidationFailed("cannot apply: " + "; ".join(dict.fromkeys(problems)))
     return plan, warnings
@@ -84,21 +84,24 @@ def _token_problems(tokenizer: Any, name: str, tokens: list[str]) -> list[str]:
     return problems
 
 
-def _validation_errors(pipe: Any, embs: list[Embedding], triggers: list[str], slots: list[EncoderSlot]) -> list[str]:
+def _validation_errors(pipe: Any, embs: list[Embedding], triggers: list[str], slots: list[EncoderSlot], lenient: bool) -> list[str]:
     """Errors from :func:`embkit.validate` against the live pipeline (widths, slots, values,
-    budget), limited to the encoders being loaded into."""
+    budget), limited to the encoders being loaded into (``lenient``: to those of them each
+    embedding has vectors for)."""
     from ..check.validate import validate
     from ..model.spec import ModelSpec
 
-    spec = ModelSpec.from_pipeline(pipe)
-    wanted = [s.slot for s in slots if s.slot in spec.slots]
-    if len(wanted) < len(spec.slots):
-        spec = ModelSpec(family_for(wanted), {s: spec.slots[s] for s in wanted}, source=spec.source, kind=spec.kind)
+    full = ModelSpec.from_pipeline(pipe)
+    chosen = [s.slot for s in slots if s.slot in full.slots]
     out = []
     for emb, trigger in zip(embs, triggers):
+        wanted = [s for s in chosen if s in emb.slots] if lenient else chosen
         kept = {s: v for s, v in emb.vectors.items() if s.removesuffix("_out") in wanted}
         if not kept:
             continue
+        spec = full
+        if len(wanted) < len(full.slots):
+            spec = ModelSpec(family_for(wanted), {s: full.slots[s] for s in wanted}, source=full.source, kind=full.kind)
         one = emb.replace(name=trigger, vectors=kept) if (trigger != emb.name or len(kept) < len(emb.vectors)) else emb
         report = validate(one, spec)
         out.extend(f"{where(emb)}: {f.message}" for f in report.errors)

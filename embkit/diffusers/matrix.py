@@ -111,10 +111,14 @@ def set_backend(tokenizer: Any, backend: Any) -> None:
         tokenizer._wrap_decode_method_backend_tokenizer()
 
 
-def state(tokenizer: Any, encoder: Any) -> tuple[Any, Any]:
-    """The objects an encoder's state is made of (the Rust tokenizer and the embedding module):
-    when both are the ones embkit left there, nobody else has changed the encoder since."""
-    return tokenizer._tokenizer, encoder.get_input_embeddings()
+def state(tokenizer: Any, encoder: Any) -> tuple[Any, ...]:
+    """What an encoder's state is made of: the Rust tokenizer and the embedding module (objects),
+    the number of tokens and of rows. When all four are what embkit left, nobody else has changed
+    the encoder since: diffusers' loader adds tokens to the same tokenizer object and resizes the
+    same module in place (transformers keeps it), so the sizes are part of the state."""
+    module = encoder.get_input_embeddings()
+    backend = tokenizer._tokenizer
+    return backend, module, backend.get_vocab_size(with_added_tokens=True), int(module.weight.shape[0])
 
 
 def remove(tokenizer: Any, encoder: Any, tokens: Any) -> list[str]:

@@ -134,7 +134,7 @@ def notice(pipe: Any) -> None:
         if encoder is None or tokenizer is None:
             continue
         now = state(tokenizer, encoder)
-        if now[0] is was[0] and now[1] is was[1]:
+        if now[0] is was[0] and now[1] is was[1] and now[2:] == was[2:]:
             continue
         for entry in entries(pipe):
             if enc_attr in entry.snapshots:
