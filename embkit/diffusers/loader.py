@@ -21,7 +21,7 @@ import types
 from typing import Any
 
 from ..errors import EmbkitError
-from .apply import apply, remove_tokens
+from .apply import applied, apply, remove_tokens, unload
 from .prompt import expand, token_names, trigger_counts
 from .registry import ENCODER_PAIRS, TOKENIZER_OF, Applied, encoder_slots
 from . import sources
@@ -117,16 +117,46 @@ def unload_textual_inversion(pipe: Any, tokens: str | list[str] | None = None, t
     raises ``ValueError``)."""
     pair = sources.pipeline_pair(pipe, text_encoder, tokenizer, ENCODER_PAIRS)
     targets = [pair[0]] if pair is not None else [s.encoder for s in encoder_slots(pipe)]
+    wanted: dict[str, list[str]] = {}
+    for enc_attr in targets:
+        tok = getattr(pipe, TOKENIZER_OF[enc_attr])
+        if tokens is None:
+            wanted[enc_attr] = [t.content for t in tok.added_tokens_decoder.values() if not t.special]
+        else:
+            counts = trigger_counts(tok)
+            names = [tokens] if isinstance(tokens, str) else list(tokens)
+            wanted[enc_attr] = [t for name in names for t in token_names(name, counts.get(name, 1))]
+    whole = _whole_triggers(pipe, wanted)
+    if whole is not None:
+        # exactly some of embkit's own triggers, in every encoder they are in: unload them, which
+        # restores from snapshots where it can (exact, and faster than taking tokens out by name)
+        unload(pipe, whole)
+        return [t for enc_attr in targets for t in wanted[enc_attr]]
     removed: list[str] = []
     for enc_attr in targets:
-        if tokens is None:
-            removed.extend(remove_tokens(pipe, enc_attr))
-            continue
-        counts = trigger_counts(getattr(pipe, TOKENIZER_OF[enc_attr]))
-        names = [tokens] if isinstance(tokens, str) else list(tokens)
-        wanted = [tok for name in names for tok in token_names(name, counts.get(name, 1))]
-        removed.extend(remove_tokens(pipe, enc_attr, wanted))
+        removed.extend(remove_tokens(pipe, enc_attr, wanted[enc_attr]))
     return removed
+
+
+def _whole_triggers(pipe: Any, wanted: dict[str, list[str]]) -> list[str] | None:
+    """The embkit triggers whose tokens, in all encoders, are exactly the ``wanted`` ones; None when
+    ``wanted`` holds anything else (tokens diffusers loaded, part of a trigger, another encoder)."""
+    found: list[str] = []
+    covered: dict[str, set[str]] = {enc_attr: set() for enc_attr in wanted}
+    for record in applied(pipe):
+        for trigger in record.triggers.values():
+            held = {enc_attr: token_names(trigger, n) for enc_attr, tok_attr in ENCODER_PAIRS
+                    if (n := record.counts.get(tok_attr, {}).get(trigger))}
+            if held and all(enc_attr in wanted and set(toks) <= set(wanted[enc_attr]) for enc_attr, toks in held.items()):
+                found.append(trigger)
+                for enc_attr, toks in held.items():
+                    covered[enc_attr].update(toks)
+    if not found or any(covered[enc_attr] != set(toks) for enc_attr, toks in wanted.items()):
+        return None
+    everywhere = [t for record in applied(pipe) for t in record.triggers.values()]
+    if any(everywhere.count(t) > 1 for t in found):
+        return None  # one trigger in two applies (an SDXL pair loaded in two calls): unload would take both
+    return found
 
 
 def maybe_convert_prompt(pipe: Any, prompt: str | list[str], tokenizer: Any) -> str | list[str]:
