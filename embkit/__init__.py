@@ -49,10 +49,15 @@ _LAZY = {
     "formats": ("embkit.formats", None),
     "scan": ("embkit.scan", None),
     "diffusers": ("embkit.diffusers", None),
+    "to_state_dict": ("embkit.diffusers.tensors", "to_state_dict"),
+    "from_state_dict": ("embkit.statedicts", "from_state_dict"),
+    "statedicts": ("embkit.statedicts", None),
 }
 
 if TYPE_CHECKING:  # what the lazy names are, for type checkers and editors (never run)
-    from . import diffusers as diffusers, formats as formats, hub as hub, scan as scan
+    from . import diffusers as diffusers, formats as formats, hub as hub, scan as scan, statedicts as statedicts
+    from .diffusers.tensors import to_state_dict
+    from .statedicts import from_state_dict
     from .check.findings import Finding, Report
     from .check.validate import validate
     from .edit import ops as ops
@@ -89,6 +94,8 @@ __all__ = [
     "ModelSpec",
     "resolve_target",
     "merge",
+    "to_state_dict",
+    "from_state_dict",
     "Library",
     "Source",
     "read",

@@ -173,3 +173,33 @@ def model_folder(repo_id: str, revision: str | None = None, token: str | None = 
     if not (os.path.isfile(os.path.join(folder, "model_index.json")) or os.path.isfile(os.path.join(folder, "text_encoder", "config.json"))):
         raise HubError(f"{repo_id}@{revision or 'main'}: not a diffusers model repo (no model_index.json or text_encoder/config.json)")
     return folder
+
+
+# -- single files ------------------------------------------------------------------------------------
+def hub_file(repo_id: str, filenames: str | list[str], *, subfolder: str | None = None, revision: str | None = None,
+             token: str | bool | None = None, cache_dir: str | os.PathLike | None = None, force_download: bool = False,
+             local_files_only: bool = False, progress: bool = False) -> str:
+    """The local path of one file of a Hub repo, through huggingface_hub's cache (``hf_hub_download``).
+
+    ``filenames`` may list candidates, tried in order: a candidate the repo (or, offline or with
+    ``local_files_only``, the cache) does not have is skipped, as diffusers' loaders fall back from
+    ``learned_embeds.safetensors`` to ``learned_embeds.bin``. Any other failure, or none found,
+    raises :class:`~embkit.errors.HubError` naming the repo, revision and files.
+    """
+    hf = _hf()
+    from huggingface_hub import errors as hfe
+
+    names = [filenames] if isinstance(filenames, str) else list(filenames)
+    where = f"{subfolder}/" if subfolder else ""
+    for name in names:
+        last = name == names[-1]
+        # the last try's error names every file tried: "learned_embeds.safetensors or learned_embeds.bin"
+        shown = " or ".join(where + n for n in names) if last else where + name
+        with quiet(progress), _hub_errors(repo_id, revision, shown):
+            try:
+                return hf.hf_hub_download(repo_id, name, subfolder=subfolder or None, revision=revision, token=token,
+                                          cache_dir=cache_dir, force_download=force_download, local_files_only=local_files_only)
+            except hfe.EntryNotFoundError:  # so are the remote one and LocalEntryNotFoundError (offline, not cached)
+                if last:
+                    raise
+    raise HubError(f"{repo_id}: no file name to fetch")

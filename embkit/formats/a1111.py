@@ -124,7 +124,7 @@ def write(emb, path: str, container: str, options: dict):
     tree = _a1111_tree(emb, torchfile_write.TensorData(dtype, arr), name, losses, "a1111")
     metadata_losses(emb, "a1111", META_KEYS, losses)
     trigger_loss(emb, stem_of(path), "a1111", losses)
-    return Plan([Output(path, torchfile_write.dumps(tree))], losses)
+    return Plan([Output(path, torchfile_write.dumps(tree), tree=tree)], losses)
 
 
 def write_image(emb, path: str, container: str, options: dict):
@@ -142,4 +142,4 @@ def write_image(emb, path: str, container: str, options: dict):
     values = np.asarray(one.vectors[slot], dtype=np.float32)
     tree = _a1111_tree(emb, values, emb.name, losses, "a1111-image")
     metadata_losses(emb, "a1111-image", META_KEYS, losses)
-    return Plan([Output(path, imagecard.dumps_png(tree, options.get("picture")))], losses)
+    return Plan([Output(path, imagecard.dumps_png(tree, options.get("picture")), tree=tree)], losses)

@@ -79,9 +79,10 @@ def write(emb, path: str, container: str, options: dict):
     outputs = []
     for target, slot in pairs:
         dtype, arr = stored_array(emb, slot)
+        tree = {emb.name: torchfile_write.TensorData(dtype, arr)}
         if container == "safetensors":
             data = safetensors_file.dumps({emb.name: (dtype, arr)}, safetensors_metadata(emb, all_json=bool(options.get("_in_folder"))))
         else:
-            data = torchfile_write.dumps({emb.name: torchfile_write.TensorData(dtype, arr)})
-        outputs.append(Output(target, data))
+            data = torchfile_write.dumps(tree)
+        outputs.append(Output(target, data, tree=tree))
     return Plan(outputs, losses)

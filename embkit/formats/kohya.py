@@ -70,4 +70,4 @@ def write(emb, path: str, container: str, options: dict):
     else:
         metadata_losses(emb, "kohya .pt", (), losses)
         data = torchfile_write.dumps({"emb_params": torchfile_write.TensorData(dtype, arr)})
-    return Plan([Output(path, data)], losses)
+    return Plan([Output(path, data, tree={"emb_params": torchfile_write.TensorData(dtype, arr)})], losses)
