@@ -34,8 +34,8 @@ def cli(paths: tuple[str, ...], as_json: bool, format_: str | None, all_norms: b
         from ..model.nearest import TokenIndex
 
         index = TokenIndex.from_target(model)
-        for note in index.notes:
-            output.info(f"[dim]{output.escape(note)}[/]")
+        for note in index.notes:  # on stderr: stdout may be --json
+            output.err_console().print(f"[dim]note: {output.escape(note)}[/]")
     extra = (lambda emb, slot: index.slot_fields(emb, slot, nearest)) if index is not None else None
     reports = []
     first_error: EmbkitError | None = None
