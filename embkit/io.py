@@ -17,7 +17,7 @@ import mmap
 import os
 import stat
 from dataclasses import dataclass, field
-from typing import Any, BinaryIO, Iterable, Sequence, Union
+from typing import Any, Iterable
 
 from .errors import BrokenFileError, EmbkitError, NotMine, TooLargeError, UnknownFormatError
 from .formats import FORMAT_IDS, FORMATS, Format, container_for_extension, get_format, sniff_container
@@ -25,7 +25,7 @@ from .formats import concept_folder, sdxl_pair
 from .formats.base import Part, Raw, check_json_size, looks_like_weight_key, matrix_shape, tensor_matrix
 from .formats.sidecars import is_preview_name, read_sidecars
 from . import inputs
-from .inputs import IN_MEMORY_NAME, FileSource
+from .inputs import FileSource
 from .schema import Embedding, Sidecars, Source
 
 
@@ -146,7 +146,9 @@ def open_data(data: Any, format: str | None = None, *, name: str | None = None) 
     checks, and nothing looked up on disk. ``name`` (a file name) gives file-stem layouts their
     trigger and error messages their subject; default ``<bytes>``, or a file object's own name."""
     label = inputs.label(data, name)
-    return _guarded(label, lambda: _in_memory(_open_file(label, format, inputs.bytes_of(data, label, MAX_STREAM_BYTES))))
+    loaded = _guarded(label, lambda: _open_file(label, format, inputs.bytes_of(data, label, MAX_STREAM_BYTES)))
+    loaded.in_memory = True
+    return loaded
 
 
 def _guarded(label: str, fn) -> Loaded:
@@ -157,11 +159,6 @@ def _guarded(label: str, fn) -> Loaded:
         raise TooLargeError("nests too deeply to read", path=label) from None
     except MemoryError:
         raise TooLargeError("needs more memory than embkit allows a file", path=label) from None
-
-
-def _in_memory(loaded: Loaded) -> Loaded:
-    loaded.in_memory = True
-    return loaded
 
 
 def _on_disk(loaded: Loaded, present: Iterable[str] | None) -> Loaded:
@@ -225,7 +222,7 @@ def open_pair(first: Any, second: Any, format: str | None = None) -> Loaded:
     """Two files given together (paths, bytes or file objects, in either order) as one diffusers
     SDXL pair: each one embedding in diffusers layout under the same token, one 768 wide (CLIP-L),
     the other 1280 (CLIP-G). Anything else is refused with an error naming both."""
-    halves = [_open_any(x, format) for x in (first, second)]
+    halves = [_open_source(x, format, None, alone=True) for x in (first, second)]
     for a, b in (halves, halves[::-1]):
         joined = sdxl_pair.join(a.parts, b.parts)
         if joined is not None and a.format.id in ("diffusers", "concept-folder") and b.format.id == "diffusers":
@@ -240,26 +237,16 @@ def open_pair(first: Any, second: Any, format: str | None = None) -> Loaded:
     )
 
 
-def _open_any(source: Any, format: str | None, name: str | None = None) -> Loaded:
-    """One file source: a path is opened alone (no pair, no sidecars), bytes in memory."""
+def _open_source(source: FileSource, format: str | None, name: str | None, *, alone: bool = False) -> Loaded:
+    """Open what ``read`` was given; ``alone``: a path without its pair or sidecars (a pair's half)."""
     if isinstance(source, (str, os.PathLike)):
         if name is not None:
             raise TypeError("name= is for bytes and file objects; a path is known by its own name")
         path = os.path.expanduser(os.fspath(source))
-        return _guarded(path, lambda: _open_file(path, format, None))
-    return open_data(source, format, name=name)
-
-
-def _open_source(source: FileSource, format: str | None, name: str | None) -> Loaded:
-    if isinstance(source, (str, os.PathLike)):
-        if name is not None:
-            raise TypeError("name= is for bytes and file objects; a path is known by its own name")
-        return open_file(source, format)
+        return _guarded(path, lambda: _open_file(path, format, None)) if alone else open_file(path, format)
     if isinstance(source, (bytes, bytearray, memoryview)) or hasattr(source, "read"):
         return open_data(source, format, name=name)
-    if isinstance(source, (list, tuple)) and len(source) == 2:
-        if name is not None:
-            raise TypeError("name= is for one source; an SDXL pair is known by its token")
+    if isinstance(source, (list, tuple)) and len(source) == 2 and not alone and name is None:
         return open_pair(source[0], source[1], format)
     raise TypeError(f"cannot read a {type(source).__name__}: pass a path, bytes, a binary file object, or the two files of an SDXL pair")
 

@@ -185,3 +185,22 @@ def test_pull_downloads_and_carries_sidecars_and_pairs(hub, tmp_path):
     [res] = json.loads(proc.stdout)
     assert sorted(os.listdir(tmp_path / "conv")) == ["style.civitai.info", "style.json", "style.preview.png", "style.safetensors"]
     assert embkit.read(tmp_path / "conv" / "style.safetensors").sidecars.base_model == "SDXL 1.0"
+
+
+def test_push_sends_an_sdxl_pair_as_one_file(hub, tmp_path):
+    import subprocess
+
+    from hub_server import WRITE_TOKEN
+
+    l, g = makers.vectors(2, 768, 1), makers.vectors(2, 1280, 2)
+    first = makers.diffusers_sdxl_pair(tmp_path / "pair", "<xl>", l, g, g_dtype="float32")
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("HF_", "HUGGINGFACE_"))}
+    env.update({"HF_ENDPOINT": hub.endpoint, "HF_HOME": str(tmp_path / "hf"), "HF_TOKEN": WRITE_TOKEN})
+    proc = subprocess.run([sys.executable, "-m", "embkit", "push", str(first), "tester/xl-pair"], capture_output=True, text=True, env=env, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    files = hub.files("tester/xl-pair")
+    assert "learned_embeds.safetensors" not in files  # not the CLIP-L half alone: one encoder-keyed file, named by the token
+    back = tmp_path / "back.safetensors"
+    back.write_bytes(files["xl.safetensors"])
+    emb = embkit.read(back)
+    assert emb.slots == ("clip_l", "clip_g") and np.array_equal(emb.vectors["clip_g"], g)
