@@ -135,7 +135,8 @@ def open_file(path: str | os.PathLike, format: str | None = None, *, data: Any =
 
     ``data`` may pass the file's bytes when the caller has them already (the library scan hashes
     and parses one read); ``path`` is then taken to be that file, not a folder. ``present``, when
-    given, names the files in its folder (a walk has them), so absent sidecars cost nothing.
+    given, names the files beside it (all, or only its sidecars and pair file: a walk knows them),
+    so that absent ones cost no system call.
     """
     path = os.path.expanduser(os.fspath(path))  # "~/sd/embeddings/x.pt" as a shell would read it
     return _guarded(path, lambda: _on_disk(_open_file(path, format, data), present))
@@ -163,7 +164,7 @@ def _guarded(label: str, fn) -> Loaded:
 
 def _on_disk(loaded: Loaded, present: Iterable[str] | None) -> Loaded:
     """The pair and the sidecars beside a file read from disk."""
-    loaded = sdxl_pair.pair_up(loaded, lambda p: _open_file(p, None, None), lambda p: _on_disk(_open_file(p, None, None), None))
+    loaded = sdxl_pair.pair_up(loaded, lambda p: _open_file(p, None, None), lambda p: _on_disk(_open_file(p, None, None), None), present)
     if loaded.sidecars is None:
         loaded.sidecars = read_sidecars(loaded.path if loaded.container == "folder" else loaded.file, present)
     return loaded

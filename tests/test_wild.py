@@ -120,7 +120,7 @@ def test_inspect_reports_a_pair_once_with_both_files(pair):
 
 @pytest.mark.slow
 def test_pair_applies_to_a_tiny_sdxl_pipeline(tmp_path):
-    torch = pytest.importorskip("torch")
+    pytest.importorskip("torch")
     from embkit.diffusers import apply
     from embkit.diffusers.tiny import tiny_pipeline
 

@@ -41,7 +41,7 @@ def cli(paths: tuple[str, ...], as_json: bool, format_: str | None, all_norms: b
     first_error: EmbkitError | None = None
     left_out = 0
     try:
-        for rep, exc in iter_reports(paths, format_, stdin=sys.stdin.buffer, slot_extra=extra):
+        for rep, exc in iter_reports(paths, format_, stdin=getattr(sys.stdin, "buffer", None), slot_extra=extra):
             if rep is None:
                 left_out += 1
                 continue

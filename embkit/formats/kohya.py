@@ -11,7 +11,8 @@ says so.
 
 from __future__ import annotations
 
-from .base import Part, Raw, Tensor, matrix_shape, width_slot
+from ..errors import BrokenFileError
+from .base import Part, Raw, Tensor, matrix_shape, plain, stem_of, width_slot
 
 KEYS = ("emb_params", "emp_params")
 #: OneTrainer's output vectors beside ``emp_params`` (never beside kohya's ``emb_params``).
@@ -24,18 +25,15 @@ def detect(raw: Raw) -> bool:
     tree = raw.tree
     if not isinstance(tree, dict):
         return False
-    tensors = sorted(k for k, v in tree.items() if isinstance(v, Tensor) and isinstance(k, str))
-    if len(tensors) != sum(isinstance(v, Tensor) for v in tree.values()):
-        return False
-    return (len(tensors) == 1 and tensors[0] in KEYS) or tensors == ["emp_params", OUT_KEY]
+    tensors = [k for k, v in tree.items() if isinstance(v, Tensor)]
+    if len(tensors) == 1:
+        return tensors[0] in KEYS
+    return len(tensors) == 2 and set(tensors) == {"emp_params", OUT_KEY}
 
 
 def parse(raw: Raw, path: str) -> list[Part]:
     """One embedding named by the file stem; ``emp_params_out`` as the output vectors of the slot
     ``emp_params``'s width names."""
-    from ..errors import BrokenFileError
-    from .base import plain, stem_of
-
     key = next(k for k in raw.tree if k in KEYS and isinstance(raw.tree[k], Tensor))  # detect saw exactly one
     tensor = raw.tree[key]
     slot = width_slot(tensor, path, key)

@@ -67,11 +67,13 @@ def join(first: list[Part], second: list[Part]) -> Part | None:
                 member=None, warnings=[*a.warnings, *b.warnings])
 
 
-def pair_up(loaded: Any, open_alone: Callable[[str], Any], open_whole: Callable[[str], Any]) -> Any:
+def pair_up(loaded: Any, open_alone: Callable[[str], Any], open_whole: Callable[[str], Any], present: Any = None) -> Any:
     """A file read from disk (``embkit.io.Loaded``), joined with the other half of its pair when
     that lies beside it: the first (CLIP-L) file takes in its ``_2`` file (``open_alone`` reads
     it without looking further); a second (CLIP-G) file named on its own gives the pair as its first
-    file does (``open_whole``). A partner that cannot be read leaves a warning, not an error."""
+    file does (``open_whole``). A partner that cannot be read leaves a warning, not an error.
+    ``present``, when given, holds the names beside the file a walk found (a partner not among them
+    is not looked for)."""
     from ..errors import EmbkitError
 
     if loaded.format.id not in ("diffusers", "concept-folder") or len(loaded.parts) != 1:
@@ -79,7 +81,7 @@ def pair_up(loaded: Any, open_alone: Callable[[str], Any], open_whole: Callable[
     part = loaded.parts[0]
     if set(part.tensors) == {"clip_l"}:
         other = second_path(loaded.file)
-        if not os.path.isfile(other):
+        if (present is not None and os.path.basename(other) not in present) or not os.path.isfile(other):
             return loaded
         try:
             second = open_alone(other)

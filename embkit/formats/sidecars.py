@@ -45,6 +45,8 @@ JSON_SUFFIXES = {"civitai_info": ".civitai.info", "a1111_json": ".json", "metada
 #: Picture extensions A1111 looks for (modules/ui_extra_networks.py, allowed_preview_extensions).
 PREVIEW_EXTENSIONS = (".png", ".jpg", ".jpeg", ".webp", ".gif")
 PREVIEW_SUFFIXES = tuple(".preview" + e for e in PREVIEW_EXTENSIONS)
+#: What a file with no sidecars has (shared: a library scan reads thousands of such files).
+EMPTY = Sidecars()
 _MAGIC = ((b"\x89PNG\r\n\x1a\n", "png"), (b"\xff\xd8\xff", "jpeg"), (b"GIF87a", "gif"), (b"GIF89a", "gif"))
 
 
@@ -58,6 +60,21 @@ def is_sidecar_name(name: str) -> bool:
     ``.metadata.json``); a plain ``<stem>.json`` is only one beside its embedding."""
     low = name.lower()
     return is_preview_name(name) or low.endswith((".civitai.info", ".metadata.json"))
+
+
+def owners(names: Iterable[str]) -> dict[str, list[str]]:
+    """stem → the names among ``names`` that may be sidecars of an embedding with that stem (a
+    folder walk asks this once per folder, then each file only looks up its stem)."""
+    out: dict[str, list[str]] = {}
+    endings = (*JSON_SUFFIXES.values(), *PREVIEW_SUFFIXES, *PREVIEW_EXTENSIONS)
+    for name in names:
+        low = name.lower()
+        if not low.endswith(endings):  # most names in an embeddings folder: one test each
+            continue
+        for end in endings:
+            if low.endswith(end) and len(name) > len(end):
+                out.setdefault(name[: -len(end)], []).append(name)
+    return out
 
 
 def candidates(path: str) -> dict[str, list[str]]:
@@ -176,6 +193,8 @@ def read_sidecars(path: str, present: Iterable[str] | None = None) -> Sidecars:
     """The sidecars of the embedding file at ``path``. ``present``, when given, is the set of
     file names in its folder (a folder walk has it), so that absent files cost no system call."""
     names = set(present) if present is not None else None
+    if names is not None and not names:
+        return EMPTY
     found: dict[str, Any] = {}
     files: dict[str, str] = {}
     warnings: list[str] = []

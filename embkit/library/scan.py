@@ -16,6 +16,9 @@ from dataclasses import dataclass, field
 from typing import Callable, Iterable
 
 from ..errors import LibraryError
+from ..formats.sdxl_pair import first_path, second_path
+from ..formats.sidecars import candidates, is_preview_name, owners
+from ..io import is_companion
 
 #: Below this many files to read, worker processes cost more than they save.
 PARALLEL_ABOVE = 64
@@ -284,7 +287,8 @@ def walk(root: str, extensions: tuple[str, ...], beside: dict | None = None) -> 
     if not os.path.isdir(root):
         st = os.stat(root)
         if beside is not None:
-            beside[root] = _beside(root, set(os.listdir(os.path.dirname(root))))
+            names = set(os.listdir(os.path.dirname(root)))
+            beside[root] = _beside(root, names, _owned(names))
         return [(root, st.st_size, st.st_mtime_ns)]
     stack = [root]
     seen_dirs = {_dir_key(root)}  # followed symlinks may loop back; visit each real folder once
@@ -297,6 +301,7 @@ def walk(root: str, extensions: tuple[str, ...], beside: dict | None = None) -> 
         with entries:
             listing = list(entries)  # whole: a file's sidecars are looked up among its folder's names
         names = {e.name for e in listing}
+        owned = _owned(names) if beside is not None else ({}, set())
         for entry in listing:
             name = entry.name
             try:
@@ -313,29 +318,34 @@ def walk(root: str, extensions: tuple[str, ...], beside: dict | None = None) -> 
                     st = entry.stat()
                     out.append((entry.path, st.st_size, st.st_mtime_ns))
                     if beside is not None:
-                        beside[entry.path] = _beside(entry.path, names)
+                        beside[entry.path] = _beside(entry.path, names, owned)
             except OSError:
                 continue  # vanished or broken link between listing and stat
     return out
 
 
 def _companion(path: str, names: set[str]) -> bool:
-    from ..formats.sdxl_pair import first_path
-    from ..formats.sidecars import is_preview_name
-    from ..io import is_companion
-
     name = os.path.basename(path)
+    if "_2" not in name:  # cheap first: most files are neither previews nor a pair's second half
+        return is_preview_name(name)
     first = first_path(name)
     # only a preview name, or a "_2" file whose first file is listed, can be a companion: the
     # others are not opened here
     return is_preview_name(name) or (first is not None and first in names and is_companion(path))
 
 
-def _beside(path: str, names: set[str]) -> tuple[str, tuple[str, ...]]:
-    """The sidecar key of a file and the sidecar names found (see :func:`walk`)."""
-    from ..formats.sdxl_pair import second_path
-    from ..formats.sidecars import candidates
+def _owned(names: set[str]) -> tuple[dict[str, list[str]], set[str]]:
+    """What a folder's names may hold beside its embeddings: sidecars by stem
+    (:func:`embkit.formats.sidecars.owners`), and the first files that a ``…_2`` file may pair with."""
+    return owners(names), {os.path.basename(first) for n in names if "_2" in n and (first := first_path(n)) is not None}
 
+
+def _beside(path: str, names: set[str], owned: tuple[dict[str, list[str]], set[str]]) -> tuple[str, tuple[str, ...]]:
+    """The sidecar key of a file and the sidecar names found (see :func:`walk`); ``owned`` is
+    :func:`_owned` of the folder's names."""
+    name = os.path.basename(path)
+    if os.path.splitext(name)[0] not in owned[0] and name not in owned[1]:
+        return "", ()  # the common case, decided without building a name
     wanted = [n for group in candidates(path).values() for n in group] + [os.path.basename(second_path(path))]
     found = tuple(n for n in wanted if n in names)
     parts = []
