@@ -298,6 +298,13 @@ def test_bytes_never_look_beside_a_name(with_sidecars, tmp_path):
     assert not emb.sidecars and emb.source.in_memory and emb.source.sidecars is None
 
 
+def test_odd_numbers_in_a_sidecar_keep_the_report_valid_json(tmp_path):
+    path = makers.kohya_file(tmp_path / "odd.safetensors", makers.vectors(1, 768, 1))
+    (tmp_path / "odd.civitai.info").write_text('{"a": NaN, "b": 1e999, "c": -Infinity, "trainedWords": ["w"]}')
+    code, [rep] = inspect_json(path)
+    assert code == 0 and rep["sidecars"]["civitai_info"] == {"a": "NaN", "b": "1e999", "c": "-Infinity", "trainedWords": ["w"]}
+
+
 def test_skeleton_and_empty_civitai_info(tmp_path):
     path = makers.kohya_file(tmp_path / "local.safetensors", makers.vectors(1, 768, 1))
     skeleton = {"id": "", "modelId": "", "name": "", "trainedWords": [], "baseModel": "Unknown", "description": "",

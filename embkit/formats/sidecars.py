@@ -27,6 +27,7 @@ it, never an error: the embedding is read all the same.
 from __future__ import annotations
 
 import json
+import math
 import os
 import stat
 from typing import Any, Iterable
@@ -144,7 +145,8 @@ def parse_json(data: bytes, name: str) -> tuple[dict | None, str | None]:
     try:
         check_json_size(data, name, f"sidecar {name}")
         text = data.decode("utf-8-sig")
-        value = json.loads(text, parse_constant=str)
+        # NaN, Infinity and 1e999 kept as text: the report must stay valid JSON (`inspect --json`)
+        value = json.loads(text, parse_constant=str, parse_float=_finite_or_text)
     except EmbkitError:
         return None, f"sidecar {name} opens too many JSON objects; not read"
     except UnicodeDecodeError:
@@ -154,6 +156,11 @@ def parse_json(data: bytes, name: str) -> tuple[dict | None, str | None]:
     if not isinstance(value, dict):
         return None, f"sidecar {name} holds a JSON {type(value).__name__}, not an object; ignored"
     return value, None
+
+
+def _finite_or_text(text: str) -> float | str:
+    value = float(text)
+    return value if math.isfinite(value) else text
 
 
 def _is_card(data: bytes, path: str) -> bool:
@@ -195,6 +202,8 @@ def read_sidecars(path: str, present: Iterable[str] | None = None) -> Sidecars:
     names = set(present) if present is not None else None
     if names is not None and not names:
         return EMPTY
+    if not os.path.basename(path):  # a folder named "x/": its sidecars are "x.civitai.info" … beside it
+        path = os.path.normpath(path)
     found: dict[str, Any] = {}
     files: dict[str, str] = {}
     warnings: list[str] = []
