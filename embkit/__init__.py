@@ -23,13 +23,14 @@ from .errors import (
     TooLargeError,
     UnknownFormatError,
     UnsafeFileError,
+    UnsupportedLayoutError,
     ValidationFailed,
     WriteError,
 )
 from typing import TYPE_CHECKING
 
 from .io import probe, read, read_all
-from .schema import Embedding, Source
+from .schema import Embedding, Sidecars, Source
 
 __version__ = "0.1.0"
 
@@ -98,12 +99,14 @@ __all__ = [
     "from_state_dict",
     "Library",
     "Source",
+    "Sidecars",
     "read",
     "read_all",
     "probe",
     "EmbkitError",
     "BrokenFileError",
     "UnknownFormatError",
+    "UnsupportedLayoutError",
     "UnsafeFileError",
     "TooLargeError",
     "TargetError",

@@ -73,9 +73,15 @@ def plan_jobs(inputs: tuple[str, ...], out: str, to: str | None = None) -> tuple
                 continue
             for f in sorted(files):
                 low = f.lower()
-                if low.endswith(exts) and not low.endswith(".preview.png") and not is_temp(f) and not f.startswith(".") and os.path.isfile(os.path.join(root, f)):
+                if low.endswith(exts) and not is_temp(f) and not f.startswith(".") and os.path.isfile(os.path.join(root, f)) and not _companion(os.path.join(root, f)):
                     jobs.append(Job(os.path.join(root, f), os.path.normpath(os.path.join(base, rel, _stem(f))), True))
     return jobs, single
+
+
+def _companion(path: str) -> bool:
+    from .io import is_companion
+
+    return is_companion(path)
 
 
 def _is_concept(path: str) -> bool:
@@ -144,11 +150,14 @@ def convert_one(job: Job, s: Settings, staged: list) -> dict:
                 else:
                     result["status"] = "dry-run"
                 result["outputs"].extend(o.path for o in planned.outputs)
+                result.setdefault("sidecars", []).extend(dst for _src, dst in _sidecar_copies(emb, planned.outputs[0].path))
             else:
                 _makedirs(os.path.dirname(target) or ".")
                 planned = prepare(emb, target, fmt, container=s.container, overwrite=s.overwrite, strict=s.strict, dtype=s.dtype, **options)
                 losses = planned.losses
                 files = [(o.path, o.data) for o in planned.outputs if o.fill is None]
+                carried = _carry_sidecars(emb, planned.outputs[0].path, s.overwrite, result)
+                files += carried
                 for o in planned.outputs:
                     if o.fill is not None:
                         write_folder(o.path, o.fill, owns=o.owns, overwrite=s.overwrite)
@@ -159,16 +168,46 @@ def convert_one(job: Job, s: Settings, staged: list) -> dict:
             result["losses"].extend({**x.to_dict(), "embedding": emb.name} for x in losses)
     except TargetExistsError as exc:
         result.update(status="skipped", reason=f"{exc.path} exists (--overwrite replaces it)", error=exc.to_dict(), exit_code=exc.exit_code)
-    except UnknownFormatError as exc:
-        if job.into_dir:  # a file in a walked folder that is not an embedding (a model, a picture)
+    except EmbkitError as exc:
+        from .report import not_an_embedding
+
+        if job.into_dir and (isinstance(exc, UnknownFormatError) or not_an_embedding(job.source, exc)):
+            # a file in a walked folder that is not an embedding (a model, a picture, an XTI file)
             result.update(status="skipped", reason=f"not an embedding: {exc.detail}")
         else:
             result.update(status="failed", reason=exc.detail, error=exc.to_dict(), exit_code=exc.exit_code)
-    except EmbkitError as exc:
-        result.update(status="failed", reason=exc.detail, error=exc.to_dict(), exit_code=exc.exit_code)
     except (TypeError, ValueError) as exc:
         result.update(status="failed", reason=str(exc), error={"code": "error", "message": str(exc)}, exit_code=1)
     return result
+
+
+def _sidecar_copies(emb, output: str) -> list[tuple[str, str]]:
+    """``(sidecar, target)`` for each sidecar of the input, renamed to the output's stem."""
+    from .formats.sidecars import copies
+
+    folder, name = os.path.split(output)
+    stem = os.path.splitext(name)[0] if os.path.splitext(name)[1] else name
+    return copies(emb.source.sidecars if emb.source else None, stem, folder)
+
+
+def _carry_sidecars(emb, output: str, overwrite: bool, result: dict) -> list[tuple[str, bytes]]:
+    """The sidecars to write beside ``output`` (Civitai Helper's info, A1111's and Lora Manager's
+    JSON, the preview), as ``(path, bytes)`` for the batch writer; an existing target is refused
+    as the output itself would be, and a sidecar that cannot be read is reported, not fatal."""
+    from .atomic import check_target
+    from .errors import EmbkitError
+    from .formats.sidecars import read_copy
+
+    out = []
+    for src, dst in _sidecar_copies(emb, output):
+        check_target(dst, overwrite)
+        try:
+            out.append((dst, read_copy(src, emb.source.path)))
+        except EmbkitError as exc:
+            result["losses"].append({"code": "sidecar-dropped", "message": str(exc), "slot": None, "embedding": emb.name})
+            continue
+        result.setdefault("sidecars", []).append(dst)
+    return out
 
 
 _MADE: set[str] = set()

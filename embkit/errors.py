@@ -43,6 +43,14 @@ class UnknownFormatError(EmbkitError):
     exit_code = 4
 
 
+class UnsupportedLayoutError(UnknownFormatError):
+    """The file is in a layout embkit recognises but that is not a textual inversion any host
+    applies (kohya's XTI: one embedding per UNet block). The message says what it is."""
+
+    code = "unsupported-layout"
+    exit_code = 4
+
+
 class UnsafeFileError(EmbkitError):
     """The file asks for something embkit refuses to do: a pickle global outside the allow-list,
     a path-traversal zip member, an object that would need code to run."""
@@ -141,6 +149,7 @@ ALL_ERRORS = (
     EmbkitError,
     BrokenFileError,
     UnknownFormatError,
+    UnsupportedLayoutError,
     UnsafeFileError,
     TooLargeError,
     TargetError,

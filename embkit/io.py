@@ -1,8 +1,12 @@
-"""read / read_all / probe: from a path to Embeddings or a cheap description of the file.
+"""read / read_all / probe: from a path, bytes or a file object to Embeddings or a cheap description.
 
 Detection is by content first: an explicit ``format`` wins; otherwise the first bytes pick the
 container and the keys pick the layout; the extension is only the last hint (used to tell "damaged
 torch file" from "not an embedding at all").
+
+A file read from disk is read with what lies beside it: the other half of a diffusers SDXL pair
+(:mod:`embkit.formats.sdxl_pair`) and the sidecars other tools keep
+(:mod:`embkit.formats.sidecars`). Bytes and file objects are read alone, with the same caps.
 """
 
 from __future__ import annotations
@@ -13,13 +17,17 @@ import mmap
 import os
 import stat
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Iterable
 
 from .errors import BrokenFileError, EmbkitError, NotMine, TooLargeError, UnknownFormatError
 from .formats import FORMAT_IDS, FORMATS, Format, container_for_extension, get_format, sniff_container
-from .formats import concept_folder
+from .formats import concept_folder, sdxl_pair
 from .formats.base import Part, Raw, check_json_size, looks_like_weight_key, matrix_shape, tensor_matrix
-from .schema import Embedding, Source
+from .formats.sidecars import is_preview_name, read_sidecars
+from . import inputs
+from .inputs import FileSource
+from .schema import Embedding, Sidecars, Source
+
 
 #: Files above this are memory-mapped rather than read whole (LoRA bundles can be large).
 MMAP_ABOVE = 64 * 1024 * 1024
@@ -42,6 +50,14 @@ class Loaded:
     metadata: dict[str, Any] = field(default_factory=dict)
     #: container of ``data`` itself (a concept folder's tensor file is pickle or safetensors)
     data_container: str = ""
+    #: the tensor file ``data`` came from (a concept folder's ``learned_embeds.*``; else ``path``)
+    file: str = ""
+    #: the second (CLIP-G) file of a diffusers SDXL pair read with this one, and its bytes
+    pair: str | None = None
+    pair_data: Any = None
+    sidecars: Sidecars | None = None
+    #: read from bytes or a file object: ``path`` is only a name
+    in_memory: bool = False
 
 
 @dataclass(frozen=True)
@@ -74,6 +90,9 @@ class Probe:
     embeddings: tuple[ProbedEmbedding, ...]
     hashes: dict[str, str]
     size: int
+    #: the second file of a diffusers SDXL pair, when the embedding spans two files
+    pair: str | None = None
+    sidecars: Sidecars | None = None
 
 
 def _read_bytes(path: str) -> Any:
@@ -110,20 +129,45 @@ def _read_bytes(path: str) -> Any:
         raise EmbkitError(f"cannot read ({exc.strerror or exc})", path=path) from None
 
 
-def open_file(path: str | os.PathLike, format: str | None = None, *, data: Any = None) -> Loaded:
-    """Open a file or concept folder, pick its container and layout, and parse it into parts.
+def open_file(path: str | os.PathLike, format: str | None = None, *, data: Any = None, present: Iterable[str] | None = None) -> Loaded:
+    """Open a file or concept folder, pick its container and layout, and parse it into parts, with
+    the other half of an SDXL pair and the sidecars beside it.
 
     ``data`` may pass the file's bytes when the caller has them already (the library scan hashes
-    and parses one read); ``path`` is then taken to be that file, not a folder.
+    and parses one read); ``path`` is then taken to be that file, not a folder. ``present``, when
+    given, names the files beside it (all, or only its sidecars and pair file: a walk knows them),
+    so that absent ones cost no system call.
     """
     path = os.path.expanduser(os.fspath(path))  # "~/sd/embeddings/x.pt" as a shell would read it
+    return _guarded(path, lambda: _on_disk(_open_file(path, format, data), present))
+
+
+def open_data(data: Any, format: str | None = None, *, name: str | None = None) -> Loaded:
+    """Open bytes or a binary file object as :func:`open_file` opens a file, with the same caps and
+    checks, and nothing looked up on disk. ``name`` (a file name) gives file-stem layouts their
+    trigger and error messages their subject; default ``<bytes>``, or a file object's own name."""
+    label = inputs.label(data, name)
+    loaded = _guarded(label, lambda: _open_file(label, format, inputs.bytes_of(data, label, MAX_STREAM_BYTES)))
+    loaded.in_memory = True
+    return loaded
+
+
+def _guarded(label: str, fn) -> Loaded:
     try:
-        return _open_file(path, format, data)
+        return fn()
     except RecursionError:
         # the readers cap nesting where they build; this is the net for any path they missed
-        raise TooLargeError("nests too deeply to read", path=path) from None
+        raise TooLargeError("nests too deeply to read", path=label) from None
     except MemoryError:
-        raise TooLargeError("needs more memory than embkit allows a file", path=path) from None
+        raise TooLargeError("needs more memory than embkit allows a file", path=label) from None
+
+
+def _on_disk(loaded: Loaded, present: Iterable[str] | None) -> Loaded:
+    """The pair and the sidecars beside a file read from disk."""
+    loaded = sdxl_pair.pair_up(loaded, lambda p: _open_file(p, None, None), lambda p: _on_disk(_open_file(p, None, None), None), present)
+    if loaded.sidecars is None:
+        loaded.sidecars = read_sidecars(loaded.path if loaded.container == "folder" else loaded.file, present)
+    return loaded
 
 
 def _open_file(path: str, format: str | None, data: Any) -> Loaded:
@@ -133,10 +177,11 @@ def _open_file(path: str, format: str | None, data: Any) -> Loaded:
             fmt_forced = get_format(format)
         except KeyError as exc:
             raise UnknownFormatError(str(exc.args[0]), path=path) from None
+    file = path
     if data is None and os.path.isdir(path):  # bytes given: the caller read a file
-        inner = _concept_inner(path)
-        data = _read_bytes(inner) if data is None else data
-        raw = _read_container(inner, data)
+        file = _concept_inner(path)
+        data = _read_bytes(file)
+        raw = _read_container(file, data)
         data_container = raw.container
         raw.container = "folder"
         raw.metadata.update(concept_folder.folder_metadata(path))
@@ -152,7 +197,59 @@ def _open_file(path: str, format: str | None, data: Any) -> Loaded:
     parts = fmt.parse(raw, path)
     if not parts:
         raise BrokenFileError(f"holds no embedding in {fmt.id} layout", path=path)
-    return Loaded(path=path, format=fmt, container=container, data=data, raw=raw, parts=parts, metadata=_container_metadata(raw, path), data_container=data_container)
+    return Loaded(path=path, format=fmt, container=container, data=data, raw=raw, parts=parts, metadata=_container_metadata(raw, path),
+                  data_container=data_container, file=file)
+
+
+def is_companion(path: str) -> bool:
+    """Whether a file met while walking a folder belongs to another embedding file and is no
+    embedding of its own: a preview picture (``x.preview.png``), or the second (CLIP-G) file of a
+    diffusers SDXL pair whose first file lies beside it (the pair is read, and reported, once,
+    under its first file). Every walker (inspect, convert, the library, pull) asks this."""
+    name = os.path.basename(path)
+    if is_preview_name(name):
+        return True
+    first = sdxl_pair.first_path(path)
+    if first is None or not os.path.isfile(first):
+        return False
+    try:
+        a, b = _open_file(first, None, None), _open_file(path, None, None)
+    except EmbkitError:
+        return False
+    return a.format.id == b.format.id == "diffusers" and sdxl_pair.join(a.parts, b.parts) is not None
+
+
+def open_pair(first: Any, second: Any, format: str | None = None) -> Loaded:
+    """Two files given together (paths, bytes or file objects, in either order) as one diffusers
+    SDXL pair: each one embedding in diffusers layout under the same token, one 768 wide (CLIP-L),
+    the other 1280 (CLIP-G). Anything else is refused with an error naming both."""
+    halves = [_open_source(x, format, None, alone=True) for x in (first, second)]
+    for a, b in (halves, halves[::-1]):
+        joined = sdxl_pair.join(a.parts, b.parts)
+        if joined is not None and a.format.id in ("diffusers", "concept-folder") and b.format.id == "diffusers":
+            a.parts, a.pair, a.pair_data = [joined], b.path, b.data
+            if not a.in_memory:
+                a.sidecars = read_sidecars(a.path if a.container == "folder" else a.file)
+            return a
+    raise UnknownFormatError(
+        f"and {halves[1].path} are not the two files of a diffusers SDXL pair (each must hold one diffusers embedding "
+        "under the same token, one 768 wide for CLIP-L, the other 1280 wide for CLIP-G)",
+        path=halves[0].path,
+    )
+
+
+def _open_source(source: FileSource, format: str | None, name: str | None, *, alone: bool = False) -> Loaded:
+    """Open what ``read`` was given; ``alone``: a path without its pair or sidecars (a pair's half)."""
+    if isinstance(source, (str, os.PathLike)):
+        if name is not None:
+            raise TypeError("name= is for bytes and file objects; a path is known by its own name")
+        path = os.path.expanduser(os.fspath(source))
+        return _guarded(path, lambda: _open_file(path, format, None)) if alone else open_file(path, format)
+    if isinstance(source, (bytes, bytearray, memoryview)) or hasattr(source, "read"):
+        return open_data(source, format, name=name)
+    if isinstance(source, (list, tuple)) and len(source) == 2 and not alone and name is None:
+        return open_pair(source[0], source[1], format)
+    raise TypeError(f"cannot read a {type(source).__name__}: pass a path, bytes, a binary file object, or the two files of an SDXL pair")
 
 
 def _concept_inner(folder: str) -> str:
@@ -235,33 +332,36 @@ def embedding_of(loaded: Loaded, part: Part) -> Embedding:
     vectors = {slot: tensor_matrix(t, loaded.path, f"{part.name} {slot}") for slot, t in part.tensors.items()}
     dtypes = {slot: t.dtype for slot, t in part.tensors.items()}
     metadata = {**loaded.metadata, **part.metadata}
+    source = Source(path=loaded.path, format=loaded.format.id, container=loaded.container, member=part.member, pair=loaded.pair,
+                    sidecars=loaded.sidecars, in_memory=loaded.in_memory)
     try:
-        return Embedding(
-            name=part.name,
-            vectors=vectors,
-            dtypes=dtypes,
-            metadata=metadata,
-            source=Source(path=loaded.path, format=loaded.format.id, container=loaded.container, member=part.member),
-        )
+        return Embedding(name=part.name, vectors=vectors, dtypes=dtypes, metadata=metadata, source=source)
     except ValueError as exc:
         raise BrokenFileError(str(exc), path=loaded.path) from None
 
 
-def read_all(path: str | os.PathLike, format: str | None = None) -> list[Embedding]:
+def read_all(source: FileSource, format: str | None = None, *, name: str | None = None) -> list[Embedding]:
     """Every embedding in a file (a LoRA bundle, an original-TI file with several placeholders,
-    a diffusers dict with several tokens); a one-embedding file gives a list of one."""
-    loaded = open_file(path, format)
+    a diffusers dict with several tokens); a one-embedding file gives a list of one.
+
+    ``source`` is a path, the file's bytes, a binary file object (``name=`` then gives the file
+    name that file-stem layouts are triggered by), or the two files of a diffusers SDXL pair given
+    together as a list. A path is read with the other half of its SDXL pair and its sidecars."""
+    loaded = _open_source(source, format, name)
     return [embedding_of(loaded, part) for part in loaded.parts]
 
 
-def read(path: str | os.PathLike, format: str | None = None, *, member: str | None = None) -> Embedding:
+def read(source: FileSource, format: str | None = None, *, member: str | None = None, name: str | None = None) -> Embedding:
     """Read one embedding from a file (any format in :data:`embkit.formats.FORMATS`).
 
-    ``format`` forces a layout id (``a1111``, ``diffusers``, ``kohya``, ``multi``, ``a1111-image``,
-    ``lora-bundle``, ``concept-folder``). For files that hold several embeddings, ``member`` picks
-    one by name; without it such a file raises an error listing them (see :func:`read_all`).
+    ``source`` is a path, the file's bytes or a binary file object (with ``name=``, the file name
+    to trigger file-stem layouts by and to name in errors), or ``[first, second]``: the two files
+    of a diffusers SDXL pair. ``format`` forces a layout id (``a1111``, ``diffusers``, ``kohya``,
+    ``multi``, ``a1111-image``, ``lora-bundle``, ``concept-folder``). For files that hold several
+    embeddings, ``member`` picks one by name; without it such a file raises an error listing them
+    (see :func:`read_all`).
     """
-    loaded = open_file(path, format)
+    loaded = _open_source(source, format, name)
     parts = loaded.parts
     if member is not None:
         parts = [p for p in parts if member in (p.member, p.name)]
@@ -274,13 +374,13 @@ def read(path: str | os.PathLike, format: str | None = None, *, member: str | No
     return embedding_of(loaded, parts[0])
 
 
-def probe(path: str | os.PathLike, format: str | None = None, *, hashes: bool = True) -> Probe:
+def probe(source: FileSource, format: str | None = None, *, hashes: bool = True, name: str | None = None) -> Probe:
     """Describe a file cheaply: format, container, each embedding's slots (vectors × width, dtype),
-    metadata and warnings, and its hashes. Reads the safetensors header or walks the pickle's
-    structure; tensor data is not copied."""
+    metadata and warnings, its hashes, and its sidecars. Reads the safetensors header or walks the
+    pickle's structure; tensor data is not copied. ``source`` and ``name`` as for :func:`read`."""
     from .hashes import file_hashes
 
-    loaded = open_file(path, format)
+    loaded = _open_source(source, format, name)
     embs = []
     for part in loaded.parts:
         slots = {}
@@ -297,7 +397,10 @@ def probe(path: str | os.PathLike, format: str | None = None, *, hashes: bool = 
         embeddings=tuple(embs),
         hashes=file_hashes(loaded.data, loaded.data_container) if hashes else {},
         size=len(loaded.data),
+        pair=loaded.pair,
+        sidecars=loaded.sidecars,
     )
 
 
-__all__ = ["read", "read_all", "probe", "open_file", "embedding_of", "Probe", "ProbedEmbedding", "SlotInfo", "Loaded", "FORMAT_IDS"]
+__all__ = ["read", "read_all", "probe", "open_file", "open_data", "open_pair", "is_companion", "embedding_of", "Probe", "ProbedEmbedding", "SlotInfo", "Loaded",
+           "FileSource", "FORMAT_IDS"]

@@ -179,7 +179,10 @@ def test_sdxl_two_files_and_card_options(tmp_path):
     proc = convert(src, "-o", tmp_path / "learned_embeds.safetensors", "--to", "diffusers", "--sdxl-two-files", "--json")
     assert proc.returncode == 0, proc.stderr
     assert json.loads(proc.stdout)["files"][0]["outputs"] == [str(tmp_path / "learned_embeds.safetensors"), str(tmp_path / "learned_embeds_2.safetensors")]
-    assert embkit.read(tmp_path / "learned_embeds_2.safetensors").slots == ("clip_g",)
+    # the pair reads back as one SDXL embedding, from either file (issue 15)
+    for name in ("learned_embeds.safetensors", "learned_embeds_2.safetensors"):
+        back = embkit.read(tmp_path / name)
+        assert back.slots == ("clip_l", "clip_g") and back.source.pair == str(tmp_path / "learned_embeds_2.safetensors")
     from PIL import Image
 
     Image.new("RGB", (20, 20), (9, 99, 199)).save(tmp_path / "pic.png")

@@ -155,13 +155,17 @@ def test_a_repo_of_pictures_only_holds_no_embeddings(hub, tmp_path):
     assert "no embedding files" in proc.stderr
 
 
-def test_preview_pictures_are_not_downloaded(hub, tmp_path):
+def test_preview_pictures_come_along_but_are_not_embeddings(hub, tmp_path):
+    """Issue 15: pull fetches a preview with its embedding (it used to skip them) and copies it
+    beside the output; the preview itself is not reported as a file that holds no embedding."""
     hub.add_repo("tester/with-preview", {"style.safetensors": st_save({"emb_params": RNG.standard_normal((1, 768)).astype(np.float32)}),
-                                         "style.preview.png": png_bytes()})
-    [res] = json.loads(run(hub, tmp_path, "pull", "tester/with-preview", "--json").stdout)
+                                         "style.preview.png": png_bytes(), "unrelated.preview.png": png_bytes()})
+    [res] = json.loads(run(hub, tmp_path, "pull", "tester/with-preview", "-o", tmp_path / "out", "--json").stdout)
     assert res["filename"] == "style.safetensors"
     heads = {r["path"].rsplit("/", 1)[-1] for r in hub.requests("HEAD", "/tester/with-preview/resolve/")}
-    assert heads == {"style.safetensors"}
+    assert {"style.safetensors", "style.preview.png"} <= heads
+    assert (tmp_path / "out" / "style.preview.png").read_bytes() == png_bytes()
+    assert res["sidecars"] == [str(tmp_path / "out" / "style.preview.png")]
 
 
 def card_code(card: str, after: str) -> str:

@@ -101,6 +101,8 @@ def _filters(f):
         click.option("--vectors", help="Vector count: N, MIN-MAX, MIN- or -MAX."),
         click.option("--format", "format_", type=click.Choice(FORMAT_IDS), help="Layout."),
         click.option("--tag", help="Has this tag."),
+        click.option("--word", help="A trained word the sidecars name (glob, case-insensitive)."),
+        click.option("--base-model", "base_model", help="Base model the sidecars name (glob, case-insensitive: 'SDXL*', 'SD 1.5')."),
         click.option("--json", "as_json", is_flag=True, help="Print JSON."),
         _db_option,
     ]
@@ -121,16 +123,17 @@ def _vectors(value: str | None):
         raise click.BadParameter(f"{value!r}: use N, MIN-MAX, MIN- or -MAX", param_hint="--vectors") from None
 
 
-def _query(ctx, db, family, fits, slot, name, vectors, format_, tag):
+def _query(ctx, db, family, fits, slot, name, vectors, format_, tag, word=None, base_model=None, pattern=None):
     lib = _open(ctx, db)
-    return lib.search(family=family, fits=fits, slot=slot, name=name, vectors=_vectors(vectors), format=format_, tag=tag)
+    return lib.search(family=family, fits=fits, slot=slot, name=name, vectors=_vectors(vectors), format=format_, tag=tag,
+                      word=word, base_model=base_model, pattern=pattern)
 
 
 @cli.command("list")
 @_filters
 @click.option("--errors", "show_errors", is_flag=True, help="List the files that could not be read instead.")
 @click.pass_context
-def list_cmd(ctx, family, fits, slot, name, vectors, format_, tag, as_json, db, show_errors) -> None:
+def list_cmd(ctx, family, fits, slot, name, vectors, format_, tag, word, base_model, as_json, db, show_errors) -> None:
     """List the embeddings in the library (filters combine)."""
     if show_errors:
         lib = _open(ctx, db)
@@ -140,20 +143,19 @@ def list_cmd(ctx, family, fits, slot, name, vectors, format_, tag, as_json, db, 
         else:
             _errors_table(errs, len(lib.pictures()))
         return
-    _print_entries(_query(ctx, db, family, fits, slot, name, vectors, format_, tag), as_json)
+    _print_entries(_query(ctx, db, family, fits, slot, name, vectors, format_, tag, word, base_model), as_json)
 
 
 @cli.command("search")
 @click.argument("pattern", required=False)
 @_filters
 @click.pass_context
-def search_cmd(ctx, pattern, family, fits, slot, name, vectors, format_, tag, as_json, db) -> None:
-    """Search by a name PATTERN (a substring, or a glob with * ? [ ]) and filters."""
-    if pattern and name:
-        raise click.UsageError("give the name as PATTERN or --name, not both")
+def search_cmd(ctx, pattern, family, fits, slot, name, vectors, format_, tag, word, base_model, as_json, db) -> None:
+    """Search by a PATTERN (a substring, or a glob with * ? [ ]) matching the trigger name or a
+    trained word its sidecars name, and filters."""
     if pattern and not any(c in pattern for c in "*?["):
         pattern = f"*{pattern}*"
-    _print_entries(_query(ctx, db, family, fits, slot, pattern or name, vectors, format_, tag), as_json)
+    _print_entries(_query(ctx, db, family, fits, slot, name, vectors, format_, tag, word, base_model, pattern), as_json)
 
 
 @cli.command("show")
@@ -222,6 +224,9 @@ def _show_entry(e) -> None:
         ("vectors hash", e.vectors_hash),
         ("tags", ", ".join(e.tags) or "-"),
     ]
+    if e.sidecars:
+        rows += [("base model", e.base_model or "-"), ("trained words", ", ".join(e.trained_words) or "-")]
+        rows += [(f"sidecar {kind}", path) for kind, path in sorted((e.sidecars.get("files") or {}).items())]
     for s in e.slots:
         norms = f"norms {s.norm_min:.3g} / {s.norm_mean:.3g} / {s.norm_max:.3g}" if s.norm_mean is not None else "norms n/a"
         rows.append((f"slot {s.slot}", f"{s.vectors} x {s.width} {s.dtype}, {norms} (min/mean/max)"))

@@ -22,7 +22,8 @@ def detect(raw: Raw) -> bool:
         and bool(tree)
         and all(isinstance(v, Tensor) for v in tree.values())
         and not any(
-            isinstance(k, str) and (k in OTHER_LAYOUT_KEYS or k.endswith("_out") or k.startswith("bundle_emb.") or looks_like_weight_key(k))
+            isinstance(k, str)
+            and (k in OTHER_LAYOUT_KEYS or k.removesuffix("_out") in OTHER_LAYOUT_KEYS or k.startswith("bundle_emb.") or looks_like_weight_key(k))
             for k in tree
         )
     )

@@ -15,8 +15,9 @@ from ..hubclient import _snapshot
 
 #: Files of an sd-concepts-library repo that go with ``learned_embeds.bin``.
 CONCEPT_TEXT = (concept_folder.TOKEN_FILE, concept_folder.TYPE_FILE)
-#: Never fetched by a whole-repo pull: A1111's preview pictures, which ``embkit inspect`` also skips by name.
-PULL_IGNORE = ["*.preview.png"]
+#: Nothing is left out of a pull any more: previews and sidecars come along with their embeddings
+#: (kept, empty, for callers that passed it on).
+PULL_IGNORE: list[str] = []
 
 
 @dataclass
@@ -39,6 +40,8 @@ class PulledFile:
     converted: tuple[str, ...] = ()
     error: EmbkitError | None = None
     notes: list[str] = field(default_factory=list)
+    #: the sidecars (Civitai info, A1111 and Lora Manager JSON, previews) copied beside ``path``
+    sidecars: list[str] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
         """The JSON object ``embkit pull --json`` prints for this file."""
@@ -55,6 +58,7 @@ class PulledFile:
             "findings": list(self.findings),
             "converted": list(self.converted),
             "notes": list(self.notes),
+            "sidecars": list(self.sidecars),
             **({"error": self.error.to_dict()} if self.error is not None else {}),
         }
 
@@ -68,9 +72,29 @@ def _patterns(filename: str | None) -> list[str]:
     return [filename, *extra]
 
 
+def _beside_patterns(items: list[tuple[str, str]]) -> list[str]:
+    """Repo paths of whatever may lie beside the embeddings found: each one's sidecars
+    (:func:`embkit.formats.sidecars.candidates`) and the ``_2`` file of a possible SDXL pair."""
+    from ..formats.sdxl_pair import second_path
+    from ..formats.sidecars import candidates
+
+    out = []
+    for rel, _local in items:
+        name = rel if rel != "." else ""
+        if not name or name.endswith("/") or os.path.basename(name) == "":
+            continue
+        folder = os.path.dirname(name)
+        names = [n for group in candidates(name).values() for n in group] + [os.path.basename(second_path(name))]
+        out += [f"{folder}/{n}" if folder else n for n in names]
+    return sorted(set(out))
+
+
 def find_embeddings(folder: str) -> list[tuple[str, str]]:
     """``(path in repo, local path)`` of every embedding in a downloaded snapshot: each folder holding
-    ``learned_embeds.*`` is one concept folder; every other file with an embkit extension is one file."""
+    ``learned_embeds.*`` is one concept folder; every other file with an embkit extension is one file,
+    except companions (previews, the second file of an SDXL pair: :func:`embkit.io.is_companion`)."""
+    from ..io import is_companion
+
     exts = tuple(e.lower() for e in extensions())
     found: list[tuple[str, str]] = []
     for root, dirs, files in os.walk(folder):
@@ -83,7 +107,7 @@ def find_embeddings(folder: str) -> list[tuple[str, str]]:
         for name in sorted(files):
             if concept and name in concept_folder.EMBED_FILES:
                 continue
-            if name.lower().endswith(exts):
+            if name.lower().endswith(exts) and not is_companion(os.path.join(root, name)):
                 found.append((f"{rel}/{name}" if rel else name, os.path.join(root, name)))
     return found
 
@@ -107,7 +131,7 @@ def pull(repo_id: str, *, revision: str | None = None, filename: str | None = No
     """
     if convert and out_dir is None:
         raise HubError(f"{repo_id}: converting needs an output folder (out_dir)")
-    snapshot = _snapshot(repo_id, revision, _patterns(filename), token, progress, None if filename else PULL_IGNORE)
+    snapshot = _snapshot(repo_id, revision, _patterns(filename), token, progress)
     commit = os.path.basename(os.path.normpath(snapshot))
     items = find_embeddings(snapshot)
     if filename is not None:
@@ -115,6 +139,9 @@ def pull(repo_id: str, *, revision: str | None = None, filename: str | None = No
         items = [it for it in items if it[0] == want]
         if not items:
             raise HubError(f"{repo_id}@{revision or 'main'} file {filename}: no such file in the repo")
+    beside = _beside_patterns(items)
+    if beside:  # the sidecars and previews of the embeddings found, and the second files of SDXL pairs
+        _snapshot(repo_id, commit, beside, token, progress)
     results = [_load(repo_id, commit, rel, local) for rel, local in items]
     if filename is None:
         from ..report import not_an_embedding
@@ -185,6 +212,7 @@ def _deliver(res: PulledFile, out_dir: str, convert: bool, overwrite: bool, clai
                 _claim(claimed, target, res)
                 os.makedirs(folder, exist_ok=True)
                 written.append(_write_safetensors(emb, target, overwrite))
+                _carry(emb, target, res, claimed, overwrite)
         finally:
             res.converted = tuple(written)
         res.path = written[0] if len(written) == 1 else folder
@@ -192,7 +220,9 @@ def _deliver(res: PulledFile, out_dir: str, convert: bool, overwrite: bool, clai
     src = res.path
     if os.path.isdir(src):
         target = os.path.join(out_dir, res.repo_id.split("/")[-1]) if res.filename == "." else os.path.join(folder, os.path.basename(res.filename))
-        names = [n for n in (*concept_folder.EMBED_FILES, *CONCEPT_TEXT) if os.path.isfile(os.path.join(src, n))]
+        pair = res.embeddings[0].source.pair if len(res.embeddings) == 1 and res.embeddings[0].source else None
+        extra = (os.path.basename(pair),) if pair is not None and os.path.dirname(pair) == src else ()  # an SDXL pair's second file
+        names = [n for n in (*concept_folder.EMBED_FILES, *extra, *CONCEPT_TEXT) if os.path.isfile(os.path.join(src, n))]
         for n in names:
             _claim(claimed, os.path.join(target, n), res)
         os.makedirs(target, exist_ok=True)
@@ -203,7 +233,26 @@ def _deliver(res: PulledFile, out_dir: str, convert: bool, overwrite: bool, clai
         _claim(claimed, target, res)
         os.makedirs(folder, exist_ok=True)
         _copy_atomic(src, target, overwrite)
+        pair = res.embeddings[0].source.pair if len(res.embeddings) == 1 and res.embeddings[0].source else None
+        if pair is not None:  # an SDXL pair: its second file goes along, under its own name
+            second = os.path.join(folder, os.path.basename(pair))
+            _claim(claimed, second, res)
+            _copy_atomic(pair, second, overwrite)
+    for emb in res.embeddings[:1]:
+        _carry(emb, target, res, claimed, overwrite)
     res.path = target
+
+
+def _carry(emb: Embedding, target: str, res: PulledFile, claimed: dict[str, str], overwrite: bool) -> None:
+    """Copy the sidecars of a pulled embedding beside what was written for it, renamed to its stem."""
+    from ..formats.sidecars import copies
+
+    folder, name = os.path.split(target)
+    stem = os.path.splitext(name)[0] if os.path.isfile(target) or os.path.splitext(name)[1] else name
+    for src, dst in copies(emb.source.sidecars if emb.source else None, stem, folder):
+        _claim(claimed, dst, res)
+        _copy_atomic(src, dst, overwrite)
+        res.sidecars.append(dst)
 
 
 def _claim(claimed: dict[str, str], target: str, res: PulledFile) -> None:

@@ -124,12 +124,13 @@ def push(path: str | os.PathLike, repo_id: str, *, token: str | None = None, pri
     loaded = open_file(path)
     embs = read_all(path)
     with tempfile.TemporaryDirectory(prefix="embkit-push-") as tmp:
-        if loaded.container == "safetensors":
+        if loaded.container == "safetensors" and loaded.pair is None:  # a diffusers SDXL pair goes up as one file
             upload, name = path, os.path.basename(path)
         else:
             if len(embs) != 1:
                 raise HubError(f"{path}: holds {len(embs)} embeddings; convert them to separate safetensors files and push each", path=None)
-            stem = _safe_stem(embs[0].name if loaded.container == "folder" else os.path.splitext(os.path.basename(path))[0])
+            named = loaded.container == "folder" or loaded.pair is not None  # learned_embeds*: the token says more
+            stem = _safe_stem(embs[0].name if named else os.path.splitext(os.path.basename(path))[0])
             name = stem + ".safetensors"
             upload = _write_safetensors(embs[0], os.path.join(tmp, name), False)
             embs = read_all(upload)

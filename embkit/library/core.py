@@ -100,12 +100,18 @@ class Library:
         vectors: int | tuple[int | None, int | None] | None = None,
         format: str | None = None,
         tag: str | None = None,
+        pattern: str | None = None,
+        word: str | None = None,
+        base_model: str | None = None,
     ) -> list[Entry]:
         """Entries matching every filter given: ``family`` (exact: ``sdxl`` finds SDXL embeddings),
         ``fits`` (a family the slots fit: an SD1 embedding fits ``sdxl``), ``slot`` present, ``name`` glob (case-insensitive, ``*bad*``),
         ``vectors`` (a count or an inclusive ``(min, max)``, either end ``None``), ``format`` id,
-        ``tag``."""
-        return queries.entries(self._conn, family=family, fits=fits, slot=slot, name=name, vectors=vectors, format=format, tag=tag)
+        ``tag``; ``pattern`` (a glob matching the name or a trained word), ``word`` (a glob matching
+        a trained word) and ``base_model`` (a glob, case-insensitive: ``"SDXL*"``), both as the
+        sidecars beside the file name them (Civitai Helper, A1111, Lora Manager)."""
+        return queries.entries(self._conn, family=family, fits=fits, slot=slot, name=name, vectors=vectors, format=format, tag=tag,
+                               pattern=pattern, word=word, base_model=base_model)
 
     def list(self, **filters: Any) -> builtins.list[Entry]:
         """Every entry (same filters as :meth:`search`)."""

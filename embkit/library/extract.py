@@ -30,15 +30,18 @@ SAME = "same"  # the content hash matches the stored one: only size/mtime change
 FILE = "file"  # a full record
 
 
-def examine(path: str, size: int, mtime_ns: int, known_sha: str | None = None) -> tuple:
+def examine(path: str, size: int, mtime_ns: int, known_sha: str | None = None, sidecar_key: str = "",
+            present: tuple[str, ...] | None = None) -> tuple:
     """Read, hash and parse one file.
 
     Returns ``(SAME, path, size, mtime_ns, scanned_at)`` when its sha256 equals ``known_sha``, else
-    ``(FILE, file_row, embeddings)`` where ``file_row`` is ``(path, size, mtime_ns, sha256, autov2,
-    autov3, format, container, metadata_json, error_code, error, scanned_at)`` and each embedding is
-    ``(member, name, stored_name, family, families, num_vectors, vectors_hash, metadata_json,
-    warnings_json, slots)`` with slots ``[(slot, vectors, width, dtype, vectors_hash, norm_min,
-    norm_mean, norm_max)]``.
+    ``(FILE, file_row, embeddings, trained_words)`` where ``file_row`` is ``(path, size, mtime_ns,
+    sha256, autov2, autov3, format, container, metadata_json, error_code, error, scanned_at,
+    sidecars_json, base_model, sidecar_key)`` and each embedding is ``(member, name, stored_name,
+    family, families, num_vectors, vectors_hash, metadata_json, warnings_json, slots)`` with slots
+    ``[(slot, vectors, width, dtype, vectors_hash, norm_min, norm_mean, norm_max)]``.
+    ``sidecar_key`` is stored as given (the walk's key of the sidecars); ``present``, the names
+    of the sidecar files beside it, spares the sidecar reader its look-ups.
     """
     now = time.time()
     hashes: dict[str, str] = {}
@@ -50,11 +53,11 @@ def examine(path: str, size: int, mtime_ns: int, known_sha: str | None = None) -
         if known_sha is not None and hashes["sha256"] == known_sha:
             return (SAME, path, size, mtime_ns, now)
         with np.errstate(all="ignore"):  # hostile values overflow the float32 cast and the norms: no warnings
-            return _parse(path, size, mtime_ns, data, hashes, now)
+            return _parse(path, size, mtime_ns, data, hashes, now, sidecar_key, present)
     except EmbkitError as exc:
-        return _error_row(path, size, mtime_ns, hashes, exc.code, str(exc), now)
+        return _error_row(path, size, mtime_ns, hashes, exc.code, str(exc), now, sidecar_key)
     except Exception as exc:  # a reader bug on a strange file must not end a scan of thousands
-        return _error_row(path, size, mtime_ns, hashes, "error", f"{path}: unexpected {type(exc).__name__}: {exc}", now)
+        return _error_row(path, size, mtime_ns, hashes, "error", f"{path}: unexpected {type(exc).__name__}: {exc}", now, sidecar_key)
 
 
 def _hashes(data: Any) -> dict[str, str]:
@@ -68,18 +71,22 @@ def _hashes(data: Any) -> dict[str, str]:
     return out
 
 
-def _error_row(path, size, mtime_ns, hashes, code, message, now) -> tuple:
+def _error_row(path, size, mtime_ns, hashes, code, message, now, sidecar_key="") -> tuple:
     sha = hashes.get("sha256")
-    row = (path, size, mtime_ns, sha, hashes.get("autov2"), hashes.get("autov3"), None, None, None, code, message, now)
-    return (FILE, row, [])
+    row = (path, size, mtime_ns, sha, hashes.get("autov2"), hashes.get("autov3"), None, None, None, code, message, now, None, None, sidecar_key)
+    return (FILE, row, [], [])
 
 
-def _parse(path: str, size: int, mtime_ns: int, data: Any, hashes: dict, now: float) -> tuple:
-    loaded = open_file(path, data=data)
+def _parse(path: str, size: int, mtime_ns: int, data: Any, hashes: dict, now: float, sidecar_key: str = "",
+           present: tuple[str, ...] | None = None) -> tuple:
+    loaded = open_file(path, data=data, present=present)
     embeddings = [_embedding_row(loaded, part) for part in loaded.parts]
     meta = _json(loaded.metadata) if loaded.metadata else None
-    row = (path, size, mtime_ns, hashes["sha256"], hashes["autov2"], hashes.get("autov3"), loaded.format.id, loaded.container, meta, None, None, now)
-    return (FILE, row, embeddings)
+    side = loaded.sidecars
+    side_json = _json({**side.to_dict(), "files": dict(side.files), "warnings": list(side.warnings)}) if side else None
+    row = (path, size, mtime_ns, hashes["sha256"], hashes["autov2"], hashes.get("autov3"), loaded.format.id, loaded.container, meta, None, None, now,
+           side_json, side.base_model if side else None, sidecar_key)
+    return (FILE, row, embeddings, list(side.trained_words) if side else [])
 
 
 def _embedding_row(loaded, part) -> tuple:
@@ -106,6 +113,7 @@ def _embedding_row(loaded, part) -> tuple:
             inputs.append(slot)
             count = max(count, n)
     meta = {**loaded.metadata, **part.metadata}
+    warnings = [*part.warnings, *(loaded.sidecars.warnings if loaded.sidecars else ())]
     stored = meta.get("stored_name")
     return (
         part.member or "",
@@ -116,7 +124,7 @@ def _embedding_row(loaded, part) -> tuple:
         count,
         whole.hexdigest(),
         _json(meta) if meta else "{}",
-        _json(list(part.warnings)) if part.warnings else "[]",
+        _json(warnings) if warnings else "[]",
         slots,
     )
 

@@ -80,6 +80,22 @@ MIGRATIONS: tuple[str, ...] = (
     ) WITHOUT ROWID;
     CREATE INDEX tags_tag ON tags(tag);
     """,
+    # 2 -> 3: sidecars (Civitai Helper, A1111, Lora Manager, previews): what they say, the base
+    # model and trained words they name (searchable), and a key of their names, sizes and mtimes
+    # (and of an SDXL pair's second file) so that a rescan rereads a file whose sidecars changed.
+    # Rows of older versions get NULL, read as "no sidecars": a rescan fills in the files that have some.
+    """
+    ALTER TABLE files ADD COLUMN sidecars TEXT;      -- JSON: embkit.schema.Sidecars.to_dict() plus "files" and "warnings"
+    ALTER TABLE files ADD COLUMN base_model TEXT;
+    ALTER TABLE files ADD COLUMN sidecar_key TEXT;
+    CREATE INDEX files_base_model ON files(base_model COLLATE NOCASE);
+    CREATE TABLE trained_words (
+        file_id INTEGER NOT NULL REFERENCES files(id) ON DELETE CASCADE,
+        word    TEXT NOT NULL,
+        PRIMARY KEY (file_id, word)
+    ) WITHOUT ROWID;
+    CREATE INDEX trained_words_word ON trained_words(word COLLATE NOCASE);
+    """,
 )
 SCHEMA_VERSION = len(MIGRATIONS)
 

@@ -205,3 +205,47 @@ def _added_tokens(folder: str) -> set[str]:
         return set()
     data = _load_json(path)
     return {k for k in data if isinstance(k, str)} if isinstance(data, dict) else set()
+
+
+def token_names(folder: str) -> list[str | None] | None:
+    """Each token id's name in a tokenizer folder (``None`` for an id no file names), or ``None``
+    when the folder holds no file embkit can read. CLIP names are decoded from byte-level BPE to
+    text, keeping the end-of-word mark as Embedding Inspector shows it (``cat</w>``)."""
+    vocab_json = os.path.join(folder, "vocab.json")
+    tok_json = os.path.join(folder, "tokenizer.json")
+    ids: dict[str, int] = {}
+    if os.path.isfile(vocab_json):
+        data = _load_json(vocab_json)
+        ids = {k: v for k, v in data.items() if type(v) is int} if isinstance(data, dict) else {}
+    elif os.path.isfile(tok_json):
+        spec = _load_json(tok_json)
+        model = spec.get("model") if isinstance(spec, dict) else None
+        vocab = model.get("vocab") if isinstance(model, dict) else None
+        if isinstance(vocab, dict):
+            ids = {k: v for k, v in vocab.items() if type(v) is int}
+        elif isinstance(vocab, list):  # Unigram (T5): the index is the id
+            ids = {p[0]: i for i, p in enumerate(vocab) if isinstance(p, list) and p and isinstance(p[0], str)}
+        for t in spec.get("added_tokens") or [] if isinstance(spec, dict) else []:
+            if isinstance(t, dict) and isinstance(t.get("content"), str) and type(t.get("id")) is int:
+                ids.setdefault(t["content"], t["id"])
+    else:
+        return None
+    added = os.path.join(folder, "added_tokens.json")
+    if os.path.isfile(added):
+        extra = _load_json(added)
+        ids.update({k: v for k, v in extra.items() if isinstance(k, str) and type(v) is int} if isinstance(extra, dict) else {})
+    if not ids or max(ids.values()) > 10_000_000 or min(ids.values()) < 0:
+        raise TargetError("tokenizer ids are out of range", path=folder)
+    names: list[str | None] = [None] * (max(ids.values()) + 1)
+    decoder = {c: b for b, c in byte_encoder().items()}
+    for token, i in ids.items():
+        names[i] = _readable(token, decoder)
+    return names
+
+
+def _readable(token: str, decoder: dict[str, int]) -> str:
+    """A byte-level BPE token as text (``Ġ``-style characters back to bytes), ``</w>`` kept."""
+    word, end = (token[:-4], "</w>") if token.endswith("</w>") else (token, "")
+    if not all(c in decoder for c in word) or token.startswith("<|"):
+        return token
+    return bytes(decoder[c] for c in word).decode("utf-8", "backslashreplace") + end
