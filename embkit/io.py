@@ -340,14 +340,15 @@ def embedding_of(loaded: Loaded, part: Part) -> Embedding:
         raise BrokenFileError(str(exc), path=loaded.path) from None
 
 
-def read_all(source: FileSource, format: str | None = None, *, name: str | None = None) -> list[Embedding]:
+def read_all(source: FileSource, format: str | None = None, *, name: str | None = None, alone: bool = False) -> list[Embedding]:
     """Every embedding in a file (a LoRA bundle, an original-TI file with several placeholders,
     a diffusers dict with several tokens); a one-embedding file gives a list of one.
 
     ``source`` is a path, the file's bytes, a binary file object (``name=`` then gives the file
     name that file-stem layouts are triggered by), or the two files of a diffusers SDXL pair given
-    together as a list. A path is read with the other half of its SDXL pair and its sidecars."""
-    loaded = _open_source(source, format, name)
+    together as a list. A path is read with the other half of its SDXL pair and its sidecars,
+    unless ``alone`` (the file by itself, as diffusers' loader reads one file)."""
+    loaded = _open_source(source, format, name, alone=alone)
     return [embedding_of(loaded, part) for part in loaded.parts]
 
 

@@ -139,10 +139,11 @@ def from_folder(folder: str, options: HubOptions) -> list[Embedding]:
 
 
 def read_file(path: str, options: HubOptions | None = None) -> list[Embedding]:
-    """Every embedding in a file, read by embkit (``use_safetensors=True`` refuses other containers)."""
+    """Every embedding in a file, read by embkit (``use_safetensors=True`` refuses other containers).
+    The file is read by itself, as diffusers reads it: one half of an SDXL pair stays one half."""
     from ..io import read_all
 
-    embs = read_all(path)
+    embs = read_all(path, alone=True)
     if options is not None and options.use_safetensors and any(e.source is None or e.source.container != "safetensors" for e in embs):
         raise EmbkitError(f"{path}: use_safetensors=True, but this is not a safetensors file")
     return embs
