@@ -300,4 +300,18 @@ def probe(path: str | os.PathLike, format: str | None = None, *, hashes: bool = 
     )
 
 
-__all__ = ["read", "read_all", "probe", "open_file", "embedding_of", "Probe", "ProbedEmbedding", "SlotInfo", "Loaded", "FORMAT_IDS"]
+def read_container(path: str | os.PathLike) -> tuple[Raw, Any, str]:
+    """The container of a file (or a concept folder's tensor file) without picking a layout:
+    ``(raw tree, file bytes, container id)``. For questions about files embkit does not read as an
+    embedding (what another host would make of them: :mod:`embkit.hosts`)."""
+    path = os.path.expanduser(os.fspath(path))
+    if os.path.isdir(path):
+        inner = _concept_inner(path)
+        data = _read_bytes(inner)
+        return _read_container(inner, data), data, "folder"
+    data = _read_bytes(path)
+    raw = _read_container(path, data)
+    return raw, data, raw.container
+
+
+__all__ = ["read", "read_all", "probe", "open_file", "read_container", "embedding_of", "Probe", "ProbedEmbedding", "SlotInfo", "Loaded", "FORMAT_IDS"]
