@@ -82,11 +82,19 @@ def describe_file(path: str | os.PathLike, format: str | None = None) -> dict[st
     Top-level fields describe the file's first embedding; ``embeddings`` lists every embedding
     the file holds (one for most files, several for LoRA bundles and multi-token files).
     """
+    from .hosts import where
+    from .hosts.facts import facts_from_loaded
+
     loaded = open_file(path, format)
-    embs = [describe_embedding(embedding_of(loaded, part), part.warnings) for part in loaded.parts]
-    for e, part in zip(embs, loaded.parts):
+    facts = facts_from_loaded(loaded)
+    embs = []
+    for part in loaded.parts:
+        emb = embedding_of(loaded, part)
+        described = describe_embedding(emb, part.warnings)
         if part.member is not None:
-            e["member"] = part.member
+            described["member"] = part.member
+        described["hosts"] = where(facts, embedding=emb)
+        embs.append(described)
     first = embs[0]
     return {
         "path": os.fspath(path),
@@ -101,6 +109,7 @@ def describe_file(path: str | os.PathLike, format: str | None = None) -> dict[st
         "size": len(loaded.data),
         "metadata": first["metadata"],
         "warnings": first["warnings"],
+        "hosts": first["hosts"],
         "embeddings": embs,
     }
 

@@ -117,11 +117,12 @@ def triggers(obj: Any, hosts: Iterable[str] | None = None) -> dict[str, str | No
     return out
 
 
-def where(obj: Any, hosts: Iterable[str] | None = None) -> dict[str, dict[str, Any]]:
+def where(obj: Any, hosts: Iterable[str] | None = None, *, embedding: Embedding | None = None) -> dict[str, dict[str, Any]]:
     """For each host: the trigger and, per model family, the status and the encoders reached
     (``{"trigger": …, "families": {"sd1": {"status": "loads", "applied": ["clip_l"]}, …}}``).
-    ``inspect`` prints it as "A1111: SD1; ComfyUI: SD1, SDXL's CLIP-L"."""
-    emb = obj if isinstance(obj, Embedding) else None
+    ``inspect`` prints it as "A1111: SD1; ComfyUI: SD1, SDXL's CLIP-L". ``embedding`` picks one
+    embedding of a file that holds several (``obj`` may then be the file's FileFacts)."""
+    emb = embedding if embedding is not None else obj if isinstance(obj, Embedding) else None
     facts = facts_for(obj)
     out: dict[str, dict[str, Any]] = {}
     for host in hosts or HOST_IDS:
@@ -137,11 +138,12 @@ def where(obj: Any, hosts: Iterable[str] | None = None) -> dict[str, dict[str, A
 
 
 def summary(where_one: dict[str, Any]) -> str:
-    """``SD1, and SDXL's CLIP-L`` for one host's :func:`where` entry; ``nowhere`` when it never applies."""
+    """``SD1, SDXL's CLIP-L`` for one host's :func:`where` entry: the families it applies the
+    embedding on, then those where only some encoders get it; ``nowhere`` when it never applies."""
     from .common import FAMILY_TITLES, SLOT_TITLES
 
     full = [FAMILY_TITLES[f] for f, v in where_one["families"].items() if v["status"] == "loads"]
     part = [f"{FAMILY_TITLES[f]}'s {'+'.join(SLOT_TITLES[s] for s in v['applied'])}" for f, v in where_one["families"].items() if v["status"] == "partial"]
     if not full and not part:
         return "nowhere"
-    return ", ".join(full) + (", and " if full and part else "") + ", ".join(part)
+    return ", ".join(full + part)
