@@ -87,6 +87,14 @@ def a1111_safe(path: str, members: re.Pattern) -> bool:
 
 
 # -- A1111 / Forge textual_inversion.py ------------------------------------------------------------
+#: encoder keys of a dict layout: a tensor under one that no encoder of the model takes means the
+#: embedding applies only in part (embkit's "partial": an SDXL file's CLIP-G half on SD1)
+ENCODER_KEYS = ("clip_l", "clip_h", "clip_g", "t5", "t5xxl")
+
+
+def _unused(vec, used_keys) -> bool:
+    return isinstance(vec, dict) and any(k in ENCODER_KEYS and k not in used_keys for k in vec)
+
 
 
 def _card(path: str):
@@ -212,7 +220,9 @@ def a1111(path: str, family: str) -> tuple[str, str | None]:
     except Exception:  # noqa: BLE001
         return "error", name
     expected = {"sd1": 768, "sd2": 1024, "sdxl": 2048}[family]
-    return ("loads" if width == expected else "skipped"), name
+    if width != expected:
+        return "skipped", name
+    return ("partial" if _unused(vec, ("clip_l", "clip_g")) else "loads"), name
 
 
 FORGE_ENGINES = {"sd1": [("clip_l", 768)], "sd2": [("clip_h", 1024)], "sdxl": [("clip_l", 2048), ("clip_g", 2048)], "sd3": [("clip_l", 768), ("clip_g", 1280)], "flux": [("clip_l", 768)]}
@@ -232,6 +242,9 @@ def forge(path: str, family: str) -> tuple[str, str | None]:
     except Exception:  # noqa: BLE001
         return "error", name
     fits = [width == w and (not isinstance(vec, dict) or key in vec) for key, w in FORGE_ENGINES[family]]
+    used = [key for (key, _w), ok in zip(FORGE_ENGINES[family], fits) if ok]
+    if all(fits) and _unused(vec, used):
+        return "partial", name
     return ("loads" if all(fits) else "partial" if any(fits) else "skipped"), name
 
 
@@ -290,17 +303,22 @@ def comfyui(path: str, family: str) -> tuple[str, str | None]:
         return "error", trigger
     if any(k.startswith("bundle_emb.") for k in (embed if isinstance(embed, dict) else {})):
         return "skipped", None  # it is a LoRA: the LoRA loader ignores bundle keys
-    fits = []
+    fits, used = [], []
     for key, width in COMFY_ENCODERS[family]:
+        src = None
         if isinstance(embed, torch.Tensor):
             out = embed
         elif "string_to_param" in embed:
             out = next(iter(embed["string_to_param"].values()))
         elif key in embed:
-            out = embed[key]
+            out, src = embed[key], key
         else:
-            out = next(iter(embed.values()))
+            src, out = next(iter(embed.items()))
         fits.append(out.shape[-1] == width)
+        if fits[-1] and src is not None:
+            used.append(src)  # the tensor this encoder took
+    if all(fits) and isinstance(embed, dict) and "string_to_param" not in embed and _unused(embed, used):
+        return "partial", trigger
     return ("loads" if all(fits) else "partial" if any(fits) else "skipped"), trigger
 
 
@@ -366,6 +384,8 @@ def invokeai(path: str, family: str) -> tuple[str, str | None]:
             pick = emb2 if emb2 is not None and emb2.shape[1] == width else emb
             if pick.shape[1] != width:
                 return "error", trigger
+        if emb2 is not None and _unused(sd, ("clip_l", "clip_g")):
+            return "partial", trigger
     return "loads", trigger
 
 

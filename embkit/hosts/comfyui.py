@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import os
 
-from .common import FAMILY_TITLES, SLOT_TITLES, HostVerdict, Read, failed, finish, first_value, shape_text
+from .common import FAMILY_TITLES, KEY_SLOTS, SLOT_TITLES, HostVerdict, Read, failed, finish, first_value, shape_text
 from .facts import FileFacts
 from .safeload import COMFYUI_EXTRA_GLOBALS, comfyui_zip_guess, weights_only_refusal
 
@@ -94,7 +94,7 @@ def apply(read: Read, family: str, name: str | None = None) -> HostVerdict:
     does not fit is dropped ("shape mismatch … will be ignored"), the rest applies."""
     if read.status is not None:
         return failed("comfyui", family, read, name)
-    applied, missed, reasons = [], [], []
+    applied, missed, reasons, took = [], [], [], []
     tensors = read.vec if isinstance(read.vec, dict) else {}
     for slot, key, width in ENCODERS[family]:
         if "guess" in read.extra:
@@ -107,6 +107,8 @@ def apply(read: Read, family: str, name: str | None = None) -> HostVerdict:
                 reasons.append(f"no tensor for {SLOT_TITLES[slot]}")
                 continue
             got_w, what = pick.width, f"{pick.key!r} ({shape_text(pick)})"
+            if got_w == width:
+                took.append(pick.key)
         if got_w == width:
             applied.append(slot)
         else:
@@ -115,4 +117,6 @@ def apply(read: Read, family: str, name: str | None = None) -> HostVerdict:
     notes = []
     if applied and missed:
         notes.append(f"on {FAMILY_TITLES[family]} only the {', '.join(SLOT_TITLES[s] for s in applied)} part applies")
-    return finish("comfyui", family, read, applied, missed, reasons, notes, name=name)
+    # an encoder-keyed tensor no encoder took (an SDXL file's CLIP-G half on SD1)
+    unused = [] if read.extra.get("params") else [KEY_SLOTS[k] for k in tensors if k in KEY_SLOTS and k not in took]
+    return finish("comfyui", family, read, applied, missed, reasons, notes, name=name, unused=unused)

@@ -98,10 +98,30 @@ class HostVerdict:
         return f"{self.status} on {fam}" + (f": {self.reasons[0]}" if self.reasons else "")
 
 
-def finish(host: str, family: str, read: Read, applied: list[str], missed: list[str], reasons: list[str], notes: list[str] | None = None, status: str | None = None, name: str | None = None) -> HostVerdict:
-    """A verdict from the encoders reached: all → loads, some → partial, none → skipped."""
+#: keys of encoder-keyed tensors → the slot they hold vectors for (input vectors only)
+KEY_SLOTS = {"clip_l": "clip_l", "clip_h": "clip_h", "clip_g": "clip_g", "t5": "t5", "t5xxl": "t5"}
+
+
+def unused_slots(vec: Any, used: list[str]) -> list[str]:
+    """Encoder-keyed input tensors the host keeps but no encoder of the model takes (an SDXL
+    file's CLIP-G half on SD1): the embedding then applies only in part."""
+    if not isinstance(vec, dict):
+        return []
+    have = {KEY_SLOTS[k] for k in vec if k in KEY_SLOTS}
+    return [s for s in SLOT_TITLES if s in have and s not in used]
+
+
+def finish(
+    host: str, family: str, read: Read, applied: list[str], missed: list[str], reasons: list[str], notes: list[str] | None = None,
+    status: str | None = None, name: str | None = None, unused: list[str] | None = None,
+) -> HostVerdict:
+    """A verdict from the encoders reached: all → loads, some → partial, none → skipped; an
+    embedding with vectors for encoders the model lacks (``unused``) applies only in part."""
     if status is None:
         status = "loads" if applied and not missed else "partial" if applied else "skipped"
+        if status == "loads" and unused:
+            status = "partial"
+            reasons = [*reasons, f"its {', '.join(SLOT_TITLES[s] for s in unused)} vectors are not used on {FAMILY_TITLES.get(family, family)}"]
     return HostVerdict(
         host=host,
         family=family,

@@ -46,4 +46,4 @@ def apply(read: Read, family: str, name: str | None = None) -> HostVerdict:
     missed = [s for s in encoders if s not in inputs]
     if missed:
         reasons.append(f"no {', '.join(SLOT_TITLES[s] for s in missed)} vectors: that part of the prompt gets none")
-    return finish("embkit", family, read, applied, missed, reasons, notes, name=name)
+    return finish("embkit", family, read, applied, missed, reasons, notes, name=name, unused=extra)

@@ -16,7 +16,7 @@ from __future__ import annotations
 import os
 import re
 
-from .common import FAMILY_TITLES, SLOT_TITLES, HostVerdict, Read, failed, finish, first_value, shape_text
+from .common import FAMILY_TITLES, KEY_SLOTS, SLOT_TITLES, HostVerdict, Read, failed, finish, first_value, shape_text
 from .facts import FileFacts, TensorInfo
 from .safeload import weights_only_refusal
 
@@ -73,6 +73,7 @@ def read(facts: FileFacts) -> list[Read]:
     base = BASES.get(int(dim))
     if base is None:
         return [Read(trigger, status="error", reasons=[f"install fails: InvokeAI takes the token width from {src}, {dim}: 'unrecognized token dimension'"])]
+    unused: list[str] = []
     if "string_to_param" in keys and params:
         vec: TensorInfo | dict[str, TensorInfo] = params[0]
         if len(params) > 1:
@@ -81,9 +82,10 @@ def read(facts: FileFacts) -> list[Read]:
         vec = tensors["emb_params"]
     elif "clip_g" in tensors and "clip_l" in tensors:
         vec = {"embedding": tensors["clip_g"], "embedding_2": tensors["clip_l"]}
+        unused = [KEY_SLOTS[k] for k in tensors if k in KEY_SLOTS and KEY_SLOTS[k] not in ("clip_l", "clip_g")]
     else:
         vec = first  # type: ignore[assignment]
-    return [Read(trigger, vec, member=facts.embkit[0][1] if len(facts.embkit) == 1 else None, notes=notes, extra={"base": base})]
+    return [Read(trigger, vec, member=facts.embkit[0][1] if len(facts.embkit) == 1 else None, notes=notes, extra={"base": base, "unused": unused})]
 
 
 def _groups(facts: FileFacts) -> list[str]:
@@ -121,4 +123,4 @@ def apply(read: Read, family: str, name: str | None = None) -> HostVerdict:
             applied.append(slot)
     if reasons:
         return finish("invokeai", family, read, applied, [s for s in ("clip_l", "clip_g") if s not in applied], reasons, status="error", name=name)
-    return finish("invokeai", family, read, applied, [], [], name=name)
+    return finish("invokeai", family, read, applied, [], [], name=name, unused=read.extra.get("unused", []))

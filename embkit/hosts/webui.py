@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import os
 
-from .common import FAMILY_TITLES, SLOT_TITLES, HostVerdict, Read, bundle_groups, failed, finish, first_value
+from .common import FAMILY_TITLES, SLOT_TITLES, HostVerdict, Read, bundle_groups, failed, finish, first_value, unused_slots
 from .facts import FileFacts, TensorInfo
 from .safeload import A1111_RELEASES, a1111_refusal
 
@@ -170,7 +170,7 @@ def apply_a1111(read: Read, family: str, name: str | None = None) -> HostVerdict
         extra = [k for k in vec if k not in ("clip_l", "clip_g")]
         if extra:
             notes.append(f"{', '.join(extra)} kept but not used on SDXL")
-    return finish("a1111", family, read, _slots(family), [], [], notes, name=name)
+    return finish("a1111", family, read, _slots(family), [], [], notes, name=name, unused=unused_slots(vec, _slots(family)))
 
 
 def apply_forge(read: Read, family: str, name: str | None = None) -> HostVerdict:
@@ -186,7 +186,7 @@ def apply_forge(read: Read, family: str, name: str | None = None) -> HostVerdict
         (applied if fits else missed).append(key)
         if not fits:
             reasons.append(f"Forge's {SLOT_TITLES[key]} engine on {FAMILY_TITLES[family]} takes {want}-wide embeddings, this one is {width}: skipped silently")
-    return finish("forge", family, read, applied, missed, reasons, name=name)
+    return finish("forge", family, read, applied, missed, reasons, name=name, unused=unused_slots(vec, applied))
 
 
 def _slots(family: str) -> list[str]:
