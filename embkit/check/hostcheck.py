@@ -14,33 +14,44 @@ from dataclasses import replace
 from typing import Any, Iterable
 
 from ..hosts import get_host, triggers, verdict
+from ..hosts.facts import facts_from_embedding
 from ..hosts.matching import explain, token_prefix
 from ..model.spec import ModelSpec
 from ..schema import FAMILIES, Embedding
 from .findings import CODES, STATUS_CODES, Finding
 from .names import CODE_PITFALLS, check_names
 
-#: Embedding → {host: bare trigger}: checking N embeddings loaded together asks N times, not N².
-_TRIGGERS: "weakref.WeakKeyDictionary[Embedding, dict[str, str | None]]" = weakref.WeakKeyDictionary()
+#: Embedding → {host: (bare trigger, vector count)}: checking N embeddings loaded together asks N
+#: times, not N².
+_TRIGGERS: "weakref.WeakKeyDictionary[Embedding, dict[str, tuple[str | None, int]]]" = weakref.WeakKeyDictionary()
+
+
+def _pairs(emb: Embedding, all_hosts: bool) -> dict[str, tuple[str | None, int]]:
+    found = _TRIGGERS.get(emb)
+    if found is None or (all_hosts and len(found) == 1):
+        n = emb.num_vectors
+        found = {"embkit": (emb.name, n)}
+        if all_hosts:
+            found.update({h: (get_host(h).bare(t), n) for h, t in triggers(emb).items() if h != "embkit"})
+        _TRIGGERS[emb] = found
+    return found
 
 
 def bare_triggers(emb: Embedding) -> dict[str, str | None]:
     """host id → the name the host matches in a prompt (without ``embedding:`` or ``<>``)."""
-    found = _TRIGGERS.get(emb)
-    if found is None:
-        found = _TRIGGERS[emb] = {h: get_host(h).bare(t) for h, t in triggers(emb).items()}
-    return found
+    return {h: name for h, (name, _n) in _pairs(emb, True).items()}
 
 
 def _others(loaded: Iterable[Any], emb: Embedding, host: str) -> tuple[tuple[str, int], ...]:
     out = []
+    every = host != "embkit"
     for item in loaded:
         if item is emb:
             continue
         if isinstance(item, Embedding):
-            name = bare_triggers(item).get(host)
+            name, count = _pairs(item, every).get(host, (None, 0))
             if name:
-                out.append((name, item.num_vectors))
+                out.append((name, count))
         elif isinstance(item, str) and item:
             out.append((item, 1))
         elif isinstance(item, tuple) and len(item) == 2:
@@ -51,25 +62,38 @@ def _others(loaded: Iterable[Any], emb: Embedding, host: str) -> tuple[tuple[str
 def host_names(emb: Embedding, spec: ModelSpec, loaded: Iterable[Any], host_ids: tuple[str, ...]) -> list[Finding]:
     """The trigger-name findings for every host asked, each naming the hosts it concerns."""
     loaded = list(loaded)
-    mine = bare_triggers(emb)
-    groups: dict[tuple[str, tuple], list[str]] = {}
+    mine = bare_triggers(emb) if any(h != "embkit" for h in host_ids) else {}
+    groups: dict[tuple[str, Any], list[str]] = {}
     for h in host_ids:
-        word = mine.get(h) if h != "embkit" else emb.name
+        if h == "embkit":  # embkit names triggers as they are read: the loaded list as given
+            groups.setdefault((emb.name, None), []).append(h)
+            continue
+        word = mine.get(h)
         if word:
             groups.setdefault((word, _others(loaded, emb, h)), []).append(h)
     out: list[Finding] = []
     for (word, others), hs in groups.items():
-        for f in check_names(emb, spec, others, trigger=word if word != emb.name else None):
+        for f in check_names(emb, spec, loaded if others is None else others, trigger=word if word != emb.name else None):
             pitfall = CODE_PITFALLS.get(f.code)
             concerned = tuple(h for h in hs if pitfall is None or pitfall in get_host(h).pitfalls)
             if concerned:
                 out.append(replace(f, hosts=concerned))
         token_hosts = tuple(h for h in hs if "token-prefix" in get_host(h).pitfalls)
-        for other, _count in others if token_hosts else ():
+        for other, _count in others if token_hosts and others else ():
             for short, long in ((word, other), (other, word)):
                 if token_prefix(short, long):
                     out.append(Finding("trigger-prefix", "info", explain("token-ids", short, long) + ". Rename one so neither starts the other.", hosts=token_hosts))
-    return out
+    return _merged(out)
+
+
+def _merged(findings: list[Finding]) -> list[Finding]:
+    """One finding per problem: the same finding for hosts checked apart gets their hosts together."""
+    seen: dict[tuple, Finding] = {}
+    for f in findings:
+        key = (f.code, f.severity, f.message, f.slot, f.index, f.fix)
+        old = seen.get(key)
+        seen[key] = f if old is None else replace(old, hosts=old.hosts + tuple(h for h in f.hosts if h not in old.hosts))
+    return list(seen.values())
 
 
 def check_hosts(emb: Embedding, spec: ModelSpec, host_ids: tuple[str, ...]) -> tuple[list[Finding], dict[str, Any]]:
@@ -78,13 +102,16 @@ def check_hosts(emb: Embedding, spec: ModelSpec, host_ids: tuple[str, ...]) -> t
     family = spec.family if spec.family in FAMILIES else (emb.family if emb.family in FAMILIES else None)
     out: list[Finding] = []
     verdicts: dict[str, Any] = {}
+    # embkit's own verdict needs only what embkit read; the other hosts need the file (its zip
+    # members, 1-D tensors), read once and cached
+    subject: Any = emb if any(h != "embkit" for h in host_ids) else facts_from_embedding(emb)
     for h in host_ids:
         row = get_host(h)
         if family is None:
             if h != "embkit":
                 out.append(Finding("host-unknown", "info", f"{row.label}: the target is no known model family, so what it does was not worked out.", hosts=(h,)))
             continue
-        v = verdict(emb, h, family)
+        v = verdict(subject, h, family)
         verdicts[h] = v
         if h == "embkit":
             continue  # embkit's own slot findings say it, with their fixes

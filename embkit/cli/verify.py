@@ -105,14 +105,17 @@ def _render(paths, model, prompt, as_negative, seeds, steps, device, output_path
 def _load(paths) -> list[dict]:
     """Read every file; a file in a walked folder that is not an embedding is marked ignored."""
     from ..errors import EmbkitError
-    from ..io import read_all
+    from ..hosts.verdict import remember
+    from ..io import embedding_of, open_file
     from ..report import not_an_embedding, walk_marked
 
     files = []
     for path, walked in walk_marked(paths):
         entry = {"path": path, "embeddings": [], "error": None, "ignored": False}
         try:
-            entry["embeddings"] = read_all(path)
+            loaded = open_file(path)
+            entry["embeddings"] = [embedding_of(loaded, part) for part in loaded.parts]
+            remember(loaded)  # the hosts' questions about this file need no second read
         except EmbkitError as exc:
             if walked and not_an_embedding(path, exc):
                 entry["ignored"] = True

@@ -15,9 +15,12 @@
 
 from __future__ import annotations
 
+import functools
+
 from ..model.vocab import clip_words
 
 
+@functools.lru_cache(maxsize=4096)
 def pieces(name: str) -> tuple[str, ...]:
     """The pieces CLIP cuts a name into before BPE (lower case)."""
     return tuple(clip_words(name))

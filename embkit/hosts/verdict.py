@@ -35,11 +35,31 @@ def facts_for(obj: Any, *, exact: bool = True) -> FileFacts:
     raise TypeError(f"hosts answer for a path, an Embedding or FileFacts, not a {type(obj).__name__}")
 
 
-def _cached(path: str) -> FileFacts:
+def _key(path: str) -> tuple | None:
     try:
         st = os.stat(path)
-        key = (os.path.abspath(path), st.st_size, st.st_mtime_ns, st.st_ino)
     except OSError:
+        return None
+    return (os.path.abspath(path), st.st_size, st.st_mtime_ns, st.st_ino)
+
+
+def remember(loaded: Any) -> FileFacts:
+    """The facts of a file :func:`embkit.io.open_file` opened, kept for later questions about it
+    (``verify`` reads each file once for validation and the hosts alike)."""
+    from .facts import facts_from_loaded
+
+    facts = facts_from_loaded(loaded)
+    key = _key(loaded.path)
+    if key is not None:
+        _CACHE[key] = facts
+        if len(_CACHE) > _CACHE_SIZE:
+            _CACHE.popitem(last=False)
+    return facts
+
+
+def _cached(path: str) -> FileFacts:
+    key = _key(path)
+    if key is None:
         return facts_of(path)
     found = _CACHE.get(key)
     if found is None:
@@ -129,8 +149,9 @@ def where(obj: Any, hosts: Iterable[str] | None = None, *, embedding: Embedding 
         row = get_host(host)
         fams: dict[str, Any] = {}
         trigger = None
+        reads = row.read(facts)
         for family in FAMILIES:
-            v = _pick([row.apply(r, family, _name_of(r, facts)) for r in row.read(facts)], emb)
+            v = _pick([row.apply(r, family, _name_of(r, facts)) for r in reads], emb)
             trigger = v.trigger
             fams[family] = {"status": v.status, "applied": list(v.applied)}
         out[host] = {"trigger": trigger, "families": fams}
