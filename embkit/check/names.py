@@ -10,6 +10,7 @@ in a prompt.
 
 from __future__ import annotations
 
+import re
 import shlex
 import weakref
 from dataclasses import replace
@@ -53,6 +54,8 @@ def _rename_fix(emb: Embedding, new: str) -> str:
     return f"embkit edit {path} -o OUT --rename {shlex.quote(new)}"
 
 
+_FIX = re.compile(r"`embkit edit [^`]*`")
+
 #: finding code → the pitfall (a ``Host.pitfalls`` entry, see :mod:`embkit.hosts`) it is about; a
 #: host whose rules lack that pitfall is not concerned. Codes not listed concern every host.
 CODE_PITFALLS = {
@@ -73,7 +76,9 @@ def check_names(emb: Embedding, spec: ModelSpec, loaded: Iterable[Embedding | st
     name, n = trigger or emb.name, emb.num_vectors
     out: list[Finding] = []
     if name != emb.name:
-        return [replace(f, fix=None) for f in check_names(emb.replace(name=name), spec, loaded)]
+        # renaming the embedding would not change what this host types: the file name does
+        how = "a new file name (this host triggers the file by its name, not the embedding's)"
+        return [replace(f, fix=None, message=_FIX.sub(how, f.message)) for f in check_names(emb.replace(name=name), spec, loaded)]
     vocab = next((spec.slots[s].vocab for s in ("clip_l", "clip_h", "clip_g") if s in spec.slots and spec.slots[s].vocab is not None), None)
     fresh = f"<{name.lower()}>"
     if vocab is None:
