@@ -9,6 +9,8 @@ Importing embkit is cheap: numpy only. torch and diffusers are imported by
 ``embkit.diffusers`` alone, when a pipeline is used.
 """
 
+from typing import TYPE_CHECKING
+
 from .errors import (
     BrokenFileError,
     EmbkitError,
@@ -27,9 +29,8 @@ from .errors import (
     ValidationFailed,
     WriteError,
 )
-from typing import TYPE_CHECKING
-
-from .io import probe, read, read_all
+from .io import read, read_all
+from .probing import probe
 from .schema import Embedding, Sidecars, Source
 
 __version__ = "0.1.0"
@@ -56,16 +57,20 @@ _LAZY = {
 }
 
 if TYPE_CHECKING:  # what the lazy names are, for type checkers and editors (never run)
-    from . import diffusers as diffusers, formats as formats, hub as hub, scan as scan, statedicts as statedicts
-    from .diffusers.tensors import to_state_dict
-    from .statedicts import from_state_dict
+    from . import diffusers as diffusers
+    from . import formats as formats
+    from . import hub as hub
+    from . import scan as scan
+    from . import statedicts as statedicts
     from .check.findings import Finding, Report
     from .check.validate import validate
+    from .diffusers.tensors import to_state_dict
     from .edit import ops as ops
     from .edit.merges import merge
     from .library import Library
     from .model.resolve import resolve_target
     from .model.spec import ModelSpec
+    from .statedicts import from_state_dict
     from .writing import Loss, write
 
 

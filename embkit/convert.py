@@ -36,6 +36,8 @@ class Settings:
     overwrite: bool
     dry_run: bool
     options: tuple[tuple[str, object], ...]
+    #: ``--for HOST``: the layout that host loads best, and the result checked against its rules
+    for_host: str | None = None
 
 
 def plan_jobs(inputs: tuple[str, ...], out: str, to: str | None = None) -> tuple[list[Job], bool]:
@@ -127,19 +129,22 @@ def convert_one(job: Job, s: Settings, staged: list) -> dict:
             embs = [e.replace(name=s.name, metadata={k: v for k, v in e.metadata.items() if k != "stored_name"}) for e in embs]
         if len(embs) > 1 and not job.into_dir:
             raise EmbkitError(f"holds {len(embs)} embeddings ({', '.join(e.name for e in embs)}); give -o a folder", path=job.source)
-        options = dict(s.options)
         for emb in embs:
+            options = dict(s.options)
             target = job.target
+            fmt, container = s.to, s.container
+            if s.for_host:
+                fmt, container, extra = _for_host(s.for_host, emb, None if job.into_dir else target, s.container)
+                options.update(extra)
             if job.into_dir:
-                fmt = s.to
                 stem = target if len(embs) == 1 else f"{target}-{_safe(emb.name)}"
                 if s.name and job.rename and len(embs) == 1:
                     stem = os.path.join(os.path.dirname(target), _safe(s.name))
-                target = stem + default_extension(fmt, s.container)
-            else:
-                fmt = s.to
+                target = stem + default_extension(fmt, container)
+            if s.for_host and fmt in ("a1111", "diffusers") and s.for_host != "diffusers":
+                options.setdefault("token", os.path.splitext(os.path.basename(target))[0])  # the word the host types
             if s.dry_run:
-                planned = plan(emb, target, fmt, container=s.container, dtype=s.dtype, **options)
+                planned = plan(emb, target, fmt, container=container, dtype=s.dtype, **options)
                 losses = planned.losses
                 exists = [o.path for o in planned.outputs if os.path.lexists(o.path)]
                 if exists and not s.overwrite:
@@ -153,7 +158,10 @@ def convert_one(job: Job, s: Settings, staged: list) -> dict:
                 result.setdefault("sidecars", []).extend(dst for _src, dst in _sidecar_copies(emb, planned.outputs[0].path))
             else:
                 _makedirs(os.path.dirname(target) or ".")
-                planned = prepare(emb, target, fmt, container=s.container, overwrite=s.overwrite, strict=s.strict, dtype=s.dtype, **options)
+                planned = plan(emb, target, fmt, container=container, dtype=s.dtype, **options)
+                if s.for_host:
+                    result.setdefault("hosts", []).extend(_check_for(s.for_host, emb, planned))
+                planned = prepare(emb, target, fmt, container=container, overwrite=s.overwrite, strict=s.strict, dtype=s.dtype, **options)
                 losses = planned.losses
                 files = [(o.path, o.data) for o in planned.outputs if o.fill is None]
                 carried = _carry_sidecars(emb, planned.outputs[0].path, s.overwrite, result)
@@ -207,6 +215,35 @@ def _carry_sidecars(emb, output: str, overwrite: bool, result: dict) -> list[tup
             result["losses"].append({"code": "sidecar-dropped", "message": str(exc), "slot": None, "embedding": emb.name})
             continue
         result.setdefault("sidecars", []).append(dst)
+    return out
+
+
+def _for_host(host: str, emb, target: str | None, container: str | None) -> tuple[str, str, dict]:
+    """The format, container and writer options ``host`` loads best; a target file's extension
+    fixes the container."""
+    from .formats import container_for_extension
+    from .hosts.writing import best_format
+
+    if target is not None and container is None:
+        found = container_for_extension(target)
+        container = found.id if found is not None and found.id in ("pickle", "safetensors") else None
+    return best_format(host, emb, container)
+
+
+def _check_for(host: str, emb, planned) -> list[dict]:
+    """What ``host`` does with each planned file; a file it would not load fails the job."""
+    from .errors import ValidationFailed
+    from .hosts import get_host
+    from .hosts.writing import check_written
+
+    out = []
+    for o in planned.outputs:
+        if o.fill is not None:
+            continue
+        v = check_written(host, o.path, o.data, emb.family if emb.family != "unknown" else None, None)
+        if not v.loads:
+            raise ValidationFailed(f"{get_host(host).label} would not load the result: {'; '.join(v.reasons) or v.status}", path=o.path)
+        out.append({"path": o.path, "host": host, "status": v.status, "trigger": v.trigger, "reasons": list(v.reasons)})
     return out
 
 

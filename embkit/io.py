@@ -19,15 +19,34 @@ import stat
 from dataclasses import dataclass, field
 from typing import Any, Iterable
 
-from .errors import BrokenFileError, EmbkitError, NotMine, TooLargeError, UnknownFormatError
-from .formats import FORMAT_IDS, FORMATS, Format, container_for_extension, get_format, sniff_container
-from .formats import concept_folder, sdxl_pair
-from .formats.base import Part, Raw, check_json_size, looks_like_weight_key, matrix_shape, tensor_matrix
-from .formats.sidecars import is_preview_name, read_sidecars
 from . import inputs
+from .errors import (
+    BrokenFileError,
+    EmbkitError,
+    NotMine,
+    TooLargeError,
+    UnknownFormatError,
+)
+from .formats import (
+    FORMAT_IDS,
+    FORMATS,
+    Format,
+    concept_folder,
+    container_for_extension,
+    get_format,
+    sdxl_pair,
+    sniff_container,
+)
+from .formats.base import (
+    Part,
+    Raw,
+    check_json_size,
+    looks_like_weight_key,
+    tensor_matrix,
+)
+from .formats.sidecars import is_preview_name, read_sidecars
 from .inputs import FileSource
 from .schema import Embedding, Sidecars, Source
-
 
 #: Files above this are memory-mapped rather than read whole (LoRA bundles can be large).
 MMAP_ABOVE = 64 * 1024 * 1024
@@ -58,41 +77,6 @@ class Loaded:
     sidecars: Sidecars | None = None
     #: read from bytes or a file object: ``path`` is only a name
     in_memory: bool = False
-
-
-@dataclass(frozen=True)
-class SlotInfo:
-    """One slot of a probed embedding: vectors × width, stored dtype."""
-
-    vectors: int
-    dim: int
-    dtype: str
-
-
-@dataclass(frozen=True)
-class ProbedEmbedding:
-    """An embedding as probing sees it: shapes and metadata, no tensor data."""
-
-    name: str
-    slots: dict[str, SlotInfo]
-    metadata: dict[str, Any]
-    warnings: tuple[str, ...]
-    member: str | None = None
-
-
-@dataclass(frozen=True)
-class Probe:
-    """What :func:`probe` learns about a file without copying tensor data."""
-
-    path: str
-    format: str
-    container: str
-    embeddings: tuple[ProbedEmbedding, ...]
-    hashes: dict[str, str]
-    size: int
-    #: the second file of a diffusers SDXL pair, when the embedding spans two files
-    pair: str | None = None
-    sidecars: Sidecars | None = None
 
 
 def _read_bytes(path: str) -> Any:
@@ -129,9 +113,11 @@ def _read_bytes(path: str) -> Any:
         raise EmbkitError(f"cannot read ({exc.strerror or exc})", path=path) from None
 
 
-def open_file(path: str | os.PathLike, format: str | None = None, *, data: Any = None, present: Iterable[str] | None = None) -> Loaded:
+def open_file(path: str | os.PathLike, format: str | None = None, *, data: Any = None, present: Iterable[str] | None = None,
+              alone: bool = False) -> Loaded:
     """Open a file or concept folder, pick its container and layout, and parse it into parts, with
-    the other half of an SDXL pair and the sidecars beside it.
+    the other half of an SDXL pair and the sidecars beside it (``alone``: the file by itself, as a
+    host that loads each file on its own sees it).
 
     ``data`` may pass the file's bytes when the caller has them already (the library scan hashes
     and parses one read); ``path`` is then taken to be that file, not a folder. ``present``, when
@@ -139,6 +125,8 @@ def open_file(path: str | os.PathLike, format: str | None = None, *, data: Any =
     so that absent ones cost no system call.
     """
     path = os.path.expanduser(os.fspath(path))  # "~/sd/embeddings/x.pt" as a shell would read it
+    if alone:
+        return _guarded(path, lambda: _open_file(path, format, data))
     return _guarded(path, lambda: _on_disk(_open_file(path, format, data), present))
 
 
@@ -244,7 +232,7 @@ def _open_source(source: FileSource, format: str | None, name: str | None, *, al
         if name is not None:
             raise TypeError("name= is for bytes and file objects; a path is known by its own name")
         path = os.path.expanduser(os.fspath(source))
-        return _guarded(path, lambda: _open_file(path, format, None)) if alone else open_file(path, format)
+        return open_file(path, format, alone=alone)
     if isinstance(source, (bytes, bytearray, memoryview)) or hasattr(source, "read"):
         return open_data(source, format, name=name)
     if isinstance(source, (list, tuple)) and len(source) == 2 and not alone and name is None:
@@ -375,33 +363,18 @@ def read(source: FileSource, format: str | None = None, *, member: str | None = 
     return embedding_of(loaded, parts[0])
 
 
-def probe(source: FileSource, format: str | None = None, *, hashes: bool = True, name: str | None = None) -> Probe:
-    """Describe a file cheaply: format, container, each embedding's slots (vectors × width, dtype),
-    metadata and warnings, its hashes, and its sidecars. Reads the safetensors header or walks the
-    pickle's structure; tensor data is not copied. ``source`` and ``name`` as for :func:`read`."""
-    from .hashes import file_hashes
-
-    loaded = _open_source(source, format, name)
-    embs = []
-    for part in loaded.parts:
-        slots = {}
-        for slot, t in part.tensors.items():
-            n, d = matrix_shape(t, loaded.path, f"{part.name} {slot}")
-            slots[slot] = SlotInfo(n, d, t.dtype)
-        embs.append(
-            ProbedEmbedding(name=part.name, slots=slots, metadata={**loaded.metadata, **part.metadata}, warnings=tuple(part.warnings), member=part.member)
-        )
-    return Probe(
-        path=loaded.path,
-        format=loaded.format.id,
-        container=loaded.container,
-        embeddings=tuple(embs),
-        hashes=file_hashes(loaded.data, loaded.data_container) if hashes else {},
-        size=len(loaded.data),
-        pair=loaded.pair,
-        sidecars=loaded.sidecars,
-    )
+def read_container(path: str | os.PathLike) -> tuple[Raw, Any, str]:
+    """The container of a file (or a concept folder's tensor file) without picking a layout:
+    ``(raw tree, file bytes, container id)``. For questions about files embkit does not read as an
+    embedding (what another host would make of them: :mod:`embkit.hosts`)."""
+    path = os.path.expanduser(os.fspath(path))
+    if os.path.isdir(path):
+        inner = _concept_inner(path)
+        data = _read_bytes(inner)
+        return _read_container(inner, data), data, "folder"
+    data = _read_bytes(path)
+    raw = _read_container(path, data)
+    return raw, data, raw.container
 
 
-__all__ = ["read", "read_all", "probe", "open_file", "open_data", "open_pair", "is_companion", "embedding_of", "Probe", "ProbedEmbedding", "SlotInfo", "Loaded",
-           "FileSource", "FORMAT_IDS"]
+__all__ = ["read", "read_all", "open_file", "open_data", "open_pair", "read_container", "is_companion", "embedding_of", "Loaded", "FileSource", "FORMAT_IDS"]

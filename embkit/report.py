@@ -103,12 +103,17 @@ def describe_data(data: Any, format: str | None = None, *, name: str | None = No
 
 def describe_loaded(loaded: Loaded, path: str, slot_extra: SlotExtra | None = None) -> dict[str, Any]:
     """The report object for a file already opened (``path``: as the caller named it)."""
+    from .hosts import where
+    from .hosts.facts import facts_from_loaded
+
+    facts = facts_from_loaded(loaded)
     embs = []
     for part in loaded.parts:
         emb = embedding_of(loaded, part)
         e = describe_embedding(emb, part.warnings)
         if part.member is not None:
             e["member"] = part.member
+        e["hosts"] = where(facts, embedding=emb)
         for slot, stats in e["slots"].items() if slot_extra is not None else ():
             stats.update(slot_extra(emb, slot))
         embs.append(e)
@@ -126,6 +131,7 @@ def describe_loaded(loaded: Loaded, path: str, slot_extra: SlotExtra | None = No
         "size": len(loaded.data),
         "metadata": first["metadata"],
         "warnings": first["warnings"],
+        "hosts": first["hosts"],
         "embeddings": embs,
     }
     if loaded.pair is not None:

@@ -73,7 +73,6 @@ def _print_report(rep: dict, all_norms: bool) -> None:
         output.error_line(rep["path"], rep["error"])
         return
     for emb in rep["embeddings"]:
-        fams = ", ".join(emb["families"]) or "none"
         title = f"[bold]{esc(emb['name'])}[/]  [dim]{esc(rep['path'])}[/]"
         table = Table(title=title, title_justify="left", show_header=True, header_style="bold")
         table.add_column("slot")
@@ -92,7 +91,10 @@ def _print_report(rep: dict, all_norms: bool) -> None:
             table.add_row(slot, f"{s['vectors']} × {s['dim']}", s["dtype"], shown, stats)
         con.print(table)
         family = emb["family"] if emb["family"] != "unknown" else "unknown"
-        con.print(f"  format [cyan]{rep['format']}[/] in [cyan]{rep['container']}[/]   family [green]{family}[/] (fits: {fams})   {emb['vectors']} token(s) of 75")
+        con.print(f"  format [cyan]{rep['format']}[/] in [cyan]{rep['container']}[/]   family [green]{family}[/]   {emb['vectors']} token(s) of 75")
+        con.print("  applies in:")
+        for h, w in emb.get("hosts", {}).items():
+            con.print("    " + _where(h, w))
         hashes = rep["hashes"]
         con.print("  " + "   ".join(f"{k} [dim]{v}[/]" for k, v in hashes.items() if k != "sha256"))
         con.print(f"  sha256 [dim]{hashes['sha256']}[/]")
@@ -148,6 +150,16 @@ def _print_nearest(slot: str, rows: list) -> None:
     for i, row in enumerate(rows):
         cells = ", ".join(f"{output.escape(str(t['token'] if t['token'] is not None else '#' + str(t['id'])))} {t['cosine']:.3f}" for t in row)
         con.print(f"    {i}: {cells}")
+
+
+def _where(host: str, entry: dict) -> str:
+    """``A1111: SD1 as bad-hands-5`` for one host of the report's ``hosts`` field."""
+    from ..hosts import get_host
+    from ..hosts.verdict import summary
+
+    where = summary(entry)
+    word = f" as [bold]{output.escape(entry['trigger'])}[/]" if entry.get("trigger") and where != "nowhere" else ""
+    return f"{get_host(host).label + ':':<11}{where}{word}"
 
 
 def _short(value) -> str:

@@ -9,6 +9,7 @@ import sys
 import click
 
 from . import output
+from .hosts_view import host_option, parse_hosts
 
 _DB_HELP = "Library database file (default: $EMBKIT_LIBRARY, else the user data folder)."
 
@@ -268,7 +269,8 @@ def _print_groups(groups, as_json: bool, none_text: str) -> None:
         return
     esc = output.escape
     for g in groups:
-        output.info(f"[bold]{g.kind}[/] {esc(g.message)}")
+        where = f" [dim]({', '.join(g.hosts)})[/]" if g.hosts else ""
+        output.info(f"[bold]{g.kind}[/]{where} {esc(g.message)}")
         for e in g.entries:
             output.info(f"    {esc(e.name)}  [dim]{esc(e.path)}{esc(' [' + e.member + ']' if e.member else '')} ({e.format}, {e.family})[/]")
 
@@ -285,12 +287,16 @@ def dupes_cmd(ctx, as_json, db) -> None:
 @cli.command("conflicts")
 @click.option("--kind", type=click.Choice(["same-trigger", "case", "prefix", "stored-name", "family-mix"]), multiple=True, help="Only these kinds.")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@host_option
 @_db_option
 @click.pass_context
-def conflicts_cmd(ctx, kind, as_json, db) -> None:
+def conflicts_cmd(ctx, kind, as_json, host_names, db) -> None:
     """Trigger names that confuse hosts: one name in several files, names differing only by case,
-    names that are prefixes of others, stored name ≠ file name, SD1 and SDXL under one name."""
-    groups = [g for g in _open(ctx, db).conflicts() if not kind or g.kind in kind]
+    names in each other's way under a host's prompt matching, stored name ≠ file name, SD1 and
+    SDXL under one name. Names are the ones each host triggers by (A1111 calls every
+    learned_embeds.bin 'learned_embeds'); every host by default, each group naming its hosts."""
+    hosts = parse_hosts(host_names)
+    groups = [g for g in _open(ctx, db).conflicts(hosts or None) if not kind or g.kind in kind]
     _print_groups(groups, as_json, "no conflicts")
 
 
@@ -298,28 +304,38 @@ def conflicts_cmd(ctx, kind, as_json, db) -> None:
 @click.option("--model", "target", required=True, help="Target: a family (sd1, sdxl, …), a model folder, or a model id.")
 @click.option("--name", "names", multiple=True, help="Only these entries (name, path or hash); repeatable.")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@host_option
 @_db_option
 @click.pass_context
-def check_cmd(ctx, target, names, as_json, db) -> None:
-    """Which embeddings would load on a model, which would be skipped, and why."""
+def check_cmd(ctx, target, names, as_json, host_names, db) -> None:
+    """Which embeddings would load on a model, which would be skipped, and why; with --host, as
+    that host loads them, with the word to type there. Exit status as verify's: 0 when all would
+    load, 7 when any would be skipped."""
+    from ..errors import ValidationFailed
+
+    hosts = parse_hosts(host_names)
     lib = _open(ctx, db)
-    results = lib.check(target, names or None)
+    results = lib.check(target, names or None, hosts=hosts or None)
+    code = ValidationFailed.exit_code if any(not r.loads for r in results) else 0
     if as_json:
         output.print_json([r.to_dict() for r in results])
-        return
+        raise SystemExit(code)
     esc = output.escape
     loads = [r for r in results if r.loads]
     for r in results:
         mark = "[green]load[/]" if r.loads else "[red]skip[/]"
-        output.info(f"{mark}  {esc(r.entry.name)}  [dim]{esc(r.entry.path)}[/]")
+        words = "  " + "  ".join(f"{h}: [bold]{esc(v.trigger)}[/]" for h, v in r.hosts.items() if v.loads and v.trigger) if r.hosts else ""
+        output.info(f"{mark}  {esc(r.entry.name)}  [dim]{esc(r.entry.path)}[/]{words}")
         for f in r.findings:
             if f["severity"] != "info":
                 colour = "red" if f["severity"] == "error" else "yellow"
                 output.info(f"        [{colour}]{f['severity']}[/] [{colour}]\\[{esc(f['code'])}][/] {esc(f['message'])}")
-    output.info(f"[bold]{len(loads)}[/] would load, [bold]{len(results) - len(loads)}[/] would be skipped on {esc(target)}")
+    where = f" by {', '.join(hosts)}" if hosts else ""
+    output.info(f"[bold]{len(loads)}[/] would load, [bold]{len(results) - len(loads)}[/] would be skipped on {esc(target)}{where}")
     unreadable = len(lib.errors()) if not names else 0
     if unreadable:
         output.warn(f"{unreadable} unreadable files were not checked (embkit library list --errors)")
+    raise SystemExit(code)
 
 
 # -- export / remove / tag ----------------------------------------------------------------------

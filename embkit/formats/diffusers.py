@@ -52,7 +52,8 @@ def second_file(path: str) -> str:
 
 
 def write(emb, path: str, container: str, options: dict):
-    """Plan a diffusers file ``{trigger: T[n, d]}`` (safetensors with metadata, or ``.bin``).
+    """Plan a diffusers file ``{trigger: T[n, d]}`` (safetensors with metadata, or ``.bin``); the
+    key is ``token=`` when given, else the embedding's name.
     ``sdxl_two_files=True`` writes an SDXL pair the way diffusers' SDXL script does: CLIP-L to
     ``path``, CLIP-G to :func:`second_file`, under the same token."""
     from . import safetensors_file, torchfile_write
@@ -78,11 +79,14 @@ def write(emb, path: str, container: str, options: dict):
     if container != "safetensors":
         metadata_losses(emb, "diffusers .bin", (), losses)
     outputs = []
+    token = options.get("token") or emb.name
+    if token != emb.name:
+        losses.append(Loss("trigger-renamed", f"the file stores the trigger {token!r} (its file name, so every host types the same word), not {emb.name!r}"))
     for target, slot in pairs:
         dtype, arr = stored_array(emb, slot)
-        tree = {emb.name: torchfile_write.TensorData(dtype, arr)}
+        tree = {token: torchfile_write.TensorData(dtype, arr)}
         if container == "safetensors":
-            data = safetensors_file.dumps({emb.name: (dtype, arr)}, safetensors_metadata(emb, all_json=bool(options.get("_in_folder"))))
+            data = safetensors_file.dumps({token: (dtype, arr)}, safetensors_metadata(emb, all_json=bool(options.get("_in_folder"))))
         else:
             data = torchfile_write.dumps(tree)
         outputs.append(Output(target, data, tree=tree))

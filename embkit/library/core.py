@@ -26,9 +26,14 @@ class CheckResult:
     #: ``{"code", "severity", "message"}`` per finding (errors explain a skip, warnings do not).
     findings: list[dict] = field(default_factory=list)
     embedding: Any = field(default=None, repr=False)
+    #: host id → :class:`embkit.hosts.HostVerdict` for the hosts asked (``check(hosts=…)``)
+    hosts: dict = field(default_factory=dict)
 
     def to_dict(self) -> dict:
-        return {"name": self.entry.name, "path": self.entry.path, "member": self.entry.member, "loads": self.loads, "findings": self.findings}
+        out = {"name": self.entry.name, "path": self.entry.path, "member": self.entry.member, "loads": self.loads, "findings": self.findings}
+        if self.hosts:
+            out["hosts"] = {h: v.to_dict() for h, v in self.hosts.items()}
+        return out
 
 
 @dataclass
@@ -136,17 +141,24 @@ class Library:
         """Identical files, and identical vectors kept in different files or formats."""
         return queries.dupes(self._conn)
 
-    def conflicts(self) -> builtins.list[Group]:
-        """Trigger-name conflicts (see :mod:`embkit.library.conflicts`)."""
+    def conflicts(self, hosts: Iterable[str] | str | None = None) -> builtins.list[Group]:
+        """Trigger-name conflicts under each host's rules (see :mod:`embkit.library.conflicts`):
+        ``hosts`` ids (or ``"all"``), every host by default; each group names its hosts."""
+        from ..hosts import resolve_hosts
         from .conflicts import conflicts
 
-        return conflicts(self.search())
+        return conflicts(self.search(), resolve_hosts(hosts) or None)
 
     # -- compatibility -------------------------------------------------------------------------
-    def check(self, target: Any, names: Iterable[str] | str | None = None) -> builtins.list[CheckResult]:
+    def check(self, target: Any, names: Iterable[str] | str | None = None, *, hosts: Iterable[str] | str | None = None) -> builtins.list[CheckResult]:
         """For each entry (or those named), whether it would load on ``target`` (a family name, a
         model folder, a pipeline or a :class:`~embkit.encoders.ModelSpec`) and the findings that
-        say why not. Files are re-read from disk (torch-free) to validate their vectors."""
+        say why not. ``hosts`` (ids, or ``"all"``) checks as those hosts load the files (the word
+        to type, what they skip); by default as :func:`embkit.diffusers.apply` would. Files are
+        re-read from disk (torch-free) to validate their vectors."""
+        from ..hosts import resolve_hosts
+
+        host_ids = resolve_hosts(hosts) or None
         from ..io import read_all
         from ..check.validate import validate
 
@@ -169,9 +181,9 @@ class Library:
                 msg = f"{entry.path} no longer holds {entry.name!r}; rescan the library"
                 results.append(CheckResult(entry, False, [{"code": "library-stale", "severity": "error", "message": msg}]))
                 continue
-            report = validate(emb, spec)
-            findings = [{"code": f.code, "severity": f.severity, "message": f.message} for f in report.findings]
-            results.append(CheckResult(entry, bool(report.ok), findings, emb))
+            report = validate(emb, spec, hosts=host_ids)
+            findings = [{"code": f.code, "severity": f.severity, "message": f.message, "hosts": list(f.hosts)} for f in report.findings]
+            results.append(CheckResult(entry, bool(report.ok), findings, emb, dict(report.verdicts) if host_ids else {}))
         return results
 
     def load_into(self, pipe: Any, names: Iterable[str] | str | None = None) -> LoadReport:

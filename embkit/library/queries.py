@@ -95,9 +95,14 @@ class Group:
     key: str
     message: str
     entries: tuple[Entry, ...] = field(default_factory=tuple)
+    #: conflicts only: the hosts (embkit.hosts ids) the conflict concerns
+    hosts: tuple[str, ...] = ()
 
     def to_dict(self) -> dict:
-        return {"kind": self.kind, "key": self.key, "message": self.message, "entries": [_brief(e) for e in self.entries]}
+        out = {"kind": self.kind, "key": self.key, "message": self.message, "entries": [_brief(e) for e in self.entries]}
+        if self.hosts:
+            out["hosts"] = list(self.hosts)
+        return out
 
 
 def _brief(e: Entry) -> dict:
