@@ -48,6 +48,10 @@ def require() -> None:
             missing.append(name)
     if missing:
         raise MissingDependencyError(f"rendering needs {', '.join(missing)}, which {'is' if len(missing) == 1 else 'are'} not installed: {INSTALL_HINT}")
+    # the classes every render uses, imported now (diffusers and transformers import lazily): a
+    # broken install fails here, and the time it takes is counted as importing, not building
+    from diffusers import StableDiffusionPipeline, StableDiffusionXLPipeline  # noqa: F401
+    from transformers import CLIPTextModel, CLIPTokenizer  # noqa: F401
 
 
 @dataclass
