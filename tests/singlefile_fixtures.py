@@ -115,6 +115,7 @@ def openclip_keys(sd: dict, hidden: int) -> dict:
         out[f"transformer.resblocks.{i}.attn.in_proj_{kind}"] = torch.cat([d["q"], d["k"], d["v"]])
     if "text_projection" not in out:
         out["text_projection"] = torch.eye(hidden)  # SD2 files carry one; diffusers ignores it for SD2
+    out["logit_scale"] = torch.tensor(4.6052)  # OpenCLIP's, in every real file; unused by diffusers
     return out
 
 
