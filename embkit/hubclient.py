@@ -169,7 +169,8 @@ def model_folder(repo_id: str, revision: str | None = None, token: str | None = 
     """
     if include not in MODEL_PATTERNS:
         raise ValueError(f"include must be one of {', '.join(MODEL_PATTERNS)}")
-    folder = _snapshot(repo_id, revision, MODEL_PATTERNS[include], token, progress)
+    # what no validation or render reads: the safety checker's and image encoders' folders
+    folder = _snapshot(repo_id, revision, MODEL_PATTERNS[include], token, progress, ignore=[f"{c}/*" for c in RENDER_SKIP])
     if not (os.path.isfile(os.path.join(folder, "model_index.json")) or os.path.isfile(os.path.join(folder, "text_encoder", "config.json"))):
         raise HubError(f"{repo_id}@{revision or 'main'}: not a diffusers model repo (no model_index.json or text_encoder/config.json)")
     return folder

@@ -238,15 +238,16 @@ def write_random_checkpoint(path: Path, shapes: dict[str, tuple[int, ...]], seed
         fh.write(struct.pack("<Q", len(raw)) + raw)
         for name, shape in shapes.items():
             count = int(np.prod(shape, dtype=np.int64))
-            start = int(rng.integers(0, pool.size))
-            reps = -(-(start + count) // pool.size)
-            values = np.tile(pool, reps)[start : start + count] if reps > 1 else pool[start : start + count]
             if len(shape) == 1 and (name.endswith("weight") or name.endswith("scale")):
-                out = 1.0 + 0.02 * values  # LayerNorm/GroupNorm scales
-            elif len(shape) == 1 or name.endswith("bias"):
-                out = 0.02 * values
+                scale, shift = 0.02, 1.0  # LayerNorm/GroupNorm scales
+            elif len(shape) <= 1 or name.endswith("bias"):
+                scale, shift = 0.02, 0.0
             else:
-                fan_in = int(np.prod(shape[1:], dtype=np.int64)) or 1
-                out = values / np.sqrt(fan_in)
-            fh.write(out.astype(np.float16).tobytes())
+                scale, shift = 1 / np.sqrt(int(np.prod(shape[1:], dtype=np.int64)) or 1), 0.0
+            start = int(rng.integers(0, pool.size))
+            while count:  # in pool-sized pieces: no tensor is ever whole in memory
+                piece = pool[start : start + count]
+                fh.write((piece * np.float32(scale) + np.float32(shift)).astype(np.float16).tobytes())
+                count -= piece.size
+                start = 0
     return path
