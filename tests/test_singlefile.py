@@ -249,3 +249,17 @@ def test_configs_are_the_published_architectures_with_clips_real_end_token():
     assert configs_for("v1")["unet"]["sample_size"] == 64
     with pytest.raises(embkit.TargetError, match="no built-in configs"):
         configs_for("sd3")
+
+
+def test_checkpoint_mode_builds_only_plain_numbers_and_is_documented(tmp_path):
+    from conftest import ROOT
+    from embkit.formats.pickle_ckpt import CHECKPOINT_GLOBALS
+
+    text = (ROOT / "docs" / "safety.md").read_text()
+    assert all(f"{module}.{name}" in text for module, name in CHECKPOINT_GLOBALS)
+    for value in (np.str_("x"), np.array([1.0])):  # a unicode dtype; an ndarray (numpy's _reconstruct)
+        path = tmp_path / "odd.ckpt"
+        torch.save({"state_dict": {"a": torch.zeros(2)}, "odd": value}, str(path))
+        with pytest.raises(embkit.UnsafeFileError, match="numpy dtype|_reconstruct"):
+            open_checkpoint(path)
+        path.unlink()
