@@ -26,6 +26,15 @@ from singlefile_fixtures import full_size_keys, tiny_single_file, write_clip_voc
 from validate_fixtures import write_sparse_checkpoint  # noqa: E402
 
 
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    """Tiny pipelines render faster on one thread (on a busy machine, several times faster), as embkit renders them."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 @pytest.fixture(scope="module")
 def vocab(tmp_path_factory):
     return write_clip_vocab(tmp_path_factory.mktemp("tok") / "tokenizer", 1190)

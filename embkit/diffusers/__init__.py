@@ -1,6 +1,8 @@
 """The torch side of embkit: apply embeddings to diffusers pipelines and unload them exactly
-(:mod:`.apply`), expand multi-vector triggers in prompts (:mod:`.prompt`), test renders and contact
-sheets (:mod:`.render`), and the built-in tiny pipelines (:mod:`.tiny`).
+(:mod:`.apply`), expand multi-vector triggers in prompts (:mod:`.prompt`), build the pipeline a
+render uses, single-file checkpoints offline included (:mod:`.pipelines`), test renders (:mod:`.render`)
+and their contact sheets (:mod:`.sheet`, with A1111-style ``parameters`` text: :mod:`.infotext`), and
+the built-in tiny pipelines (:mod:`.tiny`).
 
 This is the only package that imports torch, diffusers and transformers, and only inside the
 functions that need them: ``import embkit.diffusers as ed`` is cheap.
