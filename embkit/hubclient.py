@@ -169,7 +169,8 @@ def model_folder(repo_id: str, revision: str | None = None, token: str | None = 
     """
     if include not in MODEL_PATTERNS:
         raise ValueError(f"include must be one of {', '.join(MODEL_PATTERNS)}")
-    folder = _snapshot(repo_id, revision, MODEL_PATTERNS[include], token, progress)
+    # what no validation or render reads: the safety checker's and image encoders' folders
+    folder = _snapshot(repo_id, revision, MODEL_PATTERNS[include], token, progress, ignore=[f"{c}/*" for c in RENDER_SKIP])
     if not (os.path.isfile(os.path.join(folder, "model_index.json")) or os.path.isfile(os.path.join(folder, "text_encoder", "config.json"))):
         raise HubError(f"{repo_id}@{revision or 'main'}: not a diffusers model repo (no model_index.json or text_encoder/config.json)")
     return folder
@@ -203,3 +204,92 @@ def hub_file(repo_id: str, filenames: str | list[str], *, subfolder: str | None 
                 if last:
                     raise
     raise HubError(f"{repo_id}: no file name to fetch")
+
+
+# -- the local cache, offline ---------------------------------------------------------------------------
+def cached_file(repo_id: str, filename: str) -> str | None:
+    """The path of ``filename`` of ``repo_id`` in huggingface_hub's cache (its latest cached
+    revision), or ``None`` when it is not cached or huggingface_hub is not installed. Never touches
+    the network: what A1111, Forge and diffusers users already have on disk."""
+    try:
+        from huggingface_hub import try_to_load_from_cache
+    except ImportError:
+        return None
+    found = try_to_load_from_cache(repo_id, filename)
+    return found if isinstance(found, str) else None
+
+
+def cache_location() -> str | None:
+    """huggingface_hub's cache folder (``HF_HUB_CACHE``, else ``$HF_HOME/hub``), or ``None`` without
+    huggingface_hub; for messages that say where embkit looked."""
+    try:
+        from huggingface_hub import constants
+    except ImportError:
+        return None
+    return str(constants.HF_HUB_CACHE)
+
+
+# -- what a render needs of a diffusers repo ---------------------------------------------------------------
+#: Components a render never loads: their weights are not fetched.
+RENDER_SKIP = ("safety_checker", "feature_extractor", "image_encoder")
+
+
+def _is_weight(name: str) -> bool:
+    return name.endswith(".safetensors") or (".safetensors.index." in name and name.endswith(".json"))
+
+
+def _variant_of(filename: str) -> str | None:
+    """``fp16`` for ``model.fp16.safetensors``, ``model.fp16-00001-of-00002.safetensors`` and
+    ``model.safetensors.index.fp16.json``; ``None`` for the plain files (diffusers' naming)."""
+    if ".safetensors.index." in filename:
+        middle = filename.split(".safetensors.index.", 1)[1][: -len(".json")]
+        return middle or None
+    stem = filename[: -len(".safetensors")]
+    parts = stem.split(".")
+    return parts[-1].split("-")[0] if len(parts) > 1 else None
+
+
+def select_render_files(files: list[str], variant: str | None) -> tuple[list[str], bool]:
+    """Which of a diffusers repo's ``files`` a render loads, and whether any of them is ``variant``:
+    ``model_index.json``, every config and tokenizer file, and per component folder one set of
+    safetensors weights: the ``variant`` ones (``*.fp16.safetensors``, shards and index included) when
+    that folder has them, else the plain ones, as diffusers' ``from_pretrained(variant=…)`` picks them
+    (``pipeline_loading_utils.variant_compatible_siblings``). Root files (single-file checkpoints),
+    other variants (``non_ema``), ``.bin`` files and :data:`RENDER_SKIP` components are left out."""
+    chosen = [f for f in files if f == "model_index.json" or ("/" in f and f.endswith((".json", ".txt", ".model")) and not _is_weight(f))]
+    chosen = [f for f in chosen if f.split("/")[0] not in RENDER_SKIP]
+    by_folder: dict[str, list[str]] = {}
+    for f in files:
+        if "/" in f and f.count("/") == 1 and _is_weight(f) and f.split("/")[0] not in RENDER_SKIP:
+            by_folder.setdefault(f.split("/")[0], []).append(f)
+    used_variant = False
+    for folder, weights in sorted(by_folder.items()):
+        wanted = [w for w in weights if variant is not None and _variant_of(w.split("/")[1]) == variant]
+        if wanted:
+            used_variant = True
+        else:
+            wanted = [w for w in weights if _variant_of(w.split("/")[1]) is None]
+        chosen.extend(wanted)
+    return sorted(set(chosen)), used_variant
+
+
+def render_folder(repo_id: str, revision: str | None = None, token: str | None = None, *, variant: str | None = None,
+                  progress: bool = False) -> tuple[str, bool]:
+    """A local folder with what rendering with a diffusers model repo needs (:func:`select_render_files`),
+    through huggingface_hub's cache; and whether ``variant`` files were taken. Offline, the cached
+    snapshot is used as it is."""
+    hf = _hf()
+    try:
+        with quiet(progress), _hub_errors(repo_id, revision):
+            info = hf.HfApi().model_info(repo_id, revision=revision, token=token)
+        files = [s.rfilename for s in info.siblings or []]
+        revision = info.sha or revision
+    except HubError:
+        if not _offline(hf):
+            raise
+        folder = _snapshot(repo_id, revision, ["model_index.json"], token, progress)  # the cached snapshot, offline
+        files = [os.path.relpath(os.path.join(r, n), folder).replace(os.sep, "/") for r, _, ns in os.walk(folder) for n in ns]
+    if "model_index.json" not in files:
+        raise HubError(f"{repo_id}@{revision or 'main'}: not a diffusers pipeline repo (no model_index.json)")
+    chosen, used_variant = select_render_files(files, variant)
+    return _snapshot(repo_id, revision, chosen, token, progress), used_variant

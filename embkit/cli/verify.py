@@ -16,25 +16,20 @@ import click
 
 from . import output
 from .hosts_view import host_option, parse_hosts, print_host_lines, print_matrix
+from .render import render_options
 
 SEVERITY_STYLE = {"error": "bold red", "warning": "yellow", "info": "dim"}
 
 
 @click.command("verify")
 @click.argument("paths", nargs=-1, required=True, type=click.Path(readable=False))
-@click.option("-m", "--model", help="Target: a family (sd1, sd2, sdxl, sd3, flux), a diffusers folder, a .safetensors checkpoint or a Hub repo id (org/name). Default: each embedding's own family (sd1 when unknown).")
+@click.option("-m", "--model", help="Target: a family (sd1, sd2, sdxl, sd3, flux), a diffusers folder, a single-file checkpoint (.safetensors or .ckpt) or a Hub repo id (org/name). Default: each embedding's own family (sd1 when unknown).")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object (files, findings, summary) instead of tables.")
 @click.option("--strict", is_flag=True, help="Fail on warnings too.")
-@click.option("--render", is_flag=True, help="After validating, render with and without each embedding (see docs).")
-@click.option("--prompt", help="With --render: the prompt to render.")
-@click.option("--as-negative", is_flag=True, help="With --render: put the embedding in the negative prompt.")
-@click.option("--seed", "seeds", type=int, multiple=True, help="With --render: a seed (repeatable).")
-@click.option("--steps", type=click.IntRange(1), help="With --render: denoising steps.")
-@click.option("--device", type=click.Choice(["auto", "cuda", "cpu"]), default="auto", show_default=True, help="With --render: where to render.")
-@click.option("-o", "--output", "output_path", type=click.Path(), help="With --render: the contact sheet PNG to write (default <file stem>.render.png; its folder must exist). A previous contact sheet there is replaced.")
-@click.option("--overwrite", is_flag=True, help="With --render: replace a file at -o even if it is not a previous contact sheet.")
+@click.option("--render", is_flag=True, help="After validating, render with and without each embedding and write a contact sheet (see docs/diffusers.md).")
+@render_options
 @host_option
-def cli(paths, model, as_json, strict, render, prompt, as_negative, seeds, steps, device, output_path, overwrite, host_names) -> None:
+def cli(paths, model, as_json, strict, render, host_names, **render_kw) -> None:
     """Check embeddings against a target model: widths, slots, values, prompt budget, trigger names.
 
     Folders are walked (every embedding file and concept folder under them); files in a folder that
@@ -53,7 +48,7 @@ def cli(paths, model, as_json, strict, render, prompt, as_negative, seeds, steps
         from . import render as render_cli
 
         # rendering takes seconds: a sheet that cannot be written is said before anything else
-        code = render_cli.preflight(paths, output_path, overwrite, as_json)
+        code = render_cli.preflight(paths, render_kw["output_path"], render_kw["overwrite"], as_json, render_kw["sheet_per_file"])
         if code:
             raise SystemExit(code)
     asked = parse_hosts(host_names)
@@ -91,15 +86,17 @@ def cli(paths, model, as_json, strict, render, prompt, as_negative, seeds, steps
     code = ValidationFailed.exit_code if failed else 0
     if render:
         # the render validates against the pipeline it builds and owns the exit status from here
-        code = _render(paths, model, prompt, as_negative, seeds, steps, device, output_path, as_json, strict, overwrite)
+        code = _render(paths, model, as_json, strict, render_kw)
     raise SystemExit(code)
 
 
-def _render(paths, model, prompt, as_negative, seeds, steps, device, output_path, as_json, strict, overwrite) -> int:
+def _render(paths, model, as_json, strict, kw: dict) -> int:
     from . import render
 
-    return render.run(paths=list(paths), model=model, prompt=prompt, as_negative=as_negative, seeds=list(seeds), steps=steps,
-                      device=device, output=output_path, json_out=as_json, strict=strict, overwrite=overwrite)
+    kw = dict(kw)
+    kw["output"] = kw.pop("output_path")
+    kw["seeds"], kw["host_dirs"] = list(kw["seeds"]), list(kw["host_dirs"])
+    return render.run(paths=list(paths), model=model, json_out=as_json, strict=strict, **kw)
 
 
 def _load(paths) -> list[dict]:

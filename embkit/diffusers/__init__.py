@@ -1,7 +1,9 @@
 """The torch side of embkit: apply embeddings to diffusers pipelines and unload them exactly
 (:mod:`.apply`), diffusers' ``load_textual_inversion`` API on top of it (:mod:`.loader`), expand
 multi-vector triggers in prompts (:mod:`.prompt`), state dicts as torch tensors (:mod:`.tensors`),
-test renders and contact sheets (:mod:`.render`), and the built-in tiny pipelines (:mod:`.tiny`).
+build the pipeline a render uses, single-file checkpoints offline included (:mod:`.pipelines`), test
+renders (:mod:`.render`) and their contact sheets (:mod:`.sheet`, with A1111-style ``parameters``
+text: :mod:`.infotext`), and the built-in tiny pipelines (:mod:`.tiny`).
 
 This is the only package that imports torch, diffusers and transformers, and only inside the
 functions that need them: ``import embkit.diffusers as ed`` is cheap.

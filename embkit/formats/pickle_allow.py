@@ -285,15 +285,15 @@ class _SafeUnpickler(pickle._Unpickler):  # noqa: SLF001
     dispatch = dict(pickle._Unpickler.dispatch)  # noqa: SLF001
     dispatch[pickle.BYTEARRAY8[0]] = _refuse_bytearray
 
-    def __init__(self, stream: io.BytesIO, path: str, size: int):
+    def __init__(self, stream: io.BytesIO, path: str, size: int, extra: dict | None = None):
         super().__init__(stream)
-        self._path = path
+        self._path, self._extra = path, extra
         self.storages: dict[str, StorageRef] = {}
         self._budget = _CallBudget(size, path)
         self._depths: dict[int, tuple[int, int, tuple]] = {}
 
     def find_class(self, module: str, name: str) -> Any:
-        return _find_global(module, name, self._path, self._budget)
+        return _find_global(module, name, self._path, self._budget, self._extra)
 
     def _note_tuple(self) -> None:
         if pickle_fast.tuple_too_big(self.stack[-1], self._depths, MAX_TUPLE_DEPTH, MAX_TUPLE_SIZE):
@@ -323,10 +323,11 @@ for _op, _load in (
     _SafeUnpickler.dispatch[_op[0]] = _with_tuple_check(_load)
 
 
-def _find_global(module: Any, name: Any, path: str, budget: _CallBudget | None = None) -> Any:
-    """The stand-in for an allow-listed global; :class:`UnsafeFileError` for any other."""
+def _find_global(module: Any, name: Any, path: str, budget: _CallBudget | None = None, extra: dict | None = None) -> Any:
+    """The stand-in for an allow-listed global (or one of ``extra``, a reading mode's own, such as
+    :data:`embkit.formats.pickle_ckpt.CHECKPOINT_GLOBALS`); :class:`UnsafeFileError` for any other."""
     try:
-        value = ALLOWED_GLOBALS[(module, name)]
+        value = extra[(module, name)] if extra and (module, name) in extra else ALLOWED_GLOBALS[(module, name)]
     except (KeyError, TypeError):
         raise UnsafeFileError(
             f"pickle asks for the global {module}.{name}, which is not on embkit's allow-list; nothing was executed",
@@ -386,7 +387,7 @@ def _count_ops(data: bytes, path: str) -> None:
         return
 
 
-def _unpickle(data: bytes, path: str) -> tuple[Any, dict[str, StorageRef], int]:
+def _unpickle(data: bytes, path: str, extra: dict | None = None) -> tuple[Any, dict[str, StorageRef], int]:
     """Run the allow-list unpickler over ``data``; returns the object, the storages its persistent
     ids named, and the bytes used. The common small torch pickle takes the fast path
     (:mod:`embkit.formats.pickle_fast`, same allow-list); anything it declines, errors included,
@@ -395,11 +396,11 @@ def _unpickle(data: bytes, path: str) -> tuple[Any, dict[str, StorageRef], int]:
         _count_ops(data, path)
     storages: dict[str, StorageRef] = {}
     budget = _CallBudget(len(data), path)
-    fast = pickle_fast.load(data, lambda m, n: _find_global(m, n, path, budget), lambda pid: _storage_ref(pid, storages, path), MAX_TUPLE_DEPTH, MAX_TUPLE_SIZE)
+    fast = pickle_fast.load(data, lambda m, n: _find_global(m, n, path, budget, extra), lambda pid: _storage_ref(pid, storages, path), MAX_TUPLE_DEPTH, MAX_TUPLE_SIZE)
     if fast is not None:
         return fast[0], storages, fast[1]
     stream = io.BytesIO(data)
-    up = _SafeUnpickler(stream, path, len(data))
+    up = _SafeUnpickler(stream, path, len(data), extra)
     try:
         with warnings.catch_warnings():  # odd STRING escapes warn; a hostile file must not print
             warnings.simplefilter("ignore")

@@ -209,24 +209,26 @@ def _wrap(obj: Any, loader_for, depth: int = 0, visits: list[int] | None = None)
     return obj
 
 
-def read_raw(data: bytes | memoryview, path: str) -> Raw:
-    """Read a torch pickle (zip or legacy form) into a :class:`Raw` tree of lazy tensors."""
+def read_raw(data: bytes | memoryview, path: str, extra_globals: dict | None = None) -> Raw:
+    """Read a torch pickle (zip or legacy form) into a :class:`Raw` tree of lazy tensors.
+    ``extra_globals``: a reading mode's additions to the allow-list (model checkpoints:
+    :data:`embkit.formats.pickle_ckpt.CHECKPOINT_GLOBALS`); embedding files are read without."""
     prefix = bytes(data[:32])
     if prefix.startswith(ZIP_MAGIC):
         zf, root = _open_zip(data, path)
         pkl = _read_member(zf, f"{root}/data.pkl", MAX_PICKLE_BYTES, path)
-        obj, _storages, _n = _unpickle(pkl, path)
+        obj, _storages, _n = _unpickle(pkl, path, extra_globals)
         budget = _Budget(len(data), path)
         return Raw(tree=_wrap(obj, lambda ref: _zip_loader(zf, root, ref, path, budget)), container="pickle")
     if prefix.startswith(LEGACY_PREFIX):
-        return _read_legacy(data, path)
+        return _read_legacy(data, path, extra_globals)
     raise NotMine(path)
 
 
 # -- legacy form --------------------------------------------------------------------------------
 
 
-def _read_legacy(data: bytes | memoryview, path: str) -> Raw:
+def _read_legacy(data: bytes | memoryview, path: str, extra_globals: dict | None = None) -> Raw:
     # bytes and a memory map slice to bytes and serve np.frombuffer as they are: no copy of the file
     buf = data if isinstance(data, (bytes, mmap.mmap)) else bytes(data)
     # each pickle is read from a slice of at most MAX_PICKLE_BYTES (as for a zip's data.pkl): the
@@ -241,7 +243,7 @@ def _read_legacy(data: bytes | memoryview, path: str) -> Raw:
         raise NotMine(path)
     if header[1] != 1001:
         raise BrokenFileError(f"legacy torch file has protocol version {header[1]!r}, expected 1001", path=path)
-    obj, storages, used = _unpickle(buf[pos : pos + MAX_PICKLE_BYTES], path)
+    obj, storages, used = _unpickle(buf[pos : pos + MAX_PICKLE_BYTES], path, extra_globals)
     pos += used
     keys, _storages, used = _unpickle(buf[pos : pos + MAX_PICKLE_BYTES], path)
     pos += used

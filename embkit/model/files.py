@@ -2,7 +2,8 @@
 
 - a diffusers folder: ``text_encoder*/config.json`` (slots, widths, prompt length), ``tokenizer*/``
   (vocabulary), and only the token-embedding tensor of ``text_encoder*/model*.safetensors`` (norms);
-- a single-file ``.safetensors`` checkpoint: the header alone. Text-encoder tensors are found by
+- a single-file checkpoint: a ``.safetensors`` header alone, or a ``.ckpt``'s tensor names and shapes
+  through embkit's allow-list unpickler (:mod:`embkit.model.checkpoint`; no tensor data is read). Text-encoder tensors are found by
   their name's ending (``…token_embedding.weight`` for CLIP in both the HF and the OpenCLIP naming,
   ``…shared.weight`` / ``…embed_tokens.weight`` for T5), so SD1 (``cond_stage_model.transformer.…``),
   SD2 (``cond_stage_model.model.…``), SDXL (``conditioner.embedders.0/1.…``) and SD3/Flux
@@ -18,6 +19,7 @@ from typing import Any
 
 from ..errors import TargetError
 from ..schema import CLIP_TOKEN_LIMIT, FAMILIES, SLOTS, WIDTH_TO_SLOT, family_for
+from .checkpoint import is_pickle_checkpoint, open_checkpoint
 from .headers import matrix_norms, read_st_header
 from .slots import NORM_PRIORS, T5_TOKEN_LIMIT, SlotSpec, TokenNorms, default_slot, slot_of_encoder
 from .vocab import read_tokenizer_folder
@@ -130,9 +132,13 @@ def _weight_files(encoder_dir: str) -> list[str]:
 
 def read_checkpoint(cls: type, path: str) -> Any:
     """See :meth:`ModelSpec.from_checkpoint`."""
-    if not path.lower().endswith(".safetensors"):
-        raise TargetError("is not a .safetensors checkpoint (a .ckpt is a pickle, which embkit does not open as a model)", path=path)
-    header, meta, _, _ = read_st_header(path)
+    if path.lower().endswith(".safetensors"):
+        header, meta, _, _ = read_st_header(path)
+    elif is_pickle_checkpoint(path):
+        # a .ckpt through embkit's own allow-list unpickler: names and shapes, no tensor data
+        header, meta = {n: {"shape": list(t.shape)} for n, t in open_checkpoint(path).tensors.items()}, {}
+    else:
+        raise TargetError("is not a single-file checkpoint (.safetensors or .ckpt)", path=path)
     found = checkpoint_token_keys(header, path)  # slot → (width, key)
     limits: dict[str, int] = {}
     for key, entry in header.items():
