@@ -171,3 +171,28 @@ def test_convert_for_host_writes_what_the_oracle_loads(tmp_path, host):
         family = "sdxl" if path.stem.startswith("xl") else "sd1"
         status, trigger = ORACLES[host](str(path), family)
         assert status in ("loads", "partial"), (host, path.name, status)
+
+
+@pytest.mark.slow
+def test_record_views_agree_with_file_views(files):
+    """The library's conflicts answer from its rows (``facts_from_record``, through
+    ``facts_from_embedding``), without the file: for every embedding embkit reads and every host,
+    the word to type is the one the file itself gives. (Whether it loads is not asked of a row: a
+    row cannot know a safe loader's verdict or a tensor stored 1-D; ``library check`` reads files.)"""
+    from embkit.hosts.facts import facts_from_embedding, facts_of
+
+    disagree = []
+    for path in files:
+        try:
+            embs = embkit.read_all(path, alone=True)  # hosts load each file on its own
+        except embkit.EmbkitError:
+            continue
+        if len(embs) != 1:
+            continue  # a row is one embedding; a file of several is answered per file
+        from_file = facts_of(path)
+        from_row = facts_from_embedding(embs[0])
+        for host in ORACLES:
+            a, b = hosts.triggers(from_file).get(host), hosts.triggers(from_row).get(host)
+            if a != b:
+                disagree.append((path.name, host, a, b))
+    assert disagree == [], "\n".join(map(str, disagree))

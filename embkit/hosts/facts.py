@@ -280,6 +280,8 @@ def facts_from_record(
     elif format == "kohya":
         key = meta.get("key") if meta.get("key") in _KOHYA_KEYS else "emb_params"
         tensors = [TensorInfo(key, tuple(first))]
+        # OneTrainer's output vectors sit beside the input key as ``emp_params_out``
+        tensors += [TensorInfo(f"{key}_out", tuple(shape)) for slot, shape in slots.items() if slot.endswith("_out")]
     elif format == "multi":
         t5 = meta.get("t5_key") or "t5"
         for slot, shape in slots.items():
