@@ -12,12 +12,14 @@ import math
 import mmap
 import os
 import stat
+import struct
 from dataclasses import dataclass, field
 from typing import Any
 
 from .errors import BrokenFileError, EmbkitError, NotMine, TooLargeError, UnknownFormatError
 from .formats import FORMAT_IDS, FORMATS, Format, container_for_extension, get_format, sniff_container
-from .formats import concept_folder
+from .formats import concept_folder, pickle_walk, polyglot
+from .formats.rules import refuse
 from .formats.base import Part, Raw, check_json_size, looks_like_weight_key, matrix_shape, tensor_matrix
 from .schema import Embedding, Source
 
@@ -117,13 +119,36 @@ def open_file(path: str | os.PathLike, format: str | None = None, *, data: Any =
     and parses one read); ``path`` is then taken to be that file, not a folder.
     """
     path = os.path.expanduser(os.fspath(path))  # "~/sd/embeddings/x.pt" as a shell would read it
-    try:
+    with _hostile_net(path):
         return _open_file(path, format, data)
-    except RecursionError:
-        # the readers cap nesting where they build; this is the net for any path they missed
-        raise TooLargeError("nests too deeply to read", path=path) from None
-    except MemoryError:
-        raise TooLargeError("needs more memory than embkit allows a file", path=path) from None
+
+
+#: What a hostile file can make Python itself raise where a reader missed a check (a huge
+#: stride overflowing a C integer, an attribute a pickle set to the wrong type): the net below
+#: turns them into embkit errors with a code, never a traceback.
+_NET = (ArithmeticError, LookupError, TypeError, ValueError, AttributeError, BufferError, struct.error)
+
+
+class _hostile_net:
+    """The net for any path the readers missed: RecursionError and MemoryError become too-large,
+    the exceptions of :data:`_NET` broken-file; embkit's own errors pass through."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, kind, exc, _tb) -> bool:
+        if exc is None or isinstance(exc, EmbkitError):
+            return False
+        if isinstance(exc, RecursionError):
+            raise TooLargeError("nests too deeply to read", path=self.path) from None
+        if isinstance(exc, MemoryError):
+            raise TooLargeError("needs more memory than embkit allows a file", path=self.path) from None
+        if isinstance(exc, _NET):
+            raise BrokenFileError(f"cannot be read ({type(exc).__name__}: {str(exc)[:200]})", path=self.path) from None
+        return False
 
 
 def _open_file(path: str, format: str | None, data: Any) -> Loaded:
@@ -168,14 +193,17 @@ def _read_container(path: str, data: Any) -> Raw:
     prefix = bytes(data[:32])
     container = sniff_container(prefix)
     if container is None:
-        from .scan import looks_like_pickle, unsafe_error
-
-        if looks_like_pickle(prefix):  # a bare pickle is never unpickled; name what it asks for
-            raise unsafe_error(data, path)  # scans at most the first 64 MB
+        plain = pickle_walk.plain_pickle_error(data, path)  # a bare pickle (any protocol) is never unpickled
+        if plain is not None:
+            raise plain
         hinted = container_for_extension(path)
         if hinted is not None:
             raise BrokenFileError(f"does not start like a {hinted.title} file (first bytes {prefix[:12]!r})", path=path)
         raise UnknownFormatError(f"is not an embedding file embkit knows (first bytes {prefix[:12]!r})", path=path)
+    if container.id == "pickle" and path.lower().endswith(".safetensors"):
+        raise refuse("extension-mismatch", "is a torch pickle named .safetensors (torch.load and scanners would treat it as safetensors)", path)
+    if not prefix.startswith(b"PK\x03\x04"):
+        polyglot.check(data, path, container.id)  # a zip's own layout is checked by its reader
     try:
         return container.read_raw(data, path)
     except NotMine:
@@ -232,7 +260,8 @@ def _finite_or_text(text: str) -> float | str:
 
 def embedding_of(loaded: Loaded, part: Part) -> Embedding:
     """Materialise one parsed part into an :class:`Embedding` (reads its tensor data)."""
-    vectors = {slot: tensor_matrix(t, loaded.path, f"{part.name} {slot}") for slot, t in part.tensors.items()}
+    with _hostile_net(loaded.path):
+        vectors = {slot: tensor_matrix(t, loaded.path, f"{part.name} {slot}") for slot, t in part.tensors.items()}
     dtypes = {slot: t.dtype for slot, t in part.tensors.items()}
     metadata = {**loaded.metadata, **part.metadata}
     try:
