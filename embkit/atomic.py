@@ -18,6 +18,7 @@ from __future__ import annotations
 import errno
 import os
 import shutil
+import stat
 from typing import Callable, Iterable
 
 from .errors import TargetExistsError, WriteError
@@ -145,7 +146,10 @@ def _check_replaceable_folder(path: str, owns: Iterable[str]) -> None:
     # "into" by mistake) is refused
     own = set(owns)
     try:
-        others = [name for name in os.listdir(path) if name not in own]
+        # an owned name counts only as a file (or a link, which removal unlinks, never follows):
+        # a user's folder that happens to be named learned_embeds.bin is not ours to delete (found
+        # in review: --overwrite emptied it)
+        others = [name for name in os.listdir(path) if name not in own or not _file_or_link(os.path.join(path, name))]
     except OSError as exc:
         raise WriteError(f"cannot look into the existing folder ({exc.strerror or exc})", path=path) from None
     if others:
@@ -154,6 +158,11 @@ def _check_replaceable_folder(path: str, owns: Iterable[str]) -> None:
             f"overwrite replaces only a folder holding nothing but {', '.join(sorted(own)) or 'nothing'}",
             path=path,
         )
+
+
+def _file_or_link(path: str) -> bool:
+    mode = os.lstat(path).st_mode
+    return stat.S_ISREG(mode) or stat.S_ISLNK(mode)
 
 
 def write_folder(path: str | os.PathLike, fill: Callable[[str], None], *, owns: Iterable[str] = (), overwrite: bool = False) -> None:

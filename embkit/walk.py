@@ -148,20 +148,22 @@ def walk(paths: Iterable[str | os.PathLike], *, want: Callable[[str], bool] | No
 
 
 def check_inside(path: str | os.PathLike, root: str | os.PathLike) -> str:
-    """``path`` itself, after checking that it resolves inside the output ``root`` (links in every
-    existing part of it followed; ``root`` may itself be a link the user chose): :class:`WriteError`
-    when a link or ``..`` would take a write elsewhere, or when ``path`` is itself a link."""
+    """``path`` itself, after checking that it stays inside the output ``root``: lexically (no
+    ``..`` out of it) and through links (the deepest existing folder above ``path`` must resolve
+    inside ``root``, which may itself be a link the user chose). The last part of ``path`` is not
+    followed: atomic writes rename over it, never write through it. :class:`WriteError` otherwise."""
     path = os.fspath(path)
-    probe = os.path.abspath(path)
+    target, base = os.path.abspath(path), os.path.abspath(root)
+    lexical = target == base or target.startswith(base.rstrip(os.sep) + os.sep)
+    probe = os.path.dirname(target)
     while not os.path.lexists(probe):  # the deepest part that exists decides where the rest goes
         parent = os.path.dirname(probe)
         if parent == probe:
             break
         probe = parent
-    if not is_inside(probe, root):
+    below_root = probe == base or probe.startswith(base.rstrip(os.sep) + os.sep)
+    if not lexical or (below_root and not is_inside(probe, base)):
         raise WriteError(f"resolves outside the output folder {os.fspath(root)} (through a link or '..'); refusing to write there", path=path)
-    if os.path.islink(path):
-        raise WriteError("is a link; refusing to write through it", path=path)
     return path
 
 
@@ -169,7 +171,7 @@ def makedirs_inside(folder: str | os.PathLike, root: str | os.PathLike) -> None:
     """``os.makedirs(folder, exist_ok=True)`` without recursion (a path 1,000 folders deep) and
     without passing through a link that leaves ``root``."""
     folder = os.path.abspath(folder)
-    check_inside(folder, root)
+    check_inside(os.path.join(folder, "_"), root)  # the folder itself must resolve inside the root
     missing = []
     probe = folder
     while not os.path.isdir(probe):

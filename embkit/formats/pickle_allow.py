@@ -57,8 +57,8 @@ class _SafeUnpickler(pickle._Unpickler):  # noqa: SLF001
         super().__init__(stream)
         self._path = path
         self.storages: dict[str, StorageRef] = {}
-        self._budget = _CallBudget(size, path)
         self._depths: dict[int, tuple[int, int, tuple]] = {}
+        self._budget = _CallBudget(size, path, self._depths)
 
     def find_class(self, module: str, name: str) -> Any:
         return _find_global(module, name, self._path, self._budget)
@@ -72,6 +72,28 @@ class _SafeUnpickler(pickle._Unpickler):  # noqa: SLF001
 
     def persistent_load(self, pid: Any) -> StorageRef:
         return _storage_ref(pid, self.storages, self._path)
+
+
+def _charging(load, keys):
+    """A loader that first charges the budget for the tuples its container will hash."""
+
+    def run(self):
+        self._budget.charge_keys(keys(self))
+        load(self)
+
+    return run
+
+
+# dict keys and set elements are hashed: SETITEM's key sits under its value; SETITEMS and DICT
+# take key/value pairs above the mark (the items are self.stack then); ADDITEMS and FROZENSET elements
+for _op, _load, _keys in (
+    (pickle.SETITEM, pickle._Unpickler.load_setitem, lambda u: u.stack[-2:-1]),  # noqa: SLF001
+    (pickle.SETITEMS, pickle._Unpickler.load_setitems, lambda u: u.stack[0::2]),  # noqa: SLF001
+    (pickle.DICT, pickle._Unpickler.load_dict, lambda u: u.stack[0::2]),  # noqa: SLF001
+    (pickle.ADDITEMS, pickle._Unpickler.load_additems, lambda u: u.stack),  # noqa: SLF001
+    (pickle.FROZENSET, pickle._Unpickler.load_frozenset, lambda u: u.stack),  # noqa: SLF001
+):
+    _SafeUnpickler.dispatch[_op[0]] = _charging(_load, _keys)
 
 
 def _with_tuple_check(load):
@@ -133,8 +155,9 @@ def _unpickle(data: bytes, path: str, ops: _OpCount | None = None) -> tuple[Any,
     if len(data) > SMALL_PICKLE_BYTES:
         _count_ops(data, path, ops or _OpCount())
     storages: dict[str, StorageRef] = {}
-    budget = _CallBudget(len(data), path)
-    fast = pickle_fast.load(data, lambda m, n: _find_global(m, n, path, budget), lambda pid: _storage_ref(pid, storages, path), MAX_TUPLE_DEPTH, MAX_TUPLE_SIZE)
+    sizes: dict[int, tuple[int, int, tuple]] = {}
+    budget = _CallBudget(len(data), path, sizes)
+    fast = pickle_fast.load(data, lambda m, n: _find_global(m, n, path, budget), lambda pid: _storage_ref(pid, storages, path), MAX_TUPLE_DEPTH, MAX_TUPLE_SIZE, sizes)
     if fast is not None:
         return fast[0], storages, fast[1]
     stream = io.BytesIO(data)

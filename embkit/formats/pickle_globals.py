@@ -104,25 +104,48 @@ class _Global:
 
 
 class _CallBudget:
-    """How many elements one pickle's calls may copy. ``OrderedDict(d)`` or ``set(items)`` on a
-    memoised container costs 4 bytes of pickle and copies the whole container, so without a cap a
-    20 KB pickle built 500 MB of copies (found in review). The cap is generous: 16 elements per
-    pickle byte, and real pickles call a handful of functions on small arguments."""
+    """How many elements one pickle's calls may copy or hash. ``OrderedDict(d)`` or ``set(items)``
+    on a memoised container costs 4 bytes of pickle and copies the whole container, so without a
+    cap a 20 KB pickle built 500 MB of copies (found in review); and hashing a tuple walks every
+    tuple nested in it, shared ones once per place, so a 5 KB pickle of a set of tuples sharing one
+    nested structure hashed for a minute (found in review). The cap is generous: 16 elements per
+    pickle byte, and real pickles call a handful of functions on small arguments, keyed by strings.
+    ``sizes`` is the unpickler's table of nested tuples (:func:`pickle_fast.tuple_too_big`)."""
 
-    __slots__ = ("left", "path")
+    __slots__ = ("left", "path", "sizes")
 
-    def __init__(self, pickle_size: int, path: str) -> None:
+    def __init__(self, pickle_size: int, path: str, sizes: dict | None = None) -> None:
         self.left = 16 * pickle_size + 10_000
         self.path = path
+        self.sizes = sizes if sizes is not None else {}
+
+    def charge(self, n: int) -> None:
+        self.left -= n
+        if self.left < 0:
+            raise TooLargeError("pickle copies or hashes containers far beyond its own size", path=self.path)
+
+    def hash_cost(self, key: Any) -> int:
+        """Elements hashing ``key`` walks (a tuple's nested tuples counted per place)."""
+        if type(key) is not tuple:
+            return 1
+        seen = self.sizes.get(id(key))
+        return 1 + (seen[1] if seen is not None else len(key))
+
+    def charge_keys(self, keys: Any) -> None:
+        """Charge for hashing every tuple among ``keys`` (dict keys, set elements)."""
+        for k in keys:
+            if type(k) is tuple:
+                self.charge(self.hash_cost(k))
 
     def spend(self, args: tuple) -> None:
         n = 1
         for a in args:
             if isinstance(a, (list, tuple, dict, set)):
                 n += len(a)
-        self.left -= n
-        if self.left < 0:
-            raise TooLargeError("pickle copies containers far beyond its own size", path=self.path)
+        self.charge(n)
+        for a in args:  # what the copy hashes: dict keys, set elements (or the pairs holding keys)
+            if isinstance(a, (list, tuple, dict, set)):
+                self.charge_keys(a.keys() if isinstance(a, dict) else a)
 
 
 #: Tuples nest this deep at most. Python hashes nested tuples recursively in C without a depth
@@ -159,9 +182,16 @@ class ParameterDictStandIn(ModuleStandIn):
     kind = "ParameterDict"
 
 
+#: No size, stride or offset of a real tensor comes near this; a bigger one overflowed numpy's C
+#: integers when the view was taken (OverflowError; found in review).
+MAX_TENSOR_INT = 2**48
+
+
 def _int(value: Any, what: str) -> int:
     if type(value) is not int or value < 0:
-        raise UnsafeFileError(f"tensor rebuild got {what}={value!r}, expected a non-negative integer")
+        raise UnsafeFileError(f"tensor rebuild got {what}={value!r:.60}, expected a non-negative integer")
+    if value > MAX_TENSOR_INT:
+        raise TooLargeError(f"tensor rebuild got {what}={value}, past any real tensor")
     return value
 
 

@@ -143,9 +143,9 @@ def _contiguous_strides(shape: tuple[int, ...]) -> tuple[int, ...]:
     return tuple(reversed(strides))
 
 
-#: Containers :func:`_wrap` visits at most (a real embedding pickle has a few dozen; a LoRA bundle
-#: a few thousand).
-MAX_TREE_VISITS = 200_000
+#: Elements :func:`_wrap` visits at most, each container and each item it holds counted every
+#: time it is reached (a real embedding pickle has a few dozen; a LoRA bundle a few thousand).
+MAX_TREE_VISITS = 1_000_000
 
 
 def _wrap(obj: Any, loader_for, depth: int = 0, visits: list[int] | None = None) -> Any:
@@ -153,21 +153,23 @@ def _wrap(obj: Any, loader_for, depth: int = 0, visits: list[int] | None = None)
 
     The memo lets a pickle reuse one object in many places, so the tree can be exponentially
     larger than the pickle (``t = (t, t)`` 40 deep is a 415-byte file and 2**40 paths; found in
-    review): visits are counted and capped, and the depth cap ends cycles."""
+    review): every container and item reached is counted and capped (sets included: a 5 KB file
+    of a set of tuples sharing one nested structure slipped past a count of containers alone),
+    and the depth cap ends cycles."""
     if depth > 64:
         raise TooLargeError("object tree nests too deeply")
     if isinstance(obj, TensorRef):
         return Tensor(shape=obj.shape, dtype=obj.storage.dtype, loader=loader_for(obj))
-    if not isinstance(obj, (dict, list, tuple, ModuleStandIn)):
+    if not isinstance(obj, (dict, list, tuple, set, frozenset, ModuleStandIn)):
         return obj
     if visits is None:
         visits = [0]
-    visits[0] += 1
+    visits[0] += 1 + (len(obj) if not isinstance(obj, ModuleStandIn) else 0)
     if visits[0] > MAX_TREE_VISITS:
-        raise TooLargeError(f"pickle's object tree has more than {MAX_TREE_VISITS} containers (shared objects counted each time)")
+        raise TooLargeError(f"pickle's object tree has more than {MAX_TREE_VISITS} elements (shared objects counted each time)")
     if isinstance(obj, dict):
         return {k: _wrap(v, loader_for, depth + 1, visits) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
+    if isinstance(obj, (list, tuple, set, frozenset)):
         return type(obj)(_wrap(v, loader_for, depth + 1, visits) for v in obj)
     # NEWOBJ without BUILD leaves a module without state (``__init__`` never ran)
     obj.state = _wrap(obj.__dict__.get("state", {}), loader_for, depth + 1, visits)

@@ -4,11 +4,12 @@ read, validate, and optionally copy or convert them into a folder and a library.
 
 from __future__ import annotations
 
+import glob
 import os
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..errors import EmbkitError, HubError, MissingDependencyError, WriteError
+from ..errors import EmbkitError, HubError, MissingDependencyError, UnsafeFileError, WriteError
 from ..formats import concept_folder, extensions
 from ..schema import Embedding
 from ..hubclient import _snapshot
@@ -68,23 +69,63 @@ def _patterns(filename: str | None) -> list[str]:
     return [filename, *extra]
 
 
+#: Repo file names deeper or longer than this are skipped (with an error for that file): no
+#: embedding repo needs them, and huggingface_hub fails the whole download on a name the file
+#: system refuses (found in review: a pull failed with a traceback).
+MAX_NAME_PARTS = 32
+MAX_NAME_BYTES = 1024
+
+
+def _name_problem(name: str) -> str | None:
+    """Why a repo file name must not be downloaded, or None."""
+    parts = name.split("/")
+    if name.startswith("/") or "\\" in name or any(p in ("", ".", "..") for p in parts):
+        return "its name leaves the repo's folder ('..', an absolute path or empty parts); skipped"
+    if len(parts) > MAX_NAME_PARTS or len(name.encode("utf-8")) > MAX_NAME_BYTES or any(len(p.encode("utf-8")) > 255 for p in parts):
+        return f"its name is deeper than {MAX_NAME_PARTS} folders or longer than the file system allows; skipped"
+    if any(ord(c) < 0x20 for c in name):
+        return "its name holds control characters; skipped"
+    return None
+
+
+def _hostile_names(repo_id: str, revision: str | None, token: str | None, patterns: list[str]) -> list[tuple[str, str]]:
+    """``(name, why)`` for every file the pull would fetch whose name is unsafe to create."""
+    from fnmatch import fnmatch
+
+    from ..hubclient import list_files
+
+    names = list_files(repo_id, revision, token)
+    out = []
+    for name in names or ():
+        why = _name_problem(name)
+        if why is not None and any(fnmatch(name, p) for p in patterns):
+            out.append((name, why))
+    return out
+
+
 def find_embeddings(folder: str) -> list[tuple[str, str]]:
     """``(path in repo, local path)`` of every embedding in a downloaded snapshot: each folder holding
-    ``learned_embeds.*`` is one concept folder; every other file with an embkit extension is one file."""
+    ``learned_embeds.*`` is one concept folder; every other file with an embkit extension is one file.
+    The walk is :func:`embkit.walk.walk_tree` (no recursion, regular files only); a snapshot's files
+    are links into the cache repo's ``blobs/``, the tree links may stay in."""
+    from ..walk import hf_cache_root, walk_tree
+
     exts = tuple(e.lower() for e in extensions())
+    boundary = hf_cache_root(folder) or folder
+    # per folder, in walk order: whether it is a concept folder, and its other embedding files
+    folders: dict[str, tuple[list[bool], list[tuple[str, str]]]] = {"": ([False], [])}
+    for entry in walk_tree(folder, hidden=False, boundary=boundary):
+        rel_dir, _, name = entry.rel.rpartition("/")
+        concept, files = folders.setdefault(rel_dir, ([False], []))
+        if name in concept_folder.EMBED_FILES:
+            concept[0] = True
+        elif name.lower().endswith(exts):
+            files.append((entry.rel, entry.path))
     found: list[tuple[str, str]] = []
-    for root, dirs, files in os.walk(folder):
-        dirs[:] = sorted(d for d in dirs if not d.startswith("."))
-        rel = os.path.relpath(root, folder).replace(os.sep, "/")
-        rel = "" if rel == "." else rel
-        concept = any(f in files for f in concept_folder.EMBED_FILES)
-        if concept:
-            found.append((rel or ".", root))
-        for name in sorted(files):
-            if concept and name in concept_folder.EMBED_FILES:
-                continue
-            if name.lower().endswith(exts):
-                found.append((f"{rel}/{name}" if rel else name, os.path.join(root, name)))
+    for rel_dir, (concept, files) in folders.items():
+        if concept[0]:
+            found.append((rel_dir or ".", os.path.join(folder, *rel_dir.split("/")) if rel_dir else folder))
+        found.extend(files)
     return found
 
 
@@ -107,7 +148,11 @@ def pull(repo_id: str, *, revision: str | None = None, filename: str | None = No
     """
     if convert and out_dir is None:
         raise HubError(f"{repo_id}: converting needs an output folder (out_dir)")
-    snapshot = _snapshot(repo_id, revision, _patterns(filename), token, progress, None if filename else PULL_IGNORE)
+    patterns = _patterns(filename)
+    hostile = _hostile_names(repo_id, revision, token, patterns)
+    ignore = (None if filename else list(PULL_IGNORE)) or []
+    ignore += [glob.escape(name) for name, _why in hostile]  # huggingface_hub would stop the whole pull on them
+    snapshot = _snapshot(repo_id, revision, patterns, token, progress, ignore or None)
     commit = os.path.basename(os.path.normpath(snapshot))
     items = find_embeddings(snapshot)
     if filename is not None:
@@ -116,6 +161,8 @@ def pull(repo_id: str, *, revision: str | None = None, filename: str | None = No
         if not items:
             raise HubError(f"{repo_id}@{revision or 'main'} file {filename}: no such file in the repo")
     results = [_load(repo_id, commit, rel, local) for rel, local in items]
+    results += [PulledFile(repo_id=repo_id, filename=name, commit=commit, path="", error=UnsafeFileError(why, path=name))
+                for name, why in hostile]
     if filename is None:
         from ..report import not_an_embedding
 

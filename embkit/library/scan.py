@@ -266,42 +266,19 @@ def _insert(conn: sqlite3.Connection, full: list[tuple]) -> None:
 
 
 def walk(root: str, extensions: tuple[str, ...]) -> list[tuple[str, int, int]]:
-    """Every file under ``root`` (recursively, skipping hidden folders) whose name ends with one of
-    ``extensions``: ``(absolute path, size, mtime_ns)``. A file path is returned as itself."""
+    """Every file under ``root`` (recursively, skipping hidden names) whose name ends with one of
+    ``extensions``: ``(absolute path, size, mtime_ns)``. A file path is returned as itself. The walk
+    is :func:`embkit.walk.walk_tree`: regular files only (a FIFO would block the scan), no link out
+    of ``root`` (a link to /usr in an embeddings folder is not read), no recursion."""
+    from ..walk import walk_tree
+
     root = os.path.abspath(root)
-    out: list[tuple[str, int, int]] = []
     if not os.path.isdir(root):
         st = os.stat(root)
         return [(root, st.st_size, st.st_mtime_ns)]
-    stack = [root]
-    seen_dirs = {_dir_key(root)}  # followed symlinks may loop back; visit each real folder once
-    while stack:
-        folder = stack.pop()
-        try:
-            entries = os.scandir(folder)
-        except OSError:
-            continue  # unreadable folder: its files are simply not seen
-        with entries:
-            for entry in entries:
-                name = entry.name
-                try:
-                    if entry.is_dir():
-                        if not name.startswith("."):
-                            if entry.is_symlink():
-                                key = _dir_key(entry.path)
-                                if key in seen_dirs:
-                                    continue
-                                seen_dirs.add(key)
-                            stack.append(entry.path)
-                    elif name.lower().endswith(extensions) and not name.lower().endswith(".preview.png") and entry.is_file():
-                        # is_file: not a pipe or a device (opening a FIFO blocks; /dev/zero never ends)
-                        st = entry.stat()
-                        out.append((entry.path, st.st_size, st.st_mtime_ns))
-                except OSError:
-                    continue  # vanished or broken link between listing and stat
-    return out
 
+    def wanted(name: str) -> bool:
+        low = name.lower()
+        return low.endswith(extensions) and not low.endswith(".preview.png")
 
-def _dir_key(path: str) -> tuple[int, int]:
-    st = os.stat(path)
-    return (st.st_dev, st.st_ino)
+    return [(e.path, e.size, e.mtime_ns) for e in walk_tree(root, want=wanted, hidden=False, stat_files=True)]
