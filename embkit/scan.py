@@ -210,7 +210,8 @@ def _scan_polyglot(data: Any, s: _Scan) -> None:
                 for member in tar.getmembers()[:64]:
                     fh = tar.extractfile(member) if member.isfile() else None
                     if fh is not None:
-                        s.walk(fh.read(MAX_SCAN_BYTES), f"{member.name} (tar member)")
+                        name = member.name.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
+                        s.walk(fh.read(MAX_SCAN_BYTES), f"{name} (tar member)")
         except Exception:  # noqa: BLE001  a broken tar is refused all the same; nothing more to name
             pass
     if polyglot.zip_end_in_tail(data) >= 0:
@@ -225,6 +226,9 @@ def _read(data: Any, path: str, kind: str, s: _Scan) -> EmbkitError | None:
         refused = list(dict.fromkeys(n for p in s.pickles for n in p.refused))
         if refused:
             return refuse("global", f"is a plain pickle that asks for {', '.join(refused[:5])} (not on embkit's allow-list); nothing was executed", path)
+        framed = [p for p in s.pickles if p.rules]
+        if framed and kind == "other":
+            return refuse(framed[0].rules[0], "is a plain pickle whose opcodes run across a frame's end", path)
         what = "is a plain pickle, not a torch file; embkit does not unpickle it" if s.pickles else "is not a file embkit reads"
         return BrokenFileError(what, path=path) if s.pickles else UnknownFormatError(what, path=path)
     from .io import embedding_of, open_file
@@ -242,7 +246,8 @@ def _read(data: Any, path: str, kind: str, s: _Scan) -> EmbkitError | None:
 
 
 def _verdict(path: str, container: str, s: _Scan, read_error: EmbkitError | None) -> ScanResult:
-    refused = list(dict.fromkeys(n for p in s.pickles for n in p.refused if n != "<computed>"))
+    # a name computed at load time is refused too: no torch file needs one (picklescan: "dangerous")
+    refused = list(dict.fromkeys(n for p in s.pickles for n in p.refused))
     for p in s.pickles:
         for rule in p.rules:
             s.rules.append(rule)

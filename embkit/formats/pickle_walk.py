@@ -275,9 +275,13 @@ def plain_pickle_error(data: bytes | memoryview, path: str, limit: int = 64 * 10
     head = bytes(data[:limit])  # scans at most the first 64 MB
     if not is_plain_pickle(head):
         return None
-    refused = list(dict.fromkeys(n for scan in walk_streams(head) for n in scan.refused))
+    scans = walk_streams(head)
+    refused = list(dict.fromkeys(n for scan in scans for n in scan.refused))
     if refused:
         return refuse("global", f"is a plain pickle that asks for {', '.join(refused[:5])} (not on embkit's allow-list); nothing was executed", path)
+    frames = [scan for scan in scans if scan.rules]
+    if frames:
+        return refuse(frames[0].rules[0], f"is a plain pickle whose opcodes run across a frame's end ({frames[0].problems[0]})", path)
     return BrokenFileError("is a plain pickle, not a torch file; embkit does not unpickle it", path=path)
 
 
