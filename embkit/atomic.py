@@ -153,9 +153,11 @@ def _check_replaceable_folder(path: str, owns: Iterable[str]) -> None:
     except OSError as exc:
         raise WriteError(f"cannot look into the existing folder ({exc.strerror or exc})", path=path) from None
     if others:
+        odd = [n for n in others if n in own]  # an owned name that is a folder (or a pipe, a device)
+        what = f" ({', '.join(sorted(odd))} {'is not a file' if len(odd) == 1 else 'are not files'})" if odd else ""
         raise TargetExistsError(
-            f"is a folder holding other files ({', '.join(sorted(others)[:3])}{', …' if len(others) > 3 else ''}); "
-            f"overwrite replaces only a folder holding nothing but {', '.join(sorted(own)) or 'nothing'}",
+            f"is a folder holding other files ({', '.join(sorted(others)[:3])}{', …' if len(others) > 3 else ''}){what}; "
+            f"overwrite replaces only a folder holding nothing but the files {', '.join(sorted(own)) or 'nothing'}",
             path=path,
         )
 

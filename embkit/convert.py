@@ -168,7 +168,9 @@ def convert_one(job: Job, s: Settings, staged: list) -> dict:
                 result["outputs"].extend(o.path for o in planned.outputs)
             result["losses"].extend({**x.to_dict(), "embedding": emb.name} for x in losses)
     except TargetExistsError as exc:
-        result.update(status="skipped", reason=f"{exc.path} exists (--overwrite replaces it)", error=exc.to_dict(), exit_code=exc.exit_code)
+        # with --overwrite given, what stood in the way was a folder embkit does not own: say so
+        reason = exc.detail if s.overwrite else f"{exc.path} exists (--overwrite replaces it)"
+        result.update(status="skipped", reason=reason, error=exc.to_dict(), exit_code=exc.exit_code)
     except UnknownFormatError as exc:
         if job.into_dir:  # a file in a walked folder that is not an embedding (a model, a picture)
             result.update(status="skipped", reason=f"not an embedding: {exc.detail}")
