@@ -29,6 +29,9 @@ MMAP_ABOVE = 64 * 1024 * 1024
 MAX_STREAM_BYTES = 256 * 1024 * 1024
 #: safetensors metadata keys embkit writes: ``embkit.metadata`` holds the JSON metadata dict.
 META_JSON_KEY = "embkit.metadata"
+#: Characters of ``embkit.metadata`` parsed at most: an embedding's metadata is a few KB, and a
+#: 99 MB list of zeros in it took 23 s and 3.4 GB to show (found in review).
+MAX_META_JSON = 1024 * 1024
 
 
 @dataclass
@@ -239,6 +242,8 @@ def _container_metadata(raw: Raw, path: str) -> dict[str, Any]:
     meta: dict[str, Any] = {}
     for key, value in raw.metadata.items():
         if key == META_JSON_KEY:
+            if len(value) > MAX_META_JSON:
+                raise TooLargeError(f"safetensors metadata {META_JSON_KEY} holds {len(value)} characters, past the cap of {MAX_META_JSON}", path=path)
             check_json_size(value, path, f"safetensors metadata {META_JSON_KEY}")
             try:
                 # NaN/Infinity (and numbers too big for a float, 1e999) kept as strings: metadata

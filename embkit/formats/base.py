@@ -141,7 +141,7 @@ MAX_JSON_CONTAINERS = 200_000
 #: Values a JSON text may hold (counted as its commas): a list of 40 million zeros in a
 #: safetensors metadata value took 23 s and 3.4 GB to show (found in review). A card of 75
 #: vectors holds 57,600 numbers; a big model's header a few per tensor.
-MAX_JSON_VALUES = 2_000_000
+MAX_JSON_VALUES = 1_000_000
 
 
 def check_json_size(text: str | bytes, path: str, what: str) -> None:
