@@ -46,3 +46,13 @@ def test_safety_doc_states_the_caps_in_the_code():
     for module, name in torchfile.ALLOWED_GLOBALS:
         if not name.endswith("Storage") and module != "__builtin__":
             assert name in text, name
+
+
+def test_safety_doc_lists_every_refusal_rule_with_its_case():
+    from embkit.formats.rules import RULES
+
+    text = (DOCS / "safety.md").read_text()
+    for rule in RULES:
+        row = next((line for line in text.splitlines() if line.startswith(f"| `{rule}` |")), None)
+        assert row is not None, rule
+        assert row.count("|") >= 4 and row.rstrip(" |").split("|")[-1].strip(), rule  # names the case that tests it

@@ -115,3 +115,34 @@ def test_a_safe_file_reports_no_rule_and_no_error(tmp_path: Path):
     path = makers.kohya_file(tmp_path / "k.safetensors", makers.vectors(1, 768, seed=1))
     entry = scan_file(path).to_dict()
     assert entry["verdict"] == "safe" and entry["rules"] == [] and entry["read_error"] is None
+
+
+def test_bytes_after_a_legacy_streams_storages_are_refused(tmp_path: Path):
+    """torch stops after the last storage; a scanner reading on meets the pickle hidden there."""
+    from fuzz.pickles import benign_legacy, call, g, pickle_of, s
+
+    path = tmp_path / "legacy.pt"
+    path.write_bytes(benign_legacy() + pickle_of(call(g("os", "system"), s("touch x"))))
+    with pytest.raises(embkit.UnsafeFileError) as info:
+        embkit.read(path)
+    assert info.value.rule == "legacy-trailing-data" and "os.system" in str(info.value)
+    assert scan_file(path).rules == ("legacy-trailing-data",)
+
+
+def test_polyglot_zip_end_record_after_a_legacy_stream(tmp_path: Path):
+    """zipfile.is_zipfile finds an end record in the last 64 KB: scanners that ask zipfile first read
+    the (empty) archive and never the pickle stream in front."""
+    import io
+    import zipfile
+
+    from fuzz.pickles import benign_legacy
+
+    buf = io.BytesIO()
+    zipfile.ZipFile(buf, "w").close()
+    path = tmp_path / "legacy.pt"
+    path.write_bytes(benign_legacy() + buf.getvalue())
+    assert zipfile.is_zipfile(path)
+    with pytest.raises(embkit.UnsafeFileError) as info:
+        embkit.read(path)
+    assert info.value.rule == "zip-polyglot"
+    assert "zip-polyglot" in scan_file(path).rules
