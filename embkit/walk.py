@@ -84,11 +84,13 @@ def walk_tree(top: str, *, want: Callable[[str], bool] | None = None, unit: Call
               links: str = "inside", boundary: str | None = None, hidden: bool = True, stat_files: bool = False) -> Iterator[Entry]:
     """Every regular file under the folder ``top`` whose name ``want`` accepts (all, without it),
     and every sub-folder ``unit`` accepts, yielded whole (not entered). ``links``: ``"inside"``
-    follows a link only when its target lies in ``boundary`` (default ``top``), ``"never"`` skips
-    links. ``hidden=False`` skips names starting with a dot."""
+    follows a link only when its target lies in ``boundary`` (default ``top``, or the Hugging Face
+    cache repo ``top`` lies in), ``"never"`` skips links. ``hidden=False`` skips names starting with
+    a dot; ``stat_files`` fills in each file's size and modification time."""
     if links not in ("inside", "never"):
         raise ValueError("links must be 'inside' or 'never'")
-    boundary = os.path.realpath(boundary or top)
+    # a Hugging Face snapshot's files are links into its repo's blobs/: that repo is the tree
+    boundary = os.path.realpath(boundary or hf_cache_root(top) or top)
     seen: set[tuple[int, int]] = set()
     try:
         st = os.stat(top)

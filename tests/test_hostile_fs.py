@@ -228,3 +228,17 @@ def test_embeds_file_linking_out_of_a_concept_folder_is_not_read(tmp_path: Path,
     (folder / "token_identifier.txt").write_text("<x>")
     with pytest.raises(embkit.EmbkitError):
         embkit.read(folder)
+
+
+def test_a_hugging_face_snapshot_is_walked_through_its_blob_links(tmp_path: Path, outside: Path):
+    """The cache keeps every file of a snapshot as a link into the repo's blobs/: inside the tree."""
+    from embkit.walk import walk
+
+    repo = tmp_path / "hub" / "models--someone--emb"
+    (repo / "blobs").mkdir(parents=True)
+    snapshot = repo / "snapshots" / "abc123"
+    snapshot.mkdir(parents=True)
+    blob = _embedding(repo / "blobs" / "0123abcd.safetensors")
+    (snapshot / "emb.safetensors").symlink_to(Path("../../blobs") / blob.name)
+    (snapshot / "escape.safetensors").symlink_to(outside / "outside_embedding.safetensors")
+    assert _names(e.path for e in walk([snapshot])) == {"emb.safetensors"}

@@ -19,6 +19,7 @@ flagged) and distinct even ignoring case. Anything else is refused with the rule
 
 from __future__ import annotations
 
+import re
 import struct
 import zlib
 from dataclasses import dataclass
@@ -36,6 +37,9 @@ _Z64_EOCD = struct.Struct("<4sQ2H2I4Q")  # 56 bytes
 _CENTRAL = struct.Struct("<4s6H3I5H2I")  # 46 bytes
 _LOCAL = struct.Struct("<4s5H3I2H")  # 30 bytes
 _DESCRIPTOR_SIG = b"PK\x07\x08"
+_CONTROL = re.compile("[\x00-\x1f\x7f-\x9f]")
+#: a leading "/", a backslash, an empty, "." or ".." part, or a part starting or ending with a space
+_ODD_NAME = re.compile(r"^/|\\|(^|/)\.{0,2}(/|$)|(^|/) | (/|$)")
 _U32, _U16 = 0xFFFFFFFF, 0xFFFF
 
 
@@ -144,10 +148,9 @@ def _check_name(raw: bytes, flags: int, path: str | None) -> str:
         name = raw.decode("ascii")
     else:
         raise refuse("zip-name", f"{where} is not ASCII and not flagged UTF-8 (zipfile reads it as cp437, miniz as bytes)", path)
-    if any(ord(c) < 0x20 or 0x7F <= ord(c) < 0xA0 for c in name):
+    if _CONTROL.search(name):
         raise refuse("zip-name", f"{where} holds control characters", path)
-    parts = name.split("/")
-    if name.startswith("/") or "\\" in name or ":" in parts[0] or any(p in ("", ".", "..") or p != p.strip(" ") for p in parts):
+    if _ODD_NAME.search(name) or ":" in name.split("/", 1)[0]:
         raise refuse("zip-name", f"{where} escapes the archive or has empty, dot or space-padded parts", path)
     return name
 
@@ -200,7 +203,7 @@ def parse_zip(data: bytes | memoryview, path: str | None = None) -> ZipArchive:
             raise BrokenFileError(f"damaged zip archive (central entry {k} has no signature)", path=path)
         raw_name = bytes(data[pos + 46 : pos + 46 + nlen])
         where = f"zip member {raw_name[:80]!r}"
-        extra = _extras(bytes(data[pos + 46 + nlen : pos + 46 + nlen + xlen]), where, path)
+        extra = _extras(bytes(data[pos + 46 + nlen : pos + 46 + nlen + xlen]), where, path) if xlen else {}
         pos += 46 + nlen + xlen + clen
         if pos > cd_end:
             raise BrokenFileError("damaged zip archive (central directory overruns)", path=path)
@@ -210,8 +213,9 @@ def parse_zip(data: bytes | memoryview, path: str | None = None) -> ZipArchive:
             raise refuse("zip-flags", f"{where} sets flags 0x{flags:04x} or needs zip version {need / 10:.1f}", path)
         if method not in (0, 8):
             raise BrokenFileError(f"{where} uses compression method {method}; torch reads stored and deflated members only", path=path)
-        usize, csize, at = (v if v is not None else d for v, d in zip(
-            _zip64_values(extra, [usize == _U32, csize == _U32, at == _U32], where, path), (usize, csize, at)))
+        if _U32 in (usize, csize, at):
+            usize, csize, at = (v if v is not None else d for v, d in zip(
+                _zip64_values(extra, [usize == _U32, csize == _U32, at == _U32], where, path), (usize, csize, at)))
         if method == 0 and csize != usize:
             raise refuse("zip-sizes", f"{where} is stored but declares {csize} bytes stored and {usize} bytes unpacked", path)
         name = _check_name(raw_name, flags, path)
@@ -239,9 +243,10 @@ def _check_local(data, at: int, raw_name: bytes, flags: int, method: int, crc: i
         raise refuse("zip-layout", f"{where}: no local header at byte {at}", path)
     if lflags != flags or lmethod != method or bytes(data[at + 30 : at + 30 + lnlen]) != raw_name:
         raise refuse("zip-header-mismatch", f"{where}: local header gives another name, flags or method", path)
-    lextra = _extras(bytes(data[at + 30 + lnlen : at + 30 + lnlen + lxlen]), where + " (local header)", path)
-    lusize, lcsize = (v if v is not None else d for v, d in zip(
-        _zip64_values(lextra, [lusize == _U32, lcsize == _U32], where, path), (lusize, lcsize)))
+    lextra = _extras(bytes(data[at + 30 + lnlen : at + 30 + lnlen + lxlen]), where + " (local header)", path) if lxlen else {}
+    if _U32 in (lusize, lcsize):
+        lusize, lcsize = (v if v is not None else d for v, d in zip(
+            _zip64_values(lextra, [lusize == _U32, lcsize == _U32], where, path), (lusize, lcsize)))
     if not (flags & 0x8 and (lcrc, lcsize, lusize) == (0, 0, 0)) and (lcrc, lcsize, lusize) != (crc, csize, usize):
         raise refuse("zip-header-mismatch", f"{where}: local header gives another CRC or size than the central directory", path)
     return at + 30 + lnlen + lxlen

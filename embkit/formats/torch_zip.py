@@ -11,6 +11,8 @@ Both the reader and ``embkit scan`` call :func:`member_scans`, so they look at t
 
 from __future__ import annotations
 
+import re
+
 from ..errors import NotMine
 from .pickle_walk import OpBudget, PickleScan, looks_like_pickle, walk_pickle, walk_streams
 from .rules import refuse, too_large
@@ -18,6 +20,9 @@ from .stored_zip import Member, ZipArchive, parse_zip
 
 #: Non-storage members walked at most this far (torch's records are a few bytes).
 MAX_RECORD_BYTES = 1 << 20
+#: The opcodes that name a global (GLOBAL, INST, STACK_GLOBAL, EXT1/2/4): bytes without any of
+#: them cannot import anything.
+_GLOBAL_OPCODES = re.compile(b"[ci\x93\x82-\x84]")
 #: Pickles inside data.pkl walked after the first one (torch reads only the first).
 MAX_TRAILING_PICKLES = 16
 
@@ -46,7 +51,7 @@ def open_torch_zip(data: bytes | memoryview, path: str) -> tuple[ZipArchive, str
 def is_storage(member: Member, top: str) -> bool:
     """A raw storage member ``<top>/data/<key>``."""
     name = member.filename
-    return name.startswith(f"{top}/data/") and name.count("/") == 2
+    return name.count("/") == 2 and name.startswith(top) and name[len(top) : len(top) + 6] == "/data/"
 
 
 def member_scans(archive: ZipArchive, top: str, path: str, budget: OpBudget | None = None, *, pkl: bytes | None = None,
@@ -67,7 +72,9 @@ def member_scans(archive: ZipArchive, top: str, path: str, budget: OpBudget | No
         if is_storage(m, top) and not looks_like_pickle(archive.head(m)):
             continue
         if m.file_size <= MAX_RECORD_BYTES or looks_like_pickle(archive.head(m)):
-            out.append(walk_pickle(archive.read(m, m.file_size, path), 0, name, budget))
+            raw = archive.read(m, m.file_size, path)
+            if _GLOBAL_OPCODES.search(raw):  # no byte that names a global ("3\n", "little"): nothing to walk
+                out.append(walk_pickle(raw, 0, name, budget))
     return out
 
 

@@ -13,6 +13,7 @@ from ..errors import EmbkitError, HubError, MissingDependencyError, UnsafeFileEr
 from ..formats import concept_folder, extensions
 from ..schema import Embedding
 from ..hubclient import _snapshot
+from ..walk import check_inside, makedirs_inside
 
 #: Files of an sd-concepts-library repo that go with ``learned_embeds.bin``.
 CONCEPT_TEXT = (concept_folder.TOKEN_FILE, concept_folder.TYPE_FILE)
@@ -229,8 +230,8 @@ def _deliver(res: PulledFile, out_dir: str, convert: bool, overwrite: bool, clai
         try:
             for emb in res.embeddings:
                 target = os.path.join(folder, _safe_stem(_stem_for(emb, res)) + ".safetensors")
-                _claim(claimed, target, res)
-                os.makedirs(folder, exist_ok=True)
+                _claim(claimed, target, res, out_dir)
+                makedirs_inside(folder, out_dir)
                 written.append(_write_safetensors(emb, target, overwrite))
         finally:
             res.converted = tuple(written)
@@ -241,19 +242,20 @@ def _deliver(res: PulledFile, out_dir: str, convert: bool, overwrite: bool, clai
         target = os.path.join(out_dir, res.repo_id.split("/")[-1]) if res.filename == "." else os.path.join(folder, os.path.basename(res.filename))
         names = [n for n in (*concept_folder.EMBED_FILES, *CONCEPT_TEXT) if os.path.isfile(os.path.join(src, n))]
         for n in names:
-            _claim(claimed, os.path.join(target, n), res)
-        os.makedirs(target, exist_ok=True)
+            _claim(claimed, os.path.join(target, n), res, out_dir)
+        makedirs_inside(target, out_dir)
         for n in names:
             _copy_atomic(os.path.join(src, n), os.path.join(target, n), overwrite)
     else:
         target = os.path.join(folder, os.path.basename(res.filename))
-        _claim(claimed, target, res)
-        os.makedirs(folder, exist_ok=True)
+        _claim(claimed, target, res, out_dir)
+        makedirs_inside(folder, out_dir)
         _copy_atomic(src, target, overwrite)
     res.path = target
 
 
-def _claim(claimed: dict[str, str], target: str, res: PulledFile) -> None:
+def _claim(claimed: dict[str, str], target: str, res: PulledFile, out_dir: str) -> None:
+    check_inside(target, out_dir)  # a link inside the output folder must not take the copy elsewhere
     key = os.path.abspath(target)
     other = claimed.setdefault(key, res.filename)
     if other != res.filename:
