@@ -25,14 +25,12 @@ from __future__ import annotations
 
 import os
 import stat
-from dataclasses import dataclass
-from typing import Callable, Iterable, Iterator
+from typing import Callable, Iterable, Iterator, NamedTuple
 
 from .errors import WriteError
 
 
-@dataclass(frozen=True)
-class Entry:
+class Entry(NamedTuple):
     """One thing found: ``path`` (as joined from the argument), ``rel`` (``/``-separated, relative to
     the folder walked; ``""`` for a path named directly), whether it is a folder read whole
     (``unit``: a concept folder), whether it was found by walking a folder (``walked``), and the

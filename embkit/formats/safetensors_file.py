@@ -9,6 +9,7 @@ bf16 can be stored without torch; tests load its output with ``safetensors.torch
 from __future__ import annotations
 
 import json
+import re
 import struct
 from typing import Any
 
@@ -45,6 +46,7 @@ _USIZE = 2**64 - 1
 #: serde_json's nesting limit (the safetensors library parses the header with it)
 _MAX_DEPTH = 128
 _JSON_SPACE = b" \t\n\r"
+_SURROGATE_ESCAPE = re.compile(rb"\\u[dD][89a-fA-F]")
 
 
 def accepts(prefix: bytes) -> bool:
@@ -127,7 +129,9 @@ def read_header(data: bytes | memoryview, path: str) -> tuple[dict[str, Any], di
         raise _bad("header JSON nests too deeply", path) from None
     if not isinstance(doc, _Pairs):
         raise _bad("header is not a JSON object", path)
-    depth, lone = _depth_and_surrogates(doc)
+    # the walk is needed only when the text could nest past the limit or escapes a surrogate
+    suspect = raw.count(b"[") + raw.count(b"{") > _MAX_DEPTH or _SURROGATE_ESCAPE.search(raw) is not None
+    depth, lone = _depth_and_surrogates(doc) if suspect else (0, False)
     if depth > _MAX_DEPTH or lone:
         raise _bad("header JSON nests past 128 levels" if depth > _MAX_DEPTH else "header JSON holds a lone surrogate escape", path)
     meta: dict[str, str] | None = None
