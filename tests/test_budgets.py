@@ -25,6 +25,8 @@ from test_limits import _measure
 
 MAX_RSS_MB = 300
 MAX_SECONDS = 5.0
+#: each test runs two fresh processes (a few seconds); CI runs them all
+pytestmark = pytest.mark.slow
 
 _CLI = r"""
 import json, resource, subprocess, sys, time

@@ -125,6 +125,7 @@ def _remove_deep(root: Path) -> None:
         folder.rmdir()
 
 
+@pytest.mark.slow
 def test_a_tree_1100_folders_deep(tmp_path: Path):
     root, out = tmp_path / "deep", tmp_path / "out"
     root.mkdir()
