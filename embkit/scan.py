@@ -187,9 +187,19 @@ def _scan_zip(data: Any, path: str, s: _Scan) -> str:
 
 
 def _walk_members(archive: ZipArchive, path: str, s: _Scan) -> None:
+    """Walk the members of an archive that is no (acceptable) torch file: every small member and
+    every member that starts like a pickle or a numpy array, 64 MB in all at most."""
+    left = MAX_SCAN_BYTES
     for m in archive.infolist()[:256]:
+        head = archive.head(m, 8)
+        if m.file_size > (1 << 20) and not (looks_like_pickle(head) or head.startswith(NPY_MAGIC)):
+            continue  # a big member of raw data (a storage, an array): nothing any reader unpickles
+        if m.file_size > left:
+            s.reasons.append(f"members past {MAX_SCAN_BYTES} bytes in all were not walked")
+            break
+        left -= m.file_size
         try:
-            s.walk(archive.read(m, min(m.file_size, MAX_SCAN_BYTES), path), m.filename)
+            s.walk(archive.read(m, m.file_size, path), m.filename)
         except EmbkitError as exc:
             s.reasons.append(exc.detail)
 
