@@ -18,6 +18,7 @@ from __future__ import annotations
 import errno
 import os
 import shutil
+import stat
 from typing import Callable, Iterable
 
 from .errors import TargetExistsError, WriteError
@@ -145,15 +146,25 @@ def _check_replaceable_folder(path: str, owns: Iterable[str]) -> None:
     # "into" by mistake) is refused
     own = set(owns)
     try:
-        others = [name for name in os.listdir(path) if name not in own]
+        # an owned name counts only as a file (or a link, which removal unlinks, never follows):
+        # a user's folder that happens to be named learned_embeds.bin is not ours to delete (found
+        # in review: --overwrite emptied it)
+        others = [name for name in os.listdir(path) if name not in own or not _file_or_link(os.path.join(path, name))]
     except OSError as exc:
         raise WriteError(f"cannot look into the existing folder ({exc.strerror or exc})", path=path) from None
     if others:
+        odd = [n for n in others if n in own]  # an owned name that is a folder (or a pipe, a device)
+        what = f" ({', '.join(sorted(odd))} {'is not a file' if len(odd) == 1 else 'are not files'})" if odd else ""
         raise TargetExistsError(
-            f"is a folder holding other files ({', '.join(sorted(others)[:3])}{', …' if len(others) > 3 else ''}); "
-            f"overwrite replaces only a folder holding nothing but {', '.join(sorted(own)) or 'nothing'}",
+            f"is a folder holding other files ({', '.join(sorted(others)[:3])}{', …' if len(others) > 3 else ''}){what}; "
+            f"overwrite replaces only a folder holding nothing but the files {', '.join(sorted(own)) or 'nothing'}",
             path=path,
         )
+
+
+def _file_or_link(path: str) -> bool:
+    mode = os.lstat(path).st_mode
+    return stat.S_ISREG(mode) or stat.S_ISLNK(mode)
 
 
 def write_folder(path: str | os.PathLike, fill: Callable[[str], None], *, owns: Iterable[str] = (), overwrite: bool = False) -> None:

@@ -22,6 +22,8 @@ class Job:
     into_dir: bool
     #: --name also names the output file (a lone input converted into a folder)
     rename: bool = False
+    #: the output root every write of this job must stay in ("": not checked)
+    root: str = ""
 
 
 @dataclass(frozen=True)
@@ -47,36 +49,38 @@ def plan_jobs(inputs: tuple[str, ...], out: str, to: str | None = None) -> tuple
     target is itself a concept folder), or when there are several inputs or a folder of them."""
     from .atomic import is_temp
     from .formats import extensions
+    from .walk import walk_tree
 
     no_ext = not os.path.splitext(os.path.basename(out))[1] and to != "concept-folder"
     out_is_dir = os.path.isdir(out) or out.endswith(("/", os.sep)) or len(inputs) > 1 or no_ext
     single = len(inputs) == 1 and (os.path.isfile(inputs[0]) or _is_concept(inputs[0]))
     if single and not out_is_dir:
-        return [Job(inputs[0], out, False)], True
+        return [Job(inputs[0], out, False, root=os.path.dirname(os.path.abspath(out)))], True
     exts = extensions()
+
+    def wanted(name: str) -> bool:
+        low = name.lower()
+        return low.endswith(exts) and not low.endswith(".preview.png") and not is_temp(name)
+
     jobs: list[Job] = []
     for src in inputs:
         src = os.path.normpath(src)
         if os.path.isfile(src) or _is_concept(src):
-            jobs.append(Job(src, os.path.join(out, _stem(os.path.basename(src))), True))
+            jobs.append(Job(src, os.path.join(out, _stem(os.path.basename(src))), True, root=out))
             continue
         if not os.path.isdir(src):
             from .errors import EmbkitError
 
             raise EmbkitError("no such file or folder", path=src)  # exit 1, as inspect, merge and edit say it
         base = out if len(inputs) == 1 else os.path.join(out, os.path.basename(src))
-        for root, dirs, files in os.walk(src):
-            dirs.sort()
-            dirs[:] = [d for d in dirs if not is_temp(d) and not d.startswith(".")]
-            rel = os.path.relpath(root, src)
-            if _is_concept(root) and root != src:
-                jobs.append(Job(root, os.path.normpath(os.path.join(base, rel)), True))
-                dirs[:] = []
-                continue
-            for f in sorted(files):
-                low = f.lower()
-                if low.endswith(exts) and not is_temp(f) and not f.startswith(".") and os.path.isfile(os.path.join(root, f)) and not _companion(os.path.join(root, f)):
-                    jobs.append(Job(os.path.join(root, f), os.path.normpath(os.path.join(base, rel, _stem(f))), True))
+        # embkit.walk: regular files only, no link out of the input tree, no recursion (a tree
+        # 1,100 folders deep raised RecursionError), hidden names skipped
+        for entry in walk_tree(src, want=wanted, unit=_is_concept, hidden=False):
+            if entry.unit:
+                jobs.append(Job(entry.path, os.path.normpath(os.path.join(base, entry.rel)), True, root=out))
+            elif not _companion(entry.path):  # a preview, the second file of an SDXL pair
+                rel_dir, name = os.path.split(entry.rel)
+                jobs.append(Job(entry.path, os.path.normpath(os.path.join(base, rel_dir, _stem(name))), True, root=out))
     return jobs, single
 
 
@@ -119,6 +123,7 @@ def convert_one(job: Job, s: Settings, staged: list) -> dict:
     :func:`convert_chunk` commits them (a concept folder is written at once)."""
     from .atomic import write_folder
     from .errors import EmbkitError, LossError, TargetExistsError, UnknownFormatError
+    from .walk import check_inside
     from .io import read_all
     from .writing import default_extension, plan, prepare
 
@@ -143,6 +148,8 @@ def convert_one(job: Job, s: Settings, staged: list) -> dict:
                 target = stem + default_extension(fmt, container)
             if s.for_host and fmt in ("a1111", "diffusers") and s.for_host != "diffusers":
                 options.setdefault("token", os.path.splitext(os.path.basename(target))[0])  # the word the host types
+            if job.root:
+                check_inside(target, job.root)  # a link inside the output tree must not take the write elsewhere
             if s.dry_run:
                 planned = plan(emb, target, fmt, container=container, dtype=s.dtype, **options)
                 losses = planned.losses
@@ -157,12 +164,15 @@ def convert_one(job: Job, s: Settings, staged: list) -> dict:
                 result["outputs"].extend(o.path for o in planned.outputs)
                 result.setdefault("sidecars", []).extend(dst for _src, dst in _sidecar_copies(emb, planned.outputs[0].path))
             else:
-                _makedirs(os.path.dirname(target) or ".")
+                _makedirs(os.path.dirname(target) or ".", job.root)
                 planned = plan(emb, target, fmt, container=container, dtype=s.dtype, **options)
                 if s.for_host:
                     result.setdefault("hosts", []).extend(_check_for(s.for_host, emb, planned))
                 planned = prepare(emb, target, fmt, container=container, overwrite=s.overwrite, strict=s.strict, dtype=s.dtype, **options)
                 losses = planned.losses
+                for o in planned.outputs:
+                    if job.root:
+                        check_inside(o.path, job.root)
                 files = [(o.path, o.data) for o in planned.outputs if o.fill is None]
                 carried = _carry_sidecars(emb, planned.outputs[0].path, s.overwrite, result)
                 files += carried
@@ -175,7 +185,9 @@ def convert_one(job: Job, s: Settings, staged: list) -> dict:
                 result["outputs"].extend(o.path for o in planned.outputs)
             result["losses"].extend({**x.to_dict(), "embedding": emb.name} for x in losses)
     except TargetExistsError as exc:
-        result.update(status="skipped", reason=f"{exc.path} exists (--overwrite replaces it)", error=exc.to_dict(), exit_code=exc.exit_code)
+        # with --overwrite given, what stood in the way was a folder embkit does not own: say so
+        reason = exc.detail if s.overwrite else f"{exc.path} exists (--overwrite replaces it)"
+        result.update(status="skipped", reason=reason, error=exc.to_dict(), exit_code=exc.exit_code)
     except EmbkitError as exc:
         from .report import not_an_embedding
 
@@ -250,9 +262,11 @@ def _check_for(host: str, emb, planned) -> list[dict]:
 _MADE: set[str] = set()
 
 
-def _makedirs(folder: str) -> None:
+def _makedirs(folder: str, root: str = "") -> None:
+    from .walk import makedirs_inside
+
     if folder not in _MADE:
-        os.makedirs(folder, exist_ok=True)
+        makedirs_inside(folder, root or folder)  # no recursion (a tree 1,100 deep), no link out of the root
         _MADE.add(folder)
 
 

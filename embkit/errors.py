@@ -57,6 +57,8 @@ class UnsafeFileError(EmbkitError):
 
     code = "unsafe-file"
     exit_code = 5
+    #: which refusal rule fired (an id of ``embkit.formats.rules.RULES``), when one did
+    rule: str | None = None
 
 
 class TooLargeError(UnsafeFileError):

@@ -120,6 +120,17 @@ def _snapshot(repo_id: str, revision: str | None, patterns: list[str], token: st
                            f"({_first_line(exc)}); nothing partial was kept, run again to retry") from None
 
 
+def list_files(repo_id: str, revision: str | None, token: str | None) -> list[str] | None:
+    """Every file name of a repo at a revision, or None when the Hub cannot be asked (offline, an
+    error: the download then reports it as usual)."""
+    hf = _hf()
+    try:
+        with quiet(False):
+            return list(hf.HfApi().list_repo_files(repo_id=repo_id, revision=revision, token=token))
+    except Exception:  # noqa: BLE001  the listing is a precaution; the download says what is wrong
+        return None
+
+
 def _not_cached(hf, kwargs: dict) -> list[str]:
     """The files a dry run says are still missing from the cache (best effort, for the message)."""
     try:

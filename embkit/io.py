@@ -16,6 +16,7 @@ import math
 import mmap
 import os
 import stat
+import struct
 from dataclasses import dataclass, field
 from typing import Any, Iterable
 
@@ -37,6 +38,7 @@ from .formats import (
     sdxl_pair,
     sniff_container,
 )
+from .formats import pickle_walk, polyglot
 from .formats.base import (
     Part,
     Raw,
@@ -44,6 +46,7 @@ from .formats.base import (
     looks_like_weight_key,
     tensor_matrix,
 )
+from .formats.rules import refuse
 from .formats.sidecars import is_preview_name, read_sidecars
 from .inputs import FileSource
 from .schema import Embedding, Sidecars, Source
@@ -54,6 +57,9 @@ MMAP_ABOVE = 64 * 1024 * 1024
 MAX_STREAM_BYTES = 256 * 1024 * 1024
 #: safetensors metadata keys embkit writes: ``embkit.metadata`` holds the JSON metadata dict.
 META_JSON_KEY = "embkit.metadata"
+#: Characters of ``embkit.metadata`` parsed at most: an embedding's metadata is a few KB, and a
+#: 99 MB list of zeros in it took 23 s and 3.4 GB to show (found in review).
+MAX_META_JSON = 1024 * 1024
 
 
 @dataclass
@@ -141,13 +147,8 @@ def open_data(data: Any, format: str | None = None, *, name: str | None = None) 
 
 
 def _guarded(label: str, fn) -> Loaded:
-    try:
+    with _hostile_net(label):
         return fn()
-    except RecursionError:
-        # the readers cap nesting where they build; this is the net for any path they missed
-        raise TooLargeError("nests too deeply to read", path=label) from None
-    except MemoryError:
-        raise TooLargeError("needs more memory than embkit allows a file", path=label) from None
 
 
 def _on_disk(loaded: Loaded, present: Iterable[str] | None) -> Loaded:
@@ -156,6 +157,34 @@ def _on_disk(loaded: Loaded, present: Iterable[str] | None) -> Loaded:
     if loaded.sidecars is None:
         loaded.sidecars = read_sidecars(loaded.path if loaded.container == "folder" else loaded.file, present)
     return loaded
+
+
+#: What a hostile file can make Python itself raise where a reader missed a check (a huge
+#: stride overflowing a C integer, an attribute a pickle set to the wrong type): the net below
+#: turns them into embkit errors with a code, never a traceback.
+_NET = (ArithmeticError, LookupError, TypeError, ValueError, AttributeError, BufferError, struct.error)
+
+
+class _hostile_net:
+    """The net for any path the readers missed: RecursionError and MemoryError become too-large,
+    the exceptions of :data:`_NET` broken-file; embkit's own errors pass through."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, kind, exc, _tb) -> bool:
+        if exc is None or isinstance(exc, EmbkitError):
+            return False
+        if isinstance(exc, RecursionError):
+            raise TooLargeError("nests too deeply to read", path=self.path) from None
+        if isinstance(exc, MemoryError):
+            raise TooLargeError("needs more memory than embkit allows a file", path=self.path) from None
+        if isinstance(exc, _NET):
+            raise BrokenFileError(f"cannot be read ({type(exc).__name__}: {str(exc)[:200]})", path=self.path) from None
+        return False
 
 
 def _open_file(path: str, format: str | None, data: Any) -> Loaded:
@@ -253,14 +282,17 @@ def _read_container(path: str, data: Any) -> Raw:
     prefix = bytes(data[:32])
     container = sniff_container(prefix)
     if container is None:
-        from .scan import looks_like_pickle, unsafe_error
-
-        if looks_like_pickle(prefix):  # a bare pickle is never unpickled; name what it asks for
-            raise unsafe_error(data, path)  # scans at most the first 64 MB
+        plain = pickle_walk.plain_pickle_error(data, path)  # a bare pickle (any protocol) is never unpickled
+        if plain is not None:
+            raise plain
         hinted = container_for_extension(path)
         if hinted is not None:
             raise BrokenFileError(f"does not start like a {hinted.title} file (first bytes {prefix[:12]!r})", path=path)
         raise UnknownFormatError(f"is not an embedding file embkit knows (first bytes {prefix[:12]!r})", path=path)
+    if container.id == "pickle" and path.lower().endswith(".safetensors"):
+        raise refuse("extension-mismatch", "is a torch pickle named .safetensors (torch.load and scanners would treat it as safetensors)", path)
+    if not prefix.startswith(b"PK\x03\x04"):
+        polyglot.check(data, path, container.id)  # a zip's own layout is checked by its reader
     try:
         return container.read_raw(data, path)
     except NotMine:
@@ -296,6 +328,8 @@ def _container_metadata(raw: Raw, path: str) -> dict[str, Any]:
     meta: dict[str, Any] = {}
     for key, value in raw.metadata.items():
         if key == META_JSON_KEY:
+            if len(value) > MAX_META_JSON:
+                raise TooLargeError(f"safetensors metadata {META_JSON_KEY} holds {len(value)} characters, past the cap of {MAX_META_JSON}", path=path)
             check_json_size(value, path, f"safetensors metadata {META_JSON_KEY}")
             try:
                 # NaN/Infinity (and numbers too big for a float, 1e999) kept as strings: metadata
@@ -317,7 +351,8 @@ def _finite_or_text(text: str) -> float | str:
 
 def embedding_of(loaded: Loaded, part: Part) -> Embedding:
     """Materialise one parsed part into an :class:`Embedding` (reads its tensor data)."""
-    vectors = {slot: tensor_matrix(t, loaded.path, f"{part.name} {slot}") for slot, t in part.tensors.items()}
+    with _hostile_net(loaded.path):
+        vectors = {slot: tensor_matrix(t, loaded.path, f"{part.name} {slot}") for slot, t in part.tensors.items()}
     dtypes = {slot: t.dtype for slot, t in part.tensors.items()}
     metadata = {**loaded.metadata, **part.metadata}
     source = Source(path=loaded.path, format=loaded.format.id, container=loaded.container, member=part.member, pair=loaded.pair,

@@ -17,6 +17,8 @@ from .formats.concept_folder import is_concept_folder
 from .hashes import file_hashes
 from .io import Loaded, embedding_of, is_companion, open_data, open_file
 from .schema import CLIP_TOKEN_LIMIT, OUT_SUFFIX, Embedding
+from .walk import Entry
+from .walk import walk as walk_paths
 
 #: Version of the JSON report's shape; bumped only on incompatible changes.
 REPORT_VERSION = 1
@@ -164,26 +166,23 @@ def error_entry(path: str | os.PathLike, exc: EmbkitError) -> dict[str, Any]:
     return {"path": os.fspath(path), "error": exc.to_dict()}
 
 
+def _wanted(name: str) -> bool:
+    low = name.lower()
+    return low.endswith(extensions()) and not low.endswith(".preview.png")
+
+
 def walk(paths: Iterable[str | os.PathLike]) -> Iterator[str]:
     """Expand folders into the embedding files (and concept folders) under them, sorted;
-    plain files are passed through whatever their extension."""
-    exts = extensions()
-    for p in paths:
-        p = os.fspath(p)
-        if not os.path.isdir(p):
-            yield p
-            continue
-        for root, dirs, files in os.walk(p):
-            dirs.sort()
-            if is_concept_folder(root):
-                yield root
-                dirs[:] = []
-                continue
-            for f in sorted(files):
-                if f.lower().endswith(exts):
-                    full = os.path.join(root, f)
-                    if os.path.isfile(full) and not is_companion(full):  # not a pipe or device: opening a FIFO would block
-                        yield full
+    plain files are passed through whatever their extension. The walk is :func:`embkit.walk.walk`:
+    regular files only, no link out of the folder, no recursion."""
+    for entry in walk_entries(paths):
+        yield entry.path
+
+
+def walk_entries(paths: Iterable[str | os.PathLike]) -> Iterator[Entry]:
+    """:func:`walk` with what :mod:`embkit.walk` knows of each path (``walked``: found in a folder)."""
+    # a preview or the second file of an SDXL pair met in a folder belongs to another file
+    return (e for e in walk_paths(paths, want=_wanted, unit=is_concept_folder) if not (e.walked and is_companion(e.path)))
 
 
 def not_an_embedding(path: str, exc: EmbkitError) -> bool:
@@ -204,10 +203,8 @@ def not_an_embedding(path: str, exc: EmbkitError) -> bool:
 def walk_marked(paths: Iterable[str | os.PathLike]) -> Iterator[tuple[str, bool]]:
     """:func:`walk`, each path with whether it was found by walking a folder (a file met that way
     that is no embedding is left out; one named directly is not)."""
-    for arg in paths:
-        walked = os.path.isdir(arg) and not is_concept_folder(arg)
-        for p in walk([arg]):
-            yield p, walked
+    for entry in walk_entries(paths):
+        yield entry.path, entry.walked
 
 
 def iter_reports(paths: Iterable[str | os.PathLike], format: str | None = None, *, stdin: Any = None,

@@ -37,7 +37,7 @@ def test_every_public_error_class_is_in_all_errors():
 def test_safety_doc_states_the_caps_in_the_code():
     text = (DOCS / "safety.md").read_text()
     assert base.MAX_TENSOR_ELEMENTS == 64 * 1024 * 1024 and "64 Mi" in text
-    assert safetensors_file.MAX_HEADER_BYTES == 100 * 1024 * 1024 and "100 MB" in text
+    assert safetensors_file.MAX_HEADER_BYTES == 100_000_000 and "100,000,000 bytes" in text
     assert imagecard.MAX_PIXELS == 8_000_000 and "8 Mpx" in text
     assert torchfile.MAX_PICKLE_OPS == 500_000 and "500,000" in text
     assert torchfile.SMALL_PICKLE_BYTES == 256 * 1024 and "256 KB" in text
@@ -46,3 +46,13 @@ def test_safety_doc_states_the_caps_in_the_code():
     for module, name in torchfile.ALLOWED_GLOBALS:
         if not name.endswith("Storage") and module != "__builtin__":
             assert name in text, name
+
+
+def test_safety_doc_lists_every_refusal_rule_with_its_case():
+    from embkit.formats.rules import RULES
+
+    text = (DOCS / "safety.md").read_text()
+    for rule in RULES:
+        row = next((line for line in text.splitlines() if line.startswith(f"| `{rule}` |")), None)
+        assert row is not None, rule
+        assert row.count("|") >= 4 and row.rstrip(" |").split("|")[-1].strip(), rule  # names the case that tests it

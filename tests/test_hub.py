@@ -272,6 +272,22 @@ def test_a_broken_file_is_reported_and_the_others_still_pulled(hub, tmp_path):
     assert "error" in res["bad.pt"] and "error" not in res["good.safetensors"]
 
 
+@pytest.mark.parametrize("bad", ["../escape.safetensors", "/".join(["d"] * 40) + "/deep.safetensors", "x" * 300 + ".safetensors"])
+def test_a_hostile_file_name_is_skipped_with_its_own_error(hub, tmp_path, bad):
+    """huggingface_hub refuses a '..' name and the file system a name too long: either stopped
+    the whole pull with a traceback. Now that file alone is skipped, with an error naming it."""
+    repo = f"someone/names-{abs(hash(bad)) % 10**6}"
+    hub.add_repo(repo, {"good.safetensors": st_save({"emb_params": vectors(1, 768)}), bad: st_save({"emb_params": vectors(1, 768)})})
+    out = tmp_path / "out"
+    proc = run(hub, tmp_path, "pull", repo, "--json", "-o", str(out))
+    assert "Traceback" not in proc.stderr and proc.returncode == 5, proc.stderr[-800:]
+    res = {r["filename"]: r for r in json.loads(proc.stdout)}
+    assert "error" not in res["good.safetensors"] and (out / "good.safetensors").is_file()
+    assert res[bad]["error"]["code"] == "unsafe-file" and "skipped" in res[bad]["error"]["message"]
+    assert bad not in fetched(hub, repo)
+    assert not (tmp_path / "escape.safetensors").exists()
+
+
 def test_existing_different_file_is_not_replaced_without_overwrite(hub, tmp_path):
     out = tmp_path / "o"
     out.mkdir()

@@ -21,6 +21,7 @@ import pytest
 
 import embkit
 from embkit import Embedding
+from embkit.scan import scan_file
 
 import makers
 
@@ -159,6 +160,9 @@ def check_roundtrip(emb: Embedding, target: str, folder: Path) -> None:
     assert all(codes.count(c) == 1 for c in codes if c not in ("slot-dropped", "output-vectors-dropped")), codes
     back = embkit.read(out)
     assert back.source.format == fmt
+    for written in [out] if out.is_file() else sorted(out.iterdir()):  # read accepts it: scan says safe
+        if written.name.startswith("learned_embeds") or written == out:
+            assert scan_file(written).verdict == "safe", scan_file(written).to_dict()
     kept = [emb.slots[0]] if fmt in SINGLE_SLOT else list(emb.vectors)
     assert list(back.vectors) == kept
     for slot in kept:

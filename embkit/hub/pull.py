@@ -4,14 +4,16 @@ read, validate, and optionally copy or convert them into a folder and a library.
 
 from __future__ import annotations
 
+import glob
 import os
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..errors import EmbkitError, HubError, MissingDependencyError, WriteError
+from ..errors import EmbkitError, HubError, MissingDependencyError, UnsafeFileError, WriteError
 from ..formats import concept_folder, extensions
 from ..schema import Embedding
 from ..hubclient import _snapshot
+from ..walk import check_inside, makedirs_inside
 
 #: Files of an sd-concepts-library repo that go with ``learned_embeds.bin``.
 CONCEPT_TEXT = (concept_folder.TOKEN_FILE, concept_folder.TYPE_FILE)
@@ -89,26 +91,65 @@ def _beside_patterns(items: list[tuple[str, str]]) -> list[str]:
     return sorted(set(out))
 
 
+#: Repo file names deeper or longer than this are skipped (with an error for that file): no
+#: embedding repo needs them, and huggingface_hub fails the whole download on a name the file
+#: system refuses (found in review: a pull failed with a traceback).
+MAX_NAME_PARTS = 32
+MAX_NAME_BYTES = 1024
+
+
+def _name_problem(name: str) -> str | None:
+    """Why a repo file name must not be downloaded, or None."""
+    parts = name.split("/")
+    if name.startswith("/") or "\\" in name or any(p in ("", ".", "..") for p in parts):
+        return "its name leaves the repo's folder ('..', an absolute path or empty parts); skipped"
+    if len(parts) > MAX_NAME_PARTS or len(name.encode("utf-8")) > MAX_NAME_BYTES or any(len(p.encode("utf-8")) > 255 for p in parts):
+        return f"its name is deeper than {MAX_NAME_PARTS} folders or longer than the file system allows; skipped"
+    if any(ord(c) < 0x20 for c in name):
+        return "its name holds control characters; skipped"
+    return None
+
+
+def _hostile_names(repo_id: str, revision: str | None, token: str | None, patterns: list[str]) -> list[tuple[str, str]]:
+    """``(name, why)`` for every file the pull would fetch whose name is unsafe to create."""
+    from fnmatch import fnmatch
+
+    from ..hubclient import list_files
+
+    names = list_files(repo_id, revision, token)
+    out = []
+    for name in names or ():
+        why = _name_problem(name)
+        if why is not None and any(fnmatch(name, p) for p in patterns):
+            out.append((name, why))
+    return out
+
+
 def find_embeddings(folder: str) -> list[tuple[str, str]]:
     """``(path in repo, local path)`` of every embedding in a downloaded snapshot: each folder holding
     ``learned_embeds.*`` is one concept folder; every other file with an embkit extension is one file,
-    except companions (previews, the second file of an SDXL pair: :func:`embkit.io.is_companion`)."""
+    except companions (previews, the second file of an SDXL pair: :func:`embkit.io.is_companion`).
+    The walk is :func:`embkit.walk.walk_tree` (no recursion, regular files only); a snapshot's files
+    are links into the cache repo's ``blobs/``, the tree links may stay in."""
     from ..io import is_companion
+    from ..walk import hf_cache_root, walk_tree
 
     exts = tuple(e.lower() for e in extensions())
+    boundary = hf_cache_root(folder) or folder
+    # per folder, in walk order: whether it is a concept folder, and its other embedding files
+    folders: dict[str, tuple[list[bool], list[tuple[str, str]]]] = {"": ([False], [])}
+    for entry in walk_tree(folder, hidden=False, boundary=boundary):
+        rel_dir, _, name = entry.rel.rpartition("/")
+        concept, files = folders.setdefault(rel_dir, ([False], []))
+        if name in concept_folder.EMBED_FILES:
+            concept[0] = True
+        elif name.lower().endswith(exts) and not is_companion(entry.path):
+            files.append((entry.rel, entry.path))
     found: list[tuple[str, str]] = []
-    for root, dirs, files in os.walk(folder):
-        dirs[:] = sorted(d for d in dirs if not d.startswith("."))
-        rel = os.path.relpath(root, folder).replace(os.sep, "/")
-        rel = "" if rel == "." else rel
-        concept = any(f in files for f in concept_folder.EMBED_FILES)
-        if concept:
-            found.append((rel or ".", root))
-        for name in sorted(files):
-            if concept and name in concept_folder.EMBED_FILES:
-                continue
-            if name.lower().endswith(exts) and not is_companion(os.path.join(root, name)):
-                found.append((f"{rel}/{name}" if rel else name, os.path.join(root, name)))
+    for rel_dir, (concept, files) in folders.items():
+        if concept[0]:
+            found.append((rel_dir or ".", os.path.join(folder, *rel_dir.split("/")) if rel_dir else folder))
+        found.extend(files)
     return found
 
 
@@ -131,7 +172,10 @@ def pull(repo_id: str, *, revision: str | None = None, filename: str | None = No
     """
     if convert and out_dir is None:
         raise HubError(f"{repo_id}: converting needs an output folder (out_dir)")
-    snapshot = _snapshot(repo_id, revision, _patterns(filename), token, progress)
+    patterns = _patterns(filename)
+    hostile = _hostile_names(repo_id, revision, token, patterns)
+    ignore = [glob.escape(name) for name, _why in hostile]  # huggingface_hub would stop the whole pull on them
+    snapshot = _snapshot(repo_id, revision, patterns, token, progress, ignore or None)
     commit = os.path.basename(os.path.normpath(snapshot))
     items = find_embeddings(snapshot)
     if filename is not None:
@@ -143,6 +187,8 @@ def pull(repo_id: str, *, revision: str | None = None, filename: str | None = No
     if beside:  # the sidecars and previews of the embeddings found, and the second files of SDXL pairs
         _snapshot(repo_id, commit, beside, token, progress)
     results = [_load(repo_id, commit, rel, local) for rel, local in items]
+    results += [PulledFile(repo_id=repo_id, filename=name, commit=commit, path="", error=UnsafeFileError(why, path=name))
+                for name, why in hostile]
     if filename is None:
         from ..report import not_an_embedding
 
@@ -209,10 +255,10 @@ def _deliver(res: PulledFile, out_dir: str, convert: bool, overwrite: bool, clai
         try:
             for emb in res.embeddings:
                 target = os.path.join(folder, _safe_stem(_stem_for(emb, res)) + ".safetensors")
-                _claim(claimed, target, res)
-                os.makedirs(folder, exist_ok=True)
+                _claim(claimed, target, res, out_dir)
+                makedirs_inside(folder, out_dir)
                 written.append(_write_safetensors(emb, target, overwrite))
-                _carry(emb, target, res, claimed, overwrite)
+                _carry(emb, target, res, claimed, overwrite, out_dir)
         finally:
             res.converted = tuple(written)
         res.path = written[0] if len(written) == 1 else folder
@@ -224,38 +270,39 @@ def _deliver(res: PulledFile, out_dir: str, convert: bool, overwrite: bool, clai
         extra = (os.path.basename(pair),) if pair is not None and os.path.dirname(pair) == src else ()  # an SDXL pair's second file
         names = [n for n in (*concept_folder.EMBED_FILES, *extra, *CONCEPT_TEXT) if os.path.isfile(os.path.join(src, n))]
         for n in names:
-            _claim(claimed, os.path.join(target, n), res)
-        os.makedirs(target, exist_ok=True)
+            _claim(claimed, os.path.join(target, n), res, out_dir)
+        makedirs_inside(target, out_dir)
         for n in names:
             _copy_atomic(os.path.join(src, n), os.path.join(target, n), overwrite)
     else:
         target = os.path.join(folder, os.path.basename(res.filename))
-        _claim(claimed, target, res)
-        os.makedirs(folder, exist_ok=True)
+        _claim(claimed, target, res, out_dir)
+        makedirs_inside(folder, out_dir)
         _copy_atomic(src, target, overwrite)
         pair = res.embeddings[0].source.pair if len(res.embeddings) == 1 and res.embeddings[0].source else None
         if pair is not None:  # an SDXL pair: its second file goes along, under its own name
             second = os.path.join(folder, os.path.basename(pair))
-            _claim(claimed, second, res)
+            _claim(claimed, second, res, out_dir)
             _copy_atomic(pair, second, overwrite)
     for emb in res.embeddings[:1]:
-        _carry(emb, target, res, claimed, overwrite)
+        _carry(emb, target, res, claimed, overwrite, out_dir)
     res.path = target
 
 
-def _carry(emb: Embedding, target: str, res: PulledFile, claimed: dict[str, str], overwrite: bool) -> None:
+def _carry(emb: Embedding, target: str, res: PulledFile, claimed: dict[str, str], overwrite: bool, out_dir: str) -> None:
     """Copy the sidecars of a pulled embedding beside what was written for it, renamed to its stem."""
     from ..formats.sidecars import copies
 
     folder, name = os.path.split(target)
     stem = os.path.splitext(name)[0] if os.path.isfile(target) or os.path.splitext(name)[1] else name
     for src, dst in copies(emb.source.sidecars if emb.source else None, stem, folder):
-        _claim(claimed, dst, res)
+        _claim(claimed, dst, res, out_dir)
         _copy_atomic(src, dst, overwrite)
         res.sidecars.append(dst)
 
 
-def _claim(claimed: dict[str, str], target: str, res: PulledFile) -> None:
+def _claim(claimed: dict[str, str], target: str, res: PulledFile, out_dir: str) -> None:
+    check_inside(target, out_dir)  # a link inside the output folder must not take the copy elsewhere
     key = os.path.abspath(target)
     other = claimed.setdefault(key, res.filename)
     if other != res.filename:

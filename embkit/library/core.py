@@ -169,6 +169,7 @@ class Library:
         for entry in chosen:
             if entry.path not in cache:
                 try:
+                    _regular(entry.path)
                     cache[entry.path] = read_all(entry.path)
                 except EmbkitError as exc:
                     cache[entry.path] = exc
@@ -290,6 +291,19 @@ class Library:
                     seen.add(e.id)
                     out.append(e)
         return out
+
+
+def _regular(path: str) -> None:
+    """A path the database lists is read only when it is a regular file: the database may come
+    from elsewhere, and a FIFO listed there blocked ``library check`` forever (found in review)."""
+    import stat
+
+    try:
+        mode = os.stat(path).st_mode
+    except OSError as exc:
+        raise EmbkitError(f"cannot be read ({exc.strerror or exc})", path=path) from None
+    if not stat.S_ISREG(mode):
+        raise EmbkitError("is not a regular file (a pipe, device or folder); not read", path=path)
 
 
 def _spec(target: Any) -> Any:

@@ -277,50 +277,43 @@ def _insert(conn: sqlite3.Connection, full: list[tuple]) -> None:
 
 
 def walk(root: str, extensions: tuple[str, ...], beside: dict | None = None) -> list[tuple[str, int, int]]:
-    """Every file under ``root`` (recursively, skipping hidden folders) whose name ends with one of
-    ``extensions``: ``(absolute path, size, mtime_ns)``. A file path is returned as itself.
-    Companions (previews, the second file of an SDXL pair: :func:`embkit.io.is_companion`) are
-    left out. ``beside``, when given, is filled with path → ``(key, names)``: the sidecars (and
-    pair file) beside each file, their names, sizes and mtimes as one string, and their names."""
+    """Every file under ``root`` (recursively, skipping hidden names) whose name ends with one of
+    ``extensions``: ``(absolute path, size, mtime_ns)``. A file path is returned as itself. The walk
+    is :func:`embkit.walk.walk_tree`: regular files only (a FIFO would block the scan), no link out
+    of ``root`` (a link to /usr in an embeddings folder is not read), no recursion. Companions
+    (previews, the second file of an SDXL pair: :func:`embkit.io.is_companion`) are left out.
+    ``beside``, when given, is filled with path → ``(key, names)``: the sidecars (and pair file)
+    beside each file, their names, sizes and mtimes as one string, and their names."""
+    from ..walk import walk_tree
+
     root = os.path.abspath(root)
-    out: list[tuple[str, int, int]] = []
     if not os.path.isdir(root):
         st = os.stat(root)
         if beside is not None:
             names = set(os.listdir(os.path.dirname(root)))
             beside[root] = _beside(root, names, _owned(names))
         return [(root, st.st_size, st.st_mtime_ns)]
-    stack = [root]
-    seen_dirs = {_dir_key(root)}  # followed symlinks may loop back; visit each real folder once
-    while stack:
-        folder = stack.pop()
-        try:
-            entries = os.scandir(folder)
-        except OSError:
-            continue  # unreadable folder: its files are simply not seen
-        with entries:
-            listing = list(entries)  # whole: a file's sidecars are looked up among its folder's names
-        names = {e.name for e in listing}
-        owned = _owned(names) if beside is not None else ({}, set())
-        for entry in listing:
-            name = entry.name
+
+    def wanted(name: str) -> bool:
+        return name.lower().endswith(extensions)
+
+    out: list[tuple[str, int, int]] = []
+    listing: tuple[str, set[str], tuple] = ("", set(), ({}, set()))  # the folder being walked, its names
+    for entry in walk_tree(root, want=wanted, hidden=False, stat_files=True):
+        folder = os.path.dirname(entry.path)
+        if folder != listing[0]:
+            # a file's sidecars and pair half are looked up among its folder's names, listed once
             try:
-                if entry.is_dir():
-                    if not name.startswith("."):
-                        if entry.is_symlink():
-                            key = _dir_key(entry.path)
-                            if key in seen_dirs:
-                                continue
-                            seen_dirs.add(key)
-                        stack.append(entry.path)
-                elif name.lower().endswith(extensions) and entry.is_file() and not _companion(entry.path, names):
-                    # is_file: not a pipe or a device (opening a FIFO blocks; /dev/zero never ends)
-                    st = entry.stat()
-                    out.append((entry.path, st.st_size, st.st_mtime_ns))
-                    if beside is not None:
-                        beside[entry.path] = _beside(entry.path, names, owned)
+                names = set(os.listdir(folder))
             except OSError:
-                continue  # vanished or broken link between listing and stat
+                names = set()
+            listing = (folder, names, _owned(names) if beside is not None else ({}, set()))
+        _, names, owned = listing
+        if _companion(entry.path, names):
+            continue
+        out.append((entry.path, entry.size, entry.mtime_ns))
+        if beside is not None:
+            beside[entry.path] = _beside(entry.path, names, owned)
     return out
 
 
@@ -356,8 +349,3 @@ def _beside(path: str, names: set[str], owned: tuple[dict[str, list[str]], set[s
             continue
         parts.append(f"{n}:{st.st_size}:{st.st_mtime_ns}")
     return ";".join(parts), found
-
-
-def _dir_key(path: str) -> tuple[int, int]:
-    st = os.stat(path)
-    return (st.st_dev, st.st_ino)
