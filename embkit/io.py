@@ -141,7 +141,8 @@ def open_data(data: Any, format: str | None = None, *, name: str | None = None) 
     checks, and nothing looked up on disk. ``name`` (a file name) gives file-stem layouts their
     trigger and error messages their subject; default ``<bytes>``, or a file object's own name."""
     label = inputs.label(data, name)
-    loaded = _guarded(label, lambda: _open_file(label, format, inputs.bytes_of(data, label, MAX_STREAM_BYTES)))
+    raw = inputs.bytes_of(data, label, MAX_STREAM_BYTES)  # a text-mode file object is the caller's TypeError, not the file's
+    loaded = _guarded(label, lambda: _open_file(label, format, raw))
     loaded.in_memory = True
     return loaded
 
