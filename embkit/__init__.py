@@ -12,12 +12,16 @@ Importing embkit is cheap: numpy only. torch and diffusers are imported by
 from .errors import (
     BrokenFileError,
     EmbkitError,
+    HubEntryNotFoundError,
     HubError,
     LibraryError,
+    LibraryPathNotFoundError,
     LossError,
     MissingDependencyError,
+    MissingFileError,
     NoEffectError,
     OperationError,
+    PermissionDeniedError,
     TargetError,
     TargetExistsError,
     TooLargeError,
@@ -25,6 +29,7 @@ from .errors import (
     UnsafeFileError,
     ValidationFailed,
     WriteError,
+    WritePermissionError,
 )
 from typing import TYPE_CHECKING
 
@@ -95,6 +100,8 @@ __all__ = [
     "read_all",
     "probe",
     "EmbkitError",
+    "MissingFileError",
+    "PermissionDeniedError",
     "BrokenFileError",
     "UnknownFormatError",
     "UnsafeFileError",
@@ -104,9 +111,12 @@ __all__ = [
     "LossError",
     "WriteError",
     "TargetExistsError",
+    "WritePermissionError",
     "OperationError",
     "MissingDependencyError",
     "NoEffectError",
     "HubError",
+    "HubEntryNotFoundError",
     "LibraryError",
+    "LibraryPathNotFoundError",
 ]

@@ -59,9 +59,9 @@ def plan_jobs(inputs: tuple[str, ...], out: str, to: str | None = None) -> tuple
             jobs.append(Job(src, os.path.join(out, _stem(os.path.basename(src))), True))
             continue
         if not os.path.isdir(src):
-            from .errors import EmbkitError
+            from .errors import MissingFileError
 
-            raise EmbkitError("no such file or folder", path=src)  # exit 1, as inspect, merge and edit say it
+            raise MissingFileError("no such file or folder", path=src)  # exit 1, as inspect, merge and edit say it
         base = out if len(inputs) == 1 else os.path.join(out, os.path.basename(src))
         for root, dirs, files in os.walk(src):
             dirs.sort()

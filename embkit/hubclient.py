@@ -15,7 +15,7 @@ import logging
 import os
 from typing import Iterator
 
-from .errors import EmbkitError, HubError, MissingDependencyError
+from .errors import EmbkitError, HubEntryNotFoundError, HubError, MissingDependencyError
 
 #: What ``model_folder`` fetches of a diffusers repo, by ``include``.
 MODEL_PATTERNS = {
@@ -57,12 +57,13 @@ def _hub_errors(repo_id: str, revision: str | None, filename: str | None = None)
         raise HubError(f"{repo_id}: repository not found (HTTP {_status(exc)}); check the name, or log in if it is private") from None
     # LocalEntryNotFoundError (and IncompleteSnapshotError) subclass EntryNotFoundError: test them first.
     except (hfe.LocalEntryNotFoundError, hfe.OfflineModeIsEnabled) as exc:
+        # not in the cache: a FileNotFoundError, as huggingface_hub's own LocalEntryNotFoundError
         if _offline(hf):
-            raise HubError(f"{what}: offline (HF_HUB_OFFLINE=1) and not in the cache {hf.constants.HF_HUB_CACHE}; "
-                           "run once with network access") from None
-        raise HubError(f"{what}: cannot reach the Hub at {hf.constants.ENDPOINT} and not in the cache ({_first_line(exc)})") from None
+            raise HubEntryNotFoundError(f"{what}: offline (HF_HUB_OFFLINE=1) and not in the cache {hf.constants.HF_HUB_CACHE}; "
+                                        "run once with network access") from None
+        raise HubEntryNotFoundError(f"{what}: cannot reach the Hub at {hf.constants.ENDPOINT} and not in the cache ({_first_line(exc)})") from None
     except (getattr(hfe, "RemoteEntryNotFoundError", hfe.EntryNotFoundError), hfe.EntryNotFoundError):
-        raise HubError(f"{what}: no such file in the repo") from None
+        raise HubEntryNotFoundError(f"{what}: no such file in the repo") from None
     except hfe.HfHubHTTPError as exc:
         status = _status(exc)
         hint = "; log in with `hf auth login` or set HF_TOKEN (a write token for push)" if status in (401, 403) else ""

@@ -15,7 +15,7 @@ import stat
 from dataclasses import dataclass, field
 from typing import Any
 
-from .errors import BrokenFileError, EmbkitError, NotMine, TooLargeError, UnknownFormatError
+from .errors import BrokenFileError, EmbkitError, NotMine, TooLargeError, UnknownFormatError, read_error
 from .formats import FORMAT_IDS, FORMATS, Format, container_for_extension, get_format, sniff_container
 from .formats import concept_folder
 from .formats.base import Part, Raw, check_json_size, looks_like_weight_key, matrix_shape, tensor_matrix
@@ -100,14 +100,10 @@ def _read_bytes(path: str) -> Any:
         if not data:
             raise BrokenFileError("file is empty (0 bytes)", path=path)
         return data
-    except FileNotFoundError:
-        raise EmbkitError("no such file", path=path) from None
     except IsADirectoryError:
         raise EmbkitError("is a directory", path=path) from None
-    except PermissionError:
-        raise EmbkitError("permission denied", path=path) from None
-    except OSError as exc:
-        raise EmbkitError(f"cannot read ({exc.strerror or exc})", path=path) from None
+    except OSError as exc:  # a missing file is also a FileNotFoundError, no permission a PermissionError
+        raise read_error(exc, path) from None
 
 
 def open_file(path: str | os.PathLike, format: str | None = None, *, data: Any = None) -> Loaded:

@@ -31,7 +31,7 @@ import zlib
 from dataclasses import dataclass, field
 from typing import Any, Iterable, Iterator
 
-from .errors import BrokenFileError, EmbkitError, UnsafeFileError
+from .errors import BrokenFileError, EmbkitError, UnsafeFileError, read_error
 from .formats import imagecard, safetensors_file, torchfile
 
 SAFE, UNSAFE, UNKNOWN = "safe", "unsafe", "unknown"
@@ -280,7 +280,7 @@ def scan_file(path: str | os.PathLike) -> ScanResult:
                 return scan_bytes(prefix + fh.read(MAX_SCAN_BYTES - len(prefix)), path)
             return scan_bytes(prefix, path)
     except OSError as exc:
-        raise EmbkitError(f"cannot read ({exc.strerror or exc})", path=path) from None
+        raise read_error(exc, path) from None
 
 
 def scan_paths(paths: Iterable[str | os.PathLike]) -> Iterator[ScanResult]:

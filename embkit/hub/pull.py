@@ -8,7 +8,7 @@ import os
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..errors import EmbkitError, HubError, MissingDependencyError, WriteError
+from ..errors import EmbkitError, HubEntryNotFoundError, HubError, MissingDependencyError, WriteError
 from ..formats import concept_folder, extensions
 from ..schema import Embedding
 from ..hubclient import _snapshot
@@ -114,7 +114,7 @@ def pull(repo_id: str, *, revision: str | None = None, filename: str | None = No
         want = os.path.dirname(filename) or "." if os.path.basename(filename) in concept_folder.EMBED_FILES else filename
         items = [it for it in items if it[0] == want]
         if not items:
-            raise HubError(f"{repo_id}@{revision or 'main'} file {filename}: no such file in the repo")
+            raise HubEntryNotFoundError(f"{repo_id}@{revision or 'main'} file {filename}: no such file in the repo")
     results = [_load(repo_id, commit, rel, local) for rel, local in items]
     if filename is None:
         from ..report import not_an_embedding

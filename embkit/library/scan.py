@@ -15,7 +15,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Callable, Iterable
 
-from ..errors import LibraryError
+from ..errors import LibraryPathNotFoundError
 
 #: Below this many files to read, worker processes cost more than they save.
 PARALLEL_ABOVE = 64
@@ -84,7 +84,7 @@ def scan(
         root = os.path.abspath(os.fspath(p))
         if not os.path.exists(root):
             # most likely a typo; forgetting everything stored under it would be a nasty surprise
-            raise LibraryError("no such file or folder (to forget files that are gone: embkit library remove --missing)", path=root)
+            raise LibraryPathNotFoundError("no such file or folder (to forget files that are gone: embkit library remove --missing)", path=root)
         roots.append(root)
     for root in roots:
         for path, size, mtime in walk(root, exts):
