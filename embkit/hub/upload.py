@@ -17,7 +17,7 @@ from ..hashes import a1111_short, autov2, autov3, sha256
 from ..io import open_file, read_all
 from ..schema import Embedding
 from ..hubclient import _hf, _hub_errors, quiet
-from .pull import _safe_stem, _write_safetensors
+from .download import _safe_stem, _write_safetensors
 
 #: Hub tags per family, so the repo shows up under the right base model filters.
 FAMILY_TAGS = {
