@@ -68,15 +68,17 @@ if TYPE_CHECKING:  # what the lazy names are, for type checkers and editors (nev
     from .writing import Loss, write
 
 
-def __getattr__(name: str):
-    import importlib
+if not TYPE_CHECKING:  # hidden from type checkers, which would take every name as valid: they read the block above
 
-    try:
-        module_name, attr = _LAZY[name]
-    except KeyError:
-        raise AttributeError(f"module 'embkit' has no attribute {name!r}") from None
-    module = importlib.import_module(module_name)
-    return module if attr is None else getattr(module, attr)
+    def __getattr__(name: str) -> object:
+        import importlib
+
+        try:
+            module_name, attr = _LAZY[name]
+        except KeyError:
+            raise AttributeError(f"module 'embkit' has no attribute {name!r}") from None
+        module = importlib.import_module(module_name)
+        return module if attr is None else getattr(module, attr)
 
 
 def __dir__() -> list[str]:

@@ -28,7 +28,7 @@ NORM_LOW_FACTOR = 20.0
 SLOT_TITLES = {"clip_l": "CLIP-L", "clip_h": "CLIP-H", "clip_g": "CLIP-G", "t5": "T5"}
 
 
-def validate(embedding: Embedding | str | os.PathLike, target: Any, *, loaded: Iterable[Embedding | str] = ()) -> Report:
+def validate(embedding: Embedding | str | os.PathLike, target: object, *, loaded: Iterable[Embedding | str] = ()) -> Report:
     """Check ``embedding`` against ``target`` (anything :func:`embkit.model.resolve.resolve_target`
     accepts: a family name, a folder, a ``.safetensors`` checkpoint, a pipeline, a Hub id).
 
