@@ -104,11 +104,18 @@ def _is_transport_error(exc: BaseException) -> bool:
     return isinstance(exc, OSError) and "Consistency check failed" in str(exc)
 
 
+#: The kinds of Hub repo ``pull`` reads: models, and datasets (where some embedding collections live).
+REPO_TYPES = ("model", "dataset")
+
+
 def _snapshot(repo_id: str, revision: str | None, patterns: list[str], token: str | None, progress: bool,
-              ignore: list[str] | None = None) -> str:
+              ignore: list[str] | None = None, repo_type: str = "model") -> str:
     """snapshot_download of the matching files; an interrupted transfer becomes a HubError naming it."""
     hf = _hf()
-    kwargs = dict(repo_id=repo_id, revision=revision, allow_patterns=patterns, ignore_patterns=ignore, token=token)
+    if repo_type not in REPO_TYPES:
+        raise ValueError(f"repo_type must be one of {', '.join(REPO_TYPES)}, not {repo_type!r}")
+    kwargs = dict(repo_id=repo_id, revision=revision, allow_patterns=patterns, ignore_patterns=ignore, token=token,
+                  repo_type=repo_type)
     with quiet(progress), _hub_errors(repo_id, revision):
         try:
             return hf.snapshot_download(**kwargs)
