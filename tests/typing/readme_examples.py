@@ -109,13 +109,21 @@ reveal_type(lib.check("sdxl"))
 reveal_type(lib.load_into(pipe))
 files = hub.pull("sd-concepts-library/cat-toy", out_dir="embeddings")
 reveal_type(files)
-reveal_type(hub.pull("datasets-org/negatives", repo_type="dataset", include=["*.safetensors"], exclude=["old/*"]))
+files = hub.pull("someone/negatives", repo_type="dataset", include=["v2/*"], exclude=["v2/old/*"])
+reveal_type([(f.filename, f.repo_type, f.embeddings, f.error) for f in files])
+pushed = hub.push("my-style.safetensors", "me/my-style", sheet="sheet.png", create_pr=True)
+reveal_type((pushed.pr_url, pushed.files))
 reveal_type(hub.push("my-style.safetensors", "me/my-style", sheet="sheet.png"))
 
 # -- errors -----------------------------------------------------------------------------------------
 try:
-    embkit.read("missing.pt")
+    emb = embkit.read("missing.pt")
 except FileNotFoundError as exc:  # embkit.MissingFileError is one
     reveal_type(exc.errno)
+    print(exc.filename)
 except embkit.EmbkitError as exc:
     reveal_type(exc.to_dict())
+try:
+    embkit.read("missing.pt")
+except embkit.MissingFileError as missing:
+    reveal_type((missing.errno, missing.code, missing.path))
