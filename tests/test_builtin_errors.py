@@ -113,3 +113,17 @@ def test_a_refused_write_is_a_write_error_and_a_permission_error(tmp_path, monke
     assert isinstance(exc, embkit.WriteError) and isinstance(exc, embkit.WritePermissionError)
     assert (exc.code, exc.exit_code) == ("write-failed", 9)
     assert not target.exists()
+
+
+def test_push_of_a_missing_file_or_sheet_is_file_not_found(tmp_path):
+    """push reads its inputs before contacting the Hub (a dry run contacts nothing)."""
+    pytest.importorskip("huggingface_hub")
+    from embkit import hub
+
+    with pytest.raises(embkit.MissingFileError):
+        hub.push(tmp_path / "gone.safetensors", "me/x", dry_run=True)
+    src = tmp_path / "x.safetensors"
+    save_file({"emb_params": np.zeros((1, 768), np.float32)}, src)
+    with pytest.raises(FileNotFoundError) as info:
+        hub.push(src, "me/x", sheet=tmp_path / "no-sheet.png", dry_run=True)
+    assert isinstance(info.value, embkit.EmbkitError) and info.value.filename == str(tmp_path / "no-sheet.png")

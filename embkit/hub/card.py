@@ -128,7 +128,7 @@ def _code_block(lines: Sequence[str], lang: str = "python") -> list[str]:
 
 
 # -- the card ------------------------------------------------------------------------------------------
-def card_data(embeddings: Sequence[Embedding], filename: str, *, base_model: str | None = None, license: str | None = None,
+def card_data(embeddings: Sequence[Embedding], *, base_model: str | None = None, license: str | None = None,
               sheet: str | None = None) -> Any:
     """The ``ModelCardData`` of the card (huggingface_hub's; it serialises the YAML front matter)."""
     hf = _hf()
@@ -156,7 +156,7 @@ def model_card(embeddings: Sequence[Embedding], filename: str, data: bytes, *, s
     ``embeddings``: front matter from :func:`card_data`, then the body. It parses back with
     ``huggingface_hub.ModelCard``."""
     hf = _hf()
-    data_obj = card_data(embeddings, filename, base_model=base_model, license=license, sheet=sheet)
+    data_obj = card_data(embeddings, base_model=base_model, license=license, sheet=sheet)
     body = _body(embeddings, filename, data, source=source, sheet=sheet, repo_id=repo_id)
     card = hf.ModelCard(f"---\n{data_obj.to_yaml()}\n---\n\n" + "\n".join(body) + "\n")
     return str(card.content)

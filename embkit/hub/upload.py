@@ -10,7 +10,7 @@ import tempfile
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..errors import HubError
+from ..errors import HubError, read_error
 from ..hashes import sha256
 from ..hubclient import _hf, _hub_errors, quiet
 from ..io import open_file, read_all
@@ -90,8 +90,11 @@ def push(path: str | os.PathLike[str], repo_id: str, *, token: str | None = None
             data = fh.read()
         sheet_bytes = None
         if sheet is not None:
-            with open(sheet, "rb") as fh:
-                sheet_bytes = fh.read()
+            try:
+                with open(sheet, "rb") as fh:
+                    sheet_bytes = fh.read()
+            except OSError as exc:  # a missing sheet is a MissingFileError, as any missing input
+                raise read_error(exc, os.fspath(sheet)) from None
         card = model_card(embs, name, data, source=path if upload != path else None, sheet=SHEET_NAME if sheet is not None else None,
                           repo_id=repo_id, base_model=base_model, license=license)
         contents = {name: data, "README.md": card.encode("utf-8")}
