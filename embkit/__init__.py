@@ -14,12 +14,16 @@ from typing import TYPE_CHECKING
 from .errors import (
     BrokenFileError,
     EmbkitError,
+    HubEntryNotFoundError,
     HubError,
     LibraryError,
+    LibraryPathNotFoundError,
     LossError,
     MissingDependencyError,
+    MissingFileError,
     NoEffectError,
     OperationError,
+    PermissionDeniedError,
     TargetError,
     TargetExistsError,
     TooLargeError,
@@ -28,6 +32,7 @@ from .errors import (
     UnsupportedLayoutError,
     ValidationFailed,
     WriteError,
+    WritePermissionError,
 )
 from .io import read, read_all
 from .probing import probe
@@ -74,15 +79,17 @@ if TYPE_CHECKING:  # what the lazy names are, for type checkers and editors (nev
     from .writing import Loss, write
 
 
-def __getattr__(name: str):
-    import importlib
+if not TYPE_CHECKING:  # hidden from type checkers, which would take every name as valid: they read the block above
 
-    try:
-        module_name, attr = _LAZY[name]
-    except KeyError:
-        raise AttributeError(f"module 'embkit' has no attribute {name!r}") from None
-    module = importlib.import_module(module_name)
-    return module if attr is None else getattr(module, attr)
+    def __getattr__(name: str) -> object:
+        import importlib
+
+        try:
+            module_name, attr = _LAZY[name]
+        except KeyError:
+            raise AttributeError(f"module 'embkit' has no attribute {name!r}") from None
+        module = importlib.import_module(module_name)
+        return module if attr is None else getattr(module, attr)
 
 
 def __dir__() -> list[str]:
@@ -109,6 +116,8 @@ __all__ = [
     "read_all",
     "probe",
     "EmbkitError",
+    "MissingFileError",
+    "PermissionDeniedError",
     "BrokenFileError",
     "UnknownFormatError",
     "UnsupportedLayoutError",
@@ -119,9 +128,12 @@ __all__ = [
     "LossError",
     "WriteError",
     "TargetExistsError",
+    "WritePermissionError",
     "OperationError",
     "MissingDependencyError",
     "NoEffectError",
     "HubError",
+    "HubEntryNotFoundError",
     "LibraryError",
+    "LibraryPathNotFoundError",
 ]

@@ -21,7 +21,7 @@ import shutil
 import stat
 from typing import Callable, Iterable
 
-from .errors import TargetExistsError, WriteError
+from .errors import TargetExistsError, WriteError, write_error
 
 TMP_MARK = ".embkit-tmp-"
 _WRITEV = hasattr(os, "writev")
@@ -97,7 +97,7 @@ def write_bytes(path: str | os.PathLike, chunks: bytes | Iterable[bytes], *, ove
     except BaseException as exc:
         _remove(tmp)
         if isinstance(exc, OSError):
-            raise WriteError(f"write failed ({exc.strerror or exc})", path=path) from None
+            raise write_error(exc, path) from None
         raise
     if sync_dir:
         fsync_dir(folder)
@@ -111,7 +111,7 @@ def _write_tmp(tmp: str, chunks, path: str, *, sync: bool) -> None:
     except FileNotFoundError:
         raise WriteError("its folder does not exist", path=path) from None
     except OSError as exc:
-        raise WriteError(f"cannot create a file there ({exc.strerror or exc})", path=path) from None
+        raise write_error(exc, path, "cannot create a file there") from None
     try:
         try:
             chunks = [chunks] if isinstance(chunks, (bytes, bytearray, memoryview)) else list(chunks)
@@ -199,7 +199,7 @@ def write_folder(path: str | os.PathLike, fill: Callable[[str], None], *, owns: 
         if isinstance(exc, OSError):
             if exc.errno in (errno.EEXIST, errno.ENOTEMPTY):
                 raise TargetExistsError("exists; pass overwrite=True (--overwrite) to replace it", path=path) from None
-            raise WriteError(f"write failed ({exc.strerror or exc})", path=path) from None
+            raise write_error(exc, path) from None
         raise
     if old is not None:
         _remove(old)

@@ -69,9 +69,9 @@ def plan_jobs(inputs: tuple[str, ...], out: str, to: str | None = None) -> tuple
             jobs.append(Job(src, os.path.join(out, _stem(os.path.basename(src))), True, root=out))
             continue
         if not os.path.isdir(src):
-            from .errors import EmbkitError
+            from .errors import MissingFileError
 
-            raise EmbkitError("no such file or folder", path=src)  # exit 1, as inspect, merge and edit say it
+            raise MissingFileError("no such file or folder", path=src)  # exit 1, as inspect, merge and edit say it
         base = out if len(inputs) == 1 else os.path.join(out, os.path.basename(src))
         # embkit.walk: regular files only, no link out of the input tree, no recursion (a tree
         # 1,100 folders deep raised RecursionError), hidden names skipped

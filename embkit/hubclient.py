@@ -15,7 +15,7 @@ import logging
 import os
 from typing import Iterator
 
-from .errors import EmbkitError, HubError, MissingDependencyError
+from .errors import EmbkitError, HubEntryNotFoundError, HubError, MissingDependencyError
 
 #: What ``model_folder`` fetches of a diffusers repo, by ``include``.
 MODEL_PATTERNS = {
@@ -57,12 +57,13 @@ def _hub_errors(repo_id: str, revision: str | None, filename: str | None = None)
         raise HubError(f"{repo_id}: repository not found (HTTP {_status(exc)}); check the name, or log in if it is private") from None
     # LocalEntryNotFoundError (and IncompleteSnapshotError) subclass EntryNotFoundError: test them first.
     except (hfe.LocalEntryNotFoundError, hfe.OfflineModeIsEnabled) as exc:
+        # not in the cache: a FileNotFoundError, as huggingface_hub's own LocalEntryNotFoundError
         if _offline(hf):
-            raise HubError(f"{what}: offline (HF_HUB_OFFLINE=1) and not in the cache {hf.constants.HF_HUB_CACHE}; "
-                           "run once with network access") from None
-        raise HubError(f"{what}: cannot reach the Hub at {hf.constants.ENDPOINT} and not in the cache ({_first_line(exc)})") from None
+            raise HubEntryNotFoundError(f"{what}: offline (HF_HUB_OFFLINE=1) and not in the cache {hf.constants.HF_HUB_CACHE}; "
+                                        "run once with network access") from None
+        raise HubEntryNotFoundError(f"{what}: cannot reach the Hub at {hf.constants.ENDPOINT} and not in the cache ({_first_line(exc)})") from None
     except (getattr(hfe, "RemoteEntryNotFoundError", hfe.EntryNotFoundError), hfe.EntryNotFoundError):
-        raise HubError(f"{what}: no such file in the repo") from None
+        raise HubEntryNotFoundError(f"{what}: no such file in the repo") from None
     except hfe.HfHubHTTPError as exc:
         status = _status(exc)
         hint = "; log in with `hf auth login` or set HF_TOKEN (a write token for push)" if status in (401, 403) else ""
@@ -103,11 +104,18 @@ def _is_transport_error(exc: BaseException) -> bool:
     return isinstance(exc, OSError) and "Consistency check failed" in str(exc)
 
 
+#: The kinds of Hub repo ``pull`` reads: models, and datasets (where some embedding collections live).
+REPO_TYPES = ("model", "dataset")
+
+
 def _snapshot(repo_id: str, revision: str | None, patterns: list[str], token: str | None, progress: bool,
-              ignore: list[str] | None = None) -> str:
+              ignore: list[str] | None = None, repo_type: str = "model") -> str:
     """snapshot_download of the matching files; an interrupted transfer becomes a HubError naming it."""
     hf = _hf()
-    kwargs = dict(repo_id=repo_id, revision=revision, allow_patterns=patterns, ignore_patterns=ignore, token=token)
+    if repo_type not in REPO_TYPES:
+        raise ValueError(f"repo_type must be one of {', '.join(REPO_TYPES)}, not {repo_type!r}")
+    kwargs = dict(repo_id=repo_id, revision=revision, allow_patterns=patterns, ignore_patterns=ignore, token=token,
+                  repo_type=repo_type)
     with quiet(progress), _hub_errors(repo_id, revision):
         try:
             return hf.snapshot_download(**kwargs)
@@ -120,13 +128,13 @@ def _snapshot(repo_id: str, revision: str | None, patterns: list[str], token: st
                            f"({_first_line(exc)}); nothing partial was kept, run again to retry") from None
 
 
-def list_files(repo_id: str, revision: str | None, token: str | None) -> list[str] | None:
+def list_files(repo_id: str, revision: str | None, token: str | None, repo_type: str = "model") -> list[str] | None:
     """Every file name of a repo at a revision, or None when the Hub cannot be asked (offline, an
     error: the download then reports it as usual)."""
     hf = _hf()
     try:
         with quiet(False):
-            return list(hf.HfApi().list_repo_files(repo_id=repo_id, revision=revision, token=token))
+            return list(hf.HfApi().list_repo_files(repo_id=repo_id, revision=revision, token=token, repo_type=repo_type))
     except Exception:  # noqa: BLE001  the listing is a precaution; the download says what is wrong
         return None
 

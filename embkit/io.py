@@ -27,6 +27,7 @@ from .errors import (
     NotMine,
     TooLargeError,
     UnknownFormatError,
+    read_error,
 )
 from .formats import (
     FORMAT_IDS,
@@ -109,14 +110,10 @@ def _read_bytes(path: str) -> Any:
         if not data:
             raise BrokenFileError("file is empty (0 bytes)", path=path)
         return data
-    except FileNotFoundError:
-        raise EmbkitError("no such file", path=path) from None
     except IsADirectoryError:
         raise EmbkitError("is a directory", path=path) from None
-    except PermissionError:
-        raise EmbkitError("permission denied", path=path) from None
-    except OSError as exc:
-        raise EmbkitError(f"cannot read ({exc.strerror or exc})", path=path) from None
+    except OSError as exc:  # a missing file is also a FileNotFoundError, no permission a PermissionError
+        raise read_error(exc, path) from None
 
 
 def open_file(path: str | os.PathLike, format: str | None = None, *, data: Any = None, present: Iterable[str] | None = None,

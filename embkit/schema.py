@@ -18,9 +18,14 @@ import functools
 import json
 import types
 from dataclasses import dataclass, field
-from typing import Any, Iterable, Mapping
+from typing import Any, Dict, Iterable, List, Mapping, TypeAlias, Union
 
 import numpy as np
+
+#: A JSON value: what an embedding's metadata holds (it is checked by a JSON round trip).
+JSON: TypeAlias = Union[str, int, float, bool, None, List["JSON"], Dict[str, "JSON"]]
+#: An embedding's vectors in one slot: a read-only ``(n, width)`` array of float16, float32 or float64.
+Vectors: TypeAlias = "np.ndarray[tuple[int, int], np.dtype[np.float16 | np.float32 | np.float64]]"
 
 #: Input slots in canonical order, with the token width of each encoder.
 SLOT_WIDTHS: Mapping[str, int] = types.MappingProxyType(
@@ -118,9 +123,9 @@ class Sidecars:
     path; ``warnings`` name the sidecars that could not be read. Kept apart from the file's own
     metadata: they are other tools' notes about the file, not part of it."""
 
-    civitai_info: Mapping[str, Any] | None = None
-    a1111_json: Mapping[str, Any] | None = None
-    metadata_json: Mapping[str, Any] | None = None
+    civitai_info: Mapping[str, JSON] | None = None
+    a1111_json: Mapping[str, JSON] | None = None
+    metadata_json: Mapping[str, JSON] | None = None
     preview: str | None = None
     trained_words: tuple[str, ...] = ()
     base_model: str | None = None
@@ -204,8 +209,8 @@ class Embedding:
     """
 
     name: str
-    vectors: Mapping[str, np.ndarray]
-    metadata: Mapping[str, Any] = field(default_factory=dict)
+    vectors: Mapping[str, Vectors]
+    metadata: Mapping[str, JSON] = field(default_factory=dict)
     dtypes: Mapping[str, str] = field(default_factory=dict)
     source: Source | None = None
 
@@ -291,7 +296,7 @@ class Embedding:
         return found if found is not None else Sidecars()
 
     @property
-    def provenance(self) -> list[dict]:
+    def provenance(self) -> list[dict[str, JSON]]:
         """The recorded operations (``metadata["provenance"]``), oldest first. A file may carry
         anything under that key; only the records (dicts) of a list count."""
         history = self.metadata.get("provenance")

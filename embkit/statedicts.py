@@ -31,7 +31,7 @@ CONTAINER = "pickle"
 IN_MEMORY = "state dict"
 
 
-def state_dict(emb: Embedding, layout: str = "diffusers", *, dtype: str | None = None, strict: bool = False, **options: Any) -> dict:
+def state_dict(emb: Embedding, layout: str = "diffusers", *, dtype: str | None = None, strict: bool = False, **options: Any) -> dict[str, object]:
     """The dict ``layout``'s loader takes for ``emb``: numpy arrays, writable copies.
 
     ``layout`` is a format id whose files are pickles (``diffusers``, ``a1111``, ``kohya``,
@@ -50,7 +50,7 @@ def state_dict(emb: Embedding, layout: str = "diffusers", *, dtype: str | None =
 
 
 def state_dict_with(leaf: Callable[[str, np.ndarray], Any], emb: Embedding, layout: str = "diffusers", *,
-                    dtype: str | None = None, strict: bool = False, **options: Any) -> dict:
+                    dtype: str | None = None, strict: bool = False, **options: Any) -> dict[str, object]:
     """:func:`state_dict` with each tensor built by ``leaf(dtype name, stored array)`` (the
     stored array holds bf16 as uint16 bit patterns): how the torch side makes tensors."""
     from .writing import plan

@@ -11,22 +11,43 @@ from embkit.formats import base, imagecard, safetensors_file, torchfile
 DOCS = Path(__file__).resolve().parent.parent / "docs"
 
 
-def _error_rows() -> dict[str, tuple[str, str, int]]:
+def _error_rows() -> dict[str, tuple[tuple[str, ...], str, int]]:
     rows = {}
     for line in (DOCS / "errors.md").read_text().splitlines():
-        m = re.match(r"\| `(\w+)` \| `(\w+)` \| `([\w-]+)` \| (\d+) \|", line)
+        m = re.match(r"\| `(\w+)` \| ((?:`\w+`(?:, )?)+) \| `([\w-]+)` \| (\d+) \|", line)
         if m:
-            rows[m.group(1)] = (m.group(2), m.group(3), int(m.group(4)))
+            rows[m.group(1)] = (tuple(re.findall(r"`(\w+)`", m.group(2))), m.group(3), int(m.group(4)))
     return rows
 
 
-def test_error_table_lists_every_class_with_its_code_and_exit_status():
+def test_error_table_lists_every_class_with_its_parents_code_and_exit_status():
     rows = _error_rows()
     assert set(rows) == {cls.__name__ for cls in errors.ALL_ERRORS}
     for cls in errors.ALL_ERRORS:
-        parent, code, exit_code = rows[cls.__name__]
-        assert parent == cls.__mro__[1].__name__, cls
+        parents, code, exit_code = rows[cls.__name__]
+        assert parents == tuple(b.__name__ for b in cls.__bases__), cls
         assert (code, exit_code) == (cls.code, cls.exit_code), cls
+
+
+def test_errors_that_resemble_a_builtin_are_that_builtin():
+    """A missing input is a FileNotFoundError, a refused read a PermissionError (as
+    huggingface_hub's LocalEntryNotFoundError is a FileNotFoundError), with Python's fields,
+    embkit's message, and the code and exit status of the embkit parent."""
+    import errno
+    import pickle
+
+    for cls, builtin, number in ((errors.MissingFileError, FileNotFoundError, errno.ENOENT),
+                                 (errors.PermissionDeniedError, PermissionError, errno.EACCES),
+                                 (errors.WritePermissionError, PermissionError, errno.EACCES),
+                                 (errors.HubEntryNotFoundError, FileNotFoundError, errno.ENOENT),
+                                 (errors.LibraryPathNotFoundError, FileNotFoundError, errno.ENOENT)):
+        exc = cls("it is gone", path="x.pt")
+        assert isinstance(exc, errors.EmbkitError) and isinstance(exc, builtin), cls
+        assert (exc.errno, exc.filename, str(exc)) == (number, "x.pt", "x.pt: it is gone"), cls
+        back = pickle.loads(pickle.dumps(exc))  # errors cross process pools
+        assert type(back) is cls and (str(back), back.filename, back.to_dict()) == (str(exc), "x.pt", exc.to_dict())
+    assert (errors.WritePermissionError.code, errors.WritePermissionError.exit_code) == ("write-failed", 9)
+    assert (errors.HubEntryNotFoundError.exit_code, errors.LibraryPathNotFoundError.exit_code) == (12, 13)
 
 
 def test_every_public_error_class_is_in_all_errors():

@@ -234,6 +234,14 @@ def test_gated_repo(hub, tmp_path):
     assert any(r["auth"] == f"Bearer {READ_TOKEN}" for r in hub.requests("HEAD", "/org/gated-emb/"))
 
 
+def hf_version() -> tuple[int, ...]:
+    import huggingface_hub
+
+    return tuple(int(p) for p in huggingface_hub.__version__.split(".")[:2])
+
+
+@pytest.mark.skipif(hf_version() < (1, 20), reason="huggingface_hub resumes a broken download within the same call "
+                    "since 1.20; older clients fail the call (run again: the cache resumes)")
 def test_interrupted_download_is_resumed(hub, tmp_path):
     data = st_save({"emb_params": vectors(6, 768)})
     hub.add_repo("someone/flaky", {"flaky.safetensors": data})
@@ -251,7 +259,9 @@ def test_download_that_keeps_failing_is_a_hub_error_and_leaves_nothing(hub, tmp_
     out = tmp_path / "o"
     proc = run(hub, tmp_path, "pull", "someone/broken", "-o", str(out))
     assert proc.returncode == 12, proc.stderr
-    assert "someone/broken" in proc.stderr and "broken.safetensors" in proc.stderr and "interrupted" in proc.stderr
+    assert "someone/broken" in proc.stderr and "interrupted" in proc.stderr
+    if hf_version() >= (1, 0):  # snapshot_download(dry_run=True) names the missing files since 1.0
+        assert "broken.safetensors" in proc.stderr
     assert not out.exists() or not any(out.rglob("*"))
     leftovers = [p for p in (tmp_path / "hub").rglob("*") if p.is_file() and p.stat().st_size > 0 and "blobs" in p.parts]
     assert leftovers == [], "no partial blob may stay in the cache"

@@ -4,8 +4,12 @@ and (where there is one) the command that fixes it. Every finding code is listed
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from ..errors import ValidationFailed
+
+if TYPE_CHECKING:  # for the annotation only: validation fills it from the hosts table
+    from ..hosts.common import HostVerdict
 
 SEVERITIES = ("error", "warning", "info")
 
@@ -72,7 +76,7 @@ class Report:
     #: the hosts the findings were computed for (``("embkit",)`` unless asked)
     hosts: tuple[str, ...] = ("embkit",)
     #: host id → :class:`embkit.hosts.HostVerdict` on the target's family
-    verdicts: dict = field(default_factory=dict, compare=False, repr=False)
+    verdicts: dict[str, HostVerdict] = field(default_factory=dict, compare=False, repr=False)
 
     def view(self, host: str) -> "Report":
         """The report as one host sees it: only the findings that concern ``host``."""

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass, replace
-from typing import Any, Iterable
+from typing import Iterable
 
 import numpy as np
 
@@ -30,7 +30,7 @@ SLOT_TITLES = {"clip_l": "CLIP-L", "clip_h": "CLIP-H", "clip_g": "CLIP-G", "t5":
 
 def validate(
     embedding: Embedding | str | os.PathLike,
-    target: Any,
+    target: object,
     *,
     loaded: Iterable[Embedding | str] = (),
     hosts: Iterable[str] | str | None = None,

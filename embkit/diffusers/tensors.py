@@ -17,7 +17,7 @@ FRAMEWORKS = ("numpy", "torch")
 
 
 def to_state_dict(emb: Embedding, layout: str = "diffusers", framework: str = "numpy", *, dtype: str | None = None,
-                  strict: bool = False, **options: Any) -> dict:
+                  strict: bool = False, **options: Any) -> dict[str, object]:
     """The dict ``layout``'s loader takes for ``emb``, with numpy arrays or torch tensors.
 
     ``layout``: ``diffusers`` (``{trigger: T[n, d]}``, what diffusers' ``load_textual_inversion``

@@ -11,7 +11,7 @@ import os
 from collections import OrderedDict
 from typing import Any, Iterable
 
-from ..schema import FAMILIES, Embedding, family_for
+from ..schema import FAMILIES, JSON, Embedding, family_for
 from . import HOST_IDS, get_host
 from .common import HostVerdict, Read
 from .facts import FileFacts, facts_from_embedding, facts_of
@@ -137,7 +137,7 @@ def triggers(obj: Any, hosts: Iterable[str] | None = None) -> dict[str, str | No
     return out
 
 
-def where(obj: Any, hosts: Iterable[str] | None = None, *, embedding: Embedding | None = None) -> dict[str, dict[str, Any]]:
+def where(obj: Any, hosts: Iterable[str] | None = None, *, embedding: Embedding | None = None) -> dict[str, dict[str, JSON]]:
     """For each host: the trigger and, per model family, the status and the encoders reached
     (``{"trigger": …, "families": {"sd1": {"status": "loads", "applied": ["clip_l"]}, …}}``).
     ``inspect`` prints it as "A1111: SD1; ComfyUI: SD1, SDXL's CLIP-L". ``embedding`` picks one

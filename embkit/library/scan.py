@@ -15,7 +15,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Callable, Iterable
 
-from ..errors import LibraryError
+from ..errors import LibraryPathNotFoundError
 from ..formats.sdxl_pair import first_path, second_path
 from ..formats.sidecars import candidates, is_preview_name, owners
 from ..io import is_companion
@@ -87,7 +87,7 @@ def scan(
         root = os.path.abspath(os.fspath(p))
         if not os.path.exists(root):
             # most likely a typo; forgetting everything stored under it would be a nasty surprise
-            raise LibraryError("no such file or folder (to forget files that are gone: embkit library remove --missing)", path=root)
+            raise LibraryPathNotFoundError("no such file or folder (to forget files that are gone: embkit library remove --missing)", path=root)
         roots.append(root)
     beside: dict[str, tuple[str, tuple[str, ...]]] = {}
     for root in roots:

@@ -25,7 +25,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import EmbkitError, TargetError
-from ..schema import Embedding, is_output_slot
+from ..schema import JSON, Embedding, is_output_slot
 from .files import checkpoint_token_keys, encoder_matrix
 from .headers import read_st_header
 from .tokens import TokenMatrix, nearest, unit_rows
@@ -124,7 +124,7 @@ class TokenIndex:
                 notes.append("t5: a single-file checkpoint holds no T5 vocabulary; tokens shown by id")
         return cls(tables, path, notes)
 
-    def slot_fields(self, emb: Embedding, slot: str, k: int) -> dict[str, Any]:
+    def slot_fields(self, emb: Embedding, slot: str, k: int) -> dict[str, JSON]:
         """``{"nearest": [[{"token", "id", "cosine"}, …] per vector]}`` for an input slot the model
         has; ``{"nearest": None}`` for one it lacks (a width it has no encoder for) and for
         output vectors (they are added to an encoder's output, not token rows)."""

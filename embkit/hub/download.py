@@ -1,15 +1,16 @@
-"""Pull embedding repos from the Hugging Face Hub: download (through :mod:`embkit.hub.client`),
+"""Pull embedding repos from the Hugging Face Hub: download (through :mod:`embkit.hubclient`),
 read, validate, and optionally copy or convert them into a folder and a library. No torch here.
 """
 
 from __future__ import annotations
 
+import fnmatch
 import glob
 import os
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Sequence
 
-from ..errors import EmbkitError, HubError, MissingDependencyError, UnsafeFileError, WriteError
+from ..errors import EmbkitError, HubEntryNotFoundError, HubError, MissingDependencyError, UnsafeFileError, WriteError
 from ..formats import concept_folder, extensions
 from ..schema import Embedding
 from ..hubclient import _snapshot
@@ -44,11 +45,13 @@ class PulledFile:
     notes: list[str] = field(default_factory=list)
     #: the sidecars (Civitai info, A1111 and Lora Manager JSON, previews) copied beside ``path``
     sidecars: list[str] = field(default_factory=list)
+    repo_type: str = "model"
 
     def to_dict(self) -> dict[str, Any]:
         """The JSON object ``embkit pull --json`` prints for this file."""
         return {
             "repo_id": self.repo_id,
+            "repo_type": self.repo_type,
             "filename": self.filename,
             "commit": self.commit,
             "path": self.path,
@@ -110,17 +113,15 @@ def _name_problem(name: str) -> str | None:
     return None
 
 
-def _hostile_names(repo_id: str, revision: str | None, token: str | None, patterns: list[str]) -> list[tuple[str, str]]:
+def _hostile_names(repo_id: str, revision: str | None, token: str | None, patterns: list[str], repo_type: str = "model") -> list[tuple[str, str]]:
     """``(name, why)`` for every file the pull would fetch whose name is unsafe to create."""
-    from fnmatch import fnmatch
-
     from ..hubclient import list_files
 
-    names = list_files(repo_id, revision, token)
+    names = list_files(repo_id, revision, token, repo_type)
     out = []
     for name in names or ():
         why = _name_problem(name)
-        if why is not None and any(fnmatch(name, p) for p in patterns):
+        if why is not None and any(fnmatch.fnmatch(name, p) for p in patterns):
             out.append((name, why))
     return out
 
@@ -153,9 +154,37 @@ def find_embeddings(folder: str) -> list[tuple[str, str]]:
     return found
 
 
+def _include_patterns(include: Sequence[str]) -> list[str]:
+    """What to download for ``include`` globs: a glob ending in ``*`` (``v2/*``, ``*``) is narrowed to
+    the files embkit reads under it (``v2/*.pt``, …, ``v2/*token_identifier.txt``), so that a
+    repo's other files (checkpoints, samples) are not fetched; any other glob is taken as given."""
+    exts = _patterns(None)
+    out: list[str] = []
+    for pattern in include:
+        pattern = pattern + "*" if pattern.endswith("/") else pattern  # a folder, as huggingface_hub reads it
+        out += [pattern + e[1:] for e in exts] if pattern.endswith("*") else _patterns(pattern)
+    return list(dict.fromkeys(out))
+
+
+def _selected(rel: str, local: str, include: Sequence[str] | None, exclude: Sequence[str]) -> bool:
+    """Whether an embedding found in the snapshot passes ``include``/``exclude`` (a concept folder by
+    its ``learned_embeds.*`` path). The cached snapshot may hold files of earlier pulls of the same
+    commit, so the selection is applied to what is found, not only to what is downloaded."""
+    path = rel
+    if os.path.isdir(local):
+        embed = next((n for n in concept_folder.EMBED_FILES if os.path.isfile(os.path.join(local, n))), concept_folder.EMBED_FILES[0])
+        path = embed if rel == "." else f"{rel}/{embed}"
+
+    def matches(patterns: Sequence[str]) -> bool:
+        return any(fnmatch.fnmatch(path, p + "*" if p.endswith("/") else p) for p in patterns)
+
+    return (include is None or matches(include)) and not matches(exclude)
+
+
 def pull(repo_id: str, *, revision: str | None = None, filename: str | None = None, out_dir: str | os.PathLike | None = None,
          library: str | os.PathLike | bool | None = None, convert: bool = False, token: str | None = None,
-         overwrite: bool = False, progress: bool = False) -> list[PulledFile]:
+         overwrite: bool = False, progress: bool = False, repo_type: str = "model",
+         include: Sequence[str] | None = None, exclude: Sequence[str] = ()) -> list[PulledFile]:
     """Download the embeddings of a Hub repo, read and validate each, optionally convert and index them.
 
     Recognises sd-concepts-library repos (``learned_embeds.bin`` + ``token_identifier.txt`` +
@@ -166,28 +195,36 @@ def pull(repo_id: str, *, revision: str | None = None, filename: str | None = No
     With ``out_dir`` the files are copied there, keeping the repo's folders (a concept folder at the
     root goes to ``out_dir/<repo name>/``); with ``convert`` each embedding is written as
     ``.safetensors`` in the same place instead. ``library`` (a database path, or ``True`` for the
-    default library) adds the results to it. A file that cannot be read, or written into ``out_dir``
+    default library) adds the results to it. ``repo_type`` is ``"model"`` or ``"dataset"`` (embedding
+    collections published as datasets). ``include`` and ``exclude`` are globs on paths in the repo
+    (``fnmatch``, as huggingface_hub's ``allow_patterns``/``ignore_patterns``: ``*`` crosses folders):
+    only embeddings matching an ``include`` glob (when given) and no ``exclude`` glob are pulled, and
+    only the files they need are downloaded. A file that cannot be read, or written into ``out_dir``
     (it exists and differs, or another file of the same pull already took its name), comes back with
     ``error`` set and the others still go through; a failed download raises HubError.
     """
     if convert and out_dir is None:
         raise HubError(f"{repo_id}: converting needs an output folder (out_dir)")
-    patterns = _patterns(filename)
-    hostile = _hostile_names(repo_id, revision, token, patterns)
-    ignore = [glob.escape(name) for name, _why in hostile]  # huggingface_hub would stop the whole pull on them
-    snapshot = _snapshot(repo_id, revision, patterns, token, progress, ignore or None)
+    if isinstance(include, str) or isinstance(exclude, str):
+        raise TypeError("include and exclude are lists of globs, not one string")
+    exclude = list(exclude)
+    allow = _patterns(filename) if filename is not None or include is None else _include_patterns(include)
+    hostile = _hostile_names(repo_id, revision, token, allow, repo_type)
+    # huggingface_hub would stop the whole pull on a hostile name: those are left out, each reported
+    ignore = [*([] if filename else PULL_IGNORE), *exclude, *(glob.escape(name) for name, _why in hostile)] or None
+    snapshot = _snapshot(repo_id, revision, allow, token, progress, ignore, repo_type)
     commit = os.path.basename(os.path.normpath(snapshot))
-    items = find_embeddings(snapshot)
+    items = [it for it in find_embeddings(snapshot) if _selected(*it, include, exclude)]
     if filename is not None:
         want = os.path.dirname(filename) or "." if os.path.basename(filename) in concept_folder.EMBED_FILES else filename
         items = [it for it in items if it[0] == want]
         if not items:
-            raise HubError(f"{repo_id}@{revision or 'main'} file {filename}: no such file in the repo")
+            raise HubEntryNotFoundError(f"{repo_id}@{revision or 'main'} file {filename}: no such file in the repo")
     beside = _beside_patterns(items)
     if beside:  # the sidecars and previews of the embeddings found, and the second files of SDXL pairs
-        _snapshot(repo_id, commit, beside, token, progress)
-    results = [_load(repo_id, commit, rel, local) for rel, local in items]
-    results += [PulledFile(repo_id=repo_id, filename=name, commit=commit, path="", error=UnsafeFileError(why, path=name))
+        _snapshot(repo_id, commit, beside, token, progress, None, repo_type)
+    results = [_load(repo_id, commit, rel, local, repo_type) for rel, local in items]
+    results += [PulledFile(repo_id=repo_id, filename=name, commit=commit, path="", error=UnsafeFileError(why, path=name), repo_type=repo_type)
                 for name, why in hostile]
     if filename is None:
         from ..report import not_an_embedding
@@ -196,7 +233,8 @@ def pull(repo_id: str, *, revision: str | None = None, filename: str | None = No
         # pictures are fetched; most in a repo are samples or the contact sheet embkit push uploads.
         results = [r for r in results if r.error is None or not not_an_embedding(r.filename, r.error)]
     if not results:
-        raise HubError(f"{repo_id}@{revision or 'main'}: holds no embedding files (looked for {', '.join(extensions())} "
+        chosen = "".join(f" matching {', '.join(g)}" for g in (include,) if g) + (f" outside {', '.join(exclude)}" if exclude else "")
+        raise HubError(f"{repo_id}@{revision or 'main'}: holds no embedding files{chosen} (looked for {', '.join(extensions())} "
                        "and sd-concepts-library folders)")
     pulled = tuple(e for r in results for e in r.embeddings)
     for res in results:
@@ -215,10 +253,10 @@ def pull(repo_id: str, *, revision: str | None = None, filename: str | None = No
     return results
 
 
-def _load(repo_id: str, commit: str, rel: str, local: str) -> PulledFile:
+def _load(repo_id: str, commit: str, rel: str, local: str, repo_type: str = "model") -> PulledFile:
     from ..io import open_file, read_all
 
-    res = PulledFile(repo_id=repo_id, filename=rel, commit=commit, path=local)
+    res = PulledFile(repo_id=repo_id, filename=rel, commit=commit, path=local, repo_type=repo_type)
     try:
         res.format = open_file(local).format.id
         res.embeddings = tuple(read_all(local))
