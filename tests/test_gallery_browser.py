@@ -89,6 +89,13 @@ def test_gallery_in_chromium(browser, site):
         assert trigger.text_content() == "EasyNegative"
         page.select_option("#host", "diffusers")
         assert trigger.text_content() == "EasyNeg-stored" and page.locator(f"#c-{easy.id} .trigger .host").text_content() == "diffusers"
+        # the host filter is the hosts table's verdict: diffusers cannot load the CLIP-L + CLIP-G
+        # file, InvokeAI refuses the names that are not valid model names
+        assert "xl-dream" not in _visible_names(page) and page.locator("#count").text_content() == "6 of 7 shown"
+        page.select_option("#host", "invokeai")
+        assert sorted(_visible_names(page)) == ["EasyNegative", "calm-style", "calm-style", "copy-of-calm", "xl-dream"]
+        assert page.locator(f"#c-{easy.id} .trigger code").text_content() == "<EasyNegative>"  # what is typed there
+        page.select_option("#host", "")
 
         xl = next(e for e in entries if e.name == "xl-dream")
         detail = page.locator(f"#e-{xl.id}")

@@ -14,7 +14,7 @@ from safetensors.numpy import save_file
 import embkit
 import makers as mk
 from conftest import run_embkit
-from embkit.diffusers.previews import parameters_text
+from embkit.diffusers.infotext import text as infotext
 from embkit.errors import TargetExistsError
 from embkit.library import schema
 
@@ -36,8 +36,8 @@ def _picture(path, *, parameters=None, fmt="PNG", colour=(90, 30, 160)):
     return path
 
 
-EMBKIT_PARAMS = parameters_text(prompt="a photo of made", negative_prompt="", steps=4, sampler="Euler", guidance=7.0, seeds=(0,), size=(64, 64),
-                                model="built-in tiny sd1", ti_hashes={}, version="0.1.0")
+EMBKIT_PARAMS = infotext(prompt="a photo of made", negative_prompt="", steps=4, sampler="Euler", guidance=7.5, seeds=(0,), width=64, height=64,
+                         model="built-in tiny sd1", version="0.1.0")
 
 
 def _shelf(root):
@@ -71,13 +71,15 @@ def test_scan_records_previews_beside_files(tmp_path):
         assert rows["preview"].startswith(str(root / "made.preview.png")) and "rendered by embkit" in rows["preview"]
         assert rows["preview parameters"] == EMBKIT_PARAMS
 
-        # incremental: a preview that goes, one that changes, one that appears; files unchanged
+        # incremental: a preview that goes, one that changes, one that appears (the files are
+        # unchanged, their sidecars not: those three are read again, the other two not)
+        assert lib.scan([root], jobs=1).unchanged == 5
         os.unlink(root / "civitai.preview.png")
         _picture(root / "made.preview.png", colour=(5, 5, 5))
         os.utime(root / "made.preview.png", ns=(1, 1))
         _picture(root / "bare.preview.png")
         report = lib.scan([root], jobs=1)
-        assert report.unchanged == 5 and report.previews == 4
+        assert (report.updated, report.unchanged, report.previews) == (3, 2, 4)
         got = {e.name: e.preview for e in lib.search()}
         assert got["civitai"] is None and got["made"].embkit is False and got["bare"].format == "PNG"
 
@@ -85,8 +87,9 @@ def test_scan_records_previews_beside_files(tmp_path):
         os.unlink(root / "bare.safetensors")
         lib.scan([root], jobs=1)
         lib.remove("made")
-        left = {r[0] for r in lib._conn.execute("SELECT path FROM previews")}
+        left = {r[0] for r in lib._conn.execute("SELECT f.path FROM previews p JOIN files f ON f.id = p.file_id")}
         assert left == {str(root / "pair.safetensors"), str(root / "webp.safetensors")}
+        assert lib._conn.execute("SELECT count(*) FROM previews").fetchone() == (2,)  # none left of a forgotten file
 
 
 def test_scan_of_a_single_file_finds_its_preview(tmp_path):
@@ -98,17 +101,33 @@ def test_scan_of_a_single_file_finds_its_preview(tmp_path):
         assert json.loads(shown.stdout)[0]["preview"]["parameters"] == EMBKIT_PARAMS
 
 
-def test_version_2_database_migrates_to_previews(tmp_path):
+@pytest.mark.parametrize("version", [2, 3])
+def test_old_databases_migrate_to_previews(tmp_path, version):
+    """A version-2 (no sidecars) or version-3 (sidecars, previews only as a path in them) library
+    learns its previews at the next scan; the schema holds no trigger (a --db is refused for one)."""
+    root = _shelf(tmp_path / "emb")
     path = tmp_path / "old.sqlite"
-    conn = schema.connect(path, upto=2)
+    conn = schema.connect(path, upto=version)
     conn.execute("INSERT INTO tags (sha256, member, tag) VALUES ('abc', '', 'kept')")
     assert not conn.execute("SELECT name FROM sqlite_master WHERE name = 'previews'").fetchall()
+    if version == 3:  # what embkit with sidecars (and no previews table) stored for one file
+        side = json.dumps({"preview": str(root / "made.preview.png"), "files": {"preview": str(root / "made.preview.png")}}, sort_keys=True)
+        st = os.stat(root / "made.safetensors")
+        key = f"made.preview.png:{os.stat(root / 'made.preview.png').st_size}:{os.stat(root / 'made.preview.png').st_mtime_ns}"
+        conn.execute("INSERT INTO files (path, size, mtime_ns, scanned_at, sha256, sidecars, sidecar_key) VALUES (?,?,?,0,'x',?,?)",
+                     (str(root / "made.safetensors"), st.st_size, st.st_mtime_ns, side, key))
     conn.close()
     with embkit.Library(path) as lib:
-        assert lib.schema_version == schema.SCHEMA_VERSION >= 3
+        assert lib.schema_version == schema.SCHEMA_VERSION == 4
         assert lib._conn.execute("SELECT tag FROM tags").fetchall() == [("kept",)]
         assert lib._conn.execute("SELECT count(*) FROM previews").fetchone() == (0,)
-        assert lib._conn.execute("SELECT name FROM sqlite_master WHERE type = 'trigger' AND name = 'files_forget_previews'").fetchone()
+        assert not lib._conn.execute("SELECT name FROM sqlite_master WHERE type IN ('trigger', 'view')").fetchall()
+        if version == 3:  # its key was forgotten: the scan reads it again and records its preview
+            assert lib._conn.execute("SELECT sidecar_key FROM files").fetchone() == (None,)
+        report = lib.scan([root], jobs=1)
+        assert report.previews == 4 and lib.show("made")[0].preview.embkit is True
+    # and the database passes embkit's own schema check when opened as a --db
+    assert run_embkit("library", "--db", str(path), "list", "--json").returncode == 0
 
 
 # -- the gallery ----------------------------------------------------------------------------------
@@ -170,7 +189,11 @@ def test_gallery_escapes_every_string_and_shows_the_facts(tmp_path):
             lib.gallery(other)
         with pytest.raises(TargetExistsError):
             lib.gallery(other, overwrite=True)
-    assert (other / "notes.txt").read_text() == "mine"
+        # a gallery's thumbs/ is replaced only while it holds nothing but files
+        (out / "thumbs" / "mine").mkdir()
+        with pytest.raises(TargetExistsError, match="thumbs"):
+            lib.gallery(out)
+    assert (other / "notes.txt").read_text() == "mine" and (out / "thumbs" / "mine").is_dir()
 
 
 def test_gallery_cli(tmp_path):

@@ -14,10 +14,12 @@ pytest.importorskip("diffusers")
 
 import makers as mk  # noqa: E402
 from conftest import run_embkit  # noqa: E402
-from embkit.diffusers.preview_rules import parse_parameters, preview_path, triggers  # noqa: E402
+from embkit.diffusers.infotext import parse as parse_parameters  # noqa: E402
+from embkit.diffusers.infotext import text as infotext  # noqa: E402
+from embkit.diffusers.preview_rules import preview_path, trigger_word, triggers  # noqa: E402
 from embkit.diffusers.preview_run import make_previews  # noqa: E402
 from embkit.diffusers.preview_plan import Item, plan  # noqa: E402
-from embkit.diffusers.previews import PreviewRenderer, PreviewSettings, is_negative, parameters_text  # noqa: E402
+from embkit.diffusers.previews import PreviewRenderer, PreviewSettings, is_negative  # noqa: E402
 from embkit.hashes import a1111_short  # noqa: E402
 from embkit.schema import Embedding  # noqa: E402
 from test_diffusers_helpers import pipeline, synthetic  # noqa: E402
@@ -95,13 +97,13 @@ def test_previews_for_a_mixed_folder(tmp_path, renderer):
         trigger = "cardstyle" if f == "card.png" else os.path.splitext(os.path.basename(f))[0]
         assert result.trigger == trigger
         if negative:
-            assert (params["prompt"], params["negative_prompt"]) == ("a photo", trigger)
+            assert (params["Prompt"], params["Negative prompt"]) == ("a photo", trigger)
         else:
-            assert (params["prompt"], params["negative_prompt"]) == (f"a photo of {trigger}", "")
+            assert (params["Prompt"], params["Negative prompt"]) == (f"a photo of {trigger}", "")
         sha = hashlib.sha256((root / f).read_bytes()).hexdigest()
         assert params["TI hashes"] == f"{trigger}: {a1111_short(sha)}"
         assert (params["Steps"], params["Seed"], params["Size"], params["Sampler"]) == ("4", "0", "64x64", "Euler")
-        assert params["CFG scale"] == "7" and params["Version"].startswith("embkit ")
+        assert params["CFG scale"] == "7.5" and params["Version"].startswith("embkit ")  # the tiny pipelines' default, as verify --render
         assert params["Model"] == ("built-in tiny sdxl" if "xl" in f.lower() else "built-in tiny sd1")
 
     # a second run keeps every preview and renders nothing
@@ -126,6 +128,55 @@ def test_overwrite_and_out_folder(tmp_path, renderer):
     elsewhere = make_previews([root], renderer=renderer, out=out)
     assert sorted(os.path.relpath(p, out) for p in out.rglob("*.png")) == ["deep/two.preview.png", "one.preview.png"]
     assert elsewhere.count("written") == 2
+
+
+@pytest.mark.slow
+def test_the_walk_stays_in_the_folder_and_writes_stay_inside(tmp_path, renderer):
+    """The one walk (embkit.walk): a link out of the folder is not followed, a FIFO not opened, a
+    pair's second file and a preview are no embeddings of their own; a preview is written only
+    inside the embedding's folder or --out, never through a link out of it."""
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    mk.kohya_file(outside / "elsewhere.safetensors", mk.vectors(1, 768, 1, 0.3))
+    root = tmp_path / "emb"
+    root.mkdir()
+    mk.kohya_file(root / "mine.safetensors", mk.vectors(1, 768, 2, 0.3))
+    os.symlink(outside / "elsewhere.safetensors", root / "linked.safetensors")
+    os.symlink(outside, root / "linked-folder")
+    os.mkfifo(root / "pipe.safetensors")
+    mk.diffusers_sdxl_pair(root / "xl", "<xl>", mk.vectors(1, 768, 3, 0.3), mk.vectors(1, 1280, 4, 0.3))
+    run = make_previews([root], renderer=renderer)
+    # the pair once, under its first file (where A1111 and the library look for its preview)
+    assert sorted(os.path.relpath(r.path, root) for r in run.results) == ["mine.safetensors", "xl/learned_embeds.safetensors"]
+    assert run.ok and sorted(os.listdir(outside)) == ["elsewhere.safetensors"]
+    assert (root / "mine.preview.png").is_file() and sorted(os.listdir(root / "xl")) == [
+        "learned_embeds.preview.png", "learned_embeds.safetensors", "learned_embeds_2.safetensors"]
+
+    # --out: a folder inside it that links out of it is not written through
+    out = tmp_path / "out"
+    (root / "deep").mkdir()
+    mk.kohya_file(root / "deep" / "two.safetensors", mk.vectors(1, 768, 5, 0.3))
+    out.mkdir()
+    os.symlink(outside, out / "deep")
+    elsewhere = make_previews([root], renderer=renderer, out=out)
+    two = next(r for r in elsewhere.results if r.path.endswith("two.safetensors"))
+    assert two.status == "error" and "outside the output folder" in two.reason
+    assert sorted(os.listdir(outside)) == ["elsewhere.safetensors"] and (out / "mine.preview.png").is_file()
+
+
+def test_a_picture_the_sidecar_rules_call_the_preview_is_kept(tmp_path, renderer):
+    """Civitai Helper's JPEG preview (<stem>.preview.jpg) or a plain <stem>.png picture counts as
+    the file's preview, as A1111 shows it: kept, not rendered beside it."""
+    from PIL import Image
+
+    mk.kohya_file(tmp_path / "civitai.safetensors", mk.vectors(1, 768, 1, 0.3))
+    Image.new("RGB", (8, 8)).save(tmp_path / "civitai.preview.jpg", format="JPEG")
+    mk.kohya_file(tmp_path / "plain.safetensors", mk.vectors(1, 768, 2, 0.3))
+    Image.new("RGB", (8, 8)).save(tmp_path / "plain.png")
+    run = make_previews([tmp_path], renderer=renderer)
+    assert {os.path.basename(r.path): (r.status, os.path.basename(r.preview)) for r in run.results} == {
+        "civitai.safetensors": ("kept", "civitai.preview.jpg"), "plain.safetensors": ("kept", "plain.png")}
+    assert not (tmp_path / "civitai.preview.png").exists() and not (tmp_path / "plain.preview.png").exists()
 
 
 def _images(previews):
@@ -169,7 +220,7 @@ def test_preview_equals_a_plain_diffusers_render(renderer):
     applied = apply(pipe, [emb])
     try:
         with expanded_prompts(pipe), torch.inference_mode():
-            image = pipe(prompt="a photo of plainlook", negative_prompt="", num_inference_steps=4, guidance_scale=7.0, height=64, width=64,
+            image = pipe(prompt="a photo of plainlook", negative_prompt="", num_inference_steps=4, guidance_scale=7.5, height=64, width=64,
                          generator=torch.Generator().manual_seed(0), output_type="np").images[0]
     finally:
         unload(pipe, applied)
@@ -190,7 +241,7 @@ def test_colliding_triggers_render_in_separate_rounds(tmp_path, renderer):
 
     names = ["Style", "ab", "photo", "style", "a/twin", "b/twin"]
     embs = [embkit.read(tmp_path / f"{n}.safetensors") for n in names]
-    items = [Item(i, e, triggers(e)["a1111"], False) for i, e in enumerate(embs)]
+    items = [Item(i, e, trigger_word(e, "a1111"), False) for i, e in enumerate(embs)]
     rounds, skipped = plan(pipeline("sd1"), items, PreviewSettings().fixed_text())
     assert not skipped and len(rounds) == 2  # twin and twin, Style and style: one of each pair waits
     for members in rounds:
@@ -208,7 +259,7 @@ def test_colliding_triggers_render_in_separate_rounds(tmp_path, renderer):
     assert [p.trigger for p in previews] == ["Style", "ab", "photo", "style", "twin", "twin"]
     twins = [p for p in previews if p.trigger == "twin"]
     assert np.abs(twins[0].image.astype(np.int16) - twins[1].image.astype(np.int16)).mean() > 1
-    assert parse_parameters(previews[[p.trigger for p in previews].index("photo")].parameters)["prompt"] == "a photo of photo"
+    assert parse_parameters(previews[[p.trigger for p in previews].index("photo")].parameters)["Prompt"] == "a photo of photo"
 
 
 def test_told_positive_and_overwrite(tmp_path, renderer):
@@ -219,7 +270,7 @@ def test_told_positive_and_overwrite(tmp_path, renderer):
     from PIL import Image
 
     with Image.open(tmp_path / "EasyNegative.preview.png") as im:
-        assert parse_parameters(im.info["parameters"])["prompt"] == "a photo of EasyNegative"
+        assert parse_parameters(im.info["parameters"])["Prompt"] == "a photo of EasyNegative"
 
 
 def test_a_trigger_inside_another_waits_for_the_next_round():
@@ -234,12 +285,14 @@ def test_host_picks_the_trigger_word(tmp_path, renderer):
     import embkit
 
     emb = embkit.read(path)
+    # the hosts table's triggers (embkit.hosts): what is typed, and the word inside it
     assert triggers(emb)["a1111"] == "file-name" and triggers(emb)["diffusers"] == "stored-name"
-    assert triggers(emb)["comfyui"] == "file-name" and triggers(emb)["embkit"] == emb.name
+    assert triggers(emb)["comfyui"] == "embedding:file-name" and trigger_word(emb, "comfyui") == "file-name"
+    assert triggers(emb)["invokeai"] == "<file-name>" and trigger_word(emb, "invokeai") == "file-name"
     settings = PreviewSettings(host="diffusers", prompt="portrait, {trigger}, detailed", seeds=(3, 4))
     preview = PreviewRenderer("sd1", device="cpu", settings=settings).render([emb])[0]
     params = parse_parameters(preview.parameters)
-    assert params["prompt"] == "portrait, stored-name, detailed" and params["Seed"] == "3" and params["Seeds"] == "3 4"
+    assert params["Prompt"] == "portrait, stored-name, detailed" and params["Seed"] == "3" and params["Seeds"] == "3, 4"
     assert preview.image.shape == (64, 128, 3)  # one image per seed, side by side
 
 
@@ -278,15 +331,17 @@ def test_is_negative_by_metadata():
 
 
 def test_parameters_text_reads_back():
-    text = parameters_text(prompt="a photo of x, y", negative_prompt="bad: \"things\"", steps=20, sampler="Euler a", guidance=7.5, seeds=(1, 2),
-                           size=(512, 768), model="my, model: v2", ti_hashes={"x": "abcdef123456"}, version="0.1.0")
+    """Previews and contact sheets write their parameters with one function (infotext.text)."""
+    text = infotext(prompt="a photo of x, y", negative_prompt="bad: \"things\"", steps=20, sampler="Euler a", guidance=7.5, seeds=(1, 2),
+                    width=512, height=768, model="my, model: v2", ti_hashes={"x": "abcdef123456"}, version="0.1.0")
     lines = text.split("\n")
     assert lines[0] == "a photo of x, y" and lines[1] == 'Negative prompt: bad: "things"'
     back = parse_parameters(text)
-    assert back["prompt"] == "a photo of x, y" and back["negative_prompt"] == 'bad: "things"'
+    assert back["Prompt"] == "a photo of x, y" and back["Negative prompt"] == 'bad: "things"'
     assert back["Model"] == "my, model: v2" and back["TI hashes"] == "x: abcdef123456"
-    assert (back["Steps"], back["Sampler"], back["CFG scale"], back["Seed"], back["Seeds"], back["Size"]) == ("20", "Euler a", "7.5", "1", "1 2", "512x768")
-    assert parse_parameters("just a prompt: with a colon")["prompt"] == "just a prompt: with a colon"
+    assert (back["Steps"], back["Sampler"], back["CFG scale"], back["Seed"], back["Seeds"], back["Size"]) == ("20", "Euler a", "7.5", "1", "1, 2", "512x768")
+    assert back["Version"] == "embkit 0.1.0"
+    assert parse_parameters("just a prompt: with a colon")["Prompt"] == "just a prompt: with a colon"
 
 
 def test_settings_are_checked():

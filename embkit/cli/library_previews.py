@@ -17,7 +17,8 @@ from .previews import render_options, report, run_with_bar, settings_from
 @render_options
 @db_option
 @click.pass_context
-def previews_cmd(ctx, names, model, prompt, negative_prompt, positive_for_negatives, negative, host, seeds, steps, size, guidance, batch_size, device, overwrite, as_json, quiet, db) -> None:
+def previews_cmd(ctx, names, model, prompt, negative_prompt, positive_for_negatives, negative, host, seeds, steps, size, guidance, batch_size,
+                 device, dtype, prediction, tokenizer, host_dirs, overwrite, as_json, quiet, db) -> None:
     """Render the previews the library's entries lack, as <stem>.preview.png beside their files,
     and record them (as `embkit previews` does for files; with --overwrite every chosen entry's
     preview is rendered again)."""
@@ -25,6 +26,7 @@ def previews_cmd(ctx, names, model, prompt, negative_prompt, positive_for_negati
     settings = settings_from(prompt, negative_prompt, positive_for_negatives, host, seeds, steps, size, guidance, batch_size)
     run = run_with_bar(quiet, as_json, lambda progress: lib.render_previews(
         model, names or None, device=device, settings=settings, overwrite=overwrite, negative=negative, progress=progress,
+        dtype=dtype, prediction=prediction, tokenizer=tokenizer, host_dirs=host_dirs,
     ))
     if not run.results and not as_json:
         output.info("every entry has a preview (--overwrite renders them again)")

@@ -12,26 +12,28 @@ import sys
 
 import click
 
-from ..diffusers.preview_rules import PREVIEW_HOSTS
+from ..hosts import HOST_IDS
 from . import output
+from .render import loader_options
 
 
 def render_options(f):
     """The options that say how previews are rendered (``embkit previews`` and ``embkit library
-    previews`` share them)."""
+    previews`` share them); where and how the model is loaded are ``embkit verify --render``'s
+    own options (:func:`embkit.cli.render.loader_options`)."""
     opts = [
-        click.option("--model", default=None, help="Model: a family (sd1, sd2, sdxl: the built-in tiny pipeline), a diffusers folder or a Hub id. Default: the tiny pipeline of each embedding's family."),
+        click.option("--model", default=None, help="Model: a family (sd1, sd2, sdxl: the built-in tiny pipeline), a single-file checkpoint (.safetensors or .ckpt, built offline), a diffusers folder or a Hub id. Default: the tiny pipeline of each embedding's family."),
         click.option("--prompt", default="a photo of {trigger}", show_default=True, help="Prompt template; {trigger} is the trigger word (appended when missing)."),
         click.option("--negative-prompt", default="", help="Negative prompt for positive embeddings (negative ones add their trigger before it)."),
         click.option("--positive-prompt", "positive_for_negatives", default="a photo", show_default=True, help="The fixed prompt negative embeddings render against."),
         click.option("--negative-embeddings/--positive-embeddings", "negative", default=None, help="Render every embedding as a negative / a positive one (default: detected by name and metadata)."),
-        click.option("--host", type=click.Choice(PREVIEW_HOSTS), default="a1111", show_default=True, help="Use the trigger word this host uses."),
+        click.option("--host", type=click.Choice(HOST_IDS), default="a1111", show_default=True, help="Use the trigger word this host uses (the hosts table: docs/hosts.md)."),
         click.option("--seed", "seeds", type=int, multiple=True, help="Seed (repeatable: one image per seed, side by side). Default 0."),
-        click.option("--steps", type=click.IntRange(1, 1000), default=None, help="Denoising steps (default: 4 on the tiny pipelines, else 20)."),
-        click.option("--size", type=click.IntRange(8, 4096), default=None, help="Image side in pixels, a multiple of 8 (default: the model's)."),
-        click.option("--guidance", type=click.FloatRange(0, 100), default=7.0, show_default=True, help="Classifier-free guidance scale (CFG)."),
+        click.option("--steps", type=click.IntRange(1, 1000), default=None, help="Denoising steps (default per model: 4 tiny, 20 SD1/SD2, 25 SDXL)."),
+        click.option("--size", type=click.IntRange(8, 4096), default=None, help="Image side in pixels, a multiple of 8 (default per model: 64 tiny, 512 SD1, 768 SD2, 1024 SDXL)."),
+        click.option("--guidance", type=click.FloatRange(0, 100), default=None, help="Classifier-free guidance scale, CFG (default per model: 7.5; 5 for SDXL)."),
         click.option("--batch-size", type=click.IntRange(1, 1024), default=None, help="Prompts per pipeline call (default: 8 on the CPU; on CUDA what fits the free memory)."),
-        click.option("--device", type=click.Choice(["auto", "cuda", "cpu"]), default="auto", show_default=True, help="auto: CUDA in fp16 when present, else CPU."),
+        *loader_options(),
         click.option("--overwrite", is_flag=True, help="Replace existing previews (default: keep them)."),
         click.option("--json", "as_json", is_flag=True, help="Print the results as JSON."),
         click.option("--quiet", "-q", is_flag=True, help="No progress bar."),
@@ -99,7 +101,8 @@ def report(run, as_json: bool) -> int:
 @click.argument("paths", nargs=-1, required=True, type=click.Path())
 @click.option("--out", "-o", "out", type=click.Path(file_okay=False), default=None, help="Write previews under this folder (the walked folders' tree kept) instead of beside each file.")
 @render_options
-def cli(paths, out, model, prompt, negative_prompt, positive_for_negatives, negative, host, seeds, steps, size, guidance, batch_size, device, overwrite, as_json, quiet) -> None:
+def cli(paths, out, model, prompt, negative_prompt, positive_for_negatives, negative, host, seeds, steps, size, guidance, batch_size,
+        device, dtype, prediction, tokenizer, host_dirs, overwrite, as_json, quiet) -> None:
     """Render one preview per embedding with your model, as <stem>.preview.png beside each file
     (the name A1111 and Forge show in their Extra Networks tab), with the render's facts in the
     PNG's 'parameters' chunk. Negative embeddings render as the negative prompt against a fixed
@@ -109,5 +112,6 @@ def cli(paths, out, model, prompt, negative_prompt, positive_for_negatives, nega
     settings = settings_from(prompt, negative_prompt, positive_for_negatives, host, seeds, steps, size, guidance, batch_size)
     run = run_with_bar(quiet, as_json, lambda progress: make_previews(
         paths, model=model, device=device, settings=settings, out=out, overwrite=overwrite, negative=negative, progress=progress,
+        dtype=dtype, prediction=prediction, tokenizer=tokenizer, host_dirs=host_dirs,
     ))
     sys.exit(report(run, as_json))

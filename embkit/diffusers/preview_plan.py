@@ -85,7 +85,8 @@ def _inner_words(token: str) -> set[str]:
 def apply_round(pipe: Any, members: list[Item]) -> tuple[Any, list[tuple[Item, str]]]:
     """Apply one round; an embedding apply refuses (something :func:`plan` did not foresee) is
     left out with apply's reason, and the rest applied."""
-    from .apply import _check, apply, encoder_slots
+    from .apply import apply, encoder_slots
+    from .checks import check
 
     try:
         return apply(pipe, [m.emb for m in members], tokens=[m.token for m in members], validate=False), []
@@ -94,7 +95,7 @@ def apply_round(pipe: Any, members: list[Item]) -> tuple[Any, list[tuple[Item, s
         refused = []
         for m in members:
             try:
-                _check(pipe, [m.emb], [m.token], slots, False)
+                check(pipe, [m.emb], [m.token], slots, False)
             except ValidationFailed as exc:
                 refused.append((m, str(exc)))
         members[:] = [m for m in members if all(m is not r for r, _ in refused)]

@@ -2,6 +2,11 @@
 ones that exist, render the rest with one :class:`~.previews.PreviewRenderer`, and write them
 atomically. ``embkit previews`` and ``embkit library previews`` both run this; neither input
 embeddings nor existing previews (without ``overwrite``) are ever changed.
+
+Folders are walked by the one walk (:func:`embkit.report.walk_entries`: regular files only, no
+link out of the folder, previews and the second file of an SDXL pair not read as embeddings of
+their own), and a preview is only written inside the embedding's folder or under ``out``
+(:func:`embkit.walk.check_inside`).
 """
 
 from __future__ import annotations
@@ -12,7 +17,7 @@ from dataclasses import dataclass, field
 from typing import Any, Iterable
 
 from ..errors import EmbkitError
-from .preview_rules import is_negative, preview_path, triggers
+from .preview_rules import is_negative, preview_path, trigger_word
 from .previews import PreviewRenderer, PreviewSettings, Progress
 
 #: The statuses a result can have.
@@ -106,13 +111,16 @@ def make_previews(
     negative: bool | None = None,
     progress: Progress | None = None,
     renderer: PreviewRenderer | None = None,
+    **loader: Any,
 ) -> PreviewRun:
     """Render the missing previews of every embedding under ``paths`` and write them.
 
     Each goes to ``<stem>.preview.png`` beside its file, or under ``out`` (the walked folders'
-    tree is kept there; ``out`` is created). An existing preview is kept unless ``overwrite``.
-    ``negative``: ``None`` detects negative embeddings by name and metadata, ``True`` / ``False``
-    says all are / none is. ``renderer`` reuses a loaded pipeline."""
+    tree is kept there; ``out`` is created). An existing preview (``<stem>.preview.png``, or any
+    picture the sidecar rules take for the file's preview: :func:`embkit.formats.sidecars.preview_of`)
+    is kept unless ``overwrite``. ``negative``: ``None`` detects negative embeddings by name and
+    metadata, ``True`` / ``False`` says all are / none is. ``renderer`` reuses a loaded pipeline;
+    ``loader`` (``dtype``, ``prediction``, ``tokenizer``, ``host_dirs``) goes to the one made here."""
     start = time.perf_counter()
     found, errors = read_embeddings(paths)
     inputs = {os.path.abspath(e.source.path) for e, _ in found if e.source is not None}
@@ -125,22 +133,25 @@ def make_previews(
         member = source.member if source is not None else None
         target = _target(path, member, base, out)
         told = negative if negative is not None else is_negative(emb)
-        result = PreviewResult(path, emb.name, KEPT, target, member, triggers(emb)[settings.host], told)
+        result = PreviewResult(path, emb.name, KEPT, target, member, trigger_word(emb, settings.host), told)
         results.append(result)
+        existing = _existing(emb, target, out)
         if os.path.abspath(target) in inputs or target in claimed:
             result.status = SKIPPED
             other = claimed.get(target, target)
             result.reason = f"its preview would be {target}, which is {'an embedding file' if target not in claimed else 'also the preview of ' + other}"
-        elif os.path.lexists(target) and not overwrite:
-            pass  # kept
+        elif existing is not None and not overwrite:
+            result.preview = existing  # kept
         else:
             todo.append((emb, target, told))
             result.status = WRITTEN
         claimed.setdefault(target, path)
-    renderer = renderer or PreviewRenderer(model, device=device, settings=settings, progress=progress)
-    if renderer.progress is None:
-        renderer.progress = progress
-    previews = renderer.render([e for e, _, _ in todo], negative=[n for _, _, n in todo]) if todo else []
+    previews = []
+    if todo:  # a model is loaded only when something is to be rendered with it
+        renderer = renderer or PreviewRenderer(model, device=device, settings=settings, progress=progress, **loader)
+        if renderer.progress is None:
+            renderer.progress = progress
+        previews = renderer.render([e for e, _, _ in todo], negative=[n for _, _, n in todo])
     by_target = {r.preview: r for r in results if r.status == WRITTEN}
     for (_emb, target, _n), preview in zip(todo, previews):
         result = by_target[target]
@@ -149,10 +160,11 @@ def make_previews(
             result.status, result.reason, result.preview = SKIPPED, preview.skipped, None
             continue
         try:
-            _write(target, preview.png, overwrite, out)
+            root = os.fspath(out) if out is not None else os.path.dirname(os.path.abspath(result.path.rstrip("/\\")))
+            _write(target, preview.png, overwrite, root, out)
         except EmbkitError as exc:
             result.status, result.reason = ERROR, str(exc)
-    description = ", ".join(renderer.descriptions) or model or "built-in tiny pipeline of each embedding's family"
+    description = (", ".join(renderer.descriptions) if renderer is not None else "") or model or "built-in tiny pipeline of each embedding's family"
     return PreviewRun(description, settings, results, time.perf_counter() - start)
 
 
@@ -166,11 +178,25 @@ def _target(path: str, member: str | None, base: str, out: str | os.PathLike | N
     return preview_path(path, member, os.path.normpath(os.path.join(os.fspath(out), rel)))
 
 
-def _write(target: str, png: bytes | None, overwrite: bool, out: str | os.PathLike | None) -> None:
-    from ..atomic import write_bytes
+def _existing(emb: Any, target: str, out: str | os.PathLike | None) -> str | None:
+    """The preview already there for ``emb``: ``target``, or (beside a file, for the file's own
+    preview) the picture the sidecar reader found (``<stem>.preview.jpg``, ``<stem>.png`` …)."""
+    if os.path.lexists(target):
+        return target
+    source = emb.source
+    if out is None and source is not None and not source.member:
+        return emb.sidecars.preview
+    return None
 
+
+def _write(target: str, png: bytes | None, overwrite: bool, root: str, out: str | os.PathLike | None) -> None:
+    """Write one preview atomically, only inside ``root`` (the embedding's folder, or ``out``)."""
+    from ..atomic import write_bytes
+    from ..walk import check_inside, makedirs_inside
+
+    check_inside(target, root)
     if out is not None:
-        os.makedirs(os.path.dirname(target) or ".", exist_ok=True)  # under --out only: beside a file the folder exists
+        makedirs_inside(os.path.dirname(target), root)  # under --out only: beside a file the folder exists
     write_bytes(target, png or b"", overwrite=overwrite)
 
 

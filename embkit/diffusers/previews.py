@@ -24,7 +24,6 @@ Nothing here prints; progress goes to a callback. torch and diffusers load insid
 from __future__ import annotations
 
 import io
-import json
 import os
 from dataclasses import dataclass, field
 from typing import Any, Callable, Sequence
@@ -32,7 +31,7 @@ from typing import Any, Callable, Sequence
 from ..errors import OperationError
 from ..schema import Embedding
 from .preview_plan import Item, apply_round, plan
-from .preview_rules import PREVIEW_HOSTS, is_negative, triggers
+from .preview_rules import is_negative, trigger_word, triggers
 
 #: A progress callback: ``(embeddings done, embeddings in all)``.
 Progress = Callable[[int, int], None]
@@ -43,17 +42,6 @@ MAX_BATCH = 32
 #: Rough GPU memory one sample needs at 512x512 in fp16 with classifier-free guidance (SD1.5
 #: UNet activations and its VAE decode), in bytes; SDXL-sized UNets count double.
 _BYTES_PER_SAMPLE_512 = 600 * 1024**2
-#: A1111's names for diffusers' schedulers, for the ``Sampler`` field of the parameters chunk.
-_SAMPLERS = {
-    "EulerDiscreteScheduler": "Euler",
-    "EulerAncestralDiscreteScheduler": "Euler a",
-    "DPMSolverMultistepScheduler": "DPM++ 2M",
-    "DDIMScheduler": "DDIM",
-    "PNDMScheduler": "PLMS",
-    "LMSDiscreteScheduler": "LMS",
-    "HeunDiscreteScheduler": "Heun",
-    "UniPCMultistepScheduler": "UniPC",
-}
 
 
 @dataclass(frozen=True)
@@ -61,9 +49,11 @@ class PreviewSettings:
     """How previews are rendered. ``prompt`` is a template: ``{trigger}`` is replaced by the trigger
     word (appended when the template does not name it). A negative embedding renders
     ``positive_for_negatives`` with its trigger as the negative prompt (before ``negative_prompt``).
-    ``steps`` / ``size`` default to the tiny pipelines' 4 and 64, or 20 and the model's own size;
-    ``batch_size`` to :data:`CPU_BATCH` on the CPU or a memory-aware choice on CUDA
-    (:func:`default_batch_size`). ``host`` picks the trigger word (:func:`preview_rules.triggers`)."""
+    ``steps``, ``size`` and ``guidance`` default to the model's own (as ``verify --render``: 4 steps
+    at 64 pixels on the tiny pipelines; 20 steps, CFG 7.5 and the native size for SD1 and SD2; 25
+    steps and CFG 5 for SDXL); ``batch_size`` to :data:`CPU_BATCH` on the CPU or a memory-aware
+    choice on CUDA (:func:`default_batch_size`). ``host`` picks the trigger word, the one the hosts
+    table (:mod:`embkit.hosts`) says that host triggers the embedding by."""
 
     prompt: str = "a photo of {trigger}"
     negative_prompt: str = ""
@@ -71,13 +61,15 @@ class PreviewSettings:
     seeds: tuple[int, ...] = (0,)
     steps: int | None = None
     size: int | None = None
-    guidance: float = 7.0
+    guidance: float | None = None
     batch_size: int | None = None
     host: str = "a1111"
 
     def __post_init__(self) -> None:
-        if self.host not in PREVIEW_HOSTS:
-            raise OperationError(f"unknown host {self.host!r}; use one of {', '.join(PREVIEW_HOSTS)}")
+        from ..hosts import HOST_IDS
+
+        if self.host not in HOST_IDS:
+            raise OperationError(f"unknown host {self.host!r}; use one of {', '.join(HOST_IDS)}")
         seeds = tuple(int(s) for s in self.seeds)
         if not seeds:
             raise OperationError("give at least one seed")
@@ -87,7 +79,7 @@ class PreviewSettings:
                 raise OperationError(f"{what} must be at least {low}, not {value}")
         if self.size is not None and int(self.size) % 8:
             raise OperationError(f"size must be a multiple of 8, not {self.size}")
-        if self.guidance < 0:
+        if self.guidance is not None and self.guidance < 0:
             raise OperationError(f"guidance must not be negative, not {self.guidance}")
 
     def prompts(self, word: str, negative: bool) -> tuple[str, str]:
@@ -127,30 +119,6 @@ class Preview:
         return {k: getattr(self, k) for k in ("name", "trigger", "negative", "parameters", "skipped", "path", "member")}
 
 
-def parameters_text(*, prompt: str, negative_prompt: str, steps: int, sampler: str, guidance: float, seeds: Sequence[int], size: tuple[int, int], model: str, ti_hashes: dict[str, str], version: str) -> str:
-    """The ``parameters`` PNG chunk in A1111's infotext shape: the prompt, ``Negative prompt: …``,
-    then ``Steps: N, Sampler: …, CFG scale: …, Seed: …, Size: WxH, Model: …, TI hashes: "name:
-    hash, …", Version: embkit x``. Values holding a comma, colon or quote are JSON-quoted.
-    (The lead unifies this with the render's chunk when the branches merge.)"""
-
-    def quote(value: Any) -> str:
-        text = str(value).replace("\n", " ")
-        return json.dumps(text, ensure_ascii=False) if any(c in text for c in ',:"') else text
-
-    fields: list[tuple[str, Any]] = [("Steps", steps), ("Sampler", sampler), ("CFG scale", f"{guidance:g}"), ("Seed", seeds[0])]
-    if len(seeds) > 1:
-        fields.append(("Seeds", " ".join(str(s) for s in seeds)))
-    fields += [("Size", f"{size[0]}x{size[1]}"), ("Model", model)]
-    if ti_hashes:
-        fields.append(("TI hashes", ", ".join(f"{k.replace(',', ' ').replace(':', ' ')}: {v}" for k, v in ti_hashes.items())))
-    fields.append(("Version", f"embkit {version}"))
-    lines = [prompt.replace("\n", " ")]
-    if negative_prompt:
-        lines.append("Negative prompt: " + negative_prompt.replace("\n", " "))
-    lines.append(", ".join(f"{k}: {quote(v)}" for k, v in fields))
-    return "\n".join(lines)
-
-
 def default_batch_size(pipe: Any, size: int) -> int:
     """:data:`CPU_BATCH` on the CPU; on CUDA, what fits in 70% of the free GPU memory at about
     600 MiB per 512x512 sample (scaled by area, doubled for SDXL-sized UNets), 1 to :data:`MAX_BATCH`."""
@@ -168,55 +136,65 @@ def default_batch_size(pipe: Any, size: int) -> int:
 class PreviewRenderer:
     """Renders previews with one pipeline, loaded once.
 
-    ``model``: what :func:`embkit.diffusers.render.load_pipeline` accepts (a family name for its
-    built-in tiny pipeline, a diffusers folder, a Hub id), a diffusers pipeline already loaded, or
-    ``None``: the tiny pipeline of each embedding's family, built when first needed and kept.
+    ``model``: what :func:`embkit.diffusers.pipelines.load_pipeline` accepts (a family name for
+    its built-in tiny pipeline, a single-file checkpoint, built offline, a diffusers folder, a Hub
+    id), a diffusers pipeline already loaded, or ``None``: the tiny pipeline of each embedding's
+    family, built when first needed and kept. ``dtype``, ``prediction``, ``tokenizer`` and
+    ``host_dirs`` are the loader's (the last three matter for single-file checkpoints).
     ``progress(done, total)`` is called as embeddings finish.
     """
 
-    def __init__(self, model: Any = None, *, device: str = "auto", settings: PreviewSettings = PreviewSettings(), progress: Progress | None = None):
-        self.device = device
+    def __init__(self, model: Any = None, *, device: str = "auto", dtype: str | None = None, prediction: str | None = None,
+                 tokenizer: str | None = None, host_dirs: Sequence[str] = (), settings: PreviewSettings = PreviewSettings(),
+                 progress: Progress | None = None):
+        self.device, self.dtype = device, dtype
+        self.loader_options = {"prediction": prediction, "tokenizer": tokenizer, "host_dirs": tuple(host_dirs)}
         self.settings = settings
         self.progress = progress
-        self._pipes: dict[str, tuple[Any, str]] = {}
+        self._pipes: dict[str, Any] = {}
         self.model: str | None = None
         if model is not None and not isinstance(model, (str, os.PathLike)):
+            from .pipelines import loaded_from
+
             self.model = f"<{type(model).__name__}>"
-            self._pipes[self.model] = (model, type(model).__name__)
+            self._pipes[self.model] = loaded_from(model, type(model).__name__)
         elif model is not None:
             self.model = os.fspath(model)
             self.pipeline(self.model)
 
-    def pipeline(self, key: str) -> tuple[Any, str]:
-        """The pipeline for ``key`` (the model, or a tiny family) and its description. The one
-        place previews load a pipeline (the lead points it at the single-file loader)."""
+    def pipeline(self, key: str) -> Any:
+        """The :class:`~embkit.diffusers.pipelines.Loaded` pipeline for ``key`` (the model, or a
+        tiny family): the one place previews load one, through the loader ``verify --render`` uses."""
         if key not in self._pipes:
-            from .render import load_pipeline
+            from .pipelines import load_pipeline
 
-            pipe, description, _tiny = load_pipeline(key, [], self.device)
-            self._pipes[key] = (pipe, description)
+            self._pipes[key] = load_pipeline(key, [], self.device, self.dtype, **self.loader_options)
         return self._pipes[key]
 
     @property
     def descriptions(self) -> list[str]:
-        """What each pipeline loaded so far is (``built-in tiny sd1``, a model folder …)."""
-        return [d for _pipe, d in self._pipes.values()]
+        """What each pipeline loaded so far is (``built-in tiny sd1``, a model file or folder …)."""
+        return [loaded.description for loaded in self._pipes.values()]
 
     def render(self, embeddings: Sequence[Embedding], *, negative: Sequence[bool | None] | None = None) -> list[Preview]:
         """One :class:`Preview` per embedding, in order. ``negative[i]`` says whether embedding
         *i* is a negative one (``None`` anywhere: detected by :func:`is_negative`). Embeddings
-        that do not fit the pipeline come back ``skipped`` with the reason; the pipeline is left as
-        it was found."""
+        that do not fit the pipeline, or that the chosen host has no trigger for, come back
+        ``skipped`` with the reason; the pipeline is left as it was found."""
         embs = list(embeddings)
         if negative is not None and len(negative) != len(embs):
             raise OperationError(f"{len(negative)} negative flags for {len(embs)} embeddings")
         flags = [is_negative(e) if negative is None or negative[i] is None else bool(negative[i]) for i, e in enumerate(embs)]
         results: list[Preview | None] = [None] * len(embs)
         groups: dict[str, list[Item]] = {}
+        host = self.settings.host
         for i, emb in enumerate(embs):
-            item = Item(i, emb, triggers(emb)[self.settings.host], flags[i])
+            word = trigger_word(emb, host)
+            item = Item(i, emb, word or "", flags[i])
             key = self.model if self.model is not None else _tiny_family(emb)
-            if key is None:
+            if not word:
+                results[i] = _skipped(item, f"{host} has no trigger for it (see embkit verify --host {host})")
+            elif key is None:
                 slots = ", ".join(emb.slots)
                 results[i] = _skipped(item, f"no built-in tiny pipeline fits an embedding with {slots} vectors; pass --model")
             else:
@@ -224,8 +202,7 @@ class PreviewRenderer:
         counter = _Counter(len(embs), self.progress)
         counter.add(sum(r is not None for r in results))
         for key, items in groups.items():
-            pipe, description = self.pipeline(key)
-            for item, preview in _render_group(pipe, description, items, self.settings, counter):
+            for item, preview in _render_group(self.pipeline(key), items, self.settings, counter):
                 results[item.index] = preview
         return [r for r in results if r is not None]
 
@@ -252,24 +229,26 @@ def _skipped(item: Item, reason: str) -> Preview:
     return Preview(item.emb.name, item.word, item.negative, skipped=reason, path=source.path if source else None, member=source.member if source else None)
 
 
-def _render_group(pipe: Any, description: str, items: list[Item], settings: PreviewSettings, counter: _Counter):
-    """Yield ``(item, Preview)`` for every item of one pipeline."""
+def _render_group(loaded: Any, items: list[Item], settings: PreviewSettings, counter: _Counter):
+    """Yield ``(item, Preview)`` for every item of one pipeline (a :class:`~.pipelines.Loaded`)."""
     import numpy as np
     import torch
 
     from .apply import expanded_prompts, unload
-    from .tiny import TINY_SIZE, TINY_STEPS, is_tiny
+    from .render import SAMPLER_NAMES
 
-    tiny = is_tiny(pipe)
-    steps = settings.steps or (TINY_STEPS if tiny else 20)
-    size = settings.size or (TINY_SIZE if tiny else int(pipe.unet.config.sample_size) * int(getattr(pipe, "vae_scale_factor", 8)))
+    pipe, defaults = loaded.pipe, loaded.defaults
+    steps = settings.steps or defaults.steps
+    size = settings.size or defaults.size
+    guidance = defaults.guidance if settings.guidance is None else settings.guidance
     batch = settings.batch_size or default_batch_size(pipe, size)
     rounds, skipped = plan(pipe, items, settings.fixed_text())
     for item, reason in skipped:
         yield item, _skipped(item, reason)
     counter.add(len(skipped))
     generator_device = "cuda" if pipe.device.type == "cuda" else "cpu"
-    facts = dict(steps=steps, sampler=_SAMPLERS.get(type(pipe.scheduler).__name__, type(pipe.scheduler).__name__), guidance=settings.guidance, seeds=settings.seeds, size=(size, size), model=_model_name(description))
+    sampler = SAMPLER_NAMES.get(type(pipe.scheduler).__name__, type(pipe.scheduler).__name__)
+    facts = dict(steps=steps, sampler=sampler, guidance=guidance, seeds=settings.seeds, width=size, height=size, model=_model_name(loaded.description))
     hashes: dict[str, str | None] = {}
     for members in rounds:
         applied, refused = apply_round(pipe, members)
@@ -287,7 +266,7 @@ def _render_group(pipe: Any, description: str, items: list[Item], settings: Prev
                         prompt=[p for p, _ in runs],
                         negative_prompt=[n for _, n in runs],
                         num_inference_steps=steps,
-                        guidance_scale=settings.guidance,
+                        guidance_scale=guidance,
                         height=size,
                         width=size,
                         generator=[torch.Generator(device=generator_device).manual_seed(seed) for _, seed in chunk],
@@ -310,11 +289,15 @@ def _preview(item: Item, image: Any, settings: PreviewSettings, facts: dict, has
     from PIL.PngImagePlugin import PngInfo
 
     from .. import __version__
+    from .infotext import text as infotext
+    from .render import short_hash
 
     prompt, negative = settings.prompts(item.word, item.negative)
     source = item.emb.source
-    short = _short_hash(source.path, hashes) if source is not None else None
-    text = parameters_text(prompt=prompt, negative_prompt=negative, ti_hashes={item.word: short} if short else {}, version=__version__, **facts)
+    if source is not None and source.path not in hashes:
+        hashes[source.path] = short_hash(item.emb)  # A1111's TI hash of the file (one read per file)
+    short = hashes.get(source.path) if source is not None else None
+    text = infotext(prompt=prompt, negative_prompt=negative, ti_hashes={item.word: short} if short else {}, version=__version__, **facts)
     info = PngInfo()
     info.add_text("parameters", text)
     buffer = io.BytesIO()
@@ -322,23 +305,8 @@ def _preview(item: Item, image: Any, settings: PreviewSettings, facts: dict, has
     return Preview(item.emb.name, item.word, item.negative, buffer.getvalue(), image, text, None, source.path if source else None, source.member if source else None)
 
 
-def _short_hash(path: str, cache: dict[str, str | None]) -> str | None:
-    """A1111's short hash of the embedding's file (what its infotext lists as TI hashes)."""
-    if path not in cache:
-        from ..hashes import a1111_short, sha256
-
-        cache[path] = None
-        if os.path.isfile(path):
-            try:
-                with open(path, "rb") as fh:
-                    cache[path] = a1111_short(sha256(fh.read()))
-            except OSError:
-                pass
-    return cache[path]
-
-
 def _model_name(description: str) -> str:
     return os.path.basename(description.rstrip("/\\")) if os.path.sep in description else description
 
 
-__all__ = ["PreviewSettings", "Preview", "PreviewRenderer", "is_negative", "triggers", "parameters_text", "default_batch_size", "CPU_BATCH", "MAX_BATCH"]
+__all__ = ["PreviewSettings", "Preview", "PreviewRenderer", "is_negative", "triggers", "default_batch_size", "CPU_BATCH", "MAX_BATCH"]

@@ -16,6 +16,8 @@ the functions.
 from __future__ import annotations
 
 import itertools
+import json
+import os
 import string
 from typing import Any
 
@@ -60,10 +62,20 @@ def clip_vocab(vocab_size: int = 1190) -> tuple[dict[str, int], list[tuple[str, 
 
 def clip_tokenizer(vocab_size: int = 1190, *, pad_token: str = "<|endoftext|>"):
     """A ``CLIPTokenizer`` built locally (no download) with :func:`clip_vocab`; 77-token prompts."""
+    import tempfile
+
     from transformers import CLIPTokenizer
 
     vocab, merges = clip_vocab(vocab_size)
-    return CLIPTokenizer(vocab=vocab, merges=merges, pad_token=pad_token, model_max_length=77)
+    # From files, as a saved tokenizer is read: transformers 4.x takes only file paths (vocab_file,
+    # merges_file), 5.x paths or in-memory tables; both read the files in the constructor.
+    with tempfile.TemporaryDirectory(prefix="embkit-tok-") as folder:
+        vocab_file, merges_file = os.path.join(folder, "vocab.json"), os.path.join(folder, "merges.txt")
+        with open(vocab_file, "w", encoding="utf-8") as fh:
+            json.dump(vocab, fh, ensure_ascii=False)
+        with open(merges_file, "w", encoding="utf-8") as fh:
+            fh.write("#version: 0.2\n" + "".join(f"{a} {b}\n" for a, b in merges))
+        return CLIPTokenizer(vocab_file, merges_file, pad_token=pad_token, model_max_length=77)
 
 
 def clip_text_config(width: int, vocab_size: int, *, layers: int = 1, projection_dim: int = 32):

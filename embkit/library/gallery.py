@@ -6,17 +6,18 @@ folder, to open from disk (``file://``) with no server and no network.
 thumbnails with Pillow and writes the folder atomically (a previous gallery is replaced, any other
 folder refused unless ``overwrite``).
 
-The fields a card shows are the table :data:`CARD_FIELDS`: adding one (say a sidecar's field once
-the library stores it) is one row there, no template change.
+The fields a card shows are the table :data:`CARD_FIELDS`: adding one is one row there, no
+template change. Triggers and the hosts an entry loads in come from the hosts table
+(:mod:`embkit.hosts`), the preview from the library's ``previews`` table.
 """
 
 from __future__ import annotations
 
 import os
 from dataclasses import dataclass
-from typing import Any, Callable, Iterable
+from typing import Callable
 
-from ..diffusers.preview_rules import PREVIEW_HOSTS, is_negative, triggers
+from ..diffusers.preview_rules import is_negative, triggers
 from .queries import Entry, Group
 
 #: Longest side of a thumbnail, in pixels.
@@ -27,39 +28,36 @@ MAX_PICTURE_PIXELS = 64 * 1024 * 1024
 GENERATOR = "embkit library gallery"
 
 
-def _first(entry: Entry, attribute: str, keys: Iterable[str]) -> Any:
-    """A sidecar fact: the library column ``attribute`` when this library has it (issue 15 adds
-    them), else the first metadata key present (Civitai's ``trainedWords``, kohya's …)."""
-    value = getattr(entry, attribute, None)
-    if value:
-        return value
-    for key in keys:
-        if entry.metadata.get(key):
-            return entry.metadata[key]
-    return None
-
-
-def _words(value: Any) -> str:
-    if isinstance(value, (list, tuple)):
-        return ", ".join(str(v) for v in value)
-    return "" if value is None else str(value)
-
-
 #: What a card shows besides its name, trigger and badges: ``(css class, label, value of an entry)``;
-#: empty values are left out.
+#: empty values are left out. Trained words and base model are the sidecars' (library columns).
 CARD_FIELDS: tuple[tuple[str, str, Callable[[Entry], str]], ...] = (
     ("facts", "", lambda e: f"{e.family} · {e.num_vectors} vector{'' if e.num_vectors == 1 else 's'} · {' '.join(f'{s.slot} {s.vectors}x{s.width}' for s in e.slots)} · {e.format}"),
-    ("words", "trained words", lambda e: _words(_first(e, "trained_words", ("trainedWords", "trained_words", "activation text")))),
-    ("base", "base model", lambda e: _words(_first(e, "base_model", ("baseModel", "base_model", "ss_base_model_version")))),
+    ("words", "trained words", lambda e: ", ".join(e.trained_words)),
+    ("base", "base model", lambda e: e.base_model or ""),
     ("hash", "AutoV2", lambda e: e.autov2),
     ("tags", "tags", lambda e: ", ".join(e.tags)),
 )
+#: What a card shows for a host that has no trigger for an entry (it ignores or cannot read the file).
+NO_TRIGGER = "—"
 
 
 def hosts_loading(entry: Entry) -> list[str]:
-    """The hosts the gallery's host filter lists ``entry`` under. Until the hosts table (issue 14)
-    merges this is every host; the lead replaces it with that table's per-host verdicts."""
-    return list(PREVIEW_HOSTS)
+    """The hosts the gallery's host filter lists ``entry`` under: those that apply it (wholly or on
+    some encoders) on a model of its own family, by the hosts table's verdicts
+    (:func:`embkit.hosts.verdicts` on the facts of its library row, as ``library conflicts`` asks)."""
+    from ..hosts import HOST_IDS, verdicts
+    from ..hosts.facts import facts_from_entry
+    from ..schema import FAMILIES
+
+    facts = facts_from_entry(entry)
+    family = entry.family if entry.family in FAMILIES else None
+    out = []
+    for host in HOST_IDS:
+        found = verdicts(facts, host, family)
+        mine = next((v for v in found if (v.member or "") == (entry.member or "")), found[0] if found else None)
+        if mine is not None and mine.loads:
+            out.append(host)
+    return out
 
 
 @dataclass
@@ -103,7 +101,8 @@ def cards(entries: list[Entry], dupes: list[Group], conflicts: list[Group]) -> l
             badges.append(("nopreview", "no preview"))
         fields = [(css, label, value) for css, label, get in CARD_FIELDS if (value := get(e))]
         notes = [g.message for g in mine]
-        out.append(Card(e, triggers(e), hosts_loading(e), badges, fields, notes))
+        typed = {host: word or NO_TRIGGER for host, word in triggers(e).items()}
+        out.append(Card(e, typed, hosts_loading(e), badges, fields, notes))
     return out
 
 
@@ -161,7 +160,7 @@ def write_gallery(entries: list[Entry], dupes: list[Group], conflicts: list[Grou
         with open(os.path.join(folder, "index.html"), "w", encoding="utf-8") as fh:
             fh.write(page(made, title=title, generator=GENERATOR))
 
-    write_folder(out, fill, owns=("index.html", "thumbs"), overwrite=overwrite or is_gallery(out))
+    write_folder(out, fill, owns=("index.html", "thumbs/"), overwrite=overwrite or is_gallery(out))
     return GalleryReport(out, len(made), count, sum(c.entry.preview is None for c in made))
 
 

@@ -136,6 +136,7 @@ def _detail(card: Any) -> str:
     e = card.entry
     rows = [("name", e.name)]
     rows += [(f"trigger ({host})", word) for host, word in card.triggers.items()]
+    rows.append(("loads in", ", ".join(card.hosts) or "no host, on a model of its family"))
     rows += [(label or css, value) for css, label, value in card.fields if css not in ("hash", "tags")]
     rows += e.rows()
     rows += [("note", n) for n in card.notes]

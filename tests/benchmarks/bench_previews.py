@@ -109,7 +109,7 @@ def main() -> int:
     parser.add_argument("--batch-size", type=int, default=None, help="embkit's batch (default: its own, 8 on the CPU, memory-aware on CUDA)")
     parser.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
     parser.add_argument("--vocab", type=int, default=49408, help="CPU: the tiny pipeline's vocabulary size (49408 = CLIP's)")
-    parser.add_argument("--model", default=None, help="CUDA: a local diffusers folder of an SD1.5 checkpoint instead of random weights")
+    parser.add_argument("--model", default=None, help="CUDA: a local SD1.5 diffusers folder or single-file checkpoint instead of random weights")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
 
@@ -126,9 +126,9 @@ def main() -> int:
             print("--device cuda: torch sees no CUDA device")
             return 1
         if args.model:
-            from embkit.diffusers.render import load_pipeline
+            from embkit.diffusers.pipelines import load_pipeline
 
-            pipe = load_pipeline(args.model, [], "cuda")[0]
+            pipe = load_pipeline(args.model, [], "cuda").pipe  # a diffusers folder or a single-file checkpoint
         else:
             pipe = sd15_pipeline("cuda", torch.float16, args.seed)
         size, steps, target = 512, 20, GPU_TARGET
@@ -141,7 +141,7 @@ def main() -> int:
         what = f"built-in tiny sd1, vocabulary {args.vocab}, CPU, {torch.get_num_threads()} threads"
 
     args.count = args.count or (32 if args.device == "cuda" else 16)
-    settings = PreviewSettings(seeds=(args.seed,), steps=steps, size=size, batch_size=args.batch_size)
+    settings = PreviewSettings(seeds=(args.seed,), steps=steps, size=size, guidance=7.5, batch_size=args.batch_size)
     embs = embeddings(args.count, args.seed)
     negatives = [is_negative(e) for e in embs]
     renderer = PreviewRenderer(pipe, settings=settings)
