@@ -9,27 +9,34 @@ Importing embkit is cheap: numpy only. torch and diffusers are imported by
 ``embkit.diffusers`` alone, when a pipeline is used.
 """
 
+from typing import TYPE_CHECKING
+
 from .errors import (
     BrokenFileError,
     EmbkitError,
+    HubEntryNotFoundError,
     HubError,
     LibraryError,
+    LibraryPathNotFoundError,
     LossError,
     MissingDependencyError,
+    MissingFileError,
     NoEffectError,
     OperationError,
+    PermissionDeniedError,
     TargetError,
     TargetExistsError,
     TooLargeError,
     UnknownFormatError,
     UnsafeFileError,
+    UnsupportedLayoutError,
     ValidationFailed,
     WriteError,
+    WritePermissionError,
 )
-from typing import TYPE_CHECKING
-
-from .io import probe, read, read_all
-from .schema import Embedding, Source
+from .io import read, read_all
+from .probing import probe
+from .schema import Embedding, Sidecars, Source
 
 __version__ = "0.1.0"
 
@@ -49,32 +56,43 @@ _LAZY = {
     "formats": ("embkit.formats", None),
     "scan": ("embkit.scan", None),
     "diffusers": ("embkit.diffusers", None),
+    "to_state_dict": ("embkit.diffusers.tensors", "to_state_dict"),
+    "from_state_dict": ("embkit.statedicts", "from_state_dict"),
+    "statedicts": ("embkit.statedicts", None),
     # the package, callable as embkit.ingest.run.ingest (see embkit/ingest/__init__.py)
     "ingest": ("embkit.ingest", None),
 }
 
 if TYPE_CHECKING:  # what the lazy names are, for type checkers and editors (never run)
-    from . import diffusers as diffusers, formats as formats, hub as hub, scan as scan
+    from . import diffusers as diffusers
+    from . import formats as formats
+    from . import hub as hub
+    from . import scan as scan
+    from . import statedicts as statedicts
     from .check.findings import Finding, Report
     from .check.validate import validate
+    from .diffusers.tensors import to_state_dict
     from .edit import ops as ops
     from .edit.merges import merge
     from .ingest import ingest as ingest
     from .library import Library
     from .model.resolve import resolve_target
     from .model.spec import ModelSpec
+    from .statedicts import from_state_dict
     from .writing import Loss, write
 
 
-def __getattr__(name: str):
-    import importlib
+if not TYPE_CHECKING:  # hidden from type checkers, which would take every name as valid: they read the block above
 
-    try:
-        module_name, attr = _LAZY[name]
-    except KeyError:
-        raise AttributeError(f"module 'embkit' has no attribute {name!r}") from None
-    module = importlib.import_module(module_name)
-    return module if attr is None else getattr(module, attr)
+    def __getattr__(name: str) -> object:
+        import importlib
+
+        try:
+            module_name, attr = _LAZY[name]
+        except KeyError:
+            raise AttributeError(f"module 'embkit' has no attribute {name!r}") from None
+        module = importlib.import_module(module_name)
+        return module if attr is None else getattr(module, attr)
 
 
 def __dir__() -> list[str]:
@@ -92,15 +110,21 @@ __all__ = [
     "ModelSpec",
     "resolve_target",
     "merge",
+    "to_state_dict",
+    "from_state_dict",
     "Library",
     "ingest",
     "Source",
+    "Sidecars",
     "read",
     "read_all",
     "probe",
     "EmbkitError",
+    "MissingFileError",
+    "PermissionDeniedError",
     "BrokenFileError",
     "UnknownFormatError",
+    "UnsupportedLayoutError",
     "UnsafeFileError",
     "TooLargeError",
     "TargetError",
@@ -108,9 +132,12 @@ __all__ = [
     "LossError",
     "WriteError",
     "TargetExistsError",
+    "WritePermissionError",
     "OperationError",
     "MissingDependencyError",
     "NoEffectError",
     "HubError",
+    "HubEntryNotFoundError",
     "LibraryError",
+    "LibraryPathNotFoundError",
 ]

@@ -9,7 +9,7 @@ import sys
 from typing import Iterable
 
 from .atomic import _fsync_file, _publish, _remove, _write_tmp, check_target, fsync_dir, temp_name
-from .errors import WriteError
+from .errors import write_error
 
 
 #: files per group commit: a batch is made durable and published this many files at a time,
@@ -166,7 +166,7 @@ def write_many(groups: list[list[tuple[str, bytes | Iterable[bytes]]]], *, overw
 
 def _as_write_error(exc: BaseException, path: str | None) -> BaseException:
     if isinstance(exc, OSError):
-        return WriteError(f"write failed ({exc.strerror or exc})", path=path)
+        return write_error(exc, path)
     return exc
 
 
@@ -260,7 +260,7 @@ def _flush(tmps: list[tuple[str, str]]) -> dict[str, BaseException]:
                 try:
                     _fsync_file(tmp, write=True)
                 except OSError as exc:
-                    failed[tmp] = WriteError(f"write failed ({exc.strerror or exc})", path=path)
+                    failed[tmp] = write_error(exc, path)
     return failed
 
 

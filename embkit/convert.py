@@ -22,6 +22,8 @@ class Job:
     into_dir: bool
     #: --name also names the output file (a lone input converted into a folder)
     rename: bool = False
+    #: the output root every write of this job must stay in ("": not checked)
+    root: str = ""
 
 
 @dataclass(frozen=True)
@@ -36,6 +38,8 @@ class Settings:
     overwrite: bool
     dry_run: bool
     options: tuple[tuple[str, object], ...]
+    #: ``--for HOST``: the layout that host loads best, and the result checked against its rules
+    for_host: str | None = None
 
 
 def plan_jobs(inputs: tuple[str, ...], out: str, to: str | None = None) -> tuple[list[Job], bool]:
@@ -45,37 +49,45 @@ def plan_jobs(inputs: tuple[str, ...], out: str, to: str | None = None) -> tuple
     target is itself a concept folder), or when there are several inputs or a folder of them."""
     from .atomic import is_temp
     from .formats import extensions
+    from .walk import walk_tree
 
     no_ext = not os.path.splitext(os.path.basename(out))[1] and to != "concept-folder"
     out_is_dir = os.path.isdir(out) or out.endswith(("/", os.sep)) or len(inputs) > 1 or no_ext
     single = len(inputs) == 1 and (os.path.isfile(inputs[0]) or _is_concept(inputs[0]))
     if single and not out_is_dir:
-        return [Job(inputs[0], out, False)], True
+        return [Job(inputs[0], out, False, root=os.path.dirname(os.path.abspath(out)))], True
     exts = extensions()
+
+    def wanted(name: str) -> bool:
+        low = name.lower()
+        return low.endswith(exts) and not low.endswith(".preview.png") and not is_temp(name)
+
     jobs: list[Job] = []
     for src in inputs:
         src = os.path.normpath(src)
         if os.path.isfile(src) or _is_concept(src):
-            jobs.append(Job(src, os.path.join(out, _stem(os.path.basename(src))), True))
+            jobs.append(Job(src, os.path.join(out, _stem(os.path.basename(src))), True, root=out))
             continue
         if not os.path.isdir(src):
-            from .errors import EmbkitError
+            from .errors import MissingFileError
 
-            raise EmbkitError("no such file or folder", path=src)  # exit 1, as inspect, merge and edit say it
+            raise MissingFileError("no such file or folder", path=src)  # exit 1, as inspect, merge and edit say it
         base = out if len(inputs) == 1 else os.path.join(out, os.path.basename(src))
-        for root, dirs, files in os.walk(src):
-            dirs.sort()
-            dirs[:] = [d for d in dirs if not is_temp(d) and not d.startswith(".")]
-            rel = os.path.relpath(root, src)
-            if _is_concept(root) and root != src:
-                jobs.append(Job(root, os.path.normpath(os.path.join(base, rel)), True))
-                dirs[:] = []
-                continue
-            for f in sorted(files):
-                low = f.lower()
-                if low.endswith(exts) and not low.endswith(".preview.png") and not is_temp(f) and not f.startswith(".") and os.path.isfile(os.path.join(root, f)):
-                    jobs.append(Job(os.path.join(root, f), os.path.normpath(os.path.join(base, rel, _stem(f))), True))
+        # embkit.walk: regular files only, no link out of the input tree, no recursion (a tree
+        # 1,100 folders deep raised RecursionError), hidden names skipped
+        for entry in walk_tree(src, want=wanted, unit=_is_concept, hidden=False):
+            if entry.unit:
+                jobs.append(Job(entry.path, os.path.normpath(os.path.join(base, entry.rel)), True, root=out))
+            elif not _companion(entry.path):  # a preview, the second file of an SDXL pair
+                rel_dir, name = os.path.split(entry.rel)
+                jobs.append(Job(entry.path, os.path.normpath(os.path.join(base, rel_dir, _stem(name))), True, root=out))
     return jobs, single
+
+
+def _companion(path: str) -> bool:
+    from .io import is_companion
+
+    return is_companion(path)
 
 
 def _is_concept(path: str) -> bool:
@@ -111,6 +123,7 @@ def convert_one(job: Job, s: Settings, staged: list) -> dict:
     :func:`convert_chunk` commits them (a concept folder is written at once)."""
     from .atomic import write_folder
     from .errors import EmbkitError, LossError, TargetExistsError, UnknownFormatError
+    from .walk import check_inside
     from .io import read_all
     from .writing import default_extension, plan, prepare
 
@@ -121,19 +134,24 @@ def convert_one(job: Job, s: Settings, staged: list) -> dict:
             embs = [e.replace(name=s.name, metadata={k: v for k, v in e.metadata.items() if k != "stored_name"}) for e in embs]
         if len(embs) > 1 and not job.into_dir:
             raise EmbkitError(f"holds {len(embs)} embeddings ({', '.join(e.name for e in embs)}); give -o a folder", path=job.source)
-        options = dict(s.options)
         for emb in embs:
+            options = dict(s.options)
             target = job.target
+            fmt, container = s.to, s.container
+            if s.for_host:
+                fmt, container, extra = _for_host(s.for_host, emb, None if job.into_dir else target, s.container)
+                options.update(extra)
             if job.into_dir:
-                fmt = s.to
                 stem = target if len(embs) == 1 else f"{target}-{_safe(emb.name)}"
                 if s.name and job.rename and len(embs) == 1:
                     stem = os.path.join(os.path.dirname(target), _safe(s.name))
-                target = stem + default_extension(fmt, s.container)
-            else:
-                fmt = s.to
+                target = stem + default_extension(fmt, container)
+            if s.for_host and fmt in ("a1111", "diffusers") and s.for_host != "diffusers":
+                options.setdefault("token", os.path.splitext(os.path.basename(target))[0])  # the word the host types
+            if job.root:
+                check_inside(target, job.root)  # a link inside the output tree must not take the write elsewhere
             if s.dry_run:
-                planned = plan(emb, target, fmt, container=s.container, dtype=s.dtype, **options)
+                planned = plan(emb, target, fmt, container=container, dtype=s.dtype, **options)
                 losses = planned.losses
                 exists = [o.path for o in planned.outputs if os.path.lexists(o.path)]
                 if exists and not s.overwrite:
@@ -144,11 +162,20 @@ def convert_one(job: Job, s: Settings, staged: list) -> dict:
                 else:
                     result["status"] = "dry-run"
                 result["outputs"].extend(o.path for o in planned.outputs)
+                result.setdefault("sidecars", []).extend(dst for _src, dst in _sidecar_copies(emb, planned.outputs[0].path))
             else:
-                _makedirs(os.path.dirname(target) or ".")
-                planned = prepare(emb, target, fmt, container=s.container, overwrite=s.overwrite, strict=s.strict, dtype=s.dtype, **options)
+                _makedirs(os.path.dirname(target) or ".", job.root)
+                planned = plan(emb, target, fmt, container=container, dtype=s.dtype, **options)
+                if s.for_host:
+                    result.setdefault("hosts", []).extend(_check_for(s.for_host, emb, planned))
+                planned = prepare(emb, target, fmt, container=container, overwrite=s.overwrite, strict=s.strict, dtype=s.dtype, **options)
                 losses = planned.losses
+                for o in planned.outputs:
+                    if job.root:
+                        check_inside(o.path, job.root)
                 files = [(o.path, o.data) for o in planned.outputs if o.fill is None]
+                carried = _carry_sidecars(emb, planned.outputs[0].path, s.overwrite, result)
+                files += carried
                 for o in planned.outputs:
                     if o.fill is not None:
                         write_folder(o.path, o.fill, owns=o.owns, overwrite=s.overwrite)
@@ -158,25 +185,88 @@ def convert_one(job: Job, s: Settings, staged: list) -> dict:
                 result["outputs"].extend(o.path for o in planned.outputs)
             result["losses"].extend({**x.to_dict(), "embedding": emb.name} for x in losses)
     except TargetExistsError as exc:
-        result.update(status="skipped", reason=f"{exc.path} exists (--overwrite replaces it)", error=exc.to_dict(), exit_code=exc.exit_code)
-    except UnknownFormatError as exc:
-        if job.into_dir:  # a file in a walked folder that is not an embedding (a model, a picture)
+        # with --overwrite given, what stood in the way was a folder embkit does not own: say so
+        reason = exc.detail if s.overwrite else f"{exc.path} exists (--overwrite replaces it)"
+        result.update(status="skipped", reason=reason, error=exc.to_dict(), exit_code=exc.exit_code)
+    except EmbkitError as exc:
+        from .report import not_an_embedding
+
+        if job.into_dir and (isinstance(exc, UnknownFormatError) or not_an_embedding(job.source, exc)):
+            # a file in a walked folder that is not an embedding (a model, a picture, an XTI file)
             result.update(status="skipped", reason=f"not an embedding: {exc.detail}")
         else:
             result.update(status="failed", reason=exc.detail, error=exc.to_dict(), exit_code=exc.exit_code)
-    except EmbkitError as exc:
-        result.update(status="failed", reason=exc.detail, error=exc.to_dict(), exit_code=exc.exit_code)
     except (TypeError, ValueError) as exc:
         result.update(status="failed", reason=str(exc), error={"code": "error", "message": str(exc)}, exit_code=1)
     return result
 
 
+def _sidecar_copies(emb, output: str) -> list[tuple[str, str]]:
+    """``(sidecar, target)`` for each sidecar of the input, renamed to the output's stem."""
+    from .formats.sidecars import copies
+
+    folder, name = os.path.split(output)
+    stem = os.path.splitext(name)[0] if os.path.splitext(name)[1] else name
+    return copies(emb.source.sidecars if emb.source else None, stem, folder)
+
+
+def _carry_sidecars(emb, output: str, overwrite: bool, result: dict) -> list[tuple[str, bytes]]:
+    """The sidecars to write beside ``output`` (Civitai Helper's info, A1111's and Lora Manager's
+    JSON, the preview), as ``(path, bytes)`` for the batch writer; an existing target is refused
+    as the output itself would be, and a sidecar that cannot be read is reported, not fatal."""
+    from .atomic import check_target
+    from .errors import EmbkitError
+    from .formats.sidecars import read_copy
+
+    out = []
+    for src, dst in _sidecar_copies(emb, output):
+        check_target(dst, overwrite)
+        try:
+            out.append((dst, read_copy(src, emb.source.path)))
+        except EmbkitError as exc:
+            result["losses"].append({"code": "sidecar-dropped", "message": str(exc), "slot": None, "embedding": emb.name})
+            continue
+        result.setdefault("sidecars", []).append(dst)
+    return out
+
+
+def _for_host(host: str, emb, target: str | None, container: str | None) -> tuple[str, str, dict]:
+    """The format, container and writer options ``host`` loads best; a target file's extension
+    fixes the container."""
+    from .formats import container_for_extension
+    from .hosts.writing import best_format
+
+    if target is not None and container is None:
+        found = container_for_extension(target)
+        container = found.id if found is not None and found.id in ("pickle", "safetensors") else None
+    return best_format(host, emb, container)
+
+
+def _check_for(host: str, emb, planned) -> list[dict]:
+    """What ``host`` does with each planned file; a file it would not load fails the job."""
+    from .errors import ValidationFailed
+    from .hosts import get_host
+    from .hosts.writing import check_written
+
+    out = []
+    for o in planned.outputs:
+        if o.fill is not None:
+            continue
+        v = check_written(host, o.path, o.data, emb.family if emb.family != "unknown" else None, None)
+        if not v.loads:
+            raise ValidationFailed(f"{get_host(host).label} would not load the result: {'; '.join(v.reasons) or v.status}", path=o.path)
+        out.append({"path": o.path, "host": host, "status": v.status, "trigger": v.trigger, "reasons": list(v.reasons)})
+    return out
+
+
 _MADE: set[str] = set()
 
 
-def _makedirs(folder: str) -> None:
+def _makedirs(folder: str, root: str = "") -> None:
+    from .walk import makedirs_inside
+
     if folder not in _MADE:
-        os.makedirs(folder, exist_ok=True)
+        makedirs_inside(folder, root or folder)  # no recursion (a tree 1,100 deep), no link out of the root
         _MADE.add(folder)
 
 

@@ -6,7 +6,10 @@ Every message names the file (when there is one) and what is wrong with it.
 
 from __future__ import annotations
 
+import errno
+import os
 from pathlib import Path
+from typing import Any
 
 
 class EmbkitError(Exception):
@@ -24,9 +27,67 @@ class EmbkitError(Exception):
         self.detail = message
         super().__init__(f"{self.path}: {message}" if self.path else message)
 
-    def to_dict(self) -> dict:
+    def __str__(self) -> str:
+        # the message, also for the classes that are OSErrors too (whose own str is "[Errno 2] ...")
+        return str(self.args[0]) if self.args else ""
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        # rebuilt from message and path (errors cross process pools): OSError's own reduce would
+        # call the class with (errno, strerror, filename)
+        return (_rebuild, (type(self), self.detail, self.path, dict(self.__dict__)))
+
+    def to_dict(self) -> dict[str, str]:
         """The ``{"code", "message"}`` object used in JSON reports."""
         return {"code": self.code, "message": str(self)}
+
+
+def _rebuild(cls: type[EmbkitError], detail: str, path: str | None, state: dict[str, Any]) -> EmbkitError:
+    exc = cls(detail, path=path)
+    exc.__dict__.update(state)
+    return exc
+
+
+def _set_os_fields(exc: OSError, number: int) -> None:
+    # what Python's own OSError carries, so ``except FileNotFoundError`` code can read exc.filename
+    exc.errno = number
+    exc.strerror = os.strerror(number)
+    exc.filename = getattr(exc, "path", None)
+
+
+class MissingFileError(EmbkitError, FileNotFoundError):
+    """An input file or folder does not exist. Also a :class:`FileNotFoundError` (``errno`` ENOENT,
+    ``filename`` the path), as huggingface_hub's ``LocalEntryNotFoundError`` is."""
+
+    code = "error"
+    exit_code = 1
+    errno_value = errno.ENOENT
+
+    def __init__(self, message: str = "no such file", *, path: str | Path | None = None):
+        super().__init__(message, path=path)
+        _set_os_fields(self, self.errno_value)
+
+
+class PermissionDeniedError(EmbkitError, PermissionError):
+    """An input cannot be read for lack of permission. Also a :class:`PermissionError` (``errno``
+    EACCES, ``filename`` the path)."""
+
+    code = "error"
+    exit_code = 1
+    errno_value = errno.EACCES
+
+    def __init__(self, message: str = "permission denied", *, path: str | Path | None = None):
+        super().__init__(message, path=path)
+        _set_os_fields(self, self.errno_value)
+
+
+def read_error(exc: OSError, path: str | Path) -> EmbkitError:
+    """The embkit error for an ``OSError`` met reading ``path``: :class:`MissingFileError` and
+    :class:`PermissionDeniedError` for the two a user fixes, a plain :class:`EmbkitError` otherwise."""
+    if isinstance(exc, FileNotFoundError):
+        return MissingFileError("no such file", path=path)
+    if isinstance(exc, PermissionError):
+        return PermissionDeniedError("permission denied", path=path)
+    return EmbkitError(f"cannot read ({exc.strerror or exc})", path=path)
 
 
 class BrokenFileError(EmbkitError):
@@ -43,12 +104,22 @@ class UnknownFormatError(EmbkitError):
     exit_code = 4
 
 
+class UnsupportedLayoutError(UnknownFormatError):
+    """The file is in a layout embkit recognises but that is not a textual inversion any host
+    applies (kohya's XTI: one embedding per UNet block). The message says what it is."""
+
+    code = "unsupported-layout"
+    exit_code = 4
+
+
 class UnsafeFileError(EmbkitError):
     """The file asks for something embkit refuses to do: a pickle global outside the allow-list,
     a path-traversal zip member, an object that would need code to run."""
 
     code = "unsafe-file"
     exit_code = 5
+    #: which refusal rule fired (an id of ``embkit.formats.rules.RULES``), when one did
+    rule: str | None = None
 
 
 class TooLargeError(UnsafeFileError):
@@ -94,6 +165,21 @@ class TargetExistsError(WriteError):
     exit_code = 9
 
 
+class WritePermissionError(WriteError, PermissionDeniedError):
+    """The output cannot be written for lack of permission (a read-only folder). A
+    :class:`WriteError` (its code and exit status) that is also a :class:`PermissionError`."""
+
+    code = "write-failed"
+    exit_code = 9
+
+
+def write_error(exc: OSError, path: str | Path | None, what: str = "write failed") -> WriteError:
+    """The :class:`WriteError` for an ``OSError`` met writing ``path``: a
+    :class:`WritePermissionError` (also a ``PermissionError``) when permission was refused."""
+    cls = WritePermissionError if isinstance(exc, PermissionError) else WriteError
+    return cls(f"{what} ({exc.strerror or exc})", path=path)
+
+
 class OperationError(EmbkitError):
     """A merge or edit cannot be done as asked (different widths, bad selection, bad expression)."""
 
@@ -115,8 +201,25 @@ class HubError(EmbkitError):
     exit_code = 12
 
 
+class HubEntryNotFoundError(HubError, MissingFileError):
+    """A file asked for is not in the Hub repo, or (offline) not in the local cache. A
+    :class:`HubError` (its code and exit status) that is also a :class:`FileNotFoundError`,
+    as huggingface_hub's ``LocalEntryNotFoundError`` is."""
+
+    code = "hub"
+    exit_code = 12
+
+
 class LibraryError(EmbkitError):
     """The embedding library (SQLite registry) failed: bad database, unknown entry."""
+
+    code = "library"
+    exit_code = 13
+
+
+class LibraryPathNotFoundError(LibraryError, MissingFileError):
+    """A file or folder given to the library (to scan) does not exist. A :class:`LibraryError`
+    (its code and exit status) that is also a :class:`FileNotFoundError`."""
 
     code = "library"
     exit_code = 13
@@ -139,8 +242,11 @@ class NotMine(Exception):
 
 ALL_ERRORS = (
     EmbkitError,
+    MissingFileError,
+    PermissionDeniedError,
     BrokenFileError,
     UnknownFormatError,
+    UnsupportedLayoutError,
     UnsafeFileError,
     TooLargeError,
     TargetError,
@@ -148,9 +254,12 @@ ALL_ERRORS = (
     LossError,
     WriteError,
     TargetExistsError,
+    WritePermissionError,
     OperationError,
     MissingDependencyError,
     HubError,
+    HubEntryNotFoundError,
     LibraryError,
+    LibraryPathNotFoundError,
     NoEffectError,
 )

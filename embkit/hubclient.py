@@ -15,7 +15,7 @@ import logging
 import os
 from typing import Iterator
 
-from .errors import EmbkitError, HubError, MissingDependencyError
+from .errors import EmbkitError, HubEntryNotFoundError, HubError, MissingDependencyError
 
 #: What ``model_folder`` fetches of a diffusers repo, by ``include``.
 MODEL_PATTERNS = {
@@ -57,12 +57,13 @@ def _hub_errors(repo_id: str, revision: str | None, filename: str | None = None)
         raise HubError(f"{repo_id}: repository not found (HTTP {_status(exc)}); check the name, or log in if it is private") from None
     # LocalEntryNotFoundError (and IncompleteSnapshotError) subclass EntryNotFoundError: test them first.
     except (hfe.LocalEntryNotFoundError, hfe.OfflineModeIsEnabled) as exc:
+        # not in the cache: a FileNotFoundError, as huggingface_hub's own LocalEntryNotFoundError
         if _offline(hf):
-            raise HubError(f"{what}: offline (HF_HUB_OFFLINE=1) and not in the cache {hf.constants.HF_HUB_CACHE}; "
-                           "run once with network access") from None
-        raise HubError(f"{what}: cannot reach the Hub at {hf.constants.ENDPOINT} and not in the cache ({_first_line(exc)})") from None
+            raise HubEntryNotFoundError(f"{what}: offline (HF_HUB_OFFLINE=1) and not in the cache {hf.constants.HF_HUB_CACHE}; "
+                                        "run once with network access") from None
+        raise HubEntryNotFoundError(f"{what}: cannot reach the Hub at {hf.constants.ENDPOINT} and not in the cache ({_first_line(exc)})") from None
     except (getattr(hfe, "RemoteEntryNotFoundError", hfe.EntryNotFoundError), hfe.EntryNotFoundError):
-        raise HubError(f"{what}: no such file in the repo") from None
+        raise HubEntryNotFoundError(f"{what}: no such file in the repo") from None
     except hfe.HfHubHTTPError as exc:
         status = _status(exc)
         hint = "; log in with `hf auth login` or set HF_TOKEN (a write token for push)" if status in (401, 403) else ""
@@ -103,11 +104,18 @@ def _is_transport_error(exc: BaseException) -> bool:
     return isinstance(exc, OSError) and "Consistency check failed" in str(exc)
 
 
+#: The kinds of Hub repo ``pull`` reads: models, and datasets (where some embedding collections live).
+REPO_TYPES = ("model", "dataset")
+
+
 def _snapshot(repo_id: str, revision: str | None, patterns: list[str], token: str | None, progress: bool,
-              ignore: list[str] | None = None) -> str:
+              ignore: list[str] | None = None, repo_type: str = "model") -> str:
     """snapshot_download of the matching files; an interrupted transfer becomes a HubError naming it."""
     hf = _hf()
-    kwargs = dict(repo_id=repo_id, revision=revision, allow_patterns=patterns, ignore_patterns=ignore, token=token)
+    if repo_type not in REPO_TYPES:
+        raise ValueError(f"repo_type must be one of {', '.join(REPO_TYPES)}, not {repo_type!r}")
+    kwargs = dict(repo_id=repo_id, revision=revision, allow_patterns=patterns, ignore_patterns=ignore, token=token,
+                  repo_type=repo_type)
     with quiet(progress), _hub_errors(repo_id, revision):
         try:
             return hf.snapshot_download(**kwargs)
@@ -118,6 +126,17 @@ def _snapshot(repo_id: str, revision: str | None, patterns: list[str], token: st
             names = ", ".join(missing) if missing else "a file"
             raise HubError(f"{repo_id}@{revision or 'main'}: download of {names} was interrupted "
                            f"({_first_line(exc)}); nothing partial was kept, run again to retry") from None
+
+
+def list_files(repo_id: str, revision: str | None, token: str | None, repo_type: str = "model") -> list[str] | None:
+    """Every file name of a repo at a revision, or None when the Hub cannot be asked (offline, an
+    error: the download then reports it as usual)."""
+    hf = _hf()
+    try:
+        with quiet(False):
+            return list(hf.HfApi().list_repo_files(repo_id=repo_id, revision=revision, token=token, repo_type=repo_type))
+    except Exception:  # noqa: BLE001  the listing is a precaution; the download says what is wrong
+        return None
 
 
 def _not_cached(hf, kwargs: dict) -> list[str]:
@@ -169,7 +188,127 @@ def model_folder(repo_id: str, revision: str | None = None, token: str | None = 
     """
     if include not in MODEL_PATTERNS:
         raise ValueError(f"include must be one of {', '.join(MODEL_PATTERNS)}")
-    folder = _snapshot(repo_id, revision, MODEL_PATTERNS[include], token, progress)
+    # what no validation or render reads: the safety checker's and image encoders' folders
+    folder = _snapshot(repo_id, revision, MODEL_PATTERNS[include], token, progress, ignore=[f"{c}/*" for c in RENDER_SKIP])
     if not (os.path.isfile(os.path.join(folder, "model_index.json")) or os.path.isfile(os.path.join(folder, "text_encoder", "config.json"))):
         raise HubError(f"{repo_id}@{revision or 'main'}: not a diffusers model repo (no model_index.json or text_encoder/config.json)")
     return folder
+
+
+# -- single files ------------------------------------------------------------------------------------
+def hub_file(repo_id: str, filenames: str | list[str], *, subfolder: str | None = None, revision: str | None = None,
+             token: str | bool | None = None, cache_dir: str | os.PathLike | None = None, force_download: bool = False,
+             local_files_only: bool = False, progress: bool = False) -> str:
+    """The local path of one file of a Hub repo, through huggingface_hub's cache (``hf_hub_download``).
+
+    ``filenames`` may list candidates, tried in order: a candidate the repo (or, offline or with
+    ``local_files_only``, the cache) does not have is skipped, as diffusers' loaders fall back from
+    ``learned_embeds.safetensors`` to ``learned_embeds.bin``. Any other failure, or none found,
+    raises :class:`~embkit.errors.HubError` naming the repo, revision and files.
+    """
+    hf = _hf()
+    from huggingface_hub import errors as hfe
+
+    names = [filenames] if isinstance(filenames, str) else list(filenames)
+    where = f"{subfolder}/" if subfolder else ""
+    for name in names:
+        last = name == names[-1]
+        # the last try's error names every file tried: "learned_embeds.safetensors or learned_embeds.bin"
+        shown = " or ".join(where + n for n in names) if last else where + name
+        with quiet(progress), _hub_errors(repo_id, revision, shown):
+            try:
+                return hf.hf_hub_download(repo_id, name, subfolder=subfolder or None, revision=revision, token=token,
+                                          cache_dir=cache_dir, force_download=force_download, local_files_only=local_files_only)
+            except hfe.EntryNotFoundError:  # so are the remote one and LocalEntryNotFoundError (offline, not cached)
+                if last:
+                    raise
+    raise HubError(f"{repo_id}: no file name to fetch")
+
+
+# -- the local cache, offline ---------------------------------------------------------------------------
+def cached_file(repo_id: str, filename: str) -> str | None:
+    """The path of ``filename`` of ``repo_id`` in huggingface_hub's cache (its latest cached
+    revision), or ``None`` when it is not cached or huggingface_hub is not installed. Never touches
+    the network: what A1111, Forge and diffusers users already have on disk."""
+    try:
+        from huggingface_hub import try_to_load_from_cache
+    except ImportError:
+        return None
+    found = try_to_load_from_cache(repo_id, filename)
+    return found if isinstance(found, str) else None
+
+
+def cache_location() -> str | None:
+    """huggingface_hub's cache folder (``HF_HUB_CACHE``, else ``$HF_HOME/hub``), or ``None`` without
+    huggingface_hub; for messages that say where embkit looked."""
+    try:
+        from huggingface_hub import constants
+    except ImportError:
+        return None
+    return str(constants.HF_HUB_CACHE)
+
+
+# -- what a render needs of a diffusers repo ---------------------------------------------------------------
+#: Components a render never loads: their weights are not fetched.
+RENDER_SKIP = ("safety_checker", "feature_extractor", "image_encoder")
+
+
+def _is_weight(name: str) -> bool:
+    return name.endswith(".safetensors") or (".safetensors.index." in name and name.endswith(".json"))
+
+
+def _variant_of(filename: str) -> str | None:
+    """``fp16`` for ``model.fp16.safetensors``, ``model.fp16-00001-of-00002.safetensors`` and
+    ``model.safetensors.index.fp16.json``; ``None`` for the plain files (diffusers' naming)."""
+    if ".safetensors.index." in filename:
+        middle = filename.split(".safetensors.index.", 1)[1][: -len(".json")]
+        return middle or None
+    stem = filename[: -len(".safetensors")]
+    parts = stem.split(".")
+    return parts[-1].split("-")[0] if len(parts) > 1 else None
+
+
+def select_render_files(files: list[str], variant: str | None) -> tuple[list[str], bool]:
+    """Which of a diffusers repo's ``files`` a render loads, and whether any of them is ``variant``:
+    ``model_index.json``, every config and tokenizer file, and per component folder one set of
+    safetensors weights: the ``variant`` ones (``*.fp16.safetensors``, shards and index included) when
+    that folder has them, else the plain ones, as diffusers' ``from_pretrained(variant=…)`` picks them
+    (``pipeline_loading_utils.variant_compatible_siblings``). Root files (single-file checkpoints),
+    other variants (``non_ema``), ``.bin`` files and :data:`RENDER_SKIP` components are left out."""
+    chosen = [f for f in files if f == "model_index.json" or ("/" in f and f.endswith((".json", ".txt", ".model")) and not _is_weight(f))]
+    chosen = [f for f in chosen if f.split("/")[0] not in RENDER_SKIP]
+    by_folder: dict[str, list[str]] = {}
+    for f in files:
+        if "/" in f and f.count("/") == 1 and _is_weight(f) and f.split("/")[0] not in RENDER_SKIP:
+            by_folder.setdefault(f.split("/")[0], []).append(f)
+    used_variant = False
+    for folder, weights in sorted(by_folder.items()):
+        wanted = [w for w in weights if variant is not None and _variant_of(w.split("/")[1]) == variant]
+        if wanted:
+            used_variant = True
+        else:
+            wanted = [w for w in weights if _variant_of(w.split("/")[1]) is None]
+        chosen.extend(wanted)
+    return sorted(set(chosen)), used_variant
+
+
+def render_folder(repo_id: str, revision: str | None = None, token: str | None = None, *, variant: str | None = None,
+                  progress: bool = False) -> tuple[str, bool]:
+    """A local folder with what rendering with a diffusers model repo needs (:func:`select_render_files`),
+    through huggingface_hub's cache; and whether ``variant`` files were taken. Offline, the cached
+    snapshot is used as it is."""
+    hf = _hf()
+    try:
+        with quiet(progress), _hub_errors(repo_id, revision):
+            info = hf.HfApi().model_info(repo_id, revision=revision, token=token)
+        files = [s.rfilename for s in info.siblings or []]
+        revision = info.sha or revision
+    except HubError:
+        if not _offline(hf):
+            raise
+        folder = _snapshot(repo_id, revision, ["model_index.json"], token, progress)  # the cached snapshot, offline
+        files = [os.path.relpath(os.path.join(r, n), folder).replace(os.sep, "/") for r, _, ns in os.walk(folder) for n in ns]
+    if "model_index.json" not in files:
+        raise HubError(f"{repo_id}@{revision or 'main'}: not a diffusers pipeline repo (no model_index.json)")
+    chosen, used_variant = select_render_files(files, variant)
+    return _snapshot(repo_id, revision, chosen, token, progress), used_variant

@@ -7,7 +7,7 @@ field list is documented in ``docs/inspect-json.md`` and must stay stable.
 from __future__ import annotations
 
 import os
-from typing import Any, Iterable, Iterator
+from typing import Any, Callable, Iterable, Iterator
 
 import numpy as np
 
@@ -15,8 +15,10 @@ from .errors import EmbkitError
 from .formats import extensions
 from .formats.concept_folder import is_concept_folder
 from .hashes import file_hashes
-from .io import embedding_of, open_file
-from .schema import CLIP_TOKEN_LIMIT, Embedding
+from .io import Loaded, embedding_of, is_companion, open_data, open_file
+from .schema import CLIP_TOKEN_LIMIT, OUT_SUFFIX, Embedding
+from .walk import Entry
+from .walk import walk as walk_paths
 
 #: Version of the JSON report's shape; bumped only on incompatible changes.
 REPORT_VERSION = 1
@@ -61,7 +63,12 @@ def describe_embedding(emb: Embedding, warnings: Iterable[str] = ()) -> dict[str
         if not np.isfinite(arr).all():
             out_warnings.append(f"{slot} holds NaN or infinite values")
         zero = int((arr == 0).all(axis=1).sum())  # not a sum of |values|: that overflows on 1e308
-        if zero:
+        if zero == arr.shape[0] and slot + OUT_SUFFIX in emb.vectors:
+            out_warnings.append(
+                f"{slot} is all zeros and the trained vectors are in {slot}{OUT_SUFFIX}: OneTrainer's output-embedding option. Only "
+                "OneTrainer applies output vectors; a host that reads the token rows (ComfyUI takes the first tensor) gets zeros"
+            )
+        elif zero:
             out_warnings.append(f"{slot} has {zero} all-zero vector(s)")
     if emb.num_vectors > CLIP_TOKEN_LIMIT:
         out_warnings.append(f"{emb.num_vectors} vectors exceed a CLIP prompt's {CLIP_TOKEN_LIMIT} tokens")
@@ -76,20 +83,45 @@ def describe_embedding(emb: Embedding, warnings: Iterable[str] = ()) -> dict[str
     }
 
 
-def describe_file(path: str | os.PathLike, format: str | None = None) -> dict[str, Any]:
+#: ``slot_extra(embedding, slot) -> dict``: fields a caller adds to each slot of a report
+#: (``inspect --nearest`` adds ``nearest``).
+SlotExtra = Callable[[Embedding, str], dict]
+
+
+def describe_file(path: str | os.PathLike, format: str | None = None, *, slot_extra: SlotExtra | None = None) -> dict[str, Any]:
     """The full report object for one file (raises :class:`EmbkitError` when it cannot be read).
 
     Top-level fields describe the file's first embedding; ``embeddings`` lists every embedding
     the file holds (one for most files, several for LoRA bundles and multi-token files).
     """
-    loaded = open_file(path, format)
-    embs = [describe_embedding(embedding_of(loaded, part), part.warnings) for part in loaded.parts]
-    for e, part in zip(embs, loaded.parts):
+    return describe_loaded(open_file(path, format), os.fspath(path), slot_extra)
+
+
+def describe_data(data: Any, format: str | None = None, *, name: str | None = None, slot_extra: SlotExtra | None = None) -> dict[str, Any]:
+    """:func:`describe_file` for bytes or a binary file object (``embkit inspect -``)."""
+    loaded = open_data(data, format, name=name)
+    return describe_loaded(loaded, loaded.path, slot_extra)
+
+
+def describe_loaded(loaded: Loaded, path: str, slot_extra: SlotExtra | None = None) -> dict[str, Any]:
+    """The report object for a file already opened (``path``: as the caller named it)."""
+    from .hosts import where
+    from .hosts.facts import facts_from_loaded
+
+    facts = facts_from_loaded(loaded)
+    embs = []
+    for part in loaded.parts:
+        emb = embedding_of(loaded, part)
+        e = describe_embedding(emb, part.warnings)
         if part.member is not None:
             e["member"] = part.member
+        e["hosts"] = where(facts, embedding=emb)
+        for slot, stats in e["slots"].items() if slot_extra is not None else ():
+            stats.update(slot_extra(emb, slot))
+        embs.append(e)
     first = embs[0]
-    return {
-        "path": os.fspath(path),
+    report = {
+        "path": path,
         "format": loaded.format.id,
         "container": loaded.container,
         "name": first["name"],
@@ -101,8 +133,32 @@ def describe_file(path: str | os.PathLike, format: str | None = None) -> dict[st
         "size": len(loaded.data),
         "metadata": first["metadata"],
         "warnings": first["warnings"],
+        "hosts": first["hosts"],
         "embeddings": embs,
     }
+    if loaded.pair is not None:
+        report["pair"] = {
+            "clip_l": {"path": loaded.file, "sha256": report["hashes"]["sha256"], "size": len(loaded.data)},
+            "clip_g": {"path": loaded.pair, "sha256": file_hashes(loaded.pair_data, "")["sha256"], "size": len(loaded.pair_data)},
+        }
+    report.update(sidecar_fields(loaded.sidecars))
+    if loaded.sidecars is not None:
+        report["warnings"] = first["warnings"] = [*first["warnings"], *loaded.sidecars.warnings]
+    return report
+
+
+def sidecar_fields(sidecars: Any) -> dict[str, Any]:
+    """``sidecars`` (each kind's JSON object or ``null``, the preview's path or ``null``), and
+    ``trained_words`` / ``base_model`` when a sidecar names them: the report's sidecar fields."""
+    if sidecars is None:
+        return {"sidecars": {"civitai_info": None, "a1111_json": None, "metadata_json": None, "preview": None}}
+    found = sidecars.to_dict()
+    out: dict[str, Any] = {"sidecars": {k: found[k] for k in ("civitai_info", "a1111_json", "metadata_json", "preview")}}
+    if sidecars.trained_words:
+        out["trained_words"] = list(sidecars.trained_words)
+    if sidecars.base_model:
+        out["base_model"] = sidecars.base_model
+    return out
 
 
 def error_entry(path: str | os.PathLike, exc: EmbkitError) -> dict[str, Any]:
@@ -110,37 +166,34 @@ def error_entry(path: str | os.PathLike, exc: EmbkitError) -> dict[str, Any]:
     return {"path": os.fspath(path), "error": exc.to_dict()}
 
 
+def _wanted(name: str) -> bool:
+    low = name.lower()
+    return low.endswith(extensions()) and not low.endswith(".preview.png")
+
+
 def walk(paths: Iterable[str | os.PathLike]) -> Iterator[str]:
     """Expand folders into the embedding files (and concept folders) under them, sorted;
-    plain files are passed through whatever their extension."""
-    exts = extensions()
-    for p in paths:
-        p = os.fspath(p)
-        if not os.path.isdir(p):
-            yield p
-            continue
-        for root, dirs, files in os.walk(p):
-            dirs.sort()
-            if is_concept_folder(root):
-                yield root
-                dirs[:] = []
-                continue
-            for f in sorted(files):
-                if f.lower().endswith(exts) and not f.lower().endswith(".preview.png"):
-                    full = os.path.join(root, f)
-                    if os.path.isfile(full):  # not a pipe or device: opening a FIFO would block
-                        yield full
+    plain files are passed through whatever their extension. The walk is :func:`embkit.walk.walk`:
+    regular files only, no link out of the folder, no recursion."""
+    for entry in walk_entries(paths):
+        yield entry.path
+
+
+def walk_entries(paths: Iterable[str | os.PathLike]) -> Iterator[Entry]:
+    """:func:`walk` with what :mod:`embkit.walk` knows of each path (``walked``: found in a folder)."""
+    # a preview or the second file of an SDXL pair met in a folder belongs to another file
+    return (e for e in walk_paths(paths, want=_wanted, unit=is_concept_folder) if not (e.walked and is_companion(e.path)))
 
 
 def not_an_embedding(path: str, exc: EmbkitError) -> bool:
     """Whether a file met while walking a folder is simply not an embedding, not the user's
     problem: an unknown format (a model, say), or a picture that holds no embedding card
     (previews sit beside embeddings). inspect and verify leave such files out."""
-    from .errors import BrokenFileError, UnknownFormatError
+    from .errors import BrokenFileError, UnknownFormatError, UnsupportedLayoutError
     from .formats import container_for_extension
 
     if isinstance(exc, UnknownFormatError):
-        return True
+        return not isinstance(exc, UnsupportedLayoutError)  # an XTI file is reported: it says what it is
     if isinstance(exc, BrokenFileError):
         container = container_for_extension(path)
         return container is not None and container.id in ("png", "webp")
@@ -150,20 +203,29 @@ def not_an_embedding(path: str, exc: EmbkitError) -> bool:
 def walk_marked(paths: Iterable[str | os.PathLike]) -> Iterator[tuple[str, bool]]:
     """:func:`walk`, each path with whether it was found by walking a folder (a file met that way
     that is no embedding is left out; one named directly is not)."""
-    for arg in paths:
-        walked = os.path.isdir(arg) and not is_concept_folder(arg)
-        for p in walk([arg]):
-            yield p, walked
+    for entry in walk_entries(paths):
+        yield entry.path, entry.walked
 
 
-def iter_reports(paths: Iterable[str | os.PathLike], format: str | None = None) -> Iterator[tuple[dict[str, Any] | None, EmbkitError | None]]:
+def iter_reports(paths: Iterable[str | os.PathLike], format: str | None = None, *, stdin: Any = None,
+                 slot_extra: SlotExtra | None = None) -> Iterator[tuple[dict[str, Any] | None, EmbkitError | None]]:
     """``(report, error)`` for every file under ``paths``, in order: an unreadable file gives an
     error entry and its error. A file in a walked folder that is no embedding
     (:func:`not_an_embedding`) gives ``(None, error)``: callers leave it out (a file named
-    directly is always reported)."""
+    directly is always reported). With ``stdin`` (a binary file object), the path ``-`` reads it;
+    ``slot_extra`` adds fields to every slot (see :data:`SlotExtra`)."""
+    paired: set[str] = set()  # both files of a pair named: one report
     for p, walked in walk_marked(paths):
         try:
-            yield describe_file(p, format), None
+            if p == "-" and stdin is not None:
+                yield describe_data(stdin, format, name="<stdin>", slot_extra=slot_extra), None
+                continue
+            if os.path.realpath(p) in paired:
+                continue
+            report = describe_file(p, format, slot_extra=slot_extra)
+            if "pair" in report:
+                paired.update(os.path.realpath(report["pair"][s]["path"]) for s in ("clip_l", "clip_g"))
+            yield report, None
         except EmbkitError as exc:
             yield (None if walked and not_an_embedding(p, exc) else error_entry(p, exc)), exc
 

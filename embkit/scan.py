@@ -1,88 +1,62 @@
-"""``embkit scan``: which globals each pickle in a file refers to, found without running anything.
+"""``embkit scan``: would embkit read this file, and would every other loader see the same thing?
 
-The pickle's opcodes are walked with :mod:`pickletools` and a small *symbolic* stack: strings are
-tracked through the memo (PUT, BINPUT, MEMOIZE, GET…), so a ``STACK_GLOBAL`` built from memoised
-strings resolves to the name the real unpickler would import (blocklist scanners that only look at
-"the last two strings" were bypassed exactly that way: picklescan #14, #22). Nothing is imported or
-executed; the file is read as bytes.
+Nothing is imported or executed: the file is read as bytes. A scan does two things and the verdict
+needs both:
 
-A verdict per file:
+1. **it runs embkit's own reading path** (:func:`embkit.read_all`: the allow-list unpickler, the
+   strict zip parser, the safetensors and image readers, every refusal rule of
+   :mod:`embkit.formats.rules`), so ``safe`` means exactly "``embkit.read`` accepts it";
+2. **it walks every pickle stream it can find** with :mod:`embkit.formats.pickle_walk`, to name
+   every global: each stream of a multi-pickle file (protocol 0 to 5), every zip member whatever
+   its name or case, the pickles after a legacy stream's storages, an ``.npy`` object array, the
+   members of a tar or zip hiding in a file of another kind, and the members of an archive the
+   strict parser refused (found by their local headers).
 
-* ``safe``: every global is on embkit's allow-list (``torchfile.ALLOWED_GLOBALS``), or the
-  container holds no pickle at all (safetensors, PNG, WebP);
-* ``unsafe``: a global outside the allow-list, or an archive trick (two ``data.pkl``, a member name
-  that escapes the archive, duplicate names);
-* ``unknown``: the scan could not tell (damaged opcodes, a name computed at load time, a pickle too
-  big to walk, not a file embkit knows).
+A verdict per file, with the rules that fired (``rules``) and the reasons:
 
-``safe`` means "embkit's reader would not import anything"; the reader still checks the arguments
-given to the allowed names and may refuse the file for them.
+* ``safe``: the reader accepts the file and no rule fired;
+* ``unsafe``: a global outside the allow-list anywhere, an allowed global used in a way the reader
+  refuses, a container another parser could read differently, a size past a cap;
+* ``unknown``: the reader refuses the file for another reason (damaged, not an embedding, a file
+  embkit does not read), and nothing hostile was found.
 """
 
 from __future__ import annotations
 
 import io
-import lzma
 import os
-import pickletools
-import warnings
-import zipfile
-import zlib
 from dataclasses import dataclass, field
 from typing import Any, Iterable, Iterator
 
-from .errors import BrokenFileError, EmbkitError, UnsafeFileError
-from .formats import imagecard, safetensors_file, torchfile
+from .errors import BrokenFileError, EmbkitError, NotMine, UnknownFormatError, UnsafeFileError
+from .formats import extensions, polyglot, torchfile
+from .formats.pickle_walk import (  # noqa: F401  (walk_pickle and friends: embkit.scan's public names)
+    GlobalRef, OpBudget, PickleScan, hidden_globals, is_plain_pickle, looks_like_pickle, walk_pickle, walk_streams,
+)
+from .formats.rules import refuse, rule_of
+from .formats.stored_zip import ZipArchive, local_members, parse_zip
+from .formats.torch_zip import member_scans, open_torch_zip
 
 SAFE, UNSAFE, UNKNOWN = "safe", "unsafe", "unknown"
-#: Walking opcodes in Python costs about a microsecond each; real torch pickles have a few thousand.
-MAX_SCAN_OPS = 1_000_000
-#: Pickle members of one zip walked at most.
-MAX_SCAN_PICKLES = 4
 MAX_SCAN_BYTES = torchfile.MAX_PICKLE_BYTES
-#: Extensions a folder walk picks up: embkit's own, plus bare pickles.
-SCAN_EXTENSIONS = (".pt", ".pth", ".bin", ".ckpt", ".pkl", ".pickle", ".safetensors", ".png", ".webp")
-
-_STRING_OPS = {"SHORT_BINUNICODE", "BINUNICODE", "BINUNICODE8", "UNICODE", "STRING", "BINSTRING", "SHORT_BINSTRING"}
-_PUT_OPS = {"PUT", "BINPUT", "LONG_BINPUT"}
-_GET_OPS = {"GET", "BINGET", "LONG_BINGET"}
-
-
-@dataclass(frozen=True)
-class GlobalRef:
-    """One global a pickle names: ``module.name``, the opcode and byte offset, and whether embkit allows it."""
-
-    name: str
-    opcode: str
-    pos: int
-    allowed: bool
-
-    def to_dict(self) -> dict[str, Any]:
-        return {"name": self.name, "opcode": self.opcode, "pos": self.pos, "allowed": self.allowed}
-
-
-@dataclass(frozen=True)
-class PickleScan:
-    """What one pickle stream refers to (``where``: the zip member or the stream's place in the file)."""
-
-    where: str
-    globals: tuple[GlobalRef, ...]
-    problems: tuple[str, ...] = ()
-    end: int = 0
-
-    def to_dict(self) -> dict[str, Any]:
-        return {"where": self.where, "globals": [g.to_dict() for g in self.globals], "problems": list(self.problems)}
+#: Besides embkit's own extensions, names that hold pickles (numpy's and joblib's among them).
+PICKLE_EXTENSIONS = (".pkl", ".pickle", ".joblib", ".npy", ".npz", ".zip", ".pth", ".dat", ".data")
+NPY_MAGIC = b"\x93NUMPY"
+_LEGACY_NAMES = ("magic number", "protocol", "sys info", "object", "storage keys")
 
 
 @dataclass(frozen=True)
 class ScanResult:
-    """The scan of one file: its container, every pickle in it, and the verdict with its reasons."""
+    """The scan of one file: its container, every pickle found in it, the verdict, the rules that
+    fired, the reasons, and the reader's own error (``read_error``) when it refuses the file."""
 
     path: str
     container: str
     verdict: str
     pickles: tuple[PickleScan, ...] = ()
     reasons: tuple[str, ...] = field(default_factory=tuple)
+    rules: tuple[str, ...] = ()
+    read_error: dict | None = None
 
     @property
     def globals(self) -> list[str]:
@@ -100,286 +74,246 @@ class ScanResult:
             "path": self.path,
             "container": self.container,
             "verdict": self.verdict,
+            "rules": list(self.rules),
             "globals": self.globals,
             "refused": self.refused,
             "reasons": list(self.reasons),
+            "read_error": self.read_error,
             "pickles": [p.to_dict() for p in self.pickles],
         }
 
 
-def is_allowed(module: str, name: str) -> bool:
-    """Whether the global ``module``/``name`` is on the reader's allow-list (exact match, as the reader)."""
-    return (module, name) in torchfile.ALLOWED_GLOBALS
+class _Scan:
+    """What one scan gathers before the verdict."""
 
+    def __init__(self) -> None:
+        self.pickles: list[PickleScan] = []
+        self.rules: list[str] = []
+        self.reasons: list[str] = []
+        self.budget = OpBudget()
 
-class _Mark:
-    pass
+    def refusal(self, exc: UnsafeFileError) -> None:
+        self.rules.append(rule_of(exc))
+        self.reasons.append(exc.detail)
 
-
-_MARK = _Mark()
-
-
-class _Unknown:
-    pass
-
-
-_UNKNOWN = _Unknown()
-
-
-def walk_pickle(data: bytes, start: int = 0, where: str = "pickle", max_ops: int = MAX_SCAN_OPS) -> PickleScan:
-    """Walk one pickle from ``start`` to its STOP (at most ``max_ops`` opcodes); every global it
-    would import, and any problem."""
-    stack: list[Any] = []
-    memo: dict[int, Any] = {}
-    found: list[GlobalRef] = []
-    problems: list[str] = []
-    end = start
-
-    def pop(n: int = 1) -> list[Any]:
-        if len(stack) < n:
-            raise _Underflow
-        taken = stack[len(stack) - n :]
-        del stack[len(stack) - n :]
-        return taken
-
-    def pop_mark() -> None:
-        while stack:
-            if stack.pop() is _MARK:
+    def walk(self, data: bytes, where: str) -> None:
+        if data.startswith(NPY_MAGIC):
+            data, where = _npy_payload(data), f"{where} (numpy object array)"
+            if not data:
                 return
-        raise _Underflow
-
-    def record(module: str, attr: str, op: str, pos: int) -> None:
-        found.append(GlobalRef(f"{module}.{attr}", op, pos, is_allowed(module, attr)))
-
-    stream = io.BytesIO(data)
-    stream.seek(start)  # genops then reports absolute offsets
-    count = 0
-    try:
-        for op, arg, pos in _quiet(pickletools.genops(stream)):
-            pos = pos or 0
-            count += 1
-            if count > max_ops:
-                problems.append(f"more than {max_ops} opcodes; stopped scanning")
-                break
-            name = op.name
-            if name == "STOP":
-                end = pos + 1
-                break
-            if name in _STRING_OPS:
-                stack.append(arg if isinstance(arg, str) else _UNKNOWN)
-            elif name in _PUT_OPS:
-                if not stack:
-                    raise _Underflow
-                memo[int(arg)] = stack[-1]
-            elif name == "MEMOIZE":
-                if not stack:
-                    raise _Underflow
-                memo[len(memo)] = stack[-1]
-            elif name in _GET_OPS:
-                if int(arg) not in memo:
-                    problems.append(f"opcode {name} at byte {pos} reads memo slot {arg}, which was never set")
-                stack.append(memo.get(int(arg), _UNKNOWN))
-            elif name == "DUP":
-                if not stack:
-                    raise _Underflow
-                stack.append(stack[-1])
-            elif name in ("GLOBAL", "INST"):
-                module, _, attr = str(arg).partition(" ")
-                record(module, attr, name, pos)
-                if name == "INST":
-                    pop_mark()
-                stack.append(_UNKNOWN)
-            elif name == "STACK_GLOBAL":
-                module, attr = pop(2)
-                if isinstance(module, str) and isinstance(attr, str):
-                    record(module, attr, name, pos)
-                else:
-                    found.append(GlobalRef("<computed>", name, pos, False))
-                    problems.append(f"STACK_GLOBAL at byte {pos} takes a name that is not a plain string")
-                stack.append(_UNKNOWN)
-            elif name in ("EXT1", "EXT2", "EXT4"):
-                problems.append(f"{name} at byte {pos} names a global through the copyreg extension registry (code {arg})")
-                stack.append(_UNKNOWN)
-            else:
-                _generic(op, stack, pop, pop_mark)
-        else:
-            problems.append("pickle ends without a STOP opcode")
-    except _Underflow:
-        problems.append("pickle stack underflows: the stream is damaged or crafted")
-    except (ValueError, TypeError, EOFError, UnicodeDecodeError) as exc:
-        problems.append(f"damaged opcodes ({exc})")
-    return PickleScan(where=where, globals=tuple(found), problems=tuple(problems), end=end)
+        self.pickles.extend(walk_streams(data, 0, where=where, budget=self.budget, max_streams=16))
 
 
-class _Underflow(Exception):
-    pass
+def _npy_payload(data: bytes) -> bytes:
+    """The pickle after an ``.npy`` header (numpy pickles object arrays), or ``b""``."""
+    if len(data) < 10:
+        return b""
+    major = data[6]
+    size, at = (int.from_bytes(data[8:10], "little"), 10) if major == 1 else (int.from_bytes(data[8:12], "little"), 12)
+    rest = data[at + size :]
+    return rest if looks_like_pickle(rest[:2]) else b""
 
 
-def _quiet(ops: Iterator) -> Iterator:
-    """genops, with the DeprecationWarning that odd STRING escapes raise kept quiet (a hostile file
-    must not turn into a warning, or an exception under ``-W error``)."""
-    while True:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            try:
-                item = next(ops)
-            except StopIteration:
-                return
-        yield item
-
-
-def _generic(op, stack: list, pop, pop_mark) -> None:
-    """Apply an opcode's documented stack effect with placeholder values."""
-    before = op.stack_before
-    if pickletools.markobject in before:
-        pop_mark()
-        plain = [x for x in before[: before.index(pickletools.markobject)]]
-        pop(len(plain))
-    else:
-        pop(len([x for x in before if x is not pickletools.stackslice]))
-    for item in op.stack_after:
-        stack.append(_MARK if item is pickletools.markobject else _UNKNOWN)
-
-
-# -- files --------------------------------------------------------------------------------------
-
-
-def looks_like_pickle(prefix: bytes) -> bool:
-    """A pickle with a PROTO header (protocol 2 to 5): what ``pickle.dumps`` writes."""
-    return len(prefix) >= 2 and prefix[0] == 0x80 and 2 <= prefix[1] <= 5
-
-
-def scan_bytes(data: bytes, path: str = "<bytes>") -> ScanResult:
-    """Scan a file's bytes (see :func:`scan_file`)."""
-    prefix = bytes(data[:32])
+def _kind(prefix: bytes) -> str:
     if prefix.startswith(torchfile.ZIP_MAGIC):
-        return _scan_zip(data, path)
+        return "zip"
     if prefix.startswith(torchfile.LEGACY_PREFIX):
-        return _verdict(path, "pickle (legacy torch)", _walk_stream(bytes(data[: MAX_SCAN_BYTES]), 5), [])
-    if looks_like_pickle(prefix):
-        return _verdict(path, "pickle (plain)", [walk_pickle(bytes(data[:MAX_SCAN_BYTES]))], ["a plain pickle, not a torch file"])
-    if safetensors_file.accepts(prefix[:9]):
-        return ScanResult(path, "safetensors", SAFE, reasons=("no pickle: safetensors holds only data",))
-    if imagecard.accepts(prefix):
-        return ScanResult(path, imagecard.container_of(prefix), SAFE, reasons=("no pickle: an image holds only data",))
-    return ScanResult(path, "unknown", UNKNOWN, reasons=(f"not a file embkit knows (first bytes {prefix[:12]!r})",))
+        return "legacy"
+    if prefix.startswith(NPY_MAGIC):
+        return "npy"
+    from .formats import sniff_container
+
+    container = sniff_container(prefix)
+    return container.id if container is not None else "other"
+
+
+def scan_bytes(data: bytes | Any, path: str = "<bytes>") -> ScanResult:
+    """Scan a file's bytes (see :func:`scan_file`); ``path`` names it (its extension and stem
+    count, as they do for the reader)."""
+    prefix = bytes(data[:32])
+    kind = _kind(prefix)
+    s = _Scan()
+    container = {"zip": "zip", "legacy": "pickle (legacy torch)", "npy": "numpy array"}.get(kind, kind)
+    if kind == "zip":
+        container = _scan_zip(data, path, s)
+    elif kind in ("legacy", "npy") or (kind == "other" and is_plain_pickle(bytes(data[:1 << 20]))):
+        head = bytes(data[:MAX_SCAN_BYTES])
+        if kind == "npy":
+            s.walk(head, "array")
+        else:
+            if kind == "other":
+                container = "pickle (plain)"
+            # a legacy stream's five pickles (what follows its storages is the reader's to refuse)
+            s.pickles.extend(walk_streams(head, 0, _LEGACY_NAMES if kind == "legacy" else (), budget=s.budget, max_streams=5 if kind == "legacy" else 64))
+    if kind != "zip":
+        try:
+            polyglot.check(data, path, container)
+        except UnsafeFileError as exc:
+            s.refusal(exc)
+            _scan_polyglot(data, s)
+    read_error = _read(data, path, kind, s)
+    return _verdict(path, container, s, read_error)
+
+
+def _scan_zip(data: Any, path: str, s: _Scan) -> str:
+    """Walk a zip's members: through the strict parser when it accepts the archive, else every
+    local header found in the bytes."""
+    try:
+        archive = parse_zip(data, path)
+    except UnsafeFileError as exc:
+        s.refusal(exc)
+        _walk_local_headers(data, s)
+        return "zip"
+    except BrokenFileError as exc:
+        s.reasons.append(exc.detail)
+        _walk_local_headers(data, s)
+        return "zip"
+    try:
+        archive, top = open_torch_zip(data, path)
+    except NotMine:
+        _walk_members(archive, path, s)
+        return "zip"
+    except UnsafeFileError as exc:
+        s.refusal(exc)
+        _walk_members(archive, path, s)
+        return "pickle (torch zip)"
+    try:
+        s.pickles.extend(member_scans(archive, top, path, s.budget))
+    except UnsafeFileError as exc:  # a member fails its CRC or sizes
+        s.refusal(exc)
+    except BrokenFileError as exc:
+        s.reasons.append(exc.detail)
+    return "pickle (torch zip)"
+
+
+def _walk_members(archive: ZipArchive, path: str, s: _Scan) -> None:
+    """Walk the members of an archive that is no (acceptable) torch file: every small member and
+    every member that starts like a pickle or a numpy array, 64 MB in all at most."""
+    left = MAX_SCAN_BYTES
+    for m in archive.infolist()[:256]:
+        head = archive.head(m, 8)
+        if m.file_size > (1 << 20) and not (looks_like_pickle(head) or head.startswith(NPY_MAGIC)):
+            continue  # a big member of raw data (a storage, an array): nothing any reader unpickles
+        if m.file_size > left:
+            s.reasons.append(f"members past {MAX_SCAN_BYTES} bytes in all were not walked")
+            break
+        left -= m.file_size
+        try:
+            s.walk(archive.read(m, m.file_size, path), m.filename)
+        except EmbkitError as exc:
+            s.reasons.append(exc.detail)
+
+
+def _walk_local_headers(data: Any, s: _Scan) -> None:
+    for name, raw in local_members(data, max_bytes=MAX_SCAN_BYTES):
+        s.walk(raw, f"{name} (local header)")
+        s.pickles.append(hidden_globals(raw, f"{name} (pattern search)"))
+
+
+def _scan_polyglot(data: Any, s: _Scan) -> None:
+    """Name what the other reading of a polyglot would import: the tar's members, the zip's."""
+    if polyglot.tar_header_at_start(data):
+        import tarfile
+
+        try:
+            with tarfile.open(fileobj=io.BytesIO(bytes(data[:MAX_SCAN_BYTES])), mode="r:") as tar:
+                for member in tar.getmembers()[:64]:
+                    fh = tar.extractfile(member) if member.isfile() else None
+                    if fh is not None:
+                        name = member.name.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
+                        s.walk(fh.read(MAX_SCAN_BYTES), f"{name} (tar member)")
+        except Exception:  # noqa: BLE001  a broken tar is refused all the same; nothing more to name
+            pass
+    if polyglot.zip_end_in_tail(data) >= 0:
+        _walk_local_headers(data, s)
+
+
+def _read(data: Any, path: str, kind: str, s: _Scan) -> EmbkitError | None:
+    """Run embkit's reader on the bytes; its refusal, or None when it reads the file."""
+    if kind in ("npy", "other"):
+        # no container embkit reads: the reader refuses it by construction (a plain pickle is
+        # named by the walk above, the rest is not an embedding file)
+        refused = list(dict.fromkeys(n for p in s.pickles for n in p.refused))
+        if refused:
+            return refuse("global", f"is a plain pickle that asks for {', '.join(refused[:5])} (not on embkit's allow-list); nothing was executed", path)
+        framed = [p for p in s.pickles if p.rules]
+        if framed and kind == "other":
+            return refuse(framed[0].rules[0], "is a plain pickle whose opcodes run across a frame's end", path)
+        what = "is a plain pickle, not a torch file; embkit does not unpickle it" if s.pickles else "is not a file embkit reads"
+        return BrokenFileError(what, path=path) if s.pickles else UnknownFormatError(what, path=path)
+    from .io import embedding_of, open_file
+
+    try:
+        loaded = open_file(path, data=data)
+        for part in loaded.parts:
+            embedding_of(loaded, part)
+    except UnsafeFileError as exc:
+        s.refusal(exc)
+        return exc
+    except EmbkitError as exc:
+        return exc
+    return None
+
+
+def _verdict(path: str, container: str, s: _Scan, read_error: EmbkitError | None) -> ScanResult:
+    # a name computed at load time is refused too: no torch file needs one (picklescan: "dangerous")
+    refused = list(dict.fromkeys(n for p in s.pickles for n in p.refused))
+    for p in s.pickles:
+        for rule in p.rules:
+            s.rules.append(rule)
+            s.reasons.append(f"{p.where}: {p.problems[0] if p.problems else rule}")
+    if refused:
+        s.rules.insert(0, "global")
+        s.reasons.insert(0, f"refers to globals outside the allow-list: {', '.join(refused[:20])}")
+    rules = tuple(dict.fromkeys(s.rules))
+    reasons = list(dict.fromkeys(s.reasons))
+    error = read_error.to_dict() if read_error is not None else None
+    if rules:
+        verdict = UNSAFE
+    elif read_error is not None:
+        verdict = UNKNOWN
+        reasons.append(f"embkit's reader refuses it: {read_error.detail}")
+    else:
+        verdict = SAFE
+        reasons.append("embkit's reader accepts it and every global is on the allow-list" if s.pickles else "embkit's reader accepts it; no pickle")
+    problems = [f"{p.where}: {x}" for p in s.pickles for x in p.problems if verdict != SAFE]
+    return ScanResult(path, container, verdict, tuple(s.pickles), tuple(dict.fromkeys(reasons + problems)), rules, error)
 
 
 def scan_file(path: str | os.PathLike) -> ScanResult:
     """Scan one file without executing anything: its container, the globals every pickle in it
-    names, and a verdict (``safe``, ``unsafe``, ``unknown``) with the reasons."""
+    names, the rules that fired, and a verdict (``safe``, ``unsafe``, ``unknown``) with the reasons."""
+    from .io import _read_bytes
+
     path = os.fspath(path)
-    try:
-        with open(path, "rb") as fh:
-            # read only what the verdict needs: a zip's directory and pickles, a pickle stream's
-            # first MAX_SCAN_BYTES, a safetensors or image file's first bytes
-            prefix = fh.read(32)
-            if prefix.startswith(torchfile.ZIP_MAGIC):
-                return _scan_zip(fh, path)
-            if prefix.startswith(torchfile.LEGACY_PREFIX) or looks_like_pickle(prefix):
-                return scan_bytes(prefix + fh.read(MAX_SCAN_BYTES - len(prefix)), path)
-            return scan_bytes(prefix, path)
-    except OSError as exc:
-        raise EmbkitError(f"cannot read ({exc.strerror or exc})", path=path) from None
+    return scan_bytes(_read_bytes(path), path)
+
+
+def wanted(name: str) -> bool:
+    """Whether a folder walk scans a file by its name: embkit's extensions and the names that
+    hold pickles (:data:`PICKLE_EXTENSIONS`)."""
+    return name.lower().endswith(extensions() + PICKLE_EXTENSIONS)
 
 
 def scan_paths(paths: Iterable[str | os.PathLike]) -> Iterator[ScanResult]:
-    """Scan files; folders are walked for :data:`SCAN_EXTENSIONS`."""
-    for p in paths:
-        p = os.fspath(p)
-        if not os.path.isdir(p):
-            yield scan_file(p)
+    """Scan files; folders are walked (:mod:`embkit.walk`: regular files only, no link out of the
+    folder) for :func:`wanted` names, and any other file whose first bytes are a pickle, a zip or
+    a numpy array."""
+    from .walk import walk
+
+    for entry in walk(paths):
+        if entry.walked and not wanted(entry.path) and not _sniffed(entry.path):
             continue
-        for root, dirs, files in os.walk(p):
-            dirs.sort()
-            for f in sorted(files):
-                if f.lower().endswith(SCAN_EXTENSIONS):
-                    yield scan_file(os.path.join(root, f))
+        yield scan_file(entry.path)
 
 
-def unsafe_error(data: bytes, path: str) -> EmbkitError:
-    """The error the reader raises for a file it will not unpickle (a plain pickle, not torch):
-    :class:`UnsafeFileError` naming the refused globals when there are any, else BrokenFileError."""
-    result = scan_bytes(data, path)
-    if result.refused:
-        return UnsafeFileError(
-            f"is a plain pickle that asks for {', '.join(result.refused[:5])} (not on embkit's allow-list); nothing was executed",
-            path=path,
-        )
-    return BrokenFileError("is a plain pickle, not a torch file; embkit does not unpickle it", path=path)
-
-
-def _walk_stream(data: bytes, count: int) -> list[PickleScan]:
-    """Up to ``count`` pickles one after another (the legacy torch stream)."""
-    out, pos = [], 0
-    names = ("magic number", "protocol", "sys info", "object", "storage keys")
-    for n in range(count):
-        where = names[n] if n < len(names) else f"pickle {n + 1}"
-        scan = walk_pickle(data, pos, where)
-        out.append(scan)
-        if scan.problems or scan.end <= pos:
-            break
-        pos = scan.end
-    return out
-
-
-def _scan_zip(source: Any, path: str) -> ScanResult:
-    """``source``: the file's bytes, or its open file (zipfile seeks to the directory itself)."""
-    reasons: list[str] = []
+def _sniffed(path: str) -> bool:
     try:
-        zf = zipfile.ZipFile(io.BytesIO(source) if isinstance(source, (bytes, bytearray, memoryview)) else source)
-        infos = zf.infolist()
-    except (zipfile.BadZipFile, ValueError, EOFError, OSError, NotImplementedError, zlib.error, lzma.LZMAError) as exc:
-        return ScanResult(path, "zip", UNKNOWN, reasons=(f"damaged zip archive ({exc})",))
-    names: set[str] = set()
-    pickles = []
-    data_pkls = 0
-    for info in infos:
-        name = info.filename
-        if name.startswith(("/", "\\")) or "\\" in name or ".." in name.split("/") or ":" in name.split("/")[0]:
-            reasons.append(f"member name {name!r} escapes the archive")
-        if name in names:
-            reasons.append(f"two members are named {name!r}")
-        names.add(name)
-        if os.path.basename(name) == "data.pkl":
-            data_pkls += 1
-        if name.endswith(".pkl") or os.path.basename(name) == "data.pkl":
-            pickles.append(info)
-    if data_pkls > 1:
-        reasons.append(f"{data_pkls} members are named data.pkl; a torch file has one")
-    scans: list[PickleScan] = []
-    unknown: list[str] = []
-    if len(pickles) > MAX_SCAN_PICKLES:
-        # each may take a second or more to walk: a small zip of many deflated pickles took minutes
-        unknown.append(f"{len(pickles)} pickle members; scanned the first {MAX_SCAN_PICKLES} (a torch file has one)")
-        pickles = pickles[:MAX_SCAN_PICKLES]
-    for info in pickles:
-        if info.file_size > MAX_SCAN_BYTES:
-            unknown.append(f"{info.filename} declares {info.file_size} bytes, too big to scan")
-            continue
-        try:
-            raw = zf.read(info)
-        except (zipfile.BadZipFile, EOFError, OSError, ValueError, NotImplementedError, RuntimeError, zlib.error, lzma.LZMAError) as exc:
-            unknown.append(f"{info.filename} cannot be read ({exc})")
-            continue
-        scans.append(walk_pickle(raw, 0, info.filename, MAX_SCAN_OPS // len(pickles)))  # one budget for the file
-    if not pickles:
-        unknown.append("zip archive without a pickle: not a torch file")
-    result = _verdict(path, "pickle (torch zip)", scans, unknown)
-    if reasons:
-        return ScanResult(path, result.container, UNSAFE, result.pickles, tuple(reasons) + result.reasons)
-    return result
-
-
-def _verdict(path: str, container: str, scans: list[PickleScan], unknown: list[str]) -> ScanResult:
-    refused = [g for s in scans for g in s.globals if not g.allowed and g.name != "<computed>"]
-    problems = [f"{s.where}: {p}" for s in scans for p in s.problems] + list(unknown)
-    if refused:
-        names = ", ".join(dict.fromkeys(g.name for g in refused))
-        return ScanResult(path, container, UNSAFE, tuple(scans), (f"refers to globals outside the allow-list: {names}", *problems))
-    if problems:
-        return ScanResult(path, container, UNKNOWN, tuple(scans), tuple(problems))
-    return ScanResult(path, container, SAFE, tuple(scans), ("every global is on the allow-list",))
+        with open(path, "rb") as fh:
+            prefix = fh.read(16)
+    except OSError:
+        return False
+    return looks_like_pickle(prefix) or prefix.startswith((torchfile.ZIP_MAGIC, torchfile.LEGACY_PREFIX, NPY_MAGIC))
 
 
 __all__ = ["scan_file", "scan_paths", "scan_bytes", "walk_pickle", "ScanResult", "PickleScan", "GlobalRef", "SAFE", "UNSAFE", "UNKNOWN"]

@@ -18,9 +18,14 @@ import functools
 import json
 import types
 from dataclasses import dataclass, field
-from typing import Any, Iterable, Mapping
+from typing import Any, Dict, Iterable, List, Mapping, TypeAlias, Union
 
 import numpy as np
+
+#: A JSON value: what an embedding's metadata holds (it is checked by a JSON round trip).
+JSON: TypeAlias = Union[str, int, float, bool, None, List["JSON"], Dict[str, "JSON"]]
+#: An embedding's vectors in one slot: a read-only ``(n, width)`` array of float16, float32 or float64.
+Vectors: TypeAlias = "np.ndarray[tuple[int, int], np.dtype[np.float16 | np.float32 | np.float64]]"
 
 #: Input slots in canonical order, with the token width of each encoder.
 SLOT_WIDTHS: Mapping[str, int] = types.MappingProxyType(
@@ -100,6 +105,75 @@ def _family_for(have: frozenset[str]) -> str:
     return "unknown"
 
 
+def _frozen_json(value: Any, what: str) -> Any:
+    """A JSON-compatible deep copy of ``value`` (``ValueError`` naming ``what`` otherwise)."""
+    try:
+        return json.loads(json.dumps(value))
+    except (TypeError, ValueError) as exc:
+        raise ValueError(f"{what} must be JSON-compatible ({exc})") from None
+
+
+@dataclass(frozen=True)
+class Sidecars:
+    """The files other tools keep beside an embedding, as read: Civitai Helper's
+    ``<stem>.civitai.info``, A1111's user metadata ``<stem>.json``, ComfyUI-Lora-Manager's
+    ``<stem>.metadata.json`` (each a read-only JSON object, or ``None`` when absent or unreadable)
+    and the preview picture's path. ``trained_words`` and ``base_model`` are what those files
+    say, normalised (see :mod:`embkit.formats.sidecars`); ``files`` maps each kind found to its
+    path; ``warnings`` name the sidecars that could not be read. Kept apart from the file's own
+    metadata: they are other tools' notes about the file, not part of it."""
+
+    civitai_info: Mapping[str, JSON] | None = None
+    a1111_json: Mapping[str, JSON] | None = None
+    metadata_json: Mapping[str, JSON] | None = None
+    preview: str | None = None
+    trained_words: tuple[str, ...] = ()
+    base_model: str | None = None
+    files: Mapping[str, str] = field(default_factory=dict)
+    warnings: tuple[str, ...] = ()
+
+    #: The JSON sidecar kinds, in the order their facts are trusted (see the module above).
+    KINDS = ("civitai_info", "a1111_json", "metadata_json")
+
+    def __post_init__(self) -> None:
+        for kind in self.KINDS:
+            value = getattr(self, kind)
+            if value is not None:
+                if not isinstance(value, Mapping):
+                    raise ValueError(f"sidecar {kind} must be a JSON object, got {type(value).__name__}")
+                object.__setattr__(self, kind, types.MappingProxyType(_frozen_json(dict(value), f"sidecar {kind}")))
+        object.__setattr__(self, "files", types.MappingProxyType({str(k): str(v) for k, v in dict(self.files).items()}))
+        object.__setattr__(self, "trained_words", tuple(str(w) for w in self.trained_words))
+        object.__setattr__(self, "warnings", tuple(str(w) for w in self.warnings))
+
+    def __bool__(self) -> bool:
+        return bool(self.files)
+
+    def __hash__(self) -> int:
+        return hash(json.dumps([self.to_dict(), dict(self.files), self.warnings], sort_keys=True))
+
+    def __reduce__(self):
+        # the read-only mappings do not pickle: rebuild from plain values (frozen again)
+        return (_rebuild_sidecars, (self.to_dict(), dict(self.files), self.warnings))
+
+    def to_dict(self) -> dict[str, Any]:
+        """``{"civitai_info", "a1111_json", "metadata_json", "preview", "trained_words",
+        "base_model"}`` as plain JSON values (the ``sidecars`` object of ``inspect --json`` holds
+        the first four)."""
+        out: dict[str, Any] = {k: (None if getattr(self, k) is None else _frozen_json(dict(getattr(self, k)), k)) for k in self.KINDS}
+        out["preview"] = self.preview
+        out["trained_words"] = list(self.trained_words)
+        out["base_model"] = self.base_model
+        return out
+
+
+def _rebuild_sidecars(values: dict, files: dict, warnings: tuple) -> Sidecars:
+    """Unpickle :class:`Sidecars` (see ``Sidecars.__reduce__``)."""
+    values = dict(values)
+    values["trained_words"] = tuple(values.get("trained_words") or ())
+    return Sidecars(**values, files=files, warnings=warnings)
+
+
 @dataclass(frozen=True)
 class Source:
     """Where an embedding was read from."""
@@ -109,6 +183,15 @@ class Source:
     container: str
     #: For files that hold several embeddings, which one this is (bundle name, A1111 key).
     member: str | None = None
+    #: The second file of a diffusers SDXL pair (``learned_embeds_2.safetensors``) when the
+    #: embedding was read from two files; ``path`` is then the first (CLIP-L) file.
+    pair: str | None = None
+    #: What other tools keep beside the file (:class:`Sidecars`), ``None`` when nothing was looked
+    #: for (bytes, file objects, embeddings built in memory).
+    sidecars: Sidecars | None = None
+    #: True when read from bytes or a file object: ``path`` is then only the name given (or
+    #: ``<bytes>``), not a file on disk.
+    in_memory: bool = False
 
 
 @dataclass(frozen=True, eq=False)
@@ -126,8 +209,8 @@ class Embedding:
     """
 
     name: str
-    vectors: Mapping[str, np.ndarray]
-    metadata: Mapping[str, Any] = field(default_factory=dict)
+    vectors: Mapping[str, Vectors]
+    metadata: Mapping[str, JSON] = field(default_factory=dict)
     dtypes: Mapping[str, str] = field(default_factory=dict)
     source: Source | None = None
 
@@ -206,7 +289,14 @@ class Embedding:
         return dataclasses.replace(self, **changes)
 
     @property
-    def provenance(self) -> list[dict]:
+    def sidecars(self) -> Sidecars:
+        """What other tools keep beside the file this was read from (Civitai Helper, A1111,
+        Lora Manager, the preview); empty for an embedding built in memory or from bytes."""
+        found = self.source.sidecars if self.source is not None else None
+        return found if found is not None else Sidecars()
+
+    @property
+    def provenance(self) -> list[dict[str, JSON]]:
         """The recorded operations (``metadata["provenance"]``), oldest first. A file may carry
         anything under that key; only the records (dicts) of a list count."""
         history = self.metadata.get("provenance")

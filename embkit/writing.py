@@ -5,14 +5,18 @@ embedding into bytes and a list of :class:`Loss` warnings without touching the d
 picks the format and container, casts the dtype, applies ``strict``, and only then writes each
 output through :mod:`embkit.atomic` (temporary file, fsync, rename).
 
-Choosing the format when ``format`` is None (the extension, then the embedding):
+Choosing the format when ``format`` is None (the extension, then the embedding): the layout every
+host triggers by the same word, the file stem, as the hosts table works it out
+(:func:`embkit.hosts.writing.portable_format`); the stem is also stored as the token (diffusers'
+key, A1111's ``name``), so diffusers types the word A1111, ComfyUI and InvokeAI type:
 
 ====================  ==========================================================================
 ``.png``              ``a1111-image``
 ``.bin``              ``diffusers`` (the ``learned_embeds.bin`` convention)
 ``.pt`` ``.pth`` …    ``a1111`` for one input slot without output vectors, else ``multi``
-``.safetensors``      ``diffusers`` when the file is named ``learned_embeds*``; else ``multi`` for
-                      several slots (or output vectors), ``kohya`` for one
+``.safetensors``      ``diffusers`` keyed by the stem for one input slot (kohya's ``emb_params``
+                      would be diffusers' token), ``multi`` for several slots or output vectors;
+                      a file named ``learned_embeds*`` is ``diffusers`` keyed by the name
 no extension          ``concept-folder`` (a folder)
 ====================  ==========================================================================
 """
@@ -35,6 +39,7 @@ OPTIONS = {
     "sdxl_two_files": "diffusers: write an SDXL pair as <name> (CLIP-L) and <name>_2 (CLIP-G)",
     "picture": "a1111-image: the picture inside the card (PIL image or path)",
     "embeds": "concept-folder: 'bin' (default) or 'safetensors' for the tensor file",
+    "token": "a1111, diffusers: the trigger stored in the file (A1111's name, diffusers' key; default: the embedding's name)",
 }
 
 
@@ -49,16 +54,22 @@ def choose_format(embedding: Embedding, path: str) -> str:
     elif container.id == "safetensors":
         if low.startswith("learned_embeds"):  # diffusers' training scripts name their output so
             return "diffusers"
-        return "multi" if several else "kohya"
+        return _portable(embedding, "safetensors") or ("multi" if several else "diffusers")
     elif container.id == "pickle":
         if low.endswith(".bin"):  # the learned_embeds.bin convention
             return "diffusers"
-        return "multi" if several else "a1111"
+        return _portable(embedding, "pickle") or ("multi" if several else "a1111")
     else:
         image = [f.id for f in FORMATS if container.id in f.write_containers]
         if image:
             return image[0]
     raise WriteError("cannot tell the format from the extension; name one: format= in Python, --to on the command line (`embkit formats` lists them)", path=path)
+
+
+def _portable(embedding: Embedding, container: str) -> str | None:
+    from .hosts.writing import portable_format
+
+    return portable_format(embedding, container)
 
 
 def choose_container(fmt: Format, path: str, container: str | None = None) -> str:
@@ -97,6 +108,12 @@ def plan(embedding: Embedding, path: str | os.PathLike, format: str | None = Non
     if unknown:
         raise TypeError(f"unknown write option(s) {', '.join(unknown)}; known: {', '.join(OPTIONS)}")
     fmt_id = format or choose_format(embedding, path)
+    if format is None and "token" not in options:
+        from .hosts.writing import default_token
+
+        token = default_token(path, fmt_id)
+        if token is not None:
+            options["token"] = token
     try:
         fmt = get_format(fmt_id)
     except KeyError as exc:

@@ -15,7 +15,10 @@ headers and JSON shapes the client checks:
   401/403 + ``X-Error-Code: GatedRepo`` for gated files without an accepted token;
 - upload: ``POST /api/repos/create``, ``POST /api/validate-yaml``, ``POST /api/models/{repo}/preupload/{rev}``
   (every file "regular": the server decides, and small files are regular on the real Hub too),
-  ``POST /api/models/{repo}/commit/{rev}`` (NDJSON, base64 content), ``GET /api/whoami-v2``.
+  ``POST /api/models/{repo}/commit/{rev}`` (NDJSON, base64 content; ``?create_pr=1`` opens a pull request:
+  the commit lands on a new ``refs/pr/N`` and the answer carries ``pullRequestUrl``),
+  ``POST /api/models/{repo}/branch/{branch}`` (``startingPoint``; 409 when it exists), ``GET /api/whoami-v2``;
+- dataset repos (``add_repo(..., repo_type="dataset")``) under ``/api/datasets/…`` and ``/datasets/{repo}/resolve/…``.
 
 Faults can be injected: ``interrupt(repo, path, mode)`` makes downloads of a file close the connection
 mid-body, once (the client resumes with a Range request) or always (the client gives up).
@@ -148,10 +151,12 @@ class HubServer:
             s.server_close()
 
     # -- helpers for tests ---------------------------------------------------------------------------
-    def add_repo(self, repo_id: str, files: dict[str, bytes], *, gated: bool = False, message: str = "initial") -> str:
-        """Create a repo holding ``files`` on ``main``; returns the commit sha."""
-        sha = self.state.commit(repo_id, files, message=message)
-        self.state.repos[repo_id].gated = gated
+    def add_repo(self, repo_id: str, files: dict[str, bytes], *, gated: bool = False, message: str = "initial",
+                 repo_type: str = "model") -> str:
+        """Create a repo (a model, or a dataset) holding ``files`` on ``main``; returns the commit sha."""
+        key = repo_key(repo_id, repo_type)
+        sha = self.state.commit(key, files, message=message)
+        self.state.repos[key].gated = gated
         return sha
 
     def tag(self, repo_id: str, name: str, sha: str) -> None:
@@ -163,8 +168,8 @@ class HubServer:
         data = repo.commits[repo.refs["main"]][path]
         self.state.interrupts[hashlib.sha256(data).hexdigest()] = mode
 
-    def files(self, repo_id: str, rev: str = "main") -> dict[str, bytes]:
-        repo = self.state.repos[repo_id]
+    def files(self, repo_id: str, rev: str = "main", repo_type: str = "model") -> dict[str, bytes]:
+        repo = self.state.repos[repo_key(repo_id, repo_type)]
         return dict(repo.commits[repo.resolve(rev)])
 
     def requests(self, method: str | None = None, contains: str = "") -> list[dict]:
@@ -172,6 +177,13 @@ class HubServer:
 
 
 REPO = r"(?P<repo>[\w.\-]+/[\w.\-]+)"
+#: ``/api/models/…`` or ``/api/datasets/…``; file URLs of datasets start with ``/datasets/``.
+KIND = r"(?P<kind>models|datasets)"
+
+
+def repo_key(repo_id: str, repo_type: str = "model") -> str:
+    """Where a repo lives in ``HubState.repos``: models by id, datasets as ``datasets/<id>``."""
+    return repo_id if repo_type == "model" else f"{repo_type}s/{repo_id}"
 
 
 def _handler(server: HubServer, role: str):
@@ -257,7 +269,7 @@ def _handler(server: HubServer, role: str):
             # Always drain the request body: a leftover body would corrupt the next request on a kept-alive connection.
             self.body = self._body() if self.command == "POST" else b""
             url = urlsplit(self.path)
-            path = unquote(url.path)
+            path = url.path  # matched as sent: a quoted revision (refs%2Fpr%2F1) is one path segment
             query = parse_qs(url.query)
             if role == "cdn":
                 m = re.fullmatch(r"/cdn/(?P<sha>[0-9a-f]{64})", path)
@@ -266,18 +278,22 @@ def _handler(server: HubServer, role: str):
                 ("GET", r"/api/whoami-v2", self._whoami),
                 ("POST", r"/api/repos/create", self._create_repo),
                 ("POST", r"/api/validate-yaml", lambda: self._json(200, {"errors": [], "warnings": []})),
-                ("GET", rf"/api/models/{REPO}/tree/(?P<rev>[^/]+)(?:/(?P<sub>.*))?", self._tree),
-                ("GET", rf"/api/models/{REPO}(?:/revision/(?P<rev>[^/]+))?", self._info),
-                ("POST", rf"/api/models/{REPO}/preupload/(?P<rev>[^/]+)", self._preupload),
-                ("POST", rf"/api/models/{REPO}/commit/(?P<rev>[^/]+)", self._commit_files),
-                ("HEAD", rf"/{REPO}/resolve/(?P<rev>[^/]+)/(?P<file>.+)", self._resolve),
-                ("GET", rf"/{REPO}/resolve/(?P<rev>[^/]+)/(?P<file>.+)", self._resolve),
+                ("GET", rf"/api/{KIND}/{REPO}/tree/(?P<rev>[^/]+)(?:/(?P<sub>.*))?", self._tree),
+                ("GET", rf"/api/{KIND}/{REPO}(?:/revision/(?P<rev>[^/]+))?", self._info),
+                ("POST", rf"/api/{KIND}/{REPO}/preupload/(?P<rev>[^/]+)", self._preupload),
+                ("POST", rf"/api/{KIND}/{REPO}/commit/(?P<rev>[^/]+)", self._commit_files),
+                ("POST", rf"/api/{KIND}/{REPO}/branch/(?P<branch>[^/]+)", self._create_branch),
+                ("HEAD", rf"/(?:(?P<kind>datasets)/)?{REPO}/resolve/(?P<rev>[^/]+)/(?P<file>.+)", self._resolve),
+                ("GET", rf"/(?:(?P<kind>datasets)/)?{REPO}/resolve/(?P<rev>[^/]+)/(?P<file>.+)", self._resolve),
             ]
             for method, pattern, fn in routes:
                 m = re.fullmatch(pattern, path)
                 if method == self.command and m:
-                    kwargs = {k: v for k, v in m.groupdict().items()}
-                    if fn in (self._tree,):
+                    kwargs = {k: unquote(v) if v else v for k, v in m.groupdict().items()}
+                    kind = kwargs.pop("kind", None)
+                    if kind == "datasets":
+                        kwargs["repo"] = repo_key(kwargs["repo"], "dataset")
+                    if fn in (self._tree, self._commit_files):
                         kwargs["query"] = query
                     return fn(**kwargs)
             self._error(404, "NotFound", f"fake hub has no route for {self.command} {path}")
@@ -296,7 +312,7 @@ def _handler(server: HubServer, role: str):
             if sha is None:
                 return
             self._json(200, {
-                "id": repo, "modelId": repo, "author": repo.split("/")[0], "sha": sha, "private": r.private,
+                "id": repo.removeprefix("datasets/"), "modelId": repo, "author": repo.split("/")[0], "sha": sha, "private": r.private,
                 "gated": "auto" if r.gated else False, "disabled": False, "tags": [], "downloads": 0, "likes": 0,
                 "lastModified": "2024-01-01T00:00:00.000Z",
                 "siblings": [{"rfilename": p} for p in sorted(r.commits[sha])],
@@ -432,7 +448,22 @@ def _handler(server: HubServer, role: str):
                               "oid": git_blob_oid(old) if old is not None else None})
             self._json(200, {"files": files, "commitOid": r.resolve(rev)})
 
-        def _commit_files(self, repo: str, rev: str):
+        def _create_branch(self, repo: str, branch: str):
+            payload = json.loads(self.body or b"{}")
+            if not self._writer():
+                return
+            r = self._repo(repo)
+            if r is None:
+                return
+            if branch in r.refs:
+                return self._error(409, "Conflict", f"Reference already exists: refs/heads/{branch}")
+            start = r.resolve(payload.get("startingPoint") or "main")
+            if start is None:
+                return self._error(404, "RevisionNotFound", f"Invalid rev id: {payload.get('startingPoint')}")
+            r.refs[branch] = start
+            self._json(200, {})
+
+        def _commit_files(self, repo: str, rev: str, query: dict | None = None):
             body = self.body
             if not self._writer():
                 return
@@ -441,6 +472,14 @@ def _handler(server: HubServer, role: str):
                 return
             if r.resolve(rev) is None:
                 return self._error(404, "RevisionNotFound", f"Invalid rev id: {rev}")
+            pr_url = None
+            if (query or {}).get("create_pr", ["0"])[0] in ("1", "true", "True"):
+                # a pull request is a ref refs/pr/N starting at the base revision; the commit lands there
+                with state.lock:
+                    number = 1 + sum(1 for ref in r.refs if ref.startswith("refs/pr/"))
+                    r.refs[f"refs/pr/{number}"] = r.resolve(rev)
+                pr_url = f"{server.endpoint}/{repo}/discussions/{number}"
+                rev = f"refs/pr/{number}"
             header, files = {}, {}
             for line in body.splitlines():
                 if not line.strip():
@@ -454,7 +493,8 @@ def _handler(server: HubServer, role: str):
                 else:
                     return self._error(400, "BadRequest", f"fake hub does not support {item['key']} operations")
             sha = state.commit(repo, files, branch=rev, message=header.get("summary", ""))
-            self._json(200, {"success": True, "commitOid": sha, "commitUrl": f"{server.endpoint}/{repo}/commit/{sha}"})
+            self._json(200, {"success": True, "commitOid": sha, "commitUrl": f"{server.endpoint}/{repo}/commit/{sha}",
+                             **({"pullRequestUrl": pr_url} if pr_url else {})})
 
     return Handler
 

@@ -1,6 +1,7 @@
 """A generated upload tree for the ingest tests: every layout embkit reads, written the way each
-tool writes it (torch.save, safetensors, PIL), plus unsafe files (every payload of the malicious
-suite, with its canary), broken files, duplicates and links in and out of the tree.
+tool writes it (torch.save, safetensors, PIL), diffusers SDXL pairs and files with sidecars, plus
+unsafe files (every payload of the malicious suite, with its canary), broken files, duplicates and
+links in and out of the tree.
 
 ``build_tree(root, n)`` writes at least ``n`` embedding files and returns what each file should
 become: path → the status its manifest row must have.
@@ -115,6 +116,21 @@ def concept_folder(folder: Path, i: int):
 @layout
 def image_card(folder: Path, i: int):
     return makers.image_card_text_only(folder / f"card_{i:04d}.png", _v(i, 1), f"card_{i:04d}"), "ok"
+
+
+@layout
+def diffusers_pair(folder: Path, i: int):
+    # diffusers' SDXL script writes two files; the second is a companion of the first, not an upload
+    return makers.diffusers_sdxl_pair(folder / f"pair_{i:04d}", f"<p{i:04d}>", _v(i, 1), _v(i + 1, 1, 1280)), "ok"
+
+
+@layout
+def with_sidecars(folder: Path, i: int):
+    # Civitai Helper's info (trained words, base model) and a preview picture beside the file
+    path = makers.kohya_file(folder / f"side_{i:04d}.safetensors", _v(i, 1))
+    makers.civitai_info(folder / f"side_{i:04d}.civitai.info", makers.civitai_version([f"word{i}", "shiny style"], base="SD 1.5"))
+    makers.png_picture(folder / f"side_{i:04d}.preview.png", (i % 255, 10, 10))
+    return path, "ok"
 
 
 @layout

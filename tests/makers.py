@@ -129,3 +129,113 @@ def image_card_text_only(path: Path, arr: np.ndarray, name: str, step: int = 10)
     info.add_text("sd-ti-embedding", base64.b64encode(json.dumps(data).encode()).decode())
     Image.new("RGB", (64, 64), (40, 80, 120)).save(path, pnginfo=info)
     return path
+
+
+# -- files found in the wild (issue 15; field names and sources in docs/formats.md) -------------------
+
+
+def diffusers_sdxl_pair(folder: Path, token: str, clip_l: np.ndarray, clip_g: np.ndarray, *, g_dtype: str = "bfloat16",
+                        stem: str = "learned_embeds", steps: int | None = None) -> Path:
+    """diffusers' textual_inversion_sdxl.py ``save_progress``: the CLIP-L rows (fp32: text_encoder_1
+    is never cast) as ``learned_embeds.safetensors`` and the CLIP-G rows (cast to the mixed-precision
+    dtype) as ``learned_embeds_2.safetensors``, each ``{token: T[n, d]}`` with metadata
+    ``{"format": "pt"}``; checkpoints are ``<stem>-steps-N`` and ``<stem>_2-steps-N``."""
+    from safetensors.torch import save_file
+
+    folder.mkdir(parents=True, exist_ok=True)
+    tail = f"-steps-{steps}" if steps is not None else ""
+    save_file({token: _t(clip_l)}, str(folder / f"{stem}{tail}.safetensors"), metadata={"format": "pt"})
+    save_file({token: _t(clip_g, g_dtype)}, str(folder / f"{stem}_2{tail}.safetensors"), metadata={"format": "pt"})
+    return folder / f"{stem}{tail}.safetensors"
+
+
+def advanced_sdxl_emb(path: Path, clip_l: np.ndarray, clip_g: np.ndarray) -> Path:
+    """diffusers' train_dreambooth_lora_sdxl_advanced.py ``save_embeddings``: ``{"clip_l", "clip_g"}``
+    in fp32, no metadata, named ``<output_dir>_emb.safetensors``."""
+    from safetensors.torch import save_file
+
+    save_file({"clip_l": _t(clip_l), "clip_g": _t(clip_g)}, str(path))
+    return path
+
+
+def onetrainer_output_embedding(path: Path, out: np.ndarray) -> Path:
+    """OneTrainer's SD1.5/SD2 embedding saver with "output embedding" on: ``emp_params`` holds
+    zeros (BaseModelEmbedding keeps the vector at zeros_like) and ``emp_params_out`` the trained
+    rows; ``save_file`` with no metadata."""
+    from safetensors.torch import save_file
+
+    save_file({"emp_params": _t(np.zeros_like(out)), "emp_params_out": _t(out)}, str(path))
+    return path
+
+
+XTI_LAYERS = ("IN01", "IN02", "IN04", "IN05", "IN07", "IN08", "MID", "OUT03", "OUT04", "OUT05", "OUT06", "OUT07", "OUT08", "OUT09", "OUT10", "OUT11")
+
+
+def kohya_xti(path: Path, n: int = 1, seed: int = 0) -> Path:
+    """kohya's train_textual_inversion_XTI.py ``save_weights``: one ``[n, 768]`` tensor per UNet
+    block, ``torch.save`` for .pt (the default), ``save_file`` without metadata for .safetensors."""
+    state = {layer: _t(vectors(n, 768, seed + i)) for i, layer in enumerate(XTI_LAYERS)}
+    if path.suffix == ".safetensors":
+        from safetensors.torch import save_file
+
+        save_file(state, str(path))
+    else:
+        import torch
+
+        torch.save(state, path)
+    return path
+
+
+def civitai_info(path: Path, info: dict) -> Path:
+    """Civitai Helper's ``<stem>.civitai.info``: ``open(path, 'w')`` + ``json.dumps(info, indent=4)``
+    (ASCII, non-ASCII escaped)."""
+    with open(path, "w") as fh:
+        fh.write(json.dumps(info, indent=4))
+    return path
+
+
+def civitai_version(words: list[str], base: str = "SD 1.5", name: str = "My Concept Embedding") -> dict:
+    """A Civitai model-version object as the API returns it (the fields Civitai Helper reads)."""
+    return {
+        "id": 123456, "modelId": 98765, "name": "v1.0", "trainedWords": words, "baseModel": base, "baseModelType": "Standard",
+        "description": "<p>Version notes</p>", "model": {"name": name, "type": "TextualInversion", "nsfw": False, "poi": False},
+        "files": [{"id": 111222, "name": "x.safetensors", "type": "Model", "sizeKB": 3.9,
+                   "hashes": {"AutoV2": "3F2A9C1B7E", "SHA256": "3F2A9C1B7E5D4C3B2A1908F7E6D5C4B3A29180F7E6D5C4B3A29180F7E6D5C4B3"}}],
+        "images": [{"url": "https://image.civitai.com/x/width=450/1.jpeg", "nsfw": "None", "width": 512, "height": 768, "type": "image",
+                    "meta": {"prompt": "a photo of myconcept", "negativePrompt": "lowres"}}],
+        "downloadUrl": "https://civitai.com/api/download/models/123456",
+    }
+
+
+def a1111_user_metadata(path: Path, metadata: dict) -> Path:
+    """A1111's ``<stem>.json`` (UserMetadataEditor.write_user_metadata): UTF-8, indent 4, not ASCII-escaped."""
+    with open(path, "w", encoding="utf8") as fh:
+        json.dump(metadata, fh, indent=4, ensure_ascii=False)
+    return path
+
+
+def lora_manager_metadata(path: Path, metadata: dict) -> Path:
+    """ComfyUI-Lora-Manager's ``<stem>.metadata.json``: UTF-8, indent 2, not ASCII-escaped."""
+    with open(path, "w", encoding="utf-8") as fh:
+        json.dump(metadata, fh, indent=2, ensure_ascii=False)
+    return path
+
+
+def png_picture(path: Path, color=(10, 20, 30)) -> Path:
+    """A plain picture (a preview)."""
+    from PIL import Image
+
+    Image.new("RGB", (16, 16), color).save(path)
+    return path
+
+
+def jpeg_bytes_as_png(path: Path) -> Path:
+    """Civitai Helper's ``.preview.png`` holding JPEG bytes (it copies the download as is)."""
+    import io
+
+    from PIL import Image
+
+    buf = io.BytesIO()
+    Image.new("RGB", (16, 16), (200, 10, 10)).save(buf, format="JPEG")
+    path.write_bytes(buf.getvalue())
+    return path

@@ -52,7 +52,8 @@ def test_home_folder_paths_are_expanded(tmp_path, monkeypatch):
     embkit.write(_emb("t"), "~/t.safetensors")
     assert (tmp_path / "t.safetensors").exists()
     assert embkit.read("~/t.safetensors").name == "t"
-    assert embkit.probe("~/t.safetensors").format == "kohya"
+    # the default one-slot layout: diffusers keyed by the stem (every host types "t")
+    assert embkit.probe("~/t.safetensors").format == "diffusers"
 
 
 def test_one_name_is_a_name_not_its_letters(tmp_path):

@@ -89,7 +89,8 @@ def test_single_file(tmp_path):
     out = tmp_path / "bad.safetensors"
     proc = convert(src, "-o", out)
     assert proc.returncode == 0, proc.stderr
-    assert embkit.read(out).source.format == "kohya"
+    # the default one-slot safetensors layout: diffusers keyed by the stem (every host types "bad")
+    assert (embkit.read(out).source.format, embkit.read(out).name) == ("diffusers", "bad")
     assert "converted 1" in proc.stdout
     proc = convert(src, "-o", out)
     assert proc.returncode == 9  # a single existing target is an error
@@ -179,7 +180,10 @@ def test_sdxl_two_files_and_card_options(tmp_path):
     proc = convert(src, "-o", tmp_path / "learned_embeds.safetensors", "--to", "diffusers", "--sdxl-two-files", "--json")
     assert proc.returncode == 0, proc.stderr
     assert json.loads(proc.stdout)["files"][0]["outputs"] == [str(tmp_path / "learned_embeds.safetensors"), str(tmp_path / "learned_embeds_2.safetensors")]
-    assert embkit.read(tmp_path / "learned_embeds_2.safetensors").slots == ("clip_g",)
+    # the pair reads back as one SDXL embedding, from either file (issue 15)
+    for name in ("learned_embeds.safetensors", "learned_embeds_2.safetensors"):
+        back = embkit.read(tmp_path / name)
+        assert back.slots == ("clip_l", "clip_g") and back.source.pair == str(tmp_path / "learned_embeds_2.safetensors")
     from PIL import Image
 
     Image.new("RGB", (20, 20), (9, 99, 199)).save(tmp_path / "pic.png")

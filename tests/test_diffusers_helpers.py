@@ -80,6 +80,8 @@ def state(pipe) -> dict:
 def _backend_json(tok) -> dict:
     import json
 
+    if not hasattr(tok, "backend_tokenizer"):  # transformers 4.x's pure-Python CLIPTokenizer: vocab and added tokens say it all
+        return {}
     data = json.loads(tok.backend_tokenizer.to_str())
     # padding/truncation settings are per-call state that each tokenizer call sets and leaves behind
     data.pop("padding", None)

@@ -50,10 +50,10 @@ def test_push_creates_the_repo_and_commits_the_file_and_a_card(hub, tmp_path):
     assert files["contact_sheet.png"] == sheet.read_bytes()
     card = files["README.md"].decode()
     sha = hashlib.sha256(data).hexdigest()
-    for needle in ("library_name: embkit", "stable-diffusion-xl", "Trigger word: `neon-style`", "| clip_g | 3 | 1280 | float32 |",
+    for needle in ("library_name: diffusers", "stable-diffusion-xl", "Trigger word: `neon-style`", "| clip_g | 3 | 1280 | float32 |",
                    sha, sha[:10], "![embkit verify contact sheet](contact_sheet.png)",
-                   'state_dict = load_file(hf_hub_download("tester/neon-style", "neon-style.safetensors"))',
-                   'embkit.diffusers.apply(pipe, hf_hub_download("tester/neon-style", "neon-style.safetensors"))'):
+                   "state_dict = load_file(hf_hub_download('tester/neon-style', 'neon-style.safetensors'))",
+                   "ed.apply(pipe, hf_hub_download('tester/neon-style', 'neon-style.safetensors'))"):
         assert needle in card, needle
     assert hub.state.repos["tester/neon-style"].messages[-1] == "first upload"
     create = [r for r in hub.requests("POST", "/api/repos/create")]
@@ -155,13 +155,17 @@ def test_a_repo_of_pictures_only_holds_no_embeddings(hub, tmp_path):
     assert "no embedding files" in proc.stderr
 
 
-def test_preview_pictures_are_not_downloaded(hub, tmp_path):
+def test_preview_pictures_come_along_but_are_not_embeddings(hub, tmp_path):
+    """Issue 15: pull fetches a preview with its embedding (it used to skip them) and copies it
+    beside the output; the preview itself is not reported as a file that holds no embedding."""
     hub.add_repo("tester/with-preview", {"style.safetensors": st_save({"emb_params": RNG.standard_normal((1, 768)).astype(np.float32)}),
-                                         "style.preview.png": png_bytes()})
-    [res] = json.loads(run(hub, tmp_path, "pull", "tester/with-preview", "--json").stdout)
+                                         "style.preview.png": png_bytes(), "unrelated.preview.png": png_bytes()})
+    [res] = json.loads(run(hub, tmp_path, "pull", "tester/with-preview", "-o", tmp_path / "out", "--json").stdout)
     assert res["filename"] == "style.safetensors"
     heads = {r["path"].rsplit("/", 1)[-1] for r in hub.requests("HEAD", "/tester/with-preview/resolve/")}
-    assert heads == {"style.safetensors"}
+    assert {"style.safetensors", "style.preview.png"} <= heads
+    assert (tmp_path / "out" / "style.preview.png").read_bytes() == png_bytes()
+    assert res["sidecars"] == [str(tmp_path / "out" / "style.preview.png")]
 
 
 def card_code(card: str, after: str) -> str:
@@ -170,6 +174,18 @@ def card_code(card: str, after: str) -> str:
     return rest.split("```python\n", 1)[1].split("```", 1)[0]
 
 
+#: Run in the snippets' process: the pipeline's own __call__ with one step at 64 px (a tiny
+#: pipeline's defaults render 50 steps at 512 px), so a snippet's ``pipe(prompt)`` line runs as written.
+FAST_CALL = (
+    "import functools\n"
+    "def fast(pipe):\n"
+    "    cls = type(pipe)\n"
+    "    pipe.__class__ = type(cls.__name__, (cls,), {'__call__': functools.partialmethod(cls.__call__, num_inference_steps=1, height=64, width=64)})\n"
+    "    return pipe\n"
+)
+
+
+@pytest.mark.slow
 def test_card_snippets_load_an_sdxl_file_into_a_diffusers_pipeline(hub, tmp_path):
     """Regression: the card told diffusers users to load an SDXL (clip_l + clip_g) file with one
     load_textual_inversion call, which diffusers refuses. Both of the card's snippets run here as
@@ -182,15 +198,15 @@ def test_card_snippets_load_an_sdxl_file_into_a_diffusers_pipeline(hub, tmp_path
     src.write_bytes(st_save({"clip_l": clip_l, "clip_g": clip_g}))
     assert run(hub, tmp_path, "push", str(src), "tester/xl", HF_TOKEN=WRITE_TOKEN).returncode == 0
     card = hub.files("tester/xl")["README.md"].decode()
-    (tmp_path / "diffusers_snippet.py").write_text(card_code(card, "- diffusers"))
-    (tmp_path / "embkit_snippet.py").write_text(card_code(card, "- embkit, one call"))
+    (tmp_path / "diffusers_snippet.py").write_text(card_code(card, "### diffusers"))
+    (tmp_path / "embkit_snippet.py").write_text(card_code(card, "### embkit"))
     assert "load_textual_inversion" in (tmp_path / "diffusers_snippet.py").read_text()
-    code = (
+    code = FAST_CALL + (
         "import json, runpy, numpy as np\n"
         "from embkit.diffusers.tiny import tiny_pipeline\n"
         "out = {}\n"
         "for name in ('diffusers_snippet.py', 'embkit_snippet.py'):\n"
-        "    pipe = tiny_pipeline('sdxl')\n"
+        "    pipe = fast(tiny_pipeline('sdxl'))\n"
         "    runpy.run_path(name, init_globals={'pipe': pipe})\n"
         "    rows = {}\n"
         "    for enc, tok in (('text_encoder', 'tokenizer'), ('text_encoder_2', 'tokenizer_2')):\n"

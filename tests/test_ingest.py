@@ -50,15 +50,60 @@ def test_every_file_becomes_one_row_with_the_status_its_content_calls_for(tree, 
     assert {p: r["status"] for p, r in got.items()} == expect
     assert [r["path"] for r in run.rows] == sorted(got)
     assert canary_untouched(root.parent / "outside")
+    from embkit.hosts import HOST_IDS
+
     for row in run.rows:
-        assert row["hosts"] == {}  # until embkit.hosts is wired in (steps.hosts_step)
+        # per-host verdicts for every file read as an embedding; none for the others
+        assert set(row["hosts"]) == (set(HOST_IDS) if row["status"] in ("ok", "unconverted") else set())
         if row["status"] == "unsafe":
             assert not row["converted"] and (row["scan_verdict"] == "unsafe" or row["error_code"] in ("unsafe-file", "too-large"))
+        # the scan names the rules that fired exactly when its verdict is unsafe
+        assert bool(row["scan_rules"]) == (row["scan_verdict"] == "unsafe")
         if row["status"] in ("ok", "unconverted"):
             assert row["scan_verdict"] == "safe" and row["embeddings"] and row["sha256"]
     unconverted = [r for r in run.rows if r["status"] == "unconverted"]
     assert unconverted and all("trigger" in r["convert_error"] for r in unconverted)
     assert run.duplicates >= 20 and run.counts["ok"] == sum(1 for s in expect.values() if s == "ok")
+
+
+def test_each_file_has_the_verdicts_of_every_host_from_the_hosts_table(tree, run):
+    from embkit import hosts
+
+    rows = {r["path"]: r for r in run.rows}
+    xl = next(r for p, r in sorted(rows.items()) if os.path.basename(p).startswith("xl_") and r["status"] == "ok")
+    stem = Path(xl["path"]).stem
+    a1111 = xl["hosts"]["a1111"]
+    # an SDXL file: A1111 loads it on SDXL under its file stem, and skips it on SD1
+    assert a1111["family"] == "sdxl" and a1111["loads"] and a1111["trigger"] == stem and a1111["reasons"] == []
+    assert a1111["families"]["sdxl"] == "loads" and a1111["families"]["sd1"] == "skipped"
+    assert xl["hosts"]["comfyui"]["trigger"] == f"embedding:{stem}"
+    # the row says what embkit.hosts says of the file itself, on every family
+    for host in hosts.HOST_IDS:
+        for family, status in xl["hosts"][host]["families"].items():
+            assert hosts.verdict(xl["path"], host, family).status == status, (host, family)
+        v = hosts.verdict(xl["path"], host, "sdxl")
+        assert xl["hosts"][host]["loads"] == v.loads and xl["hosts"][host]["reasons"] == list(v.reasons)
+    sd1 = next(r for p, r in sorted(rows.items()) if os.path.basename(p).startswith("kohya_") and r["status"] == "ok")
+    assert sd1["hosts"]["a1111"]["family"] == "sd1" and sd1["hosts"]["a1111"]["families"]["sd1"] == "loads"
+    assert sd1["hosts"]["a1111"]["families"]["sdxl"] != "loads"  # a CLIP-L-only file reaches half of SDXL at most
+
+
+def test_companions_are_part_of_their_file_not_uploads_of_their_own(tree, run):
+    rows = {r["path"]: r for r in run.rows}
+    assert not any(p.endswith(("_2.safetensors", ".preview.png")) for p in rows)
+    pair = next(r for p, r in sorted(rows.items()) if "/pair_" in p and r["status"] == "ok")
+    (emb,) = pair["embeddings"]
+    assert [s["slot"] for s in emb["slots"]] == ["clip_l", "clip_g"] and emb["family"] == "sdxl"
+    (conv,) = pair["converted"]
+    back = embkit.read(Path(run.out) / conv["path"])
+    assert back.slots == ("clip_l", "clip_g") and back.same_vectors(embkit.read(pair["path"]))
+    assert pair["sidecar_key"] and "learned_embeds_2.safetensors" in pair["sidecar_key"]
+    side = next(r for p, r in sorted(rows.items()) if "/side_" in p)
+    n = int(Path(side["path"]).stem.split("_")[1])
+    assert side["trained_words"] == [f"word{n}", "shiny style"] and side["base_model"] == "SD 1.5"
+    assert json.loads(side["sidecars"])["civitai_info"]["modelId"] == 98765
+    (picture,) = side["sidecar_previews"]
+    assert picture["path"].endswith(".preview.png") and picture["format"] == "PNG" and picture["embkit"] is False
 
 
 def test_converted_files_are_loss_free_and_named_by_their_hash(run):
@@ -99,20 +144,22 @@ def test_the_record_is_the_one_library_scan_makes(tree, run, tmp_path):
         import sqlite3
 
         con = sqlite3.connect(db)
-        files = {r[0]: r[1:] for r in con.execute("SELECT path, size, mtime_ns, sha256, autov2, autov3, format, container, metadata, error_code, error FROM files")}
+        files = {r[0]: r[1:] for r in con.execute(
+            "SELECT path, size, mtime_ns, sha256, autov2, autov3, format, container, metadata, error_code, error, sidecars, base_model, sidecar_key FROM files")}
         embs = sorted(con.execute("SELECT f.path, e.member, e.name, e.stored_name, e.family, e.families, e.num_vectors, e.vectors_hash, e.metadata, e.warnings FROM embeddings e JOIN files f ON f.id = e.file_id"))
         slots = sorted(con.execute("SELECT f.path, e.member, s.slot, s.vectors, s.width, s.dtype, s.vectors_hash, s.norm_min, s.norm_mean, s.norm_max FROM slots s JOIN embeddings e ON e.id = s.embedding_id JOIN files f ON f.id = e.file_id"))
+        words = sorted(con.execute("SELECT f.path, w.word FROM trained_words w JOIN files f ON f.id = w.file_id"))
+        previews = sorted(con.execute("SELECT f.path, p.member, p.path, p.size, p.mtime_ns, p.format, p.width, p.height, p.parameters, p.embkit FROM previews p JOIN files f ON f.id = p.file_id"))
         con.close()
-        return {"files": files, "embeddings": embs, "slots": slots}
+        return {"files": files, "embeddings": embs, "slots": slots, "trained_words": words, "previews": previews}
 
     a, b = tables(scanned), tables(ingested)
-    # library scan follows links (the link out of the tree, the linked folder); ingest never does
-    links = {str(root / "uploads" / "leak.safetensors"), str(root / "uploads" / "alias.safetensors")}
-    same = set(b["files"]) - links
-    assert len(same) > 100 and same <= set(a["files"])
-    assert {p: a["files"][p] for p in same} == {p: b["files"][p] for p in same}
-    assert [e for e in a["embeddings"] if e[0] in same] == [e for e in b["embeddings"] if e[0] in same]
-    assert [s for s in a["slots"] if s[0] in same] == [s for s in b["slots"] if s[0] in same]
+    # the same walk: the same files (the link out of the tree and its companions in neither), and
+    # the same record of each, in every table
+    assert len(a["files"]) > 100 and a["files"] == b["files"]
+    for table in ("embeddings", "slots", "trained_words", "previews"):
+        assert a[table] == b[table], table
+    assert a["trained_words"] and a["previews"]  # the tree has sidecars
 
 
 def test_jsonl_and_parquet_hold_the_same_rows_in_the_documented_schema(run):
@@ -125,9 +172,9 @@ def test_jsonl_and_parquet_hold_the_same_rows_in_the_documented_schema(run):
     docs = (ROOT / "docs" / "ingest.md").read_text()
     for name, typ, _ in COLUMNS:
         assert f"`{name}`" in docs, f"docs/ingest.md does not describe column {name}"
-    from embkit.ingest.manifest import CONVERTED_FIELDS, EMBEDDING_FIELDS, HOST_FIELDS, PREVIEW_FIELDS, SLOT_FIELDS
+    from embkit.ingest.manifest import CONVERTED_FIELDS, EMBEDDING_FIELDS, HOST_FIELDS, PREVIEW_FIELDS, SIDECAR_PREVIEW_FIELDS, SLOT_FIELDS
 
-    for group in (CONVERTED_FIELDS, EMBEDDING_FIELDS, HOST_FIELDS, PREVIEW_FIELDS, SLOT_FIELDS):
+    for group in (CONVERTED_FIELDS, EMBEDDING_FIELDS, HOST_FIELDS, PREVIEW_FIELDS, SIDECAR_PREVIEW_FIELDS, SLOT_FIELDS):
         for name, _ in group:
             assert f"`{name}`" in docs, f"docs/ingest.md does not describe field {name}"
 
@@ -156,10 +203,11 @@ def test_pipes_and_other_non_files_are_never_opened(tmp_path):
     os.mkfifo(fifo)  # opening it for reading would block forever
     listing = tmp_path / "list.txt"
     listing.write_text(f"{fifo}\n")
-    for source in (fifo.parent, listing):
-        summary = embkit.ingest([source], tmp_path / f"out-{source.name}", jobs=1)
-        (row,) = summary.rows
-        assert row["status"] == "skipped" and row["error_code"] == "not-a-file"
+    # in a folder the walk passes over it (the one walk: regular files only) ...
+    assert embkit.ingest([fifo.parent], tmp_path / "out-folder", jobs=1).rows == []
+    # ... named in a list of paths, it is a row that says why it was not read
+    (row,) = embkit.ingest([listing], tmp_path / "out-list", jobs=1).rows
+    assert row["status"] == "skipped" and row["error_code"] == "not-a-file"
     # a file swapped for a pipe after it was found is refused by the read step itself
     data, fields = steps.read_step({"path": str(fifo), "open": str(fifo), "skip_code": None})
     assert data is None and fields["error_code"] == "not-a-file"
@@ -264,7 +312,7 @@ def test_ray_missing_is_a_missing_dependency_with_the_pip_line(tree, tmp_path):
     root, _ = tree
     done = run_embkit("ingest", str(root / "broken"), "--out", str(tmp_path / "o"), "--ray", "auto", "--json", env=_blocked(tmp_path, "ray"))
     assert done.returncode == 11, done.stderr
-    assert "pip install 'embkit[ray]'" in " ".join(done.stderr.split())
+    assert "pip install 'embkit-ti[ray]'" in " ".join(done.stderr.split())
     assert json.loads(done.stdout)["error"]["code"] == "missing-dependency"
 
 
@@ -292,12 +340,19 @@ def test_each_stage_is_one_function(tree, tmp_path):
     item = {"path": path, "source": str(root), "open": path, "skip_code": None, "size": 0, "mtime_ns": 0}
     data, fields = steps.read_step(item)
     assert data == Path(path).read_bytes() and fields["size"] == len(data)
-    assert steps.scan_step(data, path)["scan_verdict"] == "safe"
+    scanned = steps.scan_step(data, path)
+    assert scanned["scan_verdict"] == "safe" and scanned["scan_rules"] == [] and "torch._utils._rebuild_tensor_v2" in scanned["scan_globals"]
     record = steps.record_step(path, len(data), 0, data)
     assert record["format"] == "a1111" and record["sha256"] == hashlib.sha256(data).hexdigest()
-    converted, files = steps.convert_step(path, data, str(tmp_path))
+    loaded, why = steps.open_step(path, data)
+    assert why is None and loaded.data == data
+    converted, files = steps.convert_step(loaded, str(tmp_path))
     assert converted["convert_error"] is None and [f for f, _ in files] == [str(tmp_path / converted["converted"][0]["path"])]
-    assert steps.hosts_step(record) == {}
+    verdicts = steps.hosts_step(steps.host_facts(loaded, data))
+    # torch.save of torch 2.13 writes zip members A1111's safe loader refuses; Forge loads it plainly
+    a1111, forge = verdicts["a1111"], verdicts["forge"]
+    assert a1111["trigger"] == forge["trigger"] == Path(path).stem and a1111["family"] == "sd1"
+    assert not a1111["loads"] and ".format_version" in a1111["reasons"][0] and forge["loads"] and forge["families"]["sd1"] == "loads"
     assert not list(tmp_path.iterdir())  # the stages write nothing: the batch commits
 
 
@@ -316,7 +371,10 @@ def test_previews_are_rendered_once_and_kept(tree, tmp_path):
     for p in made:
         png = tmp_path / "out" / p["path"]
         assert hashlib.sha256(png.read_bytes()).hexdigest() == p["sha256"]
-        assert np.asarray(Image.open(png)).shape == (64, 64, 3)
+        # the trigger of the published file (<name>.safetensors), not of the object named by its hash
+        assert p["trigger"] == p["name"] and p["negative"] is False
+        with Image.open(png) as im:
+            assert np.asarray(im).shape == (64, 64, 3) and f"a photo of {p['name']}" in im.info["parameters"]
     stamps = {p["path"]: (tmp_path / "out" / p["path"]).stat().st_mtime_ns for p in made}
     again = embkit.ingest([src], tmp_path / "out", previews=True, jobs=1)
     assert again.rows == first.rows and again.reused == len(first.rows)

@@ -169,7 +169,7 @@ def test_truncated_safetensors(tmp_path):
     src = mk.kohya_file(tmp_path / "full.safetensors", mk.vectors(2, 768))
     p = tmp_path / "cut.safetensors"
     p.write_bytes(src.read_bytes()[:-100])
-    with pytest.raises(BrokenFileError, match="cut.safetensors: .*offsets"):
+    with pytest.raises(BrokenFileError, match="cut.safetensors: .*(offset|not fully covered)"):
         embkit.read(p)
 
 

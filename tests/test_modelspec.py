@@ -202,9 +202,12 @@ def test_checkpoint_unet_only_family_from_cross_attention_width(tmp_path):
 
 
 def test_checkpoint_errors(tmp_path):
-    (tmp_path / "model.ckpt").write_bytes(b"PK\x03\x04")
-    with pytest.raises(TargetError, match="safetensors"):
+    (tmp_path / "model.ckpt").write_bytes(b"PK\x03\x04")  # a .ckpt is read by the allow-list unpickler: this one is damaged
+    with pytest.raises(TargetError, match="cannot read as a torch checkpoint"):
         ModelSpec.from_checkpoint(tmp_path / "model.ckpt")
+    (tmp_path / "model.onnx").write_bytes(b"x")
+    with pytest.raises(TargetError, match=r"not a single-file checkpoint \(.safetensors or .ckpt\)"):
+        ModelSpec.from_checkpoint(tmp_path / "model.onnx")
     nothing = write_sparse_checkpoint(tmp_path / "lora.safetensors", {"lora_unet_down.weight": ("F16", [4, 4])})
     with pytest.raises(TargetError, match="no text-encoder"):
         ModelSpec.from_checkpoint(nothing)

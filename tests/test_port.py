@@ -155,7 +155,7 @@ def test_bf16_model_rows_match_whole_matrix(tmp_path):
         (tmp_path / enc).mkdir()
         t = torch.from_numpy(rng.standard_normal((VOCAB, width)).astype(np.float32)).to(torch.bfloat16)
         save_torch({"text_model.embeddings.token_embedding.weight": t}, str(tmp_path / enc / "model.safetensors"))
-    tm = TokenMatrix(tmp_path, "text_encoder_2", 1280)
+    tm = TokenMatrix.from_folder(tmp_path, "text_encoder_2", 1280)
     try:
         whole = tm.matrix()
         assert tm.dtype == "bfloat16" and whole.shape == (VOCAB, 1280)
@@ -164,7 +164,7 @@ def test_bf16_model_rows_match_whole_matrix(tmp_path):
         assert np.array_equal(whole, expected)
     finally:
         tm.close()
-    vocab_l = TokenMatrix(tmp_path, "text_encoder", 768)
+    vocab_l = TokenMatrix.from_folder(tmp_path, "text_encoder", 768)
     try:
         rows = vocab_l.matrix()[[8, 2]] * 2
     finally:

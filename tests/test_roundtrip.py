@@ -21,6 +21,7 @@ import pytest
 
 import embkit
 from embkit import Embedding
+from embkit.scan import scan_file
 
 import makers
 
@@ -106,6 +107,9 @@ def make_sources(folder: Path) -> dict[str, Path]:
         "diffusers-st": makers.diffusers_file(f / "d.safetensors", "tok", v(3, 768, 19)),
         "concept-folder": makers.concept_folder(f / "concept", "<cat-toy>", v(2, 768, 20), kind="style"),
         "lora-bundle": makers.lora_bundle(f / "lora.safetensors", {"emb": {"clip_l": v(2, 768, 21), "clip_g": v(2, 1280, 22)}}),
+        "onetrainer-emp-out": makers.onetrainer_output_embedding(f / "ot_out.safetensors", v(2, 1024, 23)),
+        "diffusers-sdxl-pair": makers.diffusers_sdxl_pair(f / "pair", "xltok", v(2, 768, 24), v(2, 1280, 25), g_dtype="float16"),
+        "advanced-sdxl-emb": makers.advanced_sdxl_emb(f / "adv_emb.safetensors", v(2, 768, 26), v(2, 1280, 27)),
     }
 
 
@@ -156,6 +160,9 @@ def check_roundtrip(emb: Embedding, target: str, folder: Path) -> None:
     assert all(codes.count(c) == 1 for c in codes if c not in ("slot-dropped", "output-vectors-dropped")), codes
     back = embkit.read(out)
     assert back.source.format == fmt
+    for written in [out] if out.is_file() else sorted(out.iterdir()):  # read accepts it: scan says safe
+        if written.name.startswith("learned_embeds") or written == out:
+            assert scan_file(written).verdict == "safe", scan_file(written).to_dict()
     kept = [emb.slots[0]] if fmt in SINGLE_SLOT else list(emb.vectors)
     assert list(back.vectors) == kept
     for slot in kept:
@@ -212,7 +219,7 @@ def test_generated(source, target, tmp_path):
 SOURCE_IDS = [
     "a1111", "a1111-fp16", "a1111-bf16", "a1111-legacy", "original-ti", "a1111-image", "kohya-st", "kohya-pt",
     "onetrainer-emp", "multi-sdxl", "multi-sd3-t5xxl-out", "multi-pt-fp16", "diffusers-bin-1d", "diffusers-st",
-    "concept-folder", "lora-bundle",
+    "concept-folder", "lora-bundle", "onetrainer-emp-out", "diffusers-sdxl-pair", "advanced-sdxl-emb",
 ]
 
 
@@ -240,3 +247,78 @@ def test_same_format_same_vectors_bytes(sources, tmp_path):
     assert list(mine) == list(theirs)
     assert torch.equal(mine["string_to_param"]["*"], theirs["string_to_param"]["*"])
     assert {k: v for k, v in mine.items() if k != "string_to_param"} == {k: v for k, v in theirs.items() if k != "string_to_param"}
+
+
+# -- diffusers SDXL pairs as a target (issue 15) ----------------------------------------------------------
+
+PAIR_SOURCES = ["multi-sdxl", "multi-sd3-t5xxl-out", "lora-bundle", "diffusers-sdxl-pair", "advanced-sdxl-emb"]
+
+
+@pytest.mark.parametrize("source", PAIR_SOURCES)
+def test_sdxl_pair_target(source, sources, tmp_path):
+    """``sdxl_two_files=True`` writes the two files diffusers' SDXL script writes; reading the first
+    gives back one SDXL embedding: both slots bit-identical, dtypes and metadata kept, the token as
+    the name, a loss only for what a pair cannot hold (other slots, output vectors)."""
+    from safetensors.torch import load_file
+
+    for emb in embkit.read_all(sources[source]):
+        out = tmp_path / f"{safe_stem(emb.name)}.safetensors"
+        losses = embkit.write(emb, out, "diffusers", sdxl_two_files=True, overwrite=True)
+        want = {"slot-dropped"} if set(emb.slots) - {"clip_l", "clip_g"} else set()
+        want |= {"output-vectors-dropped"} if emb.output_slots else set()
+        assert {x.code for x in losses} == want, [str(x) for x in losses]
+        back = embkit.read(out)
+        assert back.source.pair == str(out.with_name(out.stem + "_2.safetensors"))
+        assert back.name == emb.name and back.slots == ("clip_l", "clip_g")
+        for slot in back.slots:
+            assert back.dtypes[slot] == emb.dtypes[slot] and np.array_equal(back.vectors[slot], emb.vectors[slot])
+        for key, value in emb.metadata.items():
+            if key not in LAYOUT and value is not None:
+                assert back.metadata.get(key) == value, key
+        for path, slot in ((out, "clip_l"), (out.with_name(out.stem + "_2.safetensors"), "clip_g")):
+            [(token, tensor)] = load_file(str(path)).items()  # what diffusers' load_textual_inversion sees
+            assert token == emb.name and np.array_equal(tensor.float().numpy(), emb.vectors[slot].astype(np.float32))
+
+
+# -- bytes and file objects read like the file on disk (issue 15) -----------------------------------------
+
+
+def same_reading(on_disk: list[Embedding], in_memory: list[Embedding]) -> None:
+    assert len(on_disk) == len(in_memory)
+    for a, b in zip(on_disk, in_memory):
+        assert (a.name, dict(a.metadata), dict(a.dtypes)) == (b.name, dict(b.metadata), dict(b.dtypes))
+        assert a.same_vectors(b)
+        assert (a.source.format, a.source.container, a.source.member) == (b.source.format, b.source.container, b.source.member)
+        assert b.source.in_memory and not a.source.in_memory
+
+
+@pytest.mark.parametrize("source", [s for s in SOURCE_IDS if s not in ("concept-folder", "diffusers-sdxl-pair")])
+def test_bytes_and_file_objects_read_like_the_file(source, sources):
+    import io
+
+    path = sources[source]
+    disk = embkit.read_all(path)
+    same_reading(disk, embkit.read_all(path.read_bytes(), name=path.name))
+    same_reading(disk, embkit.read_all(bytearray(path.read_bytes()), name=path.name))
+    with open(path, "rb") as fh:  # a file object names itself
+        same_reading(disk, embkit.read_all(fh))
+    same_reading(disk, embkit.read_all(io.BytesIO(path.read_bytes()), name=path.name))
+    p, m = embkit.probe(path), embkit.probe(memoryview(path.read_bytes()), name=path.name)
+    assert (p.format, p.container, p.hashes, p.size) == (m.format, m.container, m.hashes, m.size)
+    assert [e.slots for e in p.embeddings] == [e.slots for e in m.embeddings]
+
+
+def test_an_sdxl_pair_from_bytes_reads_like_the_pair_on_disk(sources):
+    first = sources["diffusers-sdxl-pair"]
+    second = first.with_name("learned_embeds_2.safetensors")
+    same_reading(embkit.read_all(first), embkit.read_all([first.read_bytes(), second.read_bytes()]))
+
+
+@pytest.mark.parametrize("target", [t for t, (_f, suffix, _o) in TARGETS.items() if suffix])
+def test_every_written_layout_reads_the_same_from_bytes(target, tmp_path):
+    fmt, suffix, opts = TARGETS[target]
+    for make in GENERATED.values():
+        emb = make()
+        out = tmp_path / f"{safe_stem(emb.name)}{suffix}"
+        embkit.write(emb, out, fmt, overwrite=True, **opts)
+        same_reading(embkit.read_all(out), embkit.read_all(out.read_bytes(), name=out.name))

@@ -264,3 +264,66 @@ def test_report_is_a_list_of_findings():
     assert len(report) == len(report.findings) > 0
     assert list(report) == list(report.findings) and report[0] == report.findings[0]
     assert "zero-vector" in [f.code for f in report]
+
+
+# -- hosts: findings carry the hosts they concern ---------------------------------------------------
+
+
+def test_findings_name_their_hosts_and_a_host_view_keeps_its_own():
+    """A mixed-case multi-vector trigger is diffusers' problem (its prompt expansion misses it),
+    not A1111's: A1111's view of the same report passes --strict."""
+    e = emb("EasyNeg", clip_l=vecs(8, 768))
+    report = validate(e, "sd1", hosts=["a1111", "diffusers"])
+    [mixed] = [f for f in report if f.code == "trigger-mixed-case"]
+    assert mixed.hosts == ("diffusers",)
+    assert not report.passes(strict=True)
+    assert report.view("a1111").passes(strict=True) and not report.view("diffusers").passes(strict=True)
+    assert validate(e, "sd1", hosts="a1111").passes(strict=True)
+    # the default is embkit's own view: today's findings, each naming the embkit host
+    default = validate(e, "sd1")
+    assert default.hosts == ("embkit",) and all(f.hosts == ("embkit",) for f in default)
+    assert "trigger-mixed-case" in default.codes()
+
+
+def test_trigger_names_are_checked_as_each_host_triggers_the_file(tmp_path):
+    import makers as mk
+
+    # a diffusers file: A1111 types the stem, diffusers the token
+    path = mk.diffusers_file(tmp_path / "learned_embeds.safetensors", "<Cat-Toy>", vecs(3, 768))
+    report = validate(embkit.read(path), "sd1", hosts=["a1111", "diffusers"])
+    assert report.verdicts["a1111"].trigger == "learned_embeds" and report.verdicts["diffusers"].trigger == "<Cat-Toy>"
+    assert [f.hosts for f in report if f.code == "trigger-mixed-case"] == [("diffusers",)]  # the token has capitals, the stem none
+
+
+def test_a1111_token_prefix_is_its_own_finding():
+    a, b = emb("whatever-200", clip_l=vecs(1, 768)), emb("whatever-2000", clip_l=vecs(1, 768))
+    report = validate(a, "sd1", loaded=[a, b], hosts=["a1111", "comfyui"])
+    [tok] = [f for f in report if f.code == "trigger-prefix"]
+    assert tok.hosts == ("a1111",) and "CLIP tokens" in tok.message  # ComfyUI types whole names
+    assert not [f for f in validate(emb("style", clip_l=vecs(1, 768)), "sd1", loaded=["styles"], hosts="a1111") if f.code == "trigger-prefix"]
+
+
+def test_host_findings_say_what_each_host_does(tmp_path):
+    import makers as mk
+
+    codes = lambda r, h: [f.code for f in r if h in f.hosts]  # noqa: E731
+    xl = SDXL(2)
+    assert "host-skips" in codes(validate(xl, "sd1", hosts="a1111"), "a1111")  # A1111 skips an SDXL file on SD1
+    assert "host-partial" in codes(validate(SD1(2), "sdxl", hosts="comfyui"), "comfyui")  # ComfyUI applies the CLIP-L half
+    fresh = mk.a1111_pt(tmp_path / "fresh.pt", vecs(2, 768))  # torch 2.13 writes .format_version
+    assert "host-error" in codes(validate(embkit.read(fresh), "sd1", hosts="a1111"), "a1111")
+    binfile = mk.diffusers_file(tmp_path / "tok.bin", "<tok>", vecs(1, 768))
+    assert "host-ignores" in codes(validate(embkit.read(binfile), "sd1", hosts="sdnext"), "sdnext")  # SD.Next lists no .bin
+    assert "host-unknown" in codes(validate(SD1(2), "sd3", hosts="a1111"), "a1111")
+
+
+def test_host_old_release(tmp_path):
+    from host_files import as_torch
+    import makers as mk
+
+    path = as_torch(mk.a1111_pt(tmp_path / "mid.pt", vecs(2, 768)), "2.1")  # byteorder, .data/serialization_id
+    report = validate(embkit.read(path), "sd1", hosts="a1111")
+    [old] = [f for f in report if f.code == "host-old-release"]
+    assert old.severity == "warning" and "before 1.10" in old.message and old.fix.startswith("embkit convert")
+    assert report.ok and not report.passes(strict=True)
+    assert report.verdicts["a1111"].releases == {"1.10+": True, "before 1.10": False}

@@ -138,19 +138,22 @@ def test_render_hands_over_with_the_documented_call(tmp_path, monkeypatch):
     calls = []
     fake = types.ModuleType("embkit.cli.render")
     fake.run = lambda **kw: calls.append(kw) or 3
-    fake.preflight = lambda paths, output, overwrite, json_out: calls.append(("preflight", output, overwrite)) or 0
+    fake.preflight = lambda paths, output, overwrite, json_out, per_file: calls.append(("preflight", output, overwrite, per_file)) or 0
     monkeypatch.setitem(sys.modules, "embkit.cli.render", fake)
     import embkit.cli
 
     monkeypatch.setattr(embkit.cli, "render", fake, raising=False)
     path = tmp_path / "a.safetensors"
     save_file({"emb_params": vecs(1, 768)}, str(path))
-    res = invoke(path, "--render", "--model", "sd1", "--prompt", "a cat", "--as-negative", "--seed", "1", "--seed", "2",
-                 "--steps", "3", "--device", "cpu", "-o", tmp_path / "sheet.png", "--overwrite")
-    assert res.exit_code == 3
-    assert calls == [("preflight", str(tmp_path / "sheet.png"), True),
-                     dict(paths=[str(path)], model="sd1", prompt="a cat", as_negative=True, seeds=[1, 2], steps=3, device="cpu",
-                          output=str(tmp_path / "sheet.png"), json_out=False, strict=False, overwrite=True)]
+    res = invoke(path, "--render", "--model", "sd1", "--prompt", "a cat", "--negative", "blurry", "--as-negative", "--seed", "1", "--seed", "2",
+                 "--steps", "3", "--size", "96x64", "--guidance", "5", "--device", "cpu", "--dtype", "bfloat16", "--prediction", "v",
+                 "--tokenizer", "tok", "--host-dir", "a", "--host-dir", "b", "-o", tmp_path / "sheet.png", "--overwrite")
+    assert res.exit_code == 3, res.output
+    assert calls == [("preflight", str(tmp_path / "sheet.png"), True, False),
+                     dict(paths=[str(path)], model="sd1", prompt="a cat", negative="blurry", as_negative=True, seeds=[1, 2], steps=3,
+                          size=(96, 64), width=None, height=None, guidance=5.0, device="cpu", dtype="bfloat16", prediction="v",
+                          tokenizer="tok", host_dirs=["a", "b"], output=str(tmp_path / "sheet.png"), sheet_per_file=False,
+                          json_out=False, strict=False, overwrite=True)]
 
 
 def test_render_checks_the_sheet_before_validating_or_rendering(tmp_path, monkeypatch):

@@ -3,9 +3,13 @@ and (where there is one) the command that fixes it. Every finding code is listed
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from ..errors import ValidationFailed
+
+if TYPE_CHECKING:  # for the annotation only: validation fills it from the hosts table
+    from ..hosts.common import HostVerdict
 
 SEVERITIES = ("error", "warning", "info")
 
@@ -27,7 +31,16 @@ CODES: dict[str, tuple[str, str]] = {
     "trigger-mixed-case": ("warning", "a multi-vector trigger with capitals, which diffusers cannot expand (info when single-vector)"),
     "expanded-name-collision": ("warning", "the names diffusers gives extra vectors (tok_1 …) collide"),
     "vocab-unavailable": ("info", "the target's vocabulary is unknown, so trigger checks were limited"),
+    "host-skips": ("error", "the host does not apply the embedding on this model (silently or with a log line)"),
+    "host-partial": ("warning", "the host applies only part of the embedding (some text encoders get nothing)"),
+    "host-error": ("error", "the host fails to load the file, or its trigger cannot be typed there"),
+    "host-ignores": ("error", "the host never reads such a file (its extension, a preview, an empty file)"),
+    "host-old-release": ("warning", "an older release of the host refuses the file (A1111 before 1.10)"),
+    "host-unknown": ("info", "embkit has no facts on what the host does with this model family"),
 }
+
+#: verdict status of a host (embkit.hosts) → the finding that reports it
+STATUS_CODES = {"skipped": "host-skips", "partial": "host-partial", "error": "host-error", "ignored": "host-ignores", "unknown": "host-unknown"}
 
 
 @dataclass(frozen=True)
@@ -40,9 +53,15 @@ class Finding:
     slot: str | None = None
     index: int | None = None
     fix: str | None = None
+    #: the hosts (``embkit.hosts`` ids) the finding concerns: a host's view shows only its own
+    hosts: tuple[str, ...] = ()
 
     def to_dict(self) -> dict:
-        return {"code": self.code, "severity": self.severity, "message": self.message, "slot": self.slot, "index": self.index, "fix": self.fix}
+        return {"code": self.code, "severity": self.severity, "message": self.message, "slot": self.slot, "index": self.index, "fix": self.fix, "hosts": list(self.hosts)}
+
+    def concerns(self, host: str) -> bool:
+        """Whether this finding is about ``host`` (a finding naming no host concerns every host)."""
+        return not self.hosts or host in self.hosts
 
 
 @dataclass(frozen=True)
@@ -54,6 +73,18 @@ class Report:
     findings: tuple[Finding, ...]
     path: str | None = None
     family: str = "unknown"
+    #: the hosts the findings were computed for (``("embkit",)`` unless asked)
+    hosts: tuple[str, ...] = ("embkit",)
+    #: host id → :class:`embkit.hosts.HostVerdict` on the target's family
+    verdicts: dict[str, HostVerdict] = field(default_factory=dict, compare=False, repr=False)
+
+    def view(self, host: str) -> "Report":
+        """The report as one host sees it: only the findings that concern ``host``."""
+        import dataclasses
+
+        mine = tuple(f for f in self.findings if f.concerns(host))
+        verdicts = {host: self.verdicts[host]} if host in self.verdicts else {}
+        return dataclasses.replace(self, findings=mine, hosts=(host,), verdicts=verdicts)
 
     @property
     def errors(self) -> tuple[Finding, ...]:
@@ -104,4 +135,5 @@ class Report:
             "errors": len(self.errors),
             "warnings": len(self.warnings),
             "findings": [f.to_dict() for f in self.findings],
+            "hosts": {h: v.to_dict() for h, v in self.verdicts.items()},
         }

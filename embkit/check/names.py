@@ -10,8 +10,10 @@ in a prompt.
 
 from __future__ import annotations
 
+import re
 import shlex
 import weakref
+from dataclasses import replace
 from typing import Iterable
 
 from ..model.spec import ModelSpec
@@ -52,10 +54,31 @@ def _rename_fix(emb: Embedding, new: str) -> str:
     return f"embkit edit {path} -o OUT --rename {shlex.quote(new)}"
 
 
-def check_names(emb: Embedding, spec: ModelSpec, loaded: Iterable[Embedding | str]) -> list[Finding]:
-    """Findings about ``emb``'s trigger name against the target's vocabulary and ``loaded``."""
-    name, n = emb.name, emb.num_vectors
+_FIX = re.compile(r"`embkit edit [^`]*`")
+
+#: finding code → the pitfall (a ``Host.pitfalls`` entry, see :mod:`embkit.hosts`) it is about; a
+#: host whose rules lack that pitfall is not concerned. Codes not listed concern every host.
+CODE_PITFALLS = {
+    "trigger-in-vocab": "vocab-token",
+    "trigger-mixed-case": "mixed-case",
+    "expanded-name-collision": "expanded-names",
+    "trigger-prefix": "substring-replace",
+    "trigger-case": "case-fold",
+}
+
+
+def check_names(emb: Embedding, spec: ModelSpec, loaded: Iterable[Embedding | str | tuple[str, int]], trigger: str | None = None) -> list[Finding]:
+    """Findings about ``emb``'s trigger name against the target's vocabulary and ``loaded``.
+
+    ``trigger`` is the word a host triggers the file by when it is not the embedding's name (A1111
+    uses the file stem); the rename fixes are then left out, since renaming the embedding would
+    not change it."""
+    name, n = trigger or emb.name, emb.num_vectors
     out: list[Finding] = []
+    if name != emb.name:
+        # renaming the embedding would not change what this host types: the file name does
+        how = "a new file name (this host triggers the file by its name, not the embedding's)"
+        return [replace(f, fix=None, message=_FIX.sub(how, f.message)) for f in check_names(emb.replace(name=name), spec, loaded)]
     vocab = next((spec.slots[s].vocab for s in ("clip_l", "clip_h", "clip_g") if s in spec.slots and spec.slots[s].vocab is not None), None)
     fresh = f"<{name.lower()}>"
     if vocab is None:

@@ -9,8 +9,8 @@ Nothing here prints, and nothing imports torch unless the target is a live pipel
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
-from typing import Any, Iterable
+from dataclasses import dataclass, replace
+from typing import Iterable
 
 import numpy as np
 
@@ -18,7 +18,7 @@ from ..schema import Embedding
 from ..model.resolve import resolve_target
 from ..model.spec import ModelSpec
 from .findings import SEVERITIES, Finding, Report
-from .names import check_names
+from .hostcheck import check_hosts, host_names
 
 #: A row whose L2 norm is past HIGH × (median token norm), or under (median token norm) / LOW, is an
 #: outlier. Trained embeddings are legitimately several times longer than vocabulary tokens (the
@@ -28,28 +28,42 @@ NORM_LOW_FACTOR = 20.0
 SLOT_TITLES = {"clip_l": "CLIP-L", "clip_h": "CLIP-H", "clip_g": "CLIP-G", "t5": "T5"}
 
 
-def validate(embedding: Embedding | str | os.PathLike, target: Any, *, loaded: Iterable[Embedding | str] = ()) -> Report:
+def validate(
+    embedding: Embedding | str | os.PathLike,
+    target: object,
+    *,
+    loaded: Iterable[Embedding | str] = (),
+    hosts: Iterable[str] | str | None = None,
+) -> Report:
     """Check ``embedding`` against ``target`` (anything :func:`embkit.model.resolve.resolve_target`
     accepts: a family name, a folder, a ``.safetensors`` checkpoint, a pipeline, a Hub id).
 
     ``loaded`` are the other embeddings (or bare trigger names) to be loaded alongside, for the
-    name-collision checks. Returns a :class:`Report`; raises only when the target or the file
-    cannot be read.
+    name-collision checks. ``hosts`` (ids from :data:`embkit.hosts.HOST_IDS`, or ``"all"``) asks
+    what those hosts would do: trigger names are checked as each host triggers the file, each
+    finding names the hosts it concerns (:meth:`Report.view`), and a host that would skip,
+    partly apply or fail on the file adds a ``host-*`` finding. The default is the ``embkit`` host:
+    how :func:`embkit.diffusers.apply` treats the file. Returns a :class:`Report`; raises only when
+    the target or the file cannot be read.
     """
+    from ..hosts import resolve_hosts
+
     if not isinstance(embedding, Embedding):
         from ..io import read
 
         embedding = read(embedding)
     spec = resolve_target(target)
+    host_ids = resolve_hosts(hosts) or ("embkit",)
     findings: list[Finding] = []
     ctx = _Context(embedding, spec)
-    findings += _check_slots(ctx)
-    findings += _check_values(ctx)
-    findings += _check_budget(ctx)
-
-    findings += check_names(embedding, spec, loaded)
+    if "embkit" in host_ids:  # the other hosts' slot rules come from their verdicts
+        findings += [replace(f, hosts=("embkit",)) for f in _check_slots(ctx)]
+    findings += [replace(f, hosts=host_ids) for f in _check_values(ctx) + _check_budget(ctx)]
+    findings += host_names(embedding, spec, loaded, host_ids)
+    host_findings, verdicts = check_hosts(embedding, spec, host_ids)
+    findings += host_findings
     findings.sort(key=lambda f: SEVERITIES.index(f.severity))  # stable: errors first, then warnings, then notes
-    return Report(embedding.name, spec.describe(), tuple(findings), embedding.source.path if embedding.source else None, embedding.family)
+    return Report(embedding.name, spec.describe(), tuple(findings), embedding.source.path if embedding.source else None, embedding.family, host_ids, verdicts)
 
 
 @dataclass

@@ -21,6 +21,7 @@ if "numpy" not in sys.modules:
 
 from ..convert import DTYPES, Job, Settings, plan_jobs, run_jobs  # noqa: E402  (numpy loads here)
 from ..formats import CONTAINER_IDS, writable_ids  # noqa: E402
+from ..hosts import HOST_IDS  # noqa: E402
 from . import output
 
 @click.command("convert")
@@ -37,17 +38,21 @@ from . import output
 @click.option("--t5-key", type=click.Choice(["t5", "t5xxl"]), help="multi: spell the T5 key (t5xxl for ComfyUI).")
 @click.option("--sdxl-two-files", is_flag=True, help="diffusers: write an SDXL pair as NAME and NAME_2.")
 @click.option("--picture", type=click.Path(exists=True, dir_okay=False), help="a1111-image: picture to put in the card.")
+@click.option("--for", "for_host", type=click.Choice(HOST_IDS), help="Write the layout this host loads best (instead of --to) and check the result against its rules.")
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON report instead of tables.")
-def cli(inputs, out, to, container, dtype, name, strict, overwrite, dry_run, jobs, t5_key, sdxl_two_files, picture, as_json) -> None:
+def cli(inputs, out, to, container, dtype, name, strict, overwrite, dry_run, jobs, t5_key, sdxl_two_files, picture, for_host, as_json) -> None:
     """Convert embeddings between formats; folders keep their tree.
 
     Every loss (a slot, output vectors, metadata, precision the target cannot hold) is reported
-    per file; --strict turns a loss into a failure. Exit status: 0 when nothing failed, else the
-    exit code of the failures' error (1 when they differ)."""
+    per file; --strict turns a loss into a failure. --for HOST picks the layout and container
+    that host loads best and fails a file the host would not load. Exit status: 0 when nothing
+    failed, else the exit code of the failures' error (1 when they differ)."""
+    if for_host and to:
+        raise click.UsageError("give --to FORMAT or --for HOST, not both")
     job_list, single = plan_jobs(tuple(inputs), out, to)
     # one file to a file: the writer picks the format from the output extension; into a folder
     # there is no extension to go by
-    if to is None and any(j.into_dir for j in job_list):
+    if to is None and not for_host and any(j.into_dir for j in job_list):
         hint = "" if os.path.isdir(out) or out.endswith(("/", os.sep)) or len(inputs) > 1 else f" ({out!r} has no extension, so it is taken as a folder)"
         raise click.UsageError(f"--to FORMAT is needed when writing into a folder{hint}")
     if len(inputs) == 1 and len(job_list) == 1 and name and job_list[0].into_dir and os.path.isfile(inputs[0]):
@@ -61,7 +66,7 @@ def cli(inputs, out, to, container, dtype, name, strict, overwrite, dry_run, job
         options["sdxl_two_files"] = True
     if picture:
         options["picture"] = picture
-    settings = Settings(to, container, dtype, name, strict, overwrite, dry_run, tuple(options.items()))
+    settings = Settings(to, container, dtype, name, strict, overwrite, dry_run, tuple(options.items()), for_host)
     workers = jobs or os.cpu_count() or 1
     results = _run_with_progress(job_list, settings, workers, show=not as_json)
     if single:
@@ -121,6 +126,7 @@ def print_summary(results: list[dict], dry_run: bool) -> None:
             style = {"failed": "red", "skipped": "yellow"}.get(r["status"], "green")
             notes = [r["reason"]] if "reason" in r else []
             notes += [f"[{x['code']}] {x['message']}" for x in r["losses"]]
+            notes += [f"{h['host']}: {h['status']}, typed as {h['trigger']}" for h in r.get("hosts", [])]
             target = ", ".join(r["outputs"]) if r["outputs"] else ""
             shown = esc(r["input"]) + (f" → {esc(target)}" if target else "")
             table.add_row(shown, f"[{style}]{r['status']}[/]", esc("\n".join(notes)) if notes else "")

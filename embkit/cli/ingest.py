@@ -14,7 +14,7 @@ from . import output
 @click.command("ingest")
 @click.argument("sources", nargs=-1, required=True, type=click.Path(readable=False))
 @click.option("-o", "--out", "out", required=True, type=click.Path(file_okay=False), help="Output folder: converted files, previews, the manifest (manifest.jsonl, manifest.parquet).")
-@click.option("--ray", "ray", metavar="auto|local|ADDRESS", help="Run as a Ray Data pipeline: auto (the running cluster), local (a private Ray on this machine) or a cluster address. Needs embkit[ray].")
+@click.option("--ray", "ray", metavar="auto|local|ADDRESS", help="Run as a Ray Data pipeline: auto (the running cluster), local (a private Ray on this machine) or a cluster address. Needs embkit-ti[ray].")
 @click.option("--previews", is_flag=True, help="Render a preview of every converted embedding.")
 @click.option("-m", "--model", help="With --previews: a family's built-in tiny pipeline (sd1, sd2, sdxl), a diffusers folder or a Hub id (default: each embedding's family, tiny).")
 @click.option("--device", type=click.Choice(["auto", "cuda", "cpu"]), default="auto", show_default=True, help="With --previews: where to render.")
@@ -43,7 +43,7 @@ def cli(sources, out, ray, previews, model, device, prompt, seeds, steps, librar
 
         from ..diffusers.previews import PreviewSettings
 
-        preview_settings = PreviewSettings(batch_size=min(batch_size, 64))
+        preview_settings = PreviewSettings()
         if prompt:
             preview_settings = replace(preview_settings, prompt=prompt)
         if seeds:

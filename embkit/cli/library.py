@@ -1,6 +1,7 @@
 """``embkit library …``: the registry of a user's embeddings (scan, list, search, show, dupes,
-conflicts, check, export, remove, tag). The database is ``--db``, else ``$EMBKIT_LIBRARY``, else
-``library.sqlite`` in the platform's user data folder."""
+conflicts, check, export, remove, tag; previews and gallery in :mod:`.library_previews`). The
+database is ``--db``, else ``$EMBKIT_LIBRARY``, else ``library.sqlite`` in the platform's user data
+folder."""
 
 from __future__ import annotations
 
@@ -9,21 +10,11 @@ import sys
 import click
 
 from . import output
-
-_DB_HELP = "Library database file (default: $EMBKIT_LIBRARY, else the user data folder)."
-
-
-def _db_option(f):
-    return click.option("--db", "db", type=click.Path(dir_okay=False), default=None, help=_DB_HELP)(f)
-
-
-def _open(ctx: click.Context, db: str | None):
-    from ..library import Library
-
-    path = db or (ctx.obj or {}).get("db")
-    lib = Library(path)
-    ctx.call_on_close(lib.close)
-    return lib
+from .hosts_view import host_option, parse_hosts
+from .library_db import DB_HELP as _DB_HELP
+from .library_db import db_option as _db_option
+from .library_db import open_library as _open
+from .library_previews import gallery_cmd, previews_cmd
 
 
 @click.group("library")
@@ -68,6 +59,7 @@ def scan_cmd(ctx, paths, jobs, as_json, quiet, db) -> None:
         f"{report.seen} files: {report.added} added, {report.updated} updated, {report.unchanged} unchanged, "
         f"{report.removed} removed, {len(report.errors)} unreadable"
         + (f", {report.pictures} pictures without an embedding" if report.pictures else "")
+        + (f", {report.previews} with a preview" if report.previews else "")
         + f" ({report.seconds:.2f} s, {rate:,.0f} files/s)"
     )
 
@@ -101,6 +93,8 @@ def _filters(f):
         click.option("--vectors", help="Vector count: N, MIN-MAX, MIN- or -MAX."),
         click.option("--format", "format_", type=click.Choice(FORMAT_IDS), help="Layout."),
         click.option("--tag", help="Has this tag."),
+        click.option("--word", help="A trained word the sidecars name (glob, case-insensitive)."),
+        click.option("--base-model", "base_model", help="Base model the sidecars name (glob, case-insensitive: 'SDXL*', 'SD 1.5')."),
         click.option("--json", "as_json", is_flag=True, help="Print JSON."),
         _db_option,
     ]
@@ -121,16 +115,17 @@ def _vectors(value: str | None):
         raise click.BadParameter(f"{value!r}: use N, MIN-MAX, MIN- or -MAX", param_hint="--vectors") from None
 
 
-def _query(ctx, db, family, fits, slot, name, vectors, format_, tag):
+def _query(ctx, db, family, fits, slot, name, vectors, format_, tag, word=None, base_model=None, pattern=None):
     lib = _open(ctx, db)
-    return lib.search(family=family, fits=fits, slot=slot, name=name, vectors=_vectors(vectors), format=format_, tag=tag)
+    return lib.search(family=family, fits=fits, slot=slot, name=name, vectors=_vectors(vectors), format=format_, tag=tag,
+                      word=word, base_model=base_model, pattern=pattern)
 
 
 @cli.command("list")
 @_filters
 @click.option("--errors", "show_errors", is_flag=True, help="List the files that could not be read instead.")
 @click.pass_context
-def list_cmd(ctx, family, fits, slot, name, vectors, format_, tag, as_json, db, show_errors) -> None:
+def list_cmd(ctx, family, fits, slot, name, vectors, format_, tag, word, base_model, as_json, db, show_errors) -> None:
     """List the embeddings in the library (filters combine)."""
     if show_errors:
         lib = _open(ctx, db)
@@ -140,20 +135,19 @@ def list_cmd(ctx, family, fits, slot, name, vectors, format_, tag, as_json, db, 
         else:
             _errors_table(errs, len(lib.pictures()))
         return
-    _print_entries(_query(ctx, db, family, fits, slot, name, vectors, format_, tag), as_json)
+    _print_entries(_query(ctx, db, family, fits, slot, name, vectors, format_, tag, word, base_model), as_json)
 
 
 @cli.command("search")
 @click.argument("pattern", required=False)
 @_filters
 @click.pass_context
-def search_cmd(ctx, pattern, family, fits, slot, name, vectors, format_, tag, as_json, db) -> None:
-    """Search by a name PATTERN (a substring, or a glob with * ? [ ]) and filters."""
-    if pattern and name:
-        raise click.UsageError("give the name as PATTERN or --name, not both")
+def search_cmd(ctx, pattern, family, fits, slot, name, vectors, format_, tag, word, base_model, as_json, db) -> None:
+    """Search by a PATTERN (a substring, or a glob with * ? [ ]) matching the trigger name or a
+    trained word its sidecars name, and filters."""
     if pattern and not any(c in pattern for c in "*?["):
         pattern = f"*{pattern}*"
-    _print_entries(_query(ctx, db, family, fits, slot, pattern or name, vectors, format_, tag), as_json)
+    _print_entries(_query(ctx, db, family, fits, slot, name, vectors, format_, tag, word, base_model, pattern), as_json)
 
 
 @cli.command("show")
@@ -209,26 +203,7 @@ def _show_entry(e) -> None:
     table = Table(title=f"[bold]{esc(e.name)}[/]", title_justify="left", show_header=False, box=None)
     table.add_column("field", style="bold")
     table.add_column("value", overflow="fold")
-    rows = [
-        ("path", e.path + (f" [{e.member}]" if e.member else "")),
-        ("stored name", e.stored_name or "-"),
-        ("format", f"{e.format} ({e.container})"),
-        ("family", f"{e.family} (fits: {', '.join(e.families) or 'none'})"),
-        ("vectors", str(e.num_vectors)),
-        ("size", f"{e.size} bytes"),
-        ("sha256", e.sha256),
-        ("AutoV2", e.autov2),
-        ("AutoV3", e.autov3 or "-"),
-        ("vectors hash", e.vectors_hash),
-        ("tags", ", ".join(e.tags) or "-"),
-    ]
-    for s in e.slots:
-        norms = f"norms {s.norm_min:.3g} / {s.norm_mean:.3g} / {s.norm_max:.3g}" if s.norm_mean is not None else "norms n/a"
-        rows.append((f"slot {s.slot}", f"{s.vectors} x {s.width} {s.dtype}, {norms} (min/mean/max)"))
-    for k, v in sorted(e.metadata.items()):
-        rows.append((f"meta {k}", str(v)[:200]))
-    for w in e.warnings:
-        rows.append(("warning", w))
+    rows = e.rows()
     for k, v in rows:
         table.add_row(esc(k), esc(v))
     output.console().print(table)
@@ -263,7 +238,8 @@ def _print_groups(groups, as_json: bool, none_text: str) -> None:
         return
     esc = output.escape
     for g in groups:
-        output.info(f"[bold]{g.kind}[/] {esc(g.message)}")
+        where = f" [dim]({', '.join(g.hosts)})[/]" if g.hosts else ""
+        output.info(f"[bold]{g.kind}[/]{where} {esc(g.message)}")
         for e in g.entries:
             output.info(f"    {esc(e.name)}  [dim]{esc(e.path)}{esc(' [' + e.member + ']' if e.member else '')} ({e.format}, {e.family})[/]")
 
@@ -280,12 +256,16 @@ def dupes_cmd(ctx, as_json, db) -> None:
 @cli.command("conflicts")
 @click.option("--kind", type=click.Choice(["same-trigger", "case", "prefix", "stored-name", "family-mix"]), multiple=True, help="Only these kinds.")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@host_option
 @_db_option
 @click.pass_context
-def conflicts_cmd(ctx, kind, as_json, db) -> None:
+def conflicts_cmd(ctx, kind, as_json, host_names, db) -> None:
     """Trigger names that confuse hosts: one name in several files, names differing only by case,
-    names that are prefixes of others, stored name ≠ file name, SD1 and SDXL under one name."""
-    groups = [g for g in _open(ctx, db).conflicts() if not kind or g.kind in kind]
+    names in each other's way under a host's prompt matching, stored name ≠ file name, SD1 and
+    SDXL under one name. Names are the ones each host triggers by (A1111 calls every
+    learned_embeds.bin 'learned_embeds'); every host by default, each group naming its hosts."""
+    hosts = parse_hosts(host_names)
+    groups = [g for g in _open(ctx, db).conflicts(hosts or None) if not kind or g.kind in kind]
     _print_groups(groups, as_json, "no conflicts")
 
 
@@ -293,28 +273,38 @@ def conflicts_cmd(ctx, kind, as_json, db) -> None:
 @click.option("--model", "target", required=True, help="Target: a family (sd1, sdxl, …), a model folder, or a model id.")
 @click.option("--name", "names", multiple=True, help="Only these entries (name, path or hash); repeatable.")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@host_option
 @_db_option
 @click.pass_context
-def check_cmd(ctx, target, names, as_json, db) -> None:
-    """Which embeddings would load on a model, which would be skipped, and why."""
+def check_cmd(ctx, target, names, as_json, host_names, db) -> None:
+    """Which embeddings would load on a model, which would be skipped, and why; with --host, as
+    that host loads them, with the word to type there. Exit status as verify's: 0 when all would
+    load, 7 when any would be skipped."""
+    from ..errors import ValidationFailed
+
+    hosts = parse_hosts(host_names)
     lib = _open(ctx, db)
-    results = lib.check(target, names or None)
+    results = lib.check(target, names or None, hosts=hosts or None)
+    code = ValidationFailed.exit_code if any(not r.loads for r in results) else 0
     if as_json:
         output.print_json([r.to_dict() for r in results])
-        return
+        raise SystemExit(code)
     esc = output.escape
     loads = [r for r in results if r.loads]
     for r in results:
         mark = "[green]load[/]" if r.loads else "[red]skip[/]"
-        output.info(f"{mark}  {esc(r.entry.name)}  [dim]{esc(r.entry.path)}[/]")
+        words = "  " + "  ".join(f"{h}: [bold]{esc(v.trigger)}[/]" for h, v in r.hosts.items() if v.loads and v.trigger) if r.hosts else ""
+        output.info(f"{mark}  {esc(r.entry.name)}  [dim]{esc(r.entry.path)}[/]{words}")
         for f in r.findings:
             if f["severity"] != "info":
                 colour = "red" if f["severity"] == "error" else "yellow"
                 output.info(f"        [{colour}]{f['severity']}[/] [{colour}]\\[{esc(f['code'])}][/] {esc(f['message'])}")
-    output.info(f"[bold]{len(loads)}[/] would load, [bold]{len(results) - len(loads)}[/] would be skipped on {esc(target)}")
+    where = f" by {', '.join(hosts)}" if hosts else ""
+    output.info(f"[bold]{len(loads)}[/] would load, [bold]{len(results) - len(loads)}[/] would be skipped on {esc(target)}{where}")
     unreadable = len(lib.errors()) if not names else 0
     if unreadable:
         output.warn(f"{unreadable} unreadable files were not checked (embkit library list --errors)")
+    raise SystemExit(code)
 
 
 # -- export / remove / tag ----------------------------------------------------------------------
@@ -363,3 +353,7 @@ def tag_cmd(ctx, key, tags, remove, db) -> None:
     found = _open(ctx, db).tag(key, *tags, remove=remove)
     for e in found:
         output.info(f"{output.escape(e.name)}: {output.escape(', '.join(e.tags) or '(no tags)')}")
+
+
+cli.add_command(previews_cmd)
+cli.add_command(gallery_cmd)

@@ -7,11 +7,17 @@ Importing them lazily keeps ``embkit inspect`` fast (no diffusers/torch, no unus
 from __future__ import annotations
 
 import importlib
+import os
 import sys
 
 import click
 
+from .. import __version__
 from ..errors import EmbkitError
+
+#: The name this project has on the package index (``pip install embkit-ti``); the import package
+#: and the command are ``embkit``. ``embkit --version`` says both, and where the package lies.
+DISTRIBUTION = "embkit-ti"
 
 #: command name → module under embkit.cli. A module that is missing is simply not offered.
 COMMANDS: dict[str, str] = {
@@ -25,6 +31,7 @@ COMMANDS: dict[str, str] = {
     "scan": "scan",
     "pull": "pull",
     "push": "push",
+    "previews": "previews",
     "ingest": "ingest",
 }
 
@@ -49,7 +56,8 @@ class LazyGroup(click.Group):
 
 
 @click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
-@click.version_option(package_name="embkit")
+@click.version_option(__version__, prog_name="embkit",
+                      message=f"%(prog)s %(version)s ({DISTRIBUTION}, {os.path.dirname(os.path.dirname(os.path.abspath(__file__)))})")
 def cli() -> None:
     """Read, inspect, validate, convert, merge and test textual-inversion embeddings."""
 

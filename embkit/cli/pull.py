@@ -6,13 +6,19 @@ import sys
 
 import click
 
+from ..hubclient import REPO_TYPES
 from . import output
 
 
 @click.command("pull")
 @click.argument("repo_id")
 @click.option("--revision", help="Branch, tag or commit (default: main).")
+@click.option("--repo-type", type=click.Choice(REPO_TYPES), default="model", show_default=True,
+              help="Kind of Hub repo: embedding collections are also published as datasets.")
 @click.option("--file", "filename", help="Only this file of the repo (path in the repo).")
+@click.option("--include", "include", multiple=True, metavar="GLOB",
+              help="Only embeddings whose path in the repo matches this glob (repeatable; `*` crosses folders).")
+@click.option("--exclude", "exclude", multiple=True, metavar="GLOB", help="Leave out embeddings whose path matches this glob (repeatable).")
 @click.option("-o", "--output", "out_dir", type=click.Path(file_okay=False), help="Copy (or convert) the files into this folder.")
 @click.option("--library", "library", is_flag=True, help="Add the pulled embeddings to the embkit library.")
 @click.option("--db", type=click.Path(dir_okay=False), help="Library database to add to (default: the user library).")
@@ -20,17 +26,20 @@ from . import output
 @click.option("--overwrite", is_flag=True, help="Replace files in the output folder that differ from the pulled ones.")
 @click.option("--token", envvar=None, help="Hugging Face token (default: HF_TOKEN or the one saved by `hf auth login`).")
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON list, one object per pulled file.")
-def cli(repo_id: str, revision: str | None, filename: str | None, out_dir: str | None, library: bool, db: str | None,
-        convert: bool, overwrite: bool, token: str | None, as_json: bool) -> None:
+def cli(repo_id: str, revision: str | None, repo_type: str, filename: str | None, include: tuple[str, ...],
+        exclude: tuple[str, ...], out_dir: str | None, library: bool, db: str | None, convert: bool, overwrite: bool,
+        token: str | None, as_json: bool) -> None:
     """Download the embeddings of a Hub repo through huggingface_hub's cache (works offline with
     HF_HUB_OFFLINE=1 once cached): sd-concepts-library folders, single files, or every embedding file
-    of a repo. Each is read and validated against its family. Exits non-zero when a file cannot be read
+    of a model or dataset repo (--include/--exclude pick by path). Each is read and validated against
+    its family. Exits non-zero when a file cannot be read
     or a validation finding is an error."""
     from .. import hub
 
     if convert and out_dir is None:
         raise click.UsageError("--convert needs -o DIR")
-    results = hub.pull(repo_id, revision=revision, filename=filename, out_dir=out_dir,
+    results = hub.pull(repo_id, revision=revision, filename=filename, repo_type=repo_type,
+                       include=list(include) or None, exclude=list(exclude), out_dir=out_dir,
                        library=(db or True) if library else None, convert=convert, token=token,
                        overwrite=overwrite, progress=not as_json and sys.stderr.isatty())
     if as_json:

@@ -14,10 +14,15 @@ EXIT_SAFE, EXIT_UNSAFE, EXIT_UNKNOWN = 0, 5, 1
 @click.argument("paths", nargs=-1, required=True, type=click.Path(readable=False))
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON list (one object per file).")
 def cli(paths: tuple[str, ...], as_json: bool) -> None:
-    """Report, without executing anything, every global each pickle refers to and a verdict per
-    file: safe (only allow-listed globals, or no pickle at all), unsafe, or unknown.
+    """Say, without executing anything, whether embkit would read each file and whether every other
+    loader would see the same thing: safe (embkit's reader accepts it, nothing ambiguous), unsafe
+    (a global off the allow-list anywhere, an allowed global misused, a container another parser
+    reads differently, a size past a cap; the rules that fired are named), or unknown (refused for
+    another reason). Every global each pickle refers to is listed.
 
-    Folders are walked. Exits 0 when every file is safe, 5 when any is unsafe, 1 otherwise."""
+    Folders are walked (regular files only, no link out of the folder): embkit's extensions, names
+    that hold pickles (.pkl, .npy, .zip, ...) and any file that starts like a pickle or a zip.
+    Exits 0 when every file is safe, 5 when any is unsafe, 1 otherwise."""
     from ..errors import EmbkitError
     from ..scan import UNSAFE, SAFE, scan_paths
 
@@ -58,7 +63,8 @@ _STYLE = {"safe": "green", "unsafe": "bold red", "unknown": "yellow"}
 def _print(entry: dict) -> None:
     esc = output.escape
     style = _STYLE[entry["verdict"]]
-    output.info(f"[{style}]{entry['verdict']:7}[/] {esc(entry['path'])}  [dim]{esc(entry['container'])}[/]")
+    rules = f"  [red]{esc(', '.join(entry['rules']))}[/]" if entry.get("rules") else ""
+    output.info(f"[{style}]{entry['verdict']:7}[/] {esc(entry['path'])}  [dim]{esc(entry['container'])}[/]{rules}")
     refused = set(entry["refused"])
     for name in entry["globals"]:
         mark = "[red]✗ refused[/]" if name in refused else "[green]✓[/]"

@@ -15,31 +15,32 @@ import os
 import click
 
 from . import output
+from .hosts_view import host_option, parse_hosts, print_host_lines, print_matrix
+from .render import render_options
 
 SEVERITY_STYLE = {"error": "bold red", "warning": "yellow", "info": "dim"}
 
 
 @click.command("verify")
 @click.argument("paths", nargs=-1, required=True, type=click.Path(readable=False))
-@click.option("-m", "--model", help="Target: a family (sd1, sd2, sdxl, sd3, flux), a diffusers folder, a .safetensors checkpoint or a Hub repo id (org/name). Default: each embedding's own family (sd1 when unknown).")
+@click.option("-m", "--model", help="Target: a family (sd1, sd2, sdxl, sd3, flux), a diffusers folder, a single-file checkpoint (.safetensors or .ckpt) or a Hub repo id (org/name). Default: each embedding's own family (sd1 when unknown).")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object (files, findings, summary) instead of tables.")
 @click.option("--strict", is_flag=True, help="Fail on warnings too.")
-@click.option("--render", is_flag=True, help="After validating, render with and without each embedding (see docs).")
-@click.option("--prompt", help="With --render: the prompt to render.")
-@click.option("--as-negative", is_flag=True, help="With --render: put the embedding in the negative prompt.")
-@click.option("--seed", "seeds", type=int, multiple=True, help="With --render: a seed (repeatable).")
-@click.option("--steps", type=click.IntRange(1), help="With --render: denoising steps.")
-@click.option("--device", type=click.Choice(["auto", "cuda", "cpu"]), default="auto", show_default=True, help="With --render: where to render.")
-@click.option("-o", "--output", "output_path", type=click.Path(), help="With --render: the contact sheet PNG to write (default <file stem>.render.png; its folder must exist). A previous contact sheet there is replaced.")
-@click.option("--overwrite", is_flag=True, help="With --render: replace a file at -o even if it is not a previous contact sheet.")
-def cli(paths, model, as_json, strict, render, prompt, as_negative, seeds, steps, device, output_path, overwrite) -> None:
+@click.option("--render", is_flag=True, help="After validating, render with and without each embedding and write a contact sheet (see docs/diffusers.md).")
+@render_options
+@host_option
+def cli(paths, model, as_json, strict, render, host_names, **render_kw) -> None:
     """Check embeddings against a target model: widths, slots, values, prompt budget, trigger names.
 
     Folders are walked (every embedding file and concept folder under them); files in a folder that
     are not embeddings are ignored. All embeddings given are checked as if loaded together, so
-    trigger collisions between them are reported. Exit status: 0 when all would load; 7 when any
-    would be skipped or a named file cannot be read (whatever the read error: the question asked
-    is "would it load?"); 6 for an unusable --model; 4 when no embedding was found."""
+    trigger collisions between them are reported. With --host, each file is checked as that host
+    (A1111, ComfyUI, …) would load it: the word to type there, whether it loads and why not; only
+    that host's findings are shown and count for --strict. Without --host the findings are
+    embkit's own (how embkit.diffusers.apply treats the file), followed by a file × host table.
+    Exit status: 0 when all would load; 7 when any would be skipped or a named file cannot be read
+    (whatever the read error: the question asked is "would it load?"); 6 for an unusable --model;
+    4 when no embedding was found."""
     from ..errors import ValidationFailed
     from ..model.resolve import resolve_target
 
@@ -47,9 +48,10 @@ def cli(paths, model, as_json, strict, render, prompt, as_negative, seeds, steps
         from . import render as render_cli
 
         # rendering takes seconds: a sheet that cannot be written is said before anything else
-        code = render_cli.preflight(paths, output_path, overwrite, as_json)
+        code = render_cli.preflight(paths, render_kw["output_path"], render_kw["overwrite"], as_json, render_kw["sheet_per_file"])
         if code:
             raise SystemExit(code)
+    asked = parse_hosts(host_names)
     spec = resolve_target(model) if model else None
     files = _load(paths)
     everything = [e for f in files for e in f["embeddings"]]
@@ -61,10 +63,15 @@ def cli(paths, model, as_json, strict, render, prompt, as_negative, seeds, steps
             target = spec or own_specs.setdefault(emb.family, resolve_target(emb.family if emb.family != "unknown" else "sd1"))
             from ..check.validate import validate
 
-            report = validate(emb, target, loaded=everything)
+            report = validate(emb, target, loaded=everything, hosts=asked or None)
             entry["reports"].append(report)
             failed |= not report.passes(strict)
-        failed |= entry["error"] is not None
+        if not entry["ignored"]:
+            entry["hosts"] = _host_verdicts(entry, spec, asked)
+        if entry["error"] is not None:
+            # a file embkit cannot read may still load where asked (ComfyUI takes any dict's first tensor)
+            hosts_load = asked and "embkit" not in asked and all(v.loads for v in entry["hosts"].values())
+            failed |= not hosts_load
     summary = _summary(files, strict)
     if not any(not f["ignored"] for f in files) and not render:
         from ..errors import UnknownFormatError
@@ -75,32 +82,37 @@ def cli(paths, model, as_json, strict, render, prompt, as_negative, seeds, steps
         if as_json:
             output.print_json(_json(files, spec, summary, failed))
         else:
-            _print(files, summary, spec, strict)
+            _print(files, summary, spec, strict, asked)
     code = ValidationFailed.exit_code if failed else 0
     if render:
         # the render validates against the pipeline it builds and owns the exit status from here
-        code = _render(paths, model, prompt, as_negative, seeds, steps, device, output_path, as_json, strict, overwrite)
+        code = _render(paths, model, as_json, strict, render_kw)
     raise SystemExit(code)
 
 
-def _render(paths, model, prompt, as_negative, seeds, steps, device, output_path, as_json, strict, overwrite) -> int:
+def _render(paths, model, as_json, strict, kw: dict) -> int:
     from . import render
 
-    return render.run(paths=list(paths), model=model, prompt=prompt, as_negative=as_negative, seeds=list(seeds), steps=steps,
-                      device=device, output=output_path, json_out=as_json, strict=strict, overwrite=overwrite)
+    kw = dict(kw)
+    kw["output"] = kw.pop("output_path")
+    kw["seeds"], kw["host_dirs"] = list(kw["seeds"]), list(kw["host_dirs"])
+    return render.run(paths=list(paths), model=model, json_out=as_json, strict=strict, **kw)
 
 
 def _load(paths) -> list[dict]:
     """Read every file; a file in a walked folder that is not an embedding is marked ignored."""
     from ..errors import EmbkitError
-    from ..io import read_all
+    from ..hosts.verdict import remember
+    from ..io import embedding_of, open_file
     from ..report import not_an_embedding, walk_marked
 
     files = []
     for path, walked in walk_marked(paths):
         entry = {"path": path, "embeddings": [], "error": None, "ignored": False}
         try:
-            entry["embeddings"] = read_all(path)
+            loaded = open_file(path)
+            entry["embeddings"] = [embedding_of(loaded, part) for part in loaded.parts]
+            remember(loaded)  # the hosts' questions about this file need no second read
         except EmbkitError as exc:
             if walked and not_an_embedding(path, exc):
                 entry["ignored"] = True
@@ -108,6 +120,17 @@ def _load(paths) -> list[dict]:
                 entry["error"] = exc
         files.append(entry)
     return files
+
+
+def _host_verdicts(entry: dict, spec, asked: tuple[str, ...]) -> dict:
+    """host id → verdict for the file's first embedding (for the file as a whole when embkit
+    cannot read it), on the target's family (the embedding's own without --model)."""
+    from ..hosts import HOST_IDS, verdict
+
+    family = spec.family if spec is not None and spec.family != "unknown" else None
+    embs = entry["embeddings"]
+    subject = embs[0] if embs else entry["path"]
+    return {h: verdict(subject, h, family) for h in (asked or HOST_IDS)}
 
 
 def _reason(report) -> str:
@@ -142,11 +165,12 @@ def _json(files: list[dict], spec, summary: dict, failed: bool) -> dict:
         item: dict = {"path": entry["path"], "reports": [r.to_dict() for r in entry["reports"]]}
         if entry["error"] is not None:
             item["error"] = entry["error"].to_dict()
+        item["hosts"] = {h: v.to_dict() for h, v in entry.get("hosts", {}).items()}
         out_files.append(item)
     return {"target": spec.to_dict() if spec else None, "ok": not failed, "files": out_files, "summary": summary}
 
 
-def _print(files: list[dict], summary: dict, spec, strict: bool) -> None:
+def _print(files: list[dict], summary: dict, spec, strict: bool, asked: tuple[str, ...] = ()) -> None:
     from rich.table import Table
 
     con, esc = output.console(), output.escape
@@ -163,19 +187,31 @@ def _print(files: list[dict], summary: dict, spec, strict: bool) -> None:
             continue
         if entry["error"] is not None:
             output.error(entry["error"])
+            if asked:
+                print_host_lines(entry["path"], entry["hosts"])
             continue
         for report in entry["reports"]:
             verdict = "[green]ok[/]" if report.passes(strict) else "[red]fails[/]"
             title = f"[bold]{esc(report.name)}[/] {verdict}  [dim]{esc(entry['path'])} → {esc(report.target)}[/]"
             table = Table(title=title, title_justify="left", header_style="bold", expand=False)
-            for col in ("severity", "code", "slot", "row", "message"):
+            several = len(report.hosts) > 1
+            for col in ("severity", "code", "slot", "row", *(("hosts",) if several else ()), "message"):
                 table.add_column(col, overflow="fold")
             for f in report.findings:
                 if f.code == "vocab-unavailable":
                     continue  # said once, under the target line
                 style = SEVERITY_STYLE[f.severity]
-                table.add_row(f"[{style}]{f.severity}[/]", f.code, f.slot or "", "" if f.index is None else str(f.index), esc(f.message))
+                where = (", ".join(f.hosts) if set(f.hosts) != set(report.hosts) else "all",) if several else ()
+                table.add_row(f"[{style}]{f.severity}[/]", f.code, f.slot or "", "" if f.index is None else str(f.index), *where, esc(f.message))
             con.print(table)
+            if asked and report.verdicts:
+                print_host_lines(f"{report.name} in each host", report.verdicts)
+    if not asked:
+        rows = [(r.name, entry["hosts"]) for entry in files if not entry["ignored"] and entry["error"] is None for r in entry["reports"][:1]]
+        rows += [(os.path.basename(entry["path"]), entry["hosts"]) for entry in files if not entry["ignored"] and entry["error"] is not None]
+        con.print()
+        print_matrix(rows, spec.family if spec is not None and spec.family != "unknown" else None)
+        con.print("[dim]findings above are embkit's own (embkit.diffusers.apply); --host H checks as host H loads the file[/]")
     load, skipped, ignored = summary["load"], summary["skipped"], summary["ignored"]
     con.print(f"\n[bold]{len(load)}[/] would load, [bold]{len(skipped)}[/] would be skipped" + (f", {len(ignored)} non-embedding file(s) ignored" if ignored else ""))
     for item in skipped:

@@ -1,8 +1,10 @@
 """Surgery on one text encoder: grow its tokenizer and embedding matrix by some tokens in one
-resize, and restore both exactly. :mod:`.apply` decides what to add; this module only does it."""
+resize, restore both exactly, or take some tokens out of whatever state they are in now.
+:mod:`.apply` and :mod:`.unload` decide what to add and remove; this module only does it."""
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from typing import Any
 
@@ -34,9 +36,7 @@ def grow(tokenizer: Any, encoder: Any, new_tokens: list[str], vectors: Any, name
     snap = Snapshot(backend=old_backend, rows=rows, vocab_size=getattr(encoder.config, "vocab_size", None), overwritten={})
     # Work on a copy of the Rust tokenizer: unload puts the original object back, bit for bit.
     backend = Tokenizer.from_str(old_backend.to_str())
-    tokenizer._tokenizer = backend
-    if hasattr(tokenizer, "_wrap_decode_method_backend_tokenizer"):
-        tokenizer._wrap_decode_method_backend_tokenizer()
+    set_backend(tokenizer, backend)
     try:
         # single_word: a trigger inside another word is not a trigger, as in embkit.prompt.expand.
         tokenizer.add_tokens([AddedToken(t, single_word=True, normalized=True) for t in new_tokens])
@@ -91,7 +91,7 @@ def restore(tokenizer: Any, encoder: Any, snap: Snapshot) -> None:
     """Put one tokenizer and its encoder's matrix back exactly as :func:`grow` found them."""
     import torch
 
-    tokenizer._tokenizer = snap.backend
+    set_backend(tokenizer, snap.backend)
     current = encoder.get_input_embeddings()
     with torch.no_grad():
         weight = current.weight[: snap.rows].detach().clone()
@@ -102,3 +102,55 @@ def restore(tokenizer: Any, encoder: Any, snap: Snapshot) -> None:
         encoder.config.vocab_size = snap.vocab_size
     if snap.eos is not None:
         encoder.text_model.eos_token_id, encoder.config.eos_token_id = snap.eos
+
+
+def set_backend(tokenizer: Any, backend: Any) -> None:
+    """Give a transformers fast tokenizer another ``tokenizers.Tokenizer`` object."""
+    tokenizer._tokenizer = backend
+    if hasattr(tokenizer, "_wrap_decode_method_backend_tokenizer"):
+        tokenizer._wrap_decode_method_backend_tokenizer()
+
+
+def state(tokenizer: Any, encoder: Any) -> tuple[Any, ...]:
+    """What an encoder's state is made of: the Rust tokenizer and the embedding module (objects),
+    the number of tokens and of rows. When all four are what embkit left, nobody else has changed
+    the encoder since: diffusers' loader adds tokens to the same tokenizer object and resizes the
+    same module in place (transformers keeps it), so the sizes are part of the state."""
+    module = encoder.get_input_embeddings()
+    backend = tokenizer._tokenizer
+    return backend, module, backend.get_vocab_size(with_added_tokens=True), int(module.weight.shape[0])
+
+
+def remove(tokenizer: Any, encoder: Any, tokens: Any) -> list[str]:
+    """Take ``tokens`` (those of them that are added tokens now) out of ``tokenizer`` and their rows
+    out of ``encoder``'s matrix, whoever added them, renumbering the tokens after them the way
+    diffusers' ``unload_textual_inversion`` does. Other rows keep their values bit for bit. Returns
+    the tokens removed."""
+    import torch
+    from tokenizers import Tokenizer
+
+    wanted = set(tokens)
+    data = json.loads(tokenizer._tokenizer.to_str())
+    added = data.get("added_tokens", [])
+    doomed = sorted(a["id"] for a in added if a["content"] in wanted and not a.get("special"))
+    if not doomed:
+        return []
+    kept = [a for a in added if not (a["content"] in wanted and not a.get("special"))]
+    for a in kept:  # the ids after a removed one close up
+        a["id"] -= sum(1 for d in doomed if d < a["id"])
+    data["added_tokens"] = kept
+    removed = [a["content"] for a in sorted(added, key=lambda a: a["id"]) if a["id"] in set(doomed)]
+    module = encoder.get_input_embeddings()
+    weight = module.weight
+    rows = int(weight.shape[0])
+    padded = rows > int(tokenizer._tokenizer.get_vocab_size(with_added_tokens=True))
+    with torch.no_grad():
+        keep = torch.ones(rows, dtype=torch.bool, device=weight.device)
+        keep[[d for d in doomed if d < rows]] = False
+        new = weight[keep].detach().clone()
+        if padded:
+            # T5 pads its matrix past the vocabulary: keep its size (the padding rows are never looked up)
+            new = torch.cat([new, new.new_zeros(rows - new.shape[0], new.shape[1])])
+    set_backend(tokenizer, Tokenizer.from_str(json.dumps(data)))
+    set_matrix(encoder, module, new)
+    return removed

@@ -16,6 +16,8 @@ the functions.
 from __future__ import annotations
 
 import itertools
+import json
+import os
 import string
 from typing import Any
 
@@ -60,10 +62,20 @@ def clip_vocab(vocab_size: int = 1190) -> tuple[dict[str, int], list[tuple[str, 
 
 def clip_tokenizer(vocab_size: int = 1190, *, pad_token: str = "<|endoftext|>"):
     """A ``CLIPTokenizer`` built locally (no download) with :func:`clip_vocab`; 77-token prompts."""
+    import tempfile
+
     from transformers import CLIPTokenizer
 
     vocab, merges = clip_vocab(vocab_size)
-    return CLIPTokenizer(vocab=vocab, merges=merges, pad_token=pad_token, model_max_length=77)
+    # From files, as a saved tokenizer is read: transformers 4.x takes only file paths (vocab_file,
+    # merges_file), 5.x paths or in-memory tables; both read the files in the constructor.
+    with tempfile.TemporaryDirectory(prefix="embkit-tok-") as folder:
+        vocab_file, merges_file = os.path.join(folder, "vocab.json"), os.path.join(folder, "merges.txt")
+        with open(vocab_file, "w", encoding="utf-8") as fh:
+            json.dump(vocab, fh, ensure_ascii=False)
+        with open(merges_file, "w", encoding="utf-8") as fh:
+            fh.write("#version: 0.2\n" + "".join(f"{a} {b}\n" for a, b in merges))
+        return CLIPTokenizer(vocab_file, merges_file, pad_token=pad_token, model_max_length=77)
 
 
 def clip_text_config(width: int, vocab_size: int, *, layers: int = 1, projection_dim: int = 32):
@@ -135,10 +147,12 @@ def _scheduler():
     return EulerDiscreteScheduler(beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear", timestep_spacing="leading", steps_offset=1)
 
 
-def tiny_pipeline(family: str = "sd1", seed: int = 0, device: str = "cpu", dtype: Any = None):
+def tiny_pipeline(family: str = "sd1", seed: int = 0, device: str = "cpu", dtype: Any = None, vocab_size: int = 1190):
     """A small real diffusers pipeline of ``family`` (``sd1``, ``sd2`` or ``sdxl``) with seeded random
     weights: the same ``seed`` gives bit-identical weights. ``dtype`` is a torch dtype (default
-    float32). Raises :class:`embkit.TargetError` for a family without a tiny pipeline."""
+    float32). ``vocab_size=49408`` gives the text encoders CLIP's real vocabulary (and embedding
+    matrix) size, for benchmarks of what loading costs. Raises :class:`embkit.TargetError` for a
+    family without a tiny pipeline."""
     from ..errors import TargetError
 
     if family not in TINY_FAMILIES:
@@ -151,7 +165,7 @@ def tiny_pipeline(family: str = "sd1", seed: int = 0, device: str = "cpu", dtype
         if family == "sdxl":
             from diffusers import StableDiffusionXLPipeline
 
-            tokenizer, tokenizer_2 = clip_tokenizer(), clip_tokenizer(pad_token="!")
+            tokenizer, tokenizer_2 = clip_tokenizer(vocab_size), clip_tokenizer(vocab_size, pad_token="!")
             text_encoder = CLIPTextModel(clip_text_config(768, len(tokenizer)))
             text_encoder_2 = CLIPTextModelWithProjection(clip_text_config(1280, len(tokenizer_2)))
             pipe = StableDiffusionXLPipeline(
@@ -168,7 +182,7 @@ def tiny_pipeline(family: str = "sd1", seed: int = 0, device: str = "cpu", dtype
             from diffusers import StableDiffusionPipeline
 
             width = TINY_FAMILIES[family][0]
-            tokenizer = clip_tokenizer()
+            tokenizer = clip_tokenizer(vocab_size)
             pipe = StableDiffusionPipeline(
                 vae=_vae(),
                 text_encoder=CLIPTextModel(clip_text_config(width, len(tokenizer))),

@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Callable
 
-from . import a1111, concept_folder, diffusers, imagecard, kohya, lora_bundle, multi, safetensors_file, torchfile
+from . import a1111, concept_folder, diffusers, imagecard, kohya, lora_bundle, multi, safetensors_file, torchfile, xti
 from .base import Part, Raw
 
 
@@ -62,8 +62,9 @@ FORMATS: tuple[Format, ...] = (
     Format("lora-bundle", "embeddings bundled in a LoRA (bundle_emb.*)", ("safetensors", "pickle"), lora_bundle.detect, lora_bundle.parse, "many", False, False, several=True),
     Format("a1111-image", "A1111 embedding card (text chunk and pixels)", ("png", "webp"), a1111.detect, a1111.parse_image, "one", True, False, writer=a1111.write_image, write_containers=("png",)),
     Format("a1111", "A1111 training output (string_to_param)", ("pickle",), a1111.detect, a1111.parse, "one", True, False, several=True, writer=a1111.write, write_containers=("pickle",)),
-    Format("kohya", "kohya emb_params (OneTrainer emp_params)", ("safetensors", "pickle"), kohya.detect, kohya.parse, "one", True, False, writer=kohya.write, write_containers=("safetensors", "pickle")),
+    Format("kohya", "kohya emb_params (OneTrainer emp_params, emp_params_out)", ("safetensors", "pickle"), kohya.detect, kohya.parse, "one", True, False, writer=kohya.write, write_containers=("safetensors", "pickle")),
     Format("multi", "encoder-keyed (clip_l, clip_g, t5, *_out)", ("safetensors", "pickle"), multi.detect, multi.parse, "many", True, True, writer=multi.write, write_containers=("safetensors", "pickle")),
+    Format("kohya-xti", "kohya XTI, one embedding per UNet block (recognised, refused)", ("safetensors", "pickle"), xti.detect, xti.parse, "many", False, False),
     Format("concept-folder", "sd-concepts-library folder", ("folder",), concept_folder.detect, concept_folder.parse, "one", False, False, writer=concept_folder.write, write_containers=("folder",)),
     Format("diffusers", "diffusers token dict ({token: tensor})", ("safetensors", "pickle"), diffusers.detect, diffusers.parse, "one", False, False, several=True, writer=diffusers.write, write_containers=("safetensors", "pickle")),
 )

@@ -112,19 +112,19 @@ def _a1111_tree(emb, tensor, name: str, losses: list, fmt_id: str) -> dict:
 
 
 def write(emb, path: str, container: str, options: dict):
-    """Plan an A1111 ``.pt``: one slot, the stored name (or the trigger) as ``name``, step and
-    checkpoint from the metadata; triggered by the file stem."""
+    """Plan an A1111 ``.pt``: one slot, ``token=`` (else the stored name, else the trigger) as
+    ``name``, step and checkpoint from the metadata; triggered by the file stem."""
     from . import torchfile_write
     from .writer_base import Output, Plan, metadata_losses, pick_slot, stored_array, trigger_loss
 
     losses: list = []
     slot = pick_slot(emb, "a1111", options, losses, path=path)
     dtype, arr = stored_array(emb, slot)
-    name = emb.metadata.get("stored_name") if isinstance(emb.metadata.get("stored_name"), str) else emb.name
+    name = options.get("token") or (emb.metadata.get("stored_name") if isinstance(emb.metadata.get("stored_name"), str) else emb.name)
     tree = _a1111_tree(emb, torchfile_write.TensorData(dtype, arr), name, losses, "a1111")
     metadata_losses(emb, "a1111", META_KEYS, losses)
     trigger_loss(emb, stem_of(path), "a1111", losses)
-    return Plan([Output(path, torchfile_write.dumps(tree))], losses)
+    return Plan([Output(path, torchfile_write.dumps(tree), tree=tree)], losses)
 
 
 def write_image(emb, path: str, container: str, options: dict):
@@ -142,4 +142,4 @@ def write_image(emb, path: str, container: str, options: dict):
     values = np.asarray(one.vectors[slot], dtype=np.float32)
     tree = _a1111_tree(emb, values, emb.name, losses, "a1111-image")
     metadata_losses(emb, "a1111-image", META_KEYS, losses)
-    return Plan([Output(path, imagecard.dumps_png(tree, options.get("picture")))], losses)
+    return Plan([Output(path, imagecard.dumps_png(tree, options.get("picture")), tree=tree)], losses)

@@ -138,18 +138,24 @@ def width_slot(t: Tensor, path: str, what: str) -> str:
 #: so a 99 MB safetensors header of them took 2.5 GB (found in review); real headers and
 #: metadata open a few per tensor.
 MAX_JSON_CONTAINERS = 200_000
+#: Values a JSON text may hold (counted as its commas): a list of 40 million zeros in a
+#: safetensors metadata value took 23 s and 3.4 GB to show (found in review). A card of 75
+#: vectors holds 57,600 numbers; a big model's header a few per tensor.
+MAX_JSON_VALUES = 1_000_000
 
 
 def check_json_size(text: str | bytes, path: str, what: str) -> None:
-    """Refuse (``too-large``) JSON that opens more objects and arrays than any embedding needs,
-    before parsing it (counted on the raw text: braces inside strings count too, which only errs
-    on the safe side)."""
+    """Refuse (``too-large``) JSON that opens more objects and arrays, or holds more values, than
+    any embedding needs, before parsing it (counted on the raw text: braces and commas inside
+    strings count too, which only errs on the safe side)."""
     if isinstance(text, str):
-        n = text.count("{") + text.count("[")
+        n, values = text.count("{") + text.count("["), text.count(",")
     else:
-        n = text.count(b"{") + text.count(b"[")
+        n, values = text.count(b"{") + text.count(b"["), text.count(b",")
     if n > MAX_JSON_CONTAINERS:
         raise TooLargeError(f"{what} opens {n} JSON objects and arrays, more than the {MAX_JSON_CONTAINERS} embkit allows", path=path)
+    if values > MAX_JSON_VALUES:
+        raise TooLargeError(f"{what} holds {values} JSON values, more than the {MAX_JSON_VALUES} embkit allows", path=path)
 
 
 #: Last parts of the dotted names model weights are stored under (``….conv_in.weight``).

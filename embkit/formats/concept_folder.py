@@ -8,6 +8,7 @@ from __future__ import annotations
 import os
 
 from ..errors import BrokenFileError, NotMine
+from ..walk import regular_file_inside
 from . import diffusers
 from .base import Part, Raw
 
@@ -17,11 +18,20 @@ TYPE_FILE = "type_of_concept.txt"
 MAX_TEXT = 4096
 
 
+def _own_file(folder: str, name: str) -> str | None:
+    """``folder/name`` when it is a regular file inside the folder (a link may point within it, or
+    into the Hugging Face cache the folder lies in), else None: a concept folder whose
+    ``token_identifier.txt`` links to a secret file must not put the secret in a report, a
+    converted file or a model card (found in review)."""
+    candidate = os.path.join(folder, name)
+    return candidate if regular_file_inside(candidate, folder) else None
+
+
 def embeds_file(folder: str) -> str:
     """The tensor file inside a concept folder, or :class:`NotMine` when there is none."""
     for name in EMBED_FILES:
-        candidate = os.path.join(folder, name)
-        if os.path.isfile(candidate):
+        candidate = _own_file(folder, name)
+        if candidate is not None:
             return candidate
     raise NotMine(folder)
 
@@ -32,15 +42,18 @@ def is_concept_folder(folder: str) -> bool:
         embeds_file(folder)
     except NotMine:
         return False
-    return any(os.path.isfile(os.path.join(folder, f)) for f in (TOKEN_FILE, TYPE_FILE))
+    return any(_own_file(folder, f) is not None for f in (TOKEN_FILE, TYPE_FILE))
 
 
 def _text(folder: str, name: str) -> str | None:
-    p = os.path.join(folder, name)
-    if not os.path.isfile(p):
+    p = _own_file(folder, name)
+    if p is None:
         return None
-    with open(p, "rb") as fh:
-        data = fh.read(MAX_TEXT + 1)
+    try:
+        with open(p, "rb") as fh:
+            data = fh.read(MAX_TEXT + 1)
+    except OSError:
+        return None
     if len(data) > MAX_TEXT:
         raise BrokenFileError(f"{name} is longer than {MAX_TEXT} bytes", path=folder)
     return data.decode("utf-8", "replace").strip() or None

@@ -22,7 +22,8 @@ def detect(raw: Raw) -> bool:
         and bool(tree)
         and all(isinstance(v, Tensor) for v in tree.values())
         and not any(
-            isinstance(k, str) and (k in OTHER_LAYOUT_KEYS or k.endswith("_out") or k.startswith("bundle_emb.") or looks_like_weight_key(k))
+            isinstance(k, str)
+            and (k in OTHER_LAYOUT_KEYS or k.removesuffix("_out") in OTHER_LAYOUT_KEYS or k.startswith("bundle_emb.") or looks_like_weight_key(k))
             for k in tree
         )
     )
@@ -51,7 +52,8 @@ def second_file(path: str) -> str:
 
 
 def write(emb, path: str, container: str, options: dict):
-    """Plan a diffusers file ``{trigger: T[n, d]}`` (safetensors with metadata, or ``.bin``).
+    """Plan a diffusers file ``{trigger: T[n, d]}`` (safetensors with metadata, or ``.bin``); the
+    key is ``token=`` when given, else the embedding's name.
     ``sdxl_two_files=True`` writes an SDXL pair the way diffusers' SDXL script does: CLIP-L to
     ``path``, CLIP-G to :func:`second_file`, under the same token."""
     from . import safetensors_file, torchfile_write
@@ -77,11 +79,15 @@ def write(emb, path: str, container: str, options: dict):
     if container != "safetensors":
         metadata_losses(emb, "diffusers .bin", (), losses)
     outputs = []
+    token = options.get("token") or emb.name
+    if token != emb.name:
+        losses.append(Loss("trigger-renamed", f"the file stores the trigger {token!r} (its file name, so every host types the same word), not {emb.name!r}"))
     for target, slot in pairs:
         dtype, arr = stored_array(emb, slot)
+        tree = {token: torchfile_write.TensorData(dtype, arr)}
         if container == "safetensors":
-            data = safetensors_file.dumps({emb.name: (dtype, arr)}, safetensors_metadata(emb, all_json=bool(options.get("_in_folder"))))
+            data = safetensors_file.dumps({token: (dtype, arr)}, safetensors_metadata(emb, all_json=bool(options.get("_in_folder"))))
         else:
-            data = torchfile_write.dumps({emb.name: torchfile_write.TensorData(dtype, arr)})
-        outputs.append(Output(target, data))
+            data = torchfile_write.dumps(tree)
+        outputs.append(Output(target, data, tree=tree))
     return Plan(outputs, losses)

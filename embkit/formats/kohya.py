@@ -1,35 +1,53 @@
 """kohya layout: ``{'emb_params': T[n, d]}`` (OneTrainer misspells it ``emp_params`` for SD1/SD2).
 
 Triggered by the file stem. safetensors files may carry ``modelspec.*`` metadata, kept as is.
+
+OneTrainer's SD1.5/SD2 saver adds ``emp_params_out`` when its "output embedding" option is on
+(OneTrainer@23df3832e8:modules/modelSaver/stableDiffusion/StableDiffusionEmbeddingSaver.py:19-33):
+the output vectors of the same encoder, read into ``<slot>_out`` of the slot the width names. With
+that option the plain ``emp_params`` is all zeros (modules/model/BaseModel.py:24-49); ``inspect``
+says so.
 """
 
 from __future__ import annotations
 
-from .base import Part, Raw, Tensor, width_slot
+from ..errors import BrokenFileError
+from .base import Part, Raw, Tensor, matrix_shape, plain, stem_of, width_slot
 
 KEYS = ("emb_params", "emp_params")
+#: OneTrainer's output vectors beside ``emp_params`` (never beside kohya's ``emb_params``).
+OUT_KEY = "emp_params_out"
 
 
 def detect(raw: Raw) -> bool:
-    """A dict whose only tensor is ``emb_params`` or ``emp_params``."""
+    """A dict whose only tensor is ``emb_params`` or ``emp_params``, or OneTrainer's
+    ``emp_params`` with ``emp_params_out``."""
     tree = raw.tree
     if not isinstance(tree, dict):
         return False
     tensors = [k for k, v in tree.items() if isinstance(v, Tensor)]
-    return len(tensors) == 1 and tensors[0] in KEYS
+    if len(tensors) == 1:
+        return tensors[0] in KEYS
+    return len(tensors) == 2 and set(tensors) == {"emp_params", OUT_KEY}
 
 
 def parse(raw: Raw, path: str) -> list[Part]:
-    """One embedding named by the file stem."""
-    from .base import plain, stem_of
-
+    """One embedding named by the file stem; ``emp_params_out`` as the output vectors of the slot
+    ``emp_params``'s width names."""
     key = next(k for k in raw.tree if k in KEYS and isinstance(raw.tree[k], Tensor))  # detect saw exactly one
     tensor = raw.tree[key]
     slot = width_slot(tensor, path, key)
-    meta = {str(k): plain(v) for k, v in raw.tree.items() if k != key}
+    tensors = {slot: tensor}
+    out = raw.tree.get(OUT_KEY)
+    if isinstance(out, Tensor):
+        width = matrix_shape(out, path, OUT_KEY)[1]
+        if width != matrix_shape(tensor, path, key)[1]:
+            raise BrokenFileError(f"{OUT_KEY} is {width} wide but {key} is {matrix_shape(tensor, path, key)[1]}: they must be one encoder's", path=path)
+        tensors[slot + "_out"] = out
+    meta = {str(k): plain(v) for k, v in raw.tree.items() if k not in (key, OUT_KEY)}
     if key == "emp_params":
         meta["key"] = key
-    return [Part(name=stem_of(path), tensors={slot: tensor}, metadata=meta)]
+    return [Part(name=stem_of(path), tensors=tensors, metadata=meta)]
 
 
 # -- writing ------------------------------------------------------------------------------------
@@ -70,4 +88,4 @@ def write(emb, path: str, container: str, options: dict):
     else:
         metadata_losses(emb, "kohya .pt", (), losses)
         data = torchfile_write.dumps({"emb_params": torchfile_write.TensorData(dtype, arr)})
-    return Plan([Output(path, data)], losses)
+    return Plan([Output(path, data, tree={"emb_params": torchfile_write.TensorData(dtype, arr)})], losses)

@@ -2,6 +2,9 @@
 
 ``<key>`` is ``string_to_param.*`` (an A1111-style single tensor) or an encoder key (``clip_l``,
 ``clip_g``, ``t5``…). Each distinct ``<name>`` is one embedding; the LoRA tensors are ignored.
+The name is the text between the first and second dot, as A1111 splits it
+(``extensions-builtin/Lora/networks.py``) and SD.Next too: ``bundle_emb.style.v2.string_to_param.*``
+is ``style``, the word typed in both.
 """
 
 from __future__ import annotations
@@ -27,12 +30,11 @@ def parse(raw: Raw, path: str) -> list[Part]:
         if not isinstance(value, Tensor):
             raise BrokenFileError(f"{key} is not a tensor", path=path)
         rest = key[len(PREFIX) :]
-        if ".string_to_param." in rest:
-            name, _, _sub = rest.partition(".string_to_param.")
+        name, _, sub = rest.partition(".")
+        if "string_to_param" in sub.split("."):
             slot = width_slot(value, path, key)
         else:
-            name, _, sub = rest.rpartition(".")
-            slot = _slot_of(sub) if name else None
+            slot = _slot_of(sub.rsplit(".", 1)[-1]) if name and sub else None
             if slot is None:
                 raise BrokenFileError(f"bundled key {key!r} names no known encoder", path=path)
         if not name:

@@ -86,4 +86,4 @@ def write(emb, path: str, container: str, options: dict):
     else:
         metadata_losses(emb, "multi .pt", (), losses)
         data = torchfile_write.dumps({k: torchfile_write.TensorData(*v) for k, v in tensors.items()})
-    return Plan([Output(path, data)], losses)
+    return Plan([Output(path, data, tree={k: torchfile_write.TensorData(*v) for k, v in tensors.items()})], losses)

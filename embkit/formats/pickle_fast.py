@@ -28,12 +28,15 @@ def load(
     persistent_load: Callable[[Any], Any],
     max_tuple_depth: int,
     max_tuple_size: int,
+    depths: dict | None = None,
 ) -> tuple[Any, int] | None:
     """Unpickle ``data``: ``(object, offset just past STOP)``, or ``None`` to say "use the full
     unpickler" (see the module docstring). Tuples past the limits of :func:`tuple_too_big` also
-    send it there, where they are refused (hashing them overflows the C stack or never ends)."""
+    send it there, where they are refused (hashing them overflows the C stack or never ends), and
+    so does a tuple used as a dict key (the full unpickler charges its hashing). ``depths``: the
+    table of nested tuples, shared with the caller's call budget."""
     try:
-        return _run(data, find_global, persistent_load, max_tuple_depth, max_tuple_size)
+        return _run(data, find_global, persistent_load, max_tuple_depth, max_tuple_size, {} if depths is None else depths)
     except Exception:  # any problem: the full unpickler decides, with its own message
         return None
 
@@ -57,14 +60,13 @@ def tuple_too_big(t: tuple, table: dict[int, tuple[int, int, tuple]], max_depth:
     return depth > max_depth or size > max_size
 
 
-def _run(data: bytes, find_global, persistent_load, max_depth: int, max_size: int) -> tuple[Any, int] | None:
+def _run(data: bytes, find_global, persistent_load, max_depth: int, max_size: int, depths: dict) -> tuple[Any, int] | None:
     # Opcodes are literal numbers (pickle's names beside them): a constant compares faster than a
     # global, and this loop runs once per opcode.
     n = len(data)
     stack: list = []
     metastack: list = []
     memo: dict = {}
-    depths: dict = {}
     i = 0
     while i < n:
         op = data[i]
@@ -138,12 +140,16 @@ def _run(data: bytes, find_global, persistent_load, max_depth: int, max_size: in
         elif op == 0x73:  # SETITEM
             value = stack.pop()
             key = stack.pop()
+            if type(key) is tuple:
+                return None
             stack[-1][key] = value
         elif op == 0x75:  # SETITEMS
             items = stack
             stack = metastack.pop()
             target = stack[-1]
             for k in range(0, len(items), 2):
+                if type(items[k]) is tuple:
+                    return None
                 target[items[k]] = items[k + 1]
         elif op == 0x68:  # BINGET
             stack.append(memo[data[i]])

@@ -9,16 +9,19 @@ bf16 can be stored without torch; tests load its output with ``safetensors.torch
 from __future__ import annotations
 
 import json
+import re
 import struct
 from typing import Any
 
 import numpy as np
 
-from ..errors import BrokenFileError, NotMine, TooLargeError
+from ..errors import BrokenFileError, NotMine
 from .base import MAX_TENSOR_ELEMENTS, NUMPY_DTYPES, Raw, Tensor, check_json_size
+from .rules import too_large
 
-MAX_HEADER_BYTES = 100 * 1024 * 1024  # the safetensors library's own limit
-#: safetensors dtype code → stored dtype name.
+#: The safetensors library's own limit (``MAX_HEADER_SIZE``: 100,000,000 bytes, decimal).
+MAX_HEADER_BYTES = 100_000_000
+#: safetensors dtype code → stored dtype name (the dtypes embkit reads).
 ST_DTYPES = {
     "F64": "float64",
     "F32": "float32",
@@ -32,73 +35,208 @@ ST_DTYPES = {
     "BOOL": "bool",
 }
 ST_CODES = {v: k for k, v in ST_DTYPES.items()}
+#: Every dtype the safetensors library knows, with its size in bits (``Dtype::bitsize``); a file
+#: naming another is invalid, one naming a dtype embkit cannot read is valid but refused on load.
+ST_BITS = {
+    "BOOL": 8, "F4": 4, "F6_E2M3": 6, "F6_E3M2": 6, "U8": 8, "I8": 8, "F8_E5M2": 8, "F8_E4M3": 8, "F8_E8M0": 8,
+    "F8_E4M3FNUZ": 8, "F8_E5M2FNUZ": 8, "I16": 16, "U16": 16, "F16": 16, "BF16": 16, "I32": 32, "U32": 32,
+    "F32": 32, "C64": 64, "F64": 64, "I64": 64, "U64": 64,
+}
+_USIZE = 2**64 - 1
+#: serde_json's nesting limit (the safetensors library parses the header with it)
+_MAX_DEPTH = 128
+_JSON_SPACE = b" \t\n\r"
+_SURROGATE_ESCAPE = re.compile(rb"\\u[dD][89a-fA-F]")
 
 
 def accepts(prefix: bytes) -> bool:
-    """An 8-byte little-endian length followed by ``{`` (the JSON header)."""
+    """An 8-byte little-endian length followed by the JSON header's ``{`` (JSON whitespace may
+    come first, as the safetensors library allows)."""
     if len(prefix) < 9:
         return False
     (n,) = struct.unpack_from("<Q", prefix, 0)
-    return prefix[8:9] == b"{" and 2 <= n
+    body = prefix[8:].lstrip(_JSON_SPACE)
+    return body[:1] == b"{" and 2 <= n
+
+
+class _Pairs(list):
+    """A JSON object as its list of ``(key, value)`` pairs: duplicates stay visible."""
+
+
+def _int_or_float(text: str) -> int | float:
+    value = int(text)
+    return -0.0 if value == 0 and text.startswith("-") else value  # serde_json reads "-0" as a float
+
+
+def _finite(text: str) -> float:
+    value = float(text)
+    if value in (float("inf"), float("-inf")):
+        raise ValueError(f"number out of range: {text[:40]}")
+    return value
+
+
+def _no_constant(text: str) -> float:
+    raise ValueError(f"{text} is not JSON")
+
+
+def _bad(message: str, path: str) -> BrokenFileError:
+    return BrokenFileError(f"not a valid safetensors file: {message} (the safetensors library refuses it)", path=path)
+
+
+def _usize(value: Any) -> bool:
+    return type(value) is int and 0 <= value <= _USIZE
+
+
+def _depth_and_surrogates(doc: Any) -> tuple[int, bool]:
+    """Nesting depth of the parsed header, and whether any string holds a lone surrogate."""
+    deepest, lone = 0, False
+    stack = [(doc, 1)]
+    while stack:
+        node, depth = stack.pop()
+        if isinstance(node, list):  # an object (_Pairs) or an array
+            deepest = max(deepest, depth)
+            for item in node:
+                if isinstance(node, _Pairs):
+                    key, item = item
+                    lone = lone or any(0xD800 <= ord(c) <= 0xDFFF for c in key)
+                stack.append((item, depth + 1))
+        elif isinstance(node, str):
+            lone = lone or any(0xD800 <= ord(c) <= 0xDFFF for c in node)
+    return deepest, lone
 
 
 def read_header(data: bytes | memoryview, path: str) -> tuple[dict[str, Any], dict[str, str], int]:
-    """Parse and check the header: (tensor entries, ``__metadata__``, offset where data starts)."""
+    """Parse and check the header exactly as the safetensors library does (its rules in
+    docs/safety.md; embkit's caps come first): (tensor entries, ``__metadata__``, offset where the
+    data starts). Every rule the library applies refuses the file here too, as broken-file."""
     if len(data) < 8:
-        raise BrokenFileError("file is too short to be safetensors", path=path)
+        raise _bad("header too small (under 8 bytes)", path)
     (n,) = struct.unpack_from("<Q", data, 0)
     if n > MAX_HEADER_BYTES:
-        raise TooLargeError(f"safetensors header claims {n} bytes, past the cap of {MAX_HEADER_BYTES}", path=path)
+        raise too_large(f"safetensors header claims {n} bytes, past the cap of {MAX_HEADER_BYTES}", path)
     if 8 + n > len(data):
-        raise BrokenFileError(f"safetensors header claims {n} bytes but the file has {len(data) - 8} after the length", path=path)
+        raise _bad(f"invalid header length: it claims {n} bytes but the file has {len(data) - 8} after the length", path)
     raw = bytes(data[8 : 8 + n])
     check_json_size(raw, path, "safetensors header")
     try:
-        header = json.loads(raw)
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise BrokenFileError(f"safetensors header is not valid JSON ({exc})", path=path) from None
+        text = raw.decode("utf-8")
+        doc = json.loads(text, object_pairs_hook=_Pairs, parse_int=_int_or_float, parse_float=_finite, parse_constant=_no_constant)
+    except UnicodeDecodeError as exc:
+        raise _bad(f"invalid UTF-8 in header ({exc})", path) from None
+    except ValueError as exc:
+        raise _bad(f"invalid JSON in header ({exc})", path) from None
     except RecursionError:
-        raise BrokenFileError("safetensors header JSON nests too deeply", path=path) from None
-    if not isinstance(header, dict):
-        raise BrokenFileError("safetensors header is not a JSON object", path=path)
-    meta = header.pop("__metadata__", None) or {}
-    if not isinstance(meta, dict) or not all(isinstance(k, str) and isinstance(v, str) for k, v in meta.items()):
-        raise BrokenFileError("safetensors __metadata__ must map strings to strings", path=path)
-    start = 8 + n
-    size = len(data) - start
+        raise _bad("header JSON nests too deeply", path) from None
+    if not isinstance(doc, _Pairs):
+        raise _bad("header is not a JSON object", path)
+    # the walk is needed only when the text could nest past the limit or escapes a surrogate
+    suspect = raw.count(b"[") + raw.count(b"{") > _MAX_DEPTH or _SURROGATE_ESCAPE.search(raw) is not None
+    depth, lone = _depth_and_surrogates(doc) if suspect else (0, False)
+    if depth > _MAX_DEPTH or lone:
+        raise _bad("header JSON nests past 128 levels" if depth > _MAX_DEPTH else "header JSON holds a lone surrogate escape", path)
+    meta: dict[str, str] | None = None
+    header: dict[str, Any] = {}
+    seen_meta = False
+    for name, entry in doc:
+        if name == "__metadata__":
+            if seen_meta:
+                raise _bad("duplicate field __metadata__", path)
+            seen_meta = True
+            if entry is not None and (not isinstance(entry, _Pairs) or not all(isinstance(v, str) for _k, v in entry)):
+                raise _bad("__metadata__ must map strings to strings", path)
+            meta = dict(entry) if entry is not None else None
+            continue
+        header[name] = _tensor_info(name, entry, path)  # a repeated name: the last one wins, as in the library
+    _check_offsets(header, n, len(data), path)
     for name, entry in header.items():
-        if not isinstance(entry, dict) or not {"dtype", "shape", "data_offsets"} <= entry.keys():
-            raise BrokenFileError(f"safetensors entry {name!r} lacks dtype, shape or data_offsets", path=path)
-        shape, offs = entry["shape"], entry["data_offsets"]
-        if not isinstance(shape, list) or not all(type(d) is int and d >= 0 for d in shape):
-            raise BrokenFileError(f"tensor {name!r} has a bad shape {shape!r:.60}", path=path)
-        if not (isinstance(offs, list) and len(offs) == 2 and all(type(o) is int for o in offs) and 0 <= offs[0] <= offs[1] <= size):
-            raise BrokenFileError(f"tensor {name!r} has data offsets {offs!r:.60} outside the file", path=path)
         numel = 1
-        for d in shape:
+        for d in entry["shape"]:
             numel *= d
         if numel > MAX_TENSOR_ELEMENTS:
-            raise TooLargeError(f"tensor {name!r} of shape {shape} is past the cap of {MAX_TENSOR_ELEMENTS} elements", path=path)
-        dtype = ST_DTYPES.get(entry["dtype"]) if isinstance(entry["dtype"], str) else None  # a list would not hash
-        if dtype is not None and numel * NUMPY_DTYPES[dtype].itemsize != offs[1] - offs[0]:
-            raise BrokenFileError(
-                f"tensor {name!r}: shape {shape} of {entry['dtype']} needs {numel * NUMPY_DTYPES[dtype].itemsize} bytes, "
-                f"its offsets give {offs[1] - offs[0]}",
-                path=path,
-            )
-    # the format forbids overlapping tensors; allowing them let a 1 MB file read as 400 MB of tensors
-    spans = sorted((entry["data_offsets"][0], entry["data_offsets"][1], name) for name, entry in header.items())
-    for (_lo1, hi1, first), (lo2, _hi2, second) in zip(spans, spans[1:]):
-        if lo2 < hi1:
-            raise BrokenFileError(f"tensors {first!r} and {second!r} share bytes (their data offsets overlap)", path=path)
-    return header, meta, start
+            raise too_large(f"tensor {name!r} of shape {entry['shape']} is past the cap of {MAX_TENSOR_ELEMENTS} elements", path)
+    return header, meta or {}, 8 + n
+
+
+def _tensor_info(name: str, entry: Any, path: str) -> dict[str, Any]:
+    """One tensor entry checked as serde reads a ``TensorInfo`` (extra fields ignored)."""
+    if not isinstance(entry, _Pairs):
+        raise _bad(f"entry {name!r} is not a tensor description", path)
+    fields: dict[str, Any] = {}
+    for key, value in entry:
+        if key in ("dtype", "shape", "data_offsets"):
+            if key in fields:
+                raise _bad(f"entry {name!r} repeats the field {key}", path)
+            fields[key] = value
+    missing = {"dtype", "shape", "data_offsets"} - fields.keys()
+    if missing:
+        raise _bad(f"entry {name!r} lacks {', '.join(sorted(missing))}", path)
+    dtype, shape, offs = fields["dtype"], fields["shape"], fields["data_offsets"]
+    if not isinstance(dtype, str) or dtype not in ST_BITS:
+        raise _bad(f"tensor {name!r} has an unknown dtype {dtype!r:.40}", path)
+    if not isinstance(shape, list) or isinstance(shape, _Pairs) or not all(_usize(d) for d in shape):
+        raise _bad(f"tensor {name!r} has a bad shape {shape!r:.60}", path)
+    if not isinstance(offs, list) or isinstance(offs, _Pairs) or len(offs) != 2 or not all(_usize(o) for o in offs):
+        raise _bad(f"tensor {name!r} has bad data offsets {offs!r:.60}", path)
+    return {"dtype": dtype, "shape": list(shape), "data_offsets": list(offs)}
+
+
+def _check_offsets(header: dict[str, Any], n: int, size: int, path: str) -> None:
+    """The library's ``Metadata::validate`` and coverage check: tensors sorted by offsets must
+    tile the data from 0 without gaps or overlaps, each exactly as long as its shape and dtype
+    say, and the data must end where the file ends."""
+    start = 0
+    for name, entry in sorted(header.items(), key=lambda kv: tuple(kv[1]["data_offsets"])):
+        s, e = entry["data_offsets"]
+        if s != start or e < s:
+            raise _bad(f"invalid offset for tensor {name!r} (a gap, an overlap or reversed offsets)", path)
+        start = e
+        numel = 1
+        for d in entry["shape"]:
+            numel *= d
+            if numel > _USIZE:
+                raise _bad(f"overflow computing the size of tensor {name!r}", path)
+        bits = numel * ST_BITS[entry["dtype"]]
+        if bits > _USIZE:
+            raise _bad(f"overflow computing the size of tensor {name!r}", path)
+        if bits % 8 or e - s != bits // 8:
+            raise _bad(f"invalid shape, data type, or offset for tensor {name!r}", path)
+    if start + 8 + n != size:
+        raise _bad("incomplete metadata, file not fully covered (bytes missing, or trailing after the data)", path)
+
+
+def _on_disk(path: str, size: int) -> bool:
+    import os
+    import stat
+
+    try:
+        st = os.stat(path)
+    except (OSError, ValueError):
+        return False
+    return stat.S_ISREG(st.st_mode) and st.st_size == size
+
+
+def confirm_with_library(data: bytes | memoryview, path: str) -> None:
+    """Ask the safetensors library itself, where it answers cheaply: ``deserialize`` of a file up to
+    16 MB, ``safe_open`` (header only, memory-mapped) of a bigger one when ``path`` is the regular
+    file holding ``data``. A refusal is a broken file with the library's message."""
+    from safetensors import SafetensorError, deserialize, safe_open
+
+    try:
+        if len(data) <= 16 * 1024 * 1024:
+            deserialize(bytes(data))  # 7 µs for an embedding; copies at most 16 MB
+        elif _on_disk(path, len(data)):
+            with safe_open(path, framework="numpy"):
+                pass
+    except SafetensorError as exc:
+        raise BrokenFileError(f"the safetensors library refuses it ({exc})", path=path) from None
 
 
 def read_raw(data: bytes | memoryview, path: str) -> Raw:
     """Read a safetensors file into a flat :class:`Raw` tree of lazy tensors."""
-    if not accepts(bytes(data[:9])):
+    if not accepts(bytes(data[:32])):
         raise NotMine(path)
     header, meta, start = read_header(data, path)
+    confirm_with_library(data, path)
     tree: dict[str, Any] = {}
     for name, entry in header.items():
         dtype = ST_DTYPES.get(entry["dtype"]) if isinstance(entry["dtype"], str) else None

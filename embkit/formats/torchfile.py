@@ -10,25 +10,23 @@ Two on-disk forms:
 The pickle is run by the *allow-list* unpickler of :mod:`embkit.formats.pickle_allow`: only the
 handful of globals a tensor file needs are resolved; any other global raises
 :class:`~embkit.errors.UnsafeFileError` naming it, before anything is imported. The zip is read by
-:mod:`embkit.formats.stored_zip` (or :mod:`zipfile` for anything unusual). Tensors come back as
-lazy :class:`~embkit.formats.base.Tensor` handles, so probing never copies tensor data.
+:mod:`embkit.formats.stored_zip`, which refuses any layout miniz (torch) and :mod:`zipfile` could
+read differently, and :mod:`embkit.formats.torch_zip` checks what the members hold. Tensors come
+back as lazy :class:`~embkit.formats.base.Tensor` handles, so probing never copies tensor data.
 """
 
 from __future__ import annotations
 
-import io
-import lzma
 import mmap
-import posixpath
 import struct
-import zipfile
-import zlib
 from typing import Any
 
 import numpy as np
 
 from ..errors import BrokenFileError, NotMine, TooLargeError, UnsafeFileError
 from .base import MAX_TOTAL_BYTES, NUMPY_DTYPES, Raw, Tensor
+from .pickle_walk import OpBudget, walk_streams
+from .rules import refuse
 
 # the allow-list and the stored-zip reader live in their own modules; their names are re-exported
 # here, where the rest of embkit and the tests have always found them
@@ -45,6 +43,7 @@ from .pickle_allow import (  # noqa: F401
     StorageType,
     TensorRef,
     _CallBudget,
+    _OpCount,
     _find_global,
     _Global,
     _rebuild_tensor_v2,
@@ -52,7 +51,8 @@ from .pickle_allow import (  # noqa: F401
     _storage_ref,
     _unpickle,
 )
-from .stored_zip import MAX_ZIP_MEMBERS, _parse_stored_zip, _StoredZip  # noqa: F401
+from .stored_zip import MAX_ZIP_MEMBERS, ZipArchive  # noqa: F401
+from .torch_zip import check_members, open_torch_zip
 
 ZIP_MAGIC = b"PK\x03\x04"
 #: torch's legacy magic number, pickled with protocol 2 as the first object of the stream.
@@ -82,50 +82,15 @@ class _Budget:
 # -- zip form -----------------------------------------------------------------------------------
 
 
-def _open_zip(data: bytes | memoryview, path: str) -> tuple[zipfile.ZipFile | _StoredZip, str]:
-    """Open the zip and find the one ``<dir>/data.pkl``; refuse hostile member names."""
-    try:
-        zf = _parse_stored_zip(data) or zipfile.ZipFile(io.BytesIO(data))
-        infos = zf.infolist()
-    except (zipfile.BadZipFile, ValueError, EOFError, OSError, NotImplementedError, zlib.error, lzma.LZMAError) as exc:
-        raise BrokenFileError(f"damaged zip archive ({exc})", path=path) from None
-    if len(infos) > MAX_ZIP_MEMBERS:
-        raise TooLargeError(f"zip holds {len(infos)} members", path=path)
-    pkls = []
-    names = set()
-    for info in infos:
-        name = info.filename
-        if name[:1] in ("/", "\\") or "\\" in name or ".." in name or ":" in name:
-            # the precise checks only when a cheap one fires: names with ".." or ":" inside are fine
-            if name.startswith(("/", "\\")) or "\\" in name or ".." in name.split("/") or ":" in name.split("/")[0]:
-                raise UnsafeFileError(f"zip member name {name!r} escapes the archive", path=path)
-        if name in names:
-            raise UnsafeFileError(f"zip holds two members named {name!r}", path=path)
-        names.add(name)
-        if name.endswith("data.pkl") and name.count("/") == 1 and posixpath.basename(name) == "data.pkl":
-            pkls.append(name)
-    if not pkls:
-        raise NotMine(path)
-    if len(pkls) > 1:
-        raise UnsafeFileError(f"zip holds several pickles ({', '.join(pkls)}); a torch file has one", path=path)
-    return zf, posixpath.dirname(pkls[0])
-
-
-def _read_member(zf: zipfile.ZipFile | _StoredZip, name: str, cap: int, path: str) -> bytes:
+def _read_member(zf: ZipArchive, name: str, cap: int, path: str) -> bytes:
     try:
         info = zf.getinfo(name)
     except KeyError:
         raise BrokenFileError(f"zip member {name} is missing", path=path) from None
-    if info.file_size > cap:
-        raise TooLargeError(f"zip member {name} declares {info.file_size} bytes, past the cap of {cap}", path=path)
-    try:
-        return zf.read(info)
-    except (zipfile.BadZipFile, EOFError, OSError, ValueError, NotImplementedError, RuntimeError, zlib.error, lzma.LZMAError) as exc:
-        # RuntimeError: the member's "encrypted" flag is set (found by fuzzing)
-        raise BrokenFileError(f"zip member {name} is damaged ({exc})", path=path) from None
+    return zf.read(info, cap, path)
 
 
-def _zip_loader(zf: zipfile.ZipFile | _StoredZip, prefix: str, ref: TensorRef, path: str, budget: _Budget | None = None):
+def _zip_loader(zf: ZipArchive, prefix: str, ref: TensorRef, path: str, budget: _Budget | None = None):
     def load() -> np.ndarray:
         st = ref.storage
         dt = NUMPY_DTYPES[st.dtype]
@@ -178,9 +143,9 @@ def _contiguous_strides(shape: tuple[int, ...]) -> tuple[int, ...]:
     return tuple(reversed(strides))
 
 
-#: Containers :func:`_wrap` visits at most (a real embedding pickle has a few dozen; a LoRA bundle
-#: a few thousand).
-MAX_TREE_VISITS = 200_000
+#: Elements :func:`_wrap` visits at most, each container and each item it holds counted every
+#: time it is reached (a real embedding pickle has a few dozen; a LoRA bundle a few thousand).
+MAX_TREE_VISITS = 1_000_000
 
 
 def _wrap(obj: Any, loader_for, depth: int = 0, visits: list[int] | None = None) -> Any:
@@ -188,62 +153,68 @@ def _wrap(obj: Any, loader_for, depth: int = 0, visits: list[int] | None = None)
 
     The memo lets a pickle reuse one object in many places, so the tree can be exponentially
     larger than the pickle (``t = (t, t)`` 40 deep is a 415-byte file and 2**40 paths; found in
-    review): visits are counted and capped, and the depth cap ends cycles."""
+    review): every container and item reached is counted and capped (sets included: a 5 KB file
+    of a set of tuples sharing one nested structure slipped past a count of containers alone),
+    and the depth cap ends cycles."""
     if depth > 64:
         raise TooLargeError("object tree nests too deeply")
     if isinstance(obj, TensorRef):
         return Tensor(shape=obj.shape, dtype=obj.storage.dtype, loader=loader_for(obj))
-    if not isinstance(obj, (dict, list, tuple, ModuleStandIn)):
+    if not isinstance(obj, (dict, list, tuple, set, frozenset, ModuleStandIn)):
         return obj
     if visits is None:
         visits = [0]
-    visits[0] += 1
+    visits[0] += 1 + (len(obj) if not isinstance(obj, ModuleStandIn) else 0)
     if visits[0] > MAX_TREE_VISITS:
-        raise TooLargeError(f"pickle's object tree has more than {MAX_TREE_VISITS} containers (shared objects counted each time)")
+        raise TooLargeError(f"pickle's object tree has more than {MAX_TREE_VISITS} elements (shared objects counted each time)")
     if isinstance(obj, dict):
         return {k: _wrap(v, loader_for, depth + 1, visits) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
+    if isinstance(obj, (list, tuple, set, frozenset)):
         return type(obj)(_wrap(v, loader_for, depth + 1, visits) for v in obj)
     # NEWOBJ without BUILD leaves a module without state (``__init__`` never ran)
     obj.state = _wrap(obj.__dict__.get("state", {}), loader_for, depth + 1, visits)
     return obj
 
 
-def read_raw(data: bytes | memoryview, path: str) -> Raw:
-    """Read a torch pickle (zip or legacy form) into a :class:`Raw` tree of lazy tensors."""
+def read_raw(data: bytes | memoryview, path: str, extra_globals: dict | None = None) -> Raw:
+    """Read a torch pickle (zip or legacy form) into a :class:`Raw` tree of lazy tensors.
+    ``extra_globals``: a reading mode's additions to the allow-list (model checkpoints:
+    :data:`embkit.formats.pickle_ckpt.CHECKPOINT_GLOBALS`); embedding files are read without."""
     prefix = bytes(data[:32])
     if prefix.startswith(ZIP_MAGIC):
-        zf, root = _open_zip(data, path)
+        zf, root = open_torch_zip(data, path)
         pkl = _read_member(zf, f"{root}/data.pkl", MAX_PICKLE_BYTES, path)
-        obj, _storages, _n = _unpickle(pkl, path)
+        obj, _storages, used = _unpickle(pkl, path, extra=extra_globals)
+        check_members(zf, root, path, pkl, used)
         budget = _Budget(len(data), path)
         return Raw(tree=_wrap(obj, lambda ref: _zip_loader(zf, root, ref, path, budget)), container="pickle")
     if prefix.startswith(LEGACY_PREFIX):
-        return _read_legacy(data, path)
+        return _read_legacy(data, path, extra_globals)
     raise NotMine(path)
 
 
 # -- legacy form --------------------------------------------------------------------------------
 
 
-def _read_legacy(data: bytes | memoryview, path: str) -> Raw:
+def _read_legacy(data: bytes | memoryview, path: str, extra_globals: dict | None = None) -> Raw:
     # bytes and a memory map slice to bytes and serve np.frombuffer as they are: no copy of the file
     buf = data if isinstance(data, (bytes, mmap.mmap)) else bytes(data)
     # each pickle is read from a slice of at most MAX_PICKLE_BYTES (as for a zip's data.pkl): the
     # whole rest of the file copied per pickle made a 400 MB file peak at 1.2 GB (found in review)
     pos = 0
     header = []
+    ops = _OpCount()  # one opcode budget for the file's five pickles, not one each
     for _ in range(3):  # magic number, protocol version, sys info: plain values only
-        obj, _storages, used = _unpickle(buf[pos : pos + MAX_PICKLE_BYTES], path)
+        obj, _storages, used = _unpickle(buf[pos : pos + MAX_PICKLE_BYTES], path, ops)
         header.append(obj)
         pos += used
     if header[0] != LEGACY_MAGIC:
         raise NotMine(path)
     if header[1] != 1001:
         raise BrokenFileError(f"legacy torch file has protocol version {header[1]!r}, expected 1001", path=path)
-    obj, storages, used = _unpickle(buf[pos : pos + MAX_PICKLE_BYTES], path)
+    obj, storages, used = _unpickle(buf[pos : pos + MAX_PICKLE_BYTES], path, ops, extra_globals)
     pos += used
-    keys, _storages, used = _unpickle(buf[pos : pos + MAX_PICKLE_BYTES], path)
+    keys, _storages, used = _unpickle(buf[pos : pos + MAX_PICKLE_BYTES], path, ops)
     pos += used
     if type(keys) is not list or any(type(k) is not str for k in keys):
         raise BrokenFileError("legacy torch file has a damaged storage key list", path=path)
@@ -262,6 +233,12 @@ def _read_legacy(data: bytes | memoryview, path: str) -> Raw:
         pos += count * NUMPY_DTYPES[ref.dtype].itemsize
         if pos > len(buf):
             raise BrokenFileError(f"legacy torch file is truncated inside storage {key}", path=path)
+    if pos != len(buf):
+        # torch stops after the last storage; a scanner reading on would meet whatever follows
+        tail = walk_streams(bytes(buf[pos : pos + MAX_PICKLE_BYTES]), 0, where="after the storages", budget=OpBudget(100_000))
+        named = [n for t in tail for n in t.refused]
+        raise refuse("legacy-trailing-data", f"legacy torch file holds {len(buf) - pos} bytes after its last storage"
+                     + (f" (a pickle naming {', '.join(named[:5])})" if named else ""), path)
 
     budget = _Budget(len(buf), path)
 

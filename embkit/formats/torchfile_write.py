@@ -1,16 +1,18 @@
 """Write torch zip pickles without importing torch.
 
-The layout is the one ``torch.save`` writes: a zip (members stored, not compressed, each member's
-data aligned to 64 bytes with padding in the local header's extra field) holding
+The layout is the one ``torch.save`` writes (a zip, members stored, not compressed, each member's
+data aligned to 64 bytes with padding in the local header's extra field), with only the members
+every A1111 release's safe loader accepts (``embkit.hosts.safeload``):
 
     archive/data.pkl                 the object, pickled with protocol 2
-    archive/byteorder                ``little``
     archive/data/<key>               one raw little-endian storage per tensor (keys 0, 1, …)
-    archive/version, archive/.data/serialization_id
+    archive/version                  ``3``
 
-Newer torch also writes ``.format_version`` and ``.storage_alignment``; they are left out because
-A1111's loader refuses any member outside ``data.pkl``, ``data/<n>``, ``version``, ``byteorder`` and
-``.data/serialization_id`` (``modules/safe.py``), and torch reads files without them.
+torch 2.1+ also writes ``byteorder`` and ``.data/serialization_id``, which A1111 before 1.10
+refuses ("bad file inside", ``modules/safe.py``), and recent torch ``.format_version`` and
+``.storage_alignment``, which every A1111 release refuses. torch reads files without them (a file
+without ``byteorder`` is read as little-endian, which these are), as the older files in the wild
+(``EasyNegative.pt``: ``data.pkl``, ``data/0``, ``version``) show.
 
 The pickle is emitted opcode by opcode (Python's pickler would import ``torch`` to check the
 globals it names). A tensor is the call torch itself records:
@@ -20,7 +22,6 @@ which torch's ``weights_only`` loader and embkit's allow-list reader both accept
 
 from __future__ import annotations
 
-import hashlib
 import io
 import struct
 import zipfile
@@ -153,18 +154,11 @@ def dumps(obj: Any, archive: str = "archive") -> bytes:
     """A torch zip file holding ``obj`` (dicts, lists, tuples, str, int, float, bool, None and
     :class:`TensorData`), byte for byte in the layout ``torch.save`` writes."""
     pkl, storages = dumps_pickle(obj)
-    members: list[tuple[str, bytes]] = [
-        (f"{archive}/data.pkl", pkl),
-        (f"{archive}/byteorder", b"little"),
-    ]
-    digest = hashlib.sha256(pkl)
+    members: list[tuple[str, bytes]] = [(f"{archive}/data.pkl", pkl)]
     for key, t in storages:
         data = np.ascontiguousarray(t.array, dtype=NUMPY_DTYPES[t.dtype]).tobytes()
-        digest.update(data)
         members.append((f"{archive}/data/{key}", data))
     members.append((f"{archive}/version", b"3\n"))
-    # torch writes a random id; ours is derived from the content so equal inputs give equal files
-    members.append((f"{archive}/.data/serialization_id", str(int(digest.hexdigest()[:32], 16)).zfill(40)[:40].encode()))
     buf = io.BytesIO()
     with zipfile.ZipFile(buf, "w", compression=zipfile.ZIP_STORED, allowZip64=True) as zf:
         for name, data in members:

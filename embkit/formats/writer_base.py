@@ -57,6 +57,9 @@ class Output:
     data: bytes | list[bytes] | None = None
     fill: Callable[[str], None] | None = None
     owns: tuple[str, ...] = ()
+    #: the dict the file holds, before it becomes bytes (tensors as ``TensorData``, or as arrays
+    #: in a card): what a host's loader gets back from the file, for :mod:`embkit.statedicts`
+    tree: Any = None
 
     def __repr__(self) -> str:  # the bytes would fill a screen
         size = len(self.data) if isinstance(self.data, bytes) else sum(map(len, self.data)) if self.data else 0

@@ -1,10 +1,12 @@
 """Loss-free conversion to safetensors for ingest: write in memory, read back, compare bit for bit.
 
-:func:`convert_embeddings` plans each embedding of a file as ``<name>.safetensors`` (the name is
-the trigger for kohya and multi files, so it is kept as the file name to publish under), refuses
-any loss the writer reports, then parses the bytes it would write with embkit's own reader and
-compares name, slots, stored dtypes and every vector's bits with the source. Only then does the
-object get its content address. Nothing here touches the disk.
+:func:`convert_embeddings` plans each embedding of an opened file (an SDXL pair's two files as
+one) as ``<name>.safetensors`` in the layout :func:`embkit.write` picks for that name (diffusers
+keyed by the file stem for one encoder, multi for several: every host triggers it by the file
+name, so the name is kept as the file name to publish under), refuses any loss the writer
+reports, then parses the bytes it would write with embkit's own reader and compares name, slots,
+stored dtypes and every vector's bits with the source. Only then does the object get its content
+address. Nothing here touches the disk.
 """
 
 from __future__ import annotations
@@ -30,15 +32,16 @@ def file_stem(name: str) -> str:
     return cleaned or "embedding"
 
 
-def convert_embeddings(path: str, data: bytes, out: str) -> tuple[list[dict[str, Any]], list[tuple[str, bytes]]]:
-    """``(converted entries, [(object path, bytes)])`` for every embedding in the file; raises an
-    :class:`~embkit.errors.EmbkitError` (a :class:`LossError` for a loss) when one cannot be kept
-    whole. ``out`` is DIR: object paths lie under ``DIR/objects``."""
+def convert_embeddings(loaded: Any, out: str) -> tuple[list[dict[str, Any]], list[tuple[str, bytes]]]:
+    """``(converted entries, [(object path, bytes)])`` for every embedding in a file
+    :func:`embkit.io.open_file` opened; raises an :class:`~embkit.errors.EmbkitError` (a
+    :class:`LossError` for a loss) when one cannot be kept whole. ``out`` is DIR: object paths lie
+    under ``DIR/objects``."""
     from ..hashes import sha256
-    from ..io import embedding_of, open_file
+    from ..io import embedding_of
     from ..writing import choose_format, plan
 
-    loaded = open_file(path, data=data)
+    path = loaded.path
     converted: list[dict[str, Any]] = []
     files: list[tuple[str, bytes]] = []
     for part in loaded.parts:
@@ -46,7 +49,7 @@ def convert_embeddings(path: str, data: bytes, out: str) -> tuple[list[dict[str,
         filename = file_stem(emb.name) + ".safetensors"
         virtual = os.path.join(out, filename)  # names the file for the writer; never written
         fmt = choose_format(emb, virtual)
-        planned = plan(emb, virtual, fmt)
+        planned = plan(emb, virtual)  # as embkit.write picks it: the trigger stored is the file stem
         if planned.losses:
             raise LossError("would lose: " + "; ".join(loss.message for loss in planned.losses), path=path)
         if len(planned.outputs) != 1 or planned.outputs[0].fill is not None:

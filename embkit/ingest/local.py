@@ -42,7 +42,8 @@ def run_cpu(items: list[dict], settings: StepSettings, jobs: int, progress: Call
     import multiprocessing
     from concurrent.futures import ProcessPoolExecutor, as_completed
 
-    from ..library import extract  # noqa: F401  imported once, before the workers fork
+    from .. import hosts, scan  # noqa: F401  imported once, before the workers fork
+    from ..library import extract  # noqa: F401
     from . import convert_check, record  # noqa: F401
 
     method = "fork" if "fork" in multiprocessing.get_all_start_methods() else None
@@ -62,15 +63,16 @@ def run_cpu(items: list[dict], settings: StepSettings, jobs: int, progress: Call
 
 
 def run_previews(rows: list[dict], out: str, model: str | None, device: str, settings, progress: Callable[[int], None] | None = None) -> list[dict]:
-    """Previews for ``rows`` in this process, ``settings.batch_size`` rows at a time."""
-    from .previews import PreviewStep, preview_key, wants_preview
+    """Previews for ``rows`` in this process, :data:`~embkit.ingest.previews.PREVIEW_ROWS` rows at
+    a time, through one :class:`~embkit.ingest.previews.PreviewStep` (one model load)."""
+    from .previews import PREVIEW_ROWS, PreviewStep, preview_key, wants_preview
 
     key = preview_key(model, settings)
     if not any(wants_preview(r, key, out) for r in rows):
         return rows
     step = PreviewStep(out, model, device, settings)
     done: list[dict] = []
-    for chunk in batches(rows, settings.batch_size):
+    for chunk in batches(rows, PREVIEW_ROWS):
         done.extend(step(chunk))
         if progress:
             progress(len(chunk))

@@ -33,12 +33,18 @@ CONVERTED_FIELDS = (
     ("member", "string"), ("name", "string"), ("format", "string"), ("path", "string"), ("sha256", "string"),
     ("size", "int64"), ("filename", "string"),
 )
-#: One host's verdict (``hosts`` maps a host id to this).
-HOST_FIELDS = (("loads", "bool"), ("trigger", "string"), ("reasons", ["string"]))
-#: One preview image (or why there is none).
+#: One host's verdict (``hosts`` maps a host id to this): on the embedding's own family, and the
+#: host's status on every family.
+HOST_FIELDS = (("loads", "bool"), ("trigger", "string"), ("reasons", ["string"]), ("family", "string"), ("families", ("map", "string")))
+#: One preview image ingest rendered (or why there is none).
 PREVIEW_FIELDS = (
     ("member", "string"), ("name", "string"), ("trigger", "string"), ("negative", "bool"), ("path", "string"),
     ("sha256", "string"), ("skipped", "string"),
+)
+#: One preview picture found beside the upload (the library's ``previews`` table).
+SIDECAR_PREVIEW_FIELDS = (
+    ("member", "string"), ("path", "string"), ("size", "int64"), ("mtime_ns", "int64"), ("format", "string"),
+    ("width", "int64"), ("height", "int64"), ("parameters", "string"), ("embkit", "bool"),
 )
 
 #: (column, type, nullable). A type is an Arrow primitive name, ``[T]`` a list of T, a tuple of
@@ -56,6 +62,7 @@ COLUMNS: tuple[tuple[str, Any, bool], ...] = (
     ("autov3", "string", True),
     ("scan_verdict", "string", True),
     ("scan_container", "string", True),
+    ("scan_rules", ["string"], False),
     ("scan_globals", ["string"], False),
     ("scan_refused", ["string"], False),
     ("scan_reasons", ["string"], False),
@@ -63,6 +70,11 @@ COLUMNS: tuple[tuple[str, Any, bool], ...] = (
     ("container", "string", True),
     ("metadata", "string", True),
     ("embeddings", [EMBEDDING_FIELDS], False),
+    ("sidecars", "string", True),
+    ("base_model", "string", True),
+    ("trained_words", ["string"], False),
+    ("sidecar_previews", [SIDECAR_PREVIEW_FIELDS], False),
+    ("sidecar_key", "string", True),
     ("converted", [CONVERTED_FIELDS], False),
     ("convert_error", "string", True),
     ("hosts", ("map", HOST_FIELDS), False),
@@ -158,7 +170,7 @@ def pyarrow_module():
         import pyarrow
         import pyarrow.parquet  # noqa: F401
     except ImportError:
-        raise MissingDependencyError("writing Parquet needs pyarrow: pip install 'embkit[ray]' (or pip install pyarrow)") from None
+        raise MissingDependencyError("writing Parquet needs pyarrow: pip install 'embkit-ti[ray]' (or pip install pyarrow)") from None
     return pyarrow
 
 

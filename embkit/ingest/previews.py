@@ -2,9 +2,11 @@
 
 The same class runs in the local process (one instance) and in a Ray Data actor pool (one per
 actor, each on its own GPU when ``num_gpus`` is set): it takes manifest rows and returns them with
-``previews`` filled. It reads each embedding from its converted object (a safetensors file embkit
-wrote, named by its hash, so the name is taken from the row), renders through
-:class:`embkit.diffusers.previews.PreviewRenderer`, writes each PNG content-addressed to
+``previews`` filled. It reads each embedding from its converted object, named as it will be
+published (``converted[].filename``, so every host's trigger is the one the published file gets,
+not the object's hash name), renders all of a batch's embeddings through one
+:class:`embkit.diffusers.previews.PreviewRenderer` call (which applies them together and renders
+several prompts per pipeline call), writes each PNG content-addressed to
 ``DIR/previews/ab/<sha256 of the PNG>.png``, and commits the updated rows as a shard.
 
 A row already holding previews made with the same model and settings (its ``preview_key``) is
@@ -39,6 +41,11 @@ def wants_preview(row: dict, key: str, out: str | None = None) -> bool:
     return out is not None and not all(os.path.exists(os.path.join(out, *p["path"].split("/"))) for p in row["previews"] if p["path"])
 
 
+#: Rows per preview batch (one ``PreviewStep`` call, one Ray actor task): the renderer batches
+#: the prompts of all their embeddings itself (``PreviewSettings.batch_size`` per pipeline call).
+PREVIEW_ROWS = 64
+
+
 class PreviewStep:
     """Renders previews for batches of manifest rows (see the module docstring)."""
 
@@ -48,6 +55,7 @@ class PreviewStep:
         self.out = out
         self.settings = settings if settings is not None else PreviewSettings()
         self.key = preview_key(model, self.settings)
+        # the model is loaded here, once for the life of this step (of its actor, on Ray)
         self.renderer = PreviewRenderer(model, device=device, settings=self.settings)
 
     def __call__(self, rows: list[dict]) -> list[dict]:
@@ -76,8 +84,8 @@ class PreviewStep:
                     owners.append((i, conv))
         previews = self.renderer.render(embeddings) if embeddings else []
         with BatchWriter(folders_by_syncfs=True) as writer:
-            for (i, conv), emb, p in zip(owners, embeddings, previews):
-                negative = bool(getattr(p, "negative", self.renderer.is_negative(emb)))
+            for (i, conv), p in zip(owners, previews):
+                negative = bool(p.negative)
                 if p.png is None:
                     entries[i].append(_entry(conv, p.trigger, negative, skipped=p.skipped or "not rendered"))
                     continue
@@ -97,12 +105,17 @@ class PreviewStep:
         return rows
 
     def _embedding(self, conv: dict):
+        """The converted embedding, read from its object's bytes under the name it is published
+        as (the object is named by its hash; hosts trigger the published file by its name)."""
         from ..errors import EmbkitError
         from ..io import read
 
         try:
-            # the object is named by its hash; the trigger is the embedding's own name
-            return read(os.path.join(self.out, *conv["path"].split("/"))).replace(name=conv["name"]), None
+            with open(os.path.join(self.out, *conv["path"].split("/")), "rb") as fh:
+                data = fh.read()
+            return read(data, name=conv["filename"]), None
+        except OSError as exc:
+            return None, f"converted file unreadable: {exc.strerror or exc}"
         except EmbkitError as exc:
             return None, f"converted file unreadable: {exc.detail}"
 
@@ -111,4 +124,4 @@ def _entry(conv: dict, trigger: str, negative: bool | None, *, path: str | None 
     return {"member": conv["member"], "name": conv["name"], "trigger": trigger, "negative": negative, "path": path, "sha256": sha256, "skipped": skipped}
 
 
-__all__ = ["PreviewStep", "preview_key", "wants_preview", "PREVIEWS"]
+__all__ = ["PreviewStep", "preview_key", "wants_preview", "PREVIEWS", "PREVIEW_ROWS"]

@@ -7,7 +7,7 @@
 
 Every task and actor writes to DIR (objects, previews, shards), so on a cluster SOURCE and DIR must
 be on a file system every node sees at the same path (NFS, Lustre, EFS, a shared volume), and
-embkit (``pip install 'embkit[ray]'``) must be installed on every node. Ray Data re-runs a task
+embkit (``pip install 'embkit-ti[ray]'``) must be installed on every node. Ray Data re-runs a task
 whose worker or node dies (its default, ``max_retries=-1``, for system failures only: the steps
 never raise for a bad file) and restarts a lost actor; a re-run batch computes the same rows and
 its shard is a harmless copy.
@@ -29,7 +29,7 @@ from ..errors import EmbkitError, MissingDependencyError
 from .manifest import MANIFEST_PARQUET, from_table, to_table
 from .steps import StepSettings, process_batch
 
-INSTALL = "pip install 'embkit[ray]'"
+INSTALL = "pip install 'embkit-ti[ray]'"
 
 
 @dataclass(frozen=True)
@@ -142,6 +142,8 @@ def _run(items: list[dict], settings: StepSettings, options: RayOptions, preview
     try:
         from ray.data import ActorPoolStrategy, DataContext
 
+        from .previews import PREVIEW_ROWS
+
         ctx = DataContext.get_current()
         ctx.enable_progress_bars = options.progress
         ctx.print_on_execution_start = False
@@ -163,7 +165,7 @@ def _run(items: list[dict], settings: StepSettings, options: RayOptions, preview
                 compute=ActorPoolStrategy(size=max(1, options.actors)),
                 num_gpus=options.gpus_per_actor or None,
                 num_cpus=options.cpus_per_actor,
-                batch_size=max(1, preview_settings.batch_size),
+                batch_size=PREVIEW_ROWS,
                 batch_format="pyarrow",
                 # any node; a remote argument the CPU stage lacks keeps Ray Data from fusing that
                 # stage into the actors (fused, each actor would also read and convert, and the

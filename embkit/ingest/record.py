@@ -13,23 +13,30 @@ import json
 import time
 from typing import Any
 
-#: examine()'s file row, by position (see its docstring).
-FILE_FIELDS = ("path", "size", "mtime_ns", "sha256", "autov2", "autov3", "format", "container", "metadata", "error_code", "error", "scanned_at")
+#: examine()'s file row, by position (see its docstring); ``sidecars`` is its ``sidecars_json``.
+FILE_FIELDS = (
+    "path", "size", "mtime_ns", "sha256", "autov2", "autov3", "format", "container", "metadata", "error_code", "error", "scanned_at",
+    "sidecars", "base_model", "sidecar_key",
+)
 #: examine()'s embedding tuple, by position (``slots`` last).
 EMBEDDING_FIELDS = ("member", "name", "stored_name", "family", "families", "num_vectors", "vectors_hash", "metadata", "warnings", "slots")
 #: examine()'s slot tuple, by position.
 SLOT_FIELDS = ("slot", "vectors", "width", "dtype", "vectors_hash", "norm_min", "norm_mean", "norm_max")
+#: examine()'s preview tuple (a picture beside the file), by position (``sidecar_previews``).
+PICTURE_FIELDS = ("member", "path", "size", "mtime_ns", "format", "width", "height", "parameters", "embkit")
 #: The file-row fields the manifest keeps (path, size and mtime come from the read step; the
 #: scan time is left out: rows are a function of the file, not of when it was read).
-RECORD_FIELDS = ("sha256", "autov2", "autov3", "format", "container", "metadata", "error_code", "error")
+RECORD_FIELDS = ("sha256", "autov2", "autov3", "format", "container", "metadata", "error_code", "error", "sidecars", "base_model", "sidecar_key")
 
 
 def record_fields(result: tuple) -> dict[str, Any]:
-    """``examine(...)``'s ``(FILE, file_row, embeddings)`` → manifest fields."""
-    file_row, embeddings = result[1], result[2]
+    """``examine(...)``'s ``(FILE, file_row, embeddings, trained_words, previews)`` → manifest fields."""
+    file_row, embeddings, words, pictures = result[1], result[2], result[3], result[4]
     named = dict(zip(FILE_FIELDS, file_row))
     out: dict[str, Any] = {k: named[k] for k in RECORD_FIELDS}
     out["embeddings"] = [_embedding(e) for e in embeddings]
+    out["trained_words"] = list(words)
+    out["sidecar_previews"] = [dict(zip(PICTURE_FIELDS, p)) for p in pictures]
     return out
 
 
@@ -42,8 +49,8 @@ def _embedding(e: tuple) -> dict[str, Any]:
 
 
 def examine_result(row: dict, scanned_at: float | None = None) -> tuple:
-    """A manifest row → the ``(FILE, file_row, embeddings)`` tuple the library stores. Rows of files
-    that were never read (``skipped``) have no record: ``None``."""
+    """A manifest row → the ``(FILE, file_row, embeddings, trained_words, previews)`` tuple the
+    library stores. Rows of files that were never read (``skipped``) have no record: ``None``."""
     from ..library.extract import FILE
 
     if row.get("status") == "skipped":
@@ -58,7 +65,8 @@ def examine_result(row: dict, scanned_at: float | None = None) -> tuple:
         fields["warnings"] = json.dumps(list(e.get("warnings") or []), ensure_ascii=False, sort_keys=True, default=str, allow_nan=True) if e.get("warnings") else "[]"
         fields["slots"] = [tuple(s.get(k) for k in SLOT_FIELDS) for s in e.get("slots") or []]
         embeddings.append(tuple(fields.get(k) for k in EMBEDDING_FIELDS))
-    return (FILE, file_row, embeddings)
+    pictures = [tuple(int(p["embkit"]) if k == "embkit" else p.get(k) for k in PICTURE_FIELDS) for p in row.get("sidecar_previews") or []]
+    return (FILE, file_row, embeddings, list(row.get("trained_words") or []), pictures)
 
 
-__all__ = ["record_fields", "examine_result", "RECORD_FIELDS"]
+__all__ = ["record_fields", "examine_result", "RECORD_FIELDS", "PICTURE_FIELDS"]

@@ -78,7 +78,7 @@ def ingest(
     ``sources``: folders, files, or manifests of paths (``.txt``/``.lst``, ``.jsonl`` or
     ``.parquet`` with a ``path`` column). ``ray``: ``None`` runs a local process pool of ``jobs``
     workers; ``"auto"``, ``"local"`` or a cluster address runs a Ray Data pipeline
-    (``embkit[ray]``). ``previews``: ``True`` or a
+    (``embkit-ti[ray]``). ``previews``: ``True`` or a
     :class:`~embkit.diffusers.previews.PreviewSettings` to render previews with ``model`` (a
     family's built-in tiny pipeline when ``None``) on ``device``; on Ray, ``actors`` actors with
     ``gpus_per_actor`` GPUs each. ``library``: an embkit library database to record every file in.

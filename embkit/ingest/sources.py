@@ -1,20 +1,23 @@
 """What to ingest: the files under SOURCE folders, or the paths a manifest lists.
 
 Every file found becomes an *item*: a plain dict (cheap to send to a worker process or a Ray task)
-with ``path`` (absolute, as found), ``source`` (the SOURCE it came from), ``size``, ``mtime_ns``
-and ``open``, the path the read step opens, or ``skip`` (an error code and message) when the
-file must not be read at all.
+with ``path`` (absolute, as found), ``source`` (the SOURCE it came from), ``size``, ``mtime_ns``,
+``open`` (the path the read step opens), ``root`` (for a file found in a folder: the folder a link
+may lead into), ``sidecar_key`` and ``present`` (the sidecars beside it, as ``embkit library scan``
+keys them), or ``skip_code``/``skip_reason`` when the file must not be read at all.
 
-Nothing outside the named sources is read:
+Folders are walked as ``embkit library scan`` walks them (:func:`embkit.library.scan.walk`, over
+:func:`embkit.walk.walk_tree`, the one walk): regular files with embkit's extensions, hidden names
+skipped, no recursion, links followed only inside the SOURCE folder, and companions left out: a
+preview picture and the second file of a diffusers SDXL pair belong to another file (its record
+holds them, and its conversion joins the pair), so they are not uploads of their own. What the walk
+passes over is said: a link out of the SOURCE folder, or to nothing, becomes a ``skipped`` row
+(``link-outside``, ``link-broken``) when its name is one embkit reads; links to folders outside
+are counted (``links_skipped``). The output folder, when it lies inside a SOURCE, is left out.
 
-* in a folder, a symbolic link to a file is read only when its target lies inside the same SOURCE
-  folder; a link that leads out (or nowhere) becomes a ``skipped`` row; links to folders are not
-  followed (counted in ``links_skipped``);
-* a path named on the command line is read as named (a named link is followed: it was named);
-  a path a manifest lists that is a link is not read (a manifest names files, not what links
-  point to);
-* pipes, devices and sockets are never opened; hidden folders, embkit's temporary files, preview
-  pictures (``*.preview.png``) and the output folder itself are not walked.
+A path named on the command line is read as named (a named link is followed: it was named); a
+path a manifest lists that is a link is not read (a manifest names files, not what links point
+to); pipes, devices and sockets are never opened.
 
 A manifest of paths is a text file (``.txt``, ``.lst``: one path per line, ``#`` comments), JSON
 Lines (``.jsonl``: objects with a ``path`` key) or Parquet (``.parquet``: a ``path`` column);
@@ -39,7 +42,7 @@ class Found:
     """The items found, in path order, and what the walk passed over."""
 
     items: list[dict] = field(default_factory=list)
-    #: links to folders, which are never followed
+    #: links to folders outside the SOURCE folder, which are never followed
     links_skipped: int = 0
     #: files whose names are not valid UTF-8 (a manifest column cannot hold them): not ingested
     bad_names: list[str] = field(default_factory=list)
@@ -47,30 +50,31 @@ class Found:
 
 def discover(sources: list[str], out: str) -> Found:
     """Every file to ingest under ``sources`` (folders, files, manifests), each once, by path."""
-    from ..atomic import is_temp
-    from ..formats import extensions
-
     found = Found()
-    exts = tuple(extensions())
-    out_key = _key(out)
     seen: dict[str, dict] = {}
     for src in sources:
         src = os.path.abspath(os.path.expanduser(os.fspath(src)))
         if os.path.isdir(src):
-            _walk(src, src, exts, out_key, is_temp, found, seen)
+            _walk(src, src, out, found, seen)
         elif os.path.isfile(src) and src.lower().endswith(MANIFEST_EXTENSIONS):
             for listed in read_path_list(src):
                 if os.path.islink(listed):
                     st = _stat(listed)
                     _add(_item(listed, src, st, None, ("link", "is a symbolic link; a manifest's paths are read only as files and folders")), found, seen)
                 elif os.path.isdir(listed):
-                    _walk(listed, src, exts, out_key, is_temp, found, seen)
+                    _walk(listed, src, out, found, seen)
                 else:
                     _add(_named(listed, src), found, seen)
         elif os.path.lexists(src):
             _add(_named(src, src), found, seen)
         else:
             raise EmbkitError("no such file or folder", path=src)
+    named = [p for p, item in seen.items() if item["open"] and not item["root"]]
+    if named:  # the sidecars beside files named one by one: each folder listed once
+        from ..library.scan import beside_files
+
+        for path, (key, present) in beside_files(named).items():
+            seen[path]["sidecar_key"], seen[path]["present"] = key, _names(present)
     found.items = [seen[p] for p in sorted(seen)]
     return found
 
@@ -115,14 +119,6 @@ def read_path_list(manifest: str) -> list[str]:
     return [os.path.normpath(os.path.join(base, os.path.expanduser(p))) for p in paths]
 
 
-def _key(path: str) -> tuple[int, int] | None:
-    try:
-        st = os.stat(path)
-    except OSError:
-        return None
-    return (st.st_dev, st.st_ino)
-
-
 def _stat(path: str) -> os.stat_result | None:
     try:
         return os.lstat(path)
@@ -130,13 +126,23 @@ def _stat(path: str) -> os.stat_result | None:
         return None
 
 
-def _item(path: str, source: str, st: os.stat_result | None, open_path: str | None, skip: tuple[str, str] | None = None) -> dict:
+def _names(present: tuple[str, ...]) -> str:
+    """The sidecar names as one string (an item's values are strings: Ray Data's blocks type a
+    column by what each block holds, and a list empty in every row of one would be typed null)."""
+    return json.dumps(list(present), ensure_ascii=False)
+
+
+def _item(path: str, source: str, st: os.stat_result | None, open_path: str | None, skip: tuple[str, str] | None = None, *,
+          root: str | None = None, sidecar_key: str = "", present: str = "[]") -> dict:
     return {
         "path": path,
         "source": source,
         "size": st.st_size if st is not None else 0,
         "mtime_ns": st.st_mtime_ns if st is not None else 0,
         "open": open_path,
+        "root": root,
+        "sidecar_key": sidecar_key,
+        "present": present,
         "skip_code": skip[0] if skip else None,
         "skip_reason": skip[1] if skip else None,
     }
@@ -170,55 +176,42 @@ def _not_a_file(st: os.stat_result) -> tuple[str, str]:
     return ("not-a-file", f"is {kind}; not read")
 
 
-def _walk(root: str, source: str, exts: tuple[str, ...], out_key, is_temp, found: Found, seen: dict) -> None:
-    real_root = os.path.realpath(root)
-    stack = [root]
-    while stack:
-        folder = stack.pop()
-        try:
-            entries = list(os.scandir(folder))
-        except OSError:
-            continue  # an unreadable folder: its files are not seen
-        for entry in entries:
-            name = entry.name
-            try:
-                if entry.is_symlink():
-                    if os.path.isdir(entry.path):
-                        found.links_skipped += 1  # never followed: it could lead anywhere
-                    elif _wanted(name, exts, is_temp):
-                        _add(_link(entry.path, real_root, source), found, seen)
-                elif entry.is_dir(follow_symlinks=False):
-                    if not name.startswith(".") and not is_temp(name) and _key(entry.path) != out_key:
-                        stack.append(entry.path)
-                elif _wanted(name, exts, is_temp):
-                    st = entry.stat(follow_symlinks=False)
-                    if stat.S_ISREG(st.st_mode):
-                        _add(_item(entry.path, source, st, entry.path), found, seen)
-                    else:
-                        _add(_item(entry.path, source, st, None, _not_a_file(st)), found, seen)
-            except OSError:
-                continue  # vanished between listing and stat
-    return None
+def _walk(root: str, source: str, out: str, found: Found, seen: dict) -> None:
+    """The files under the folder ``root`` (see the module docstring)."""
+    from ..formats import extensions
+    from ..library.scan import walk
+    from ..walk import hf_cache_root, is_inside
+
+    exts = tuple(extensions())
+    boundary = os.path.realpath(hf_cache_root(root) or root)
+    # DIR inside SOURCE: its converted files and previews are not uploads (DIR as this walk names it)
+    real_out = os.path.realpath(out)
+    inside = real_out == boundary or real_out.startswith(boundary.rstrip(os.sep) + os.sep)
+    skip_prefix = os.path.join(root, os.path.relpath(real_out, os.path.realpath(root))) + os.sep if inside else None
+    passed: list[str] = []
+    beside: dict[str, tuple[str, tuple[str, ...]]] = {}
+    for path, size, mtime in walk(root, exts, beside, passed=passed.append):
+        if skip_prefix is not None and path.startswith(skip_prefix):
+            continue
+        key, present = beside.get(path, ("", ()))
+        item = _item(path, source, None, path, root=boundary, sidecar_key=key, present=_names(present))
+        item["size"], item["mtime_ns"] = size, mtime
+        _add(item, found, seen)
+    for link in passed:
+        if os.path.isdir(link):
+            found.links_skipped += 1  # a folder outside: never entered
+        elif link.lower().endswith(exts):
+            target = _target(link)
+            if target is None:
+                _add(_item(link, source, None, None, ("link-broken", "is a symbolic link to nothing; not read")), found, seen)
+            elif not is_inside(target, boundary):
+                _add(_item(link, source, _stat(target), None, ("link-outside", "is a symbolic link to a file outside SOURCE; not read")), found, seen)
 
 
-def _wanted(name: str, exts: tuple[str, ...], is_temp) -> bool:
-    low = name.lower()
-    return low.endswith(exts) and not low.endswith(".preview.png") and not name.startswith(".") and not is_temp(name)
-
-
-def _link(path: str, real_root: str, source: str) -> dict:
-    """A link found in a folder: read its target only when that lies inside the same SOURCE."""
-    target = os.path.realpath(path)
-    try:
-        st = os.stat(target)
-    except OSError:
-        return _item(path, source, None, None, ("link-broken", "is a symbolic link to nothing; not read"))
-    inside = os.path.commonpath([real_root, target]) == real_root
-    if not inside:
-        return _item(path, source, st, None, ("link-outside", "is a symbolic link to a file outside SOURCE; not read"))
-    if not stat.S_ISREG(st.st_mode):
-        return _item(path, source, st, None, _not_a_file(st))
-    return _item(path, source, st, target)
+def _target(link: str) -> str | None:
+    """Where a link leads, when that exists."""
+    target = os.path.realpath(link)
+    return target if os.path.exists(target) else None
 
 
 __all__ = ["discover", "read_path_list", "Found", "MANIFEST_EXTENSIONS"]

@@ -1,11 +1,12 @@
 """The CPU stages of ``embkit ingest``, one function each, and the batch that runs them.
 
-    read_step → scan_step → record_step → convert_step → hosts_step        (then, apart, previews)
+    read_step → scan_step → record_step → open_step → convert_step, hosts_step   (then, apart, previews)
 
 Each stage is a plain function of what the stage before it produced, so the local process pool and
 a Ray Data ``map_batches`` task run exactly the same code (:func:`process_batch`), and a stage can
 be replaced by another implementation at one place. No stage raises for a bad file: what went
-wrong becomes the row's ``status``, ``error_code`` and ``error`` (or ``convert_error``).
+wrong becomes the row's ``status``, ``error_code`` and ``error`` (or ``convert_error``). The file is
+read from disk once (:func:`read_step`); every later stage works on those bytes.
 
 Converted files are content-addressed: ``DIR/objects/ab/<sha256>.safetensors``, where ``<sha256>``
 is the SHA-256 of the converted file's own bytes (``ab`` its first two hex digits). The same
@@ -14,6 +15,7 @@ embedding converted twice (a duplicate upload, a resumed run) lands on the same 
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import stat
@@ -47,12 +49,10 @@ def read_step(item: dict) -> tuple[bytes | None, dict]:
 
     if item.get("skip_code"):
         return None, {"status": SKIPPED, "error_code": item["skip_code"], "error": f"{item['path']}: {item['skip_reason']}"}
-    path = item["open"]
-    flags = os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_BINARY", 0)
     try:
-        fd = os.open(path, flags)
+        fd = _open(item["open"], item.get("root") or None)
     except OSError as exc:
-        why = "became a symbolic link since it was found; not read" if os.path.islink(path) else f"cannot read ({exc.strerror or exc})"
+        why = "became a symbolic link out of SOURCE since it was found; not read" if exc.errno == errno.ELOOP else f"cannot read ({exc.strerror or exc})"
         return None, {"status": SKIPPED, "error_code": "unreadable", "error": f"{item['path']}: {why}"}
     try:
         st = os.fstat(fd)
@@ -79,40 +79,58 @@ def read_step(item: dict) -> tuple[bytes | None, dict]:
 
 
 def scan_step(data: bytes, path: str) -> dict:
-    """The safety verdict of ``embkit scan`` for these bytes (nothing is unpickled)."""
+    """The safety verdict of ``embkit scan`` for these bytes (:func:`embkit.scan.scan_bytes`:
+    embkit's reader run on them and every pickle walked; nothing is unpickled): the verdict, the
+    container, the globals named and refused, the rules that fired, the reasons."""
     from ..scan import scan_bytes
 
     result = scan_bytes(data, path)
     return {
         "scan_verdict": result.verdict,
         "scan_container": result.container,
+        "scan_rules": list(result.rules),
         "scan_globals": result.globals,
         "scan_refused": result.refused,
         "scan_reasons": list(result.reasons),
     }
 
 
-def record_step(path: str, size: int, mtime_ns: int, data: bytes) -> dict:
-    """The record ``embkit library scan`` makes of the file (hashes, format, family, slots, errors),
-    as manifest fields (see :mod:`embkit.ingest.record`)."""
+def record_step(path: str, size: int, mtime_ns: int, data: bytes, sidecar_key: str = "", present: tuple[str, ...] | None = None) -> dict:
+    """The record ``embkit library scan`` makes of the file (hashes, format, family, slots,
+    sidecars, trained words, the previews beside it, errors), as manifest fields (see
+    :mod:`embkit.ingest.record`). ``sidecar_key`` and ``present``: the walk's (see
+    :mod:`embkit.ingest.sources`)."""
     from ..library.extract import examine
     from .record import record_fields
 
-    return record_fields(examine(path, size, mtime_ns, data=data))
+    return record_fields(examine(path, size, mtime_ns, None, sidecar_key, present, data=data))
 
 
-def convert_step(path: str, data: bytes, out: str) -> tuple[dict, list[tuple[str, bytes]]]:
-    """Every embedding in the file as a safetensors file, kept loss-free, or the reason it was not.
+def open_step(path: str, data: bytes, present: tuple[str, ...] | None = None) -> tuple[Any, str | None]:
+    """The file opened by embkit's reader from its bytes (with the other half of an SDXL pair and
+    the sidecars beside it), for the conversion and the hosts; or ``None`` and why not."""
+    from ..errors import EmbkitError
+    from ..io import open_file
 
-    Each embedding is written in the layout embkit picks for ``<name>.safetensors`` (kohya for one
-    encoder, multi for several), then read back and compared bit for bit (name, slots, dtypes,
+    try:
+        return open_file(path, data=data, present=present), None
+    except EmbkitError as exc:
+        return None, f"{exc.code}: {exc.detail}"
+
+
+def convert_step(loaded: Any, out: str) -> tuple[dict, list[tuple[str, bytes]]]:
+    """Every embedding in the opened file as a safetensors file, kept loss-free, or the reason it
+    was not.
+
+    Each embedding is written in the layout :func:`embkit.write` picks for ``<name>.safetensors``
+    (diffusers keyed by the name for one encoder, multi for several), then read back and compared bit for bit (name, slots, dtypes,
     vectors); any loss or difference refuses the whole file. Returns the ``converted`` and
     ``convert_error`` fields and the ``(absolute object path, bytes)`` still to write."""
     from ..errors import EmbkitError
     from .convert_check import convert_embeddings
 
     try:
-        converted, files = convert_embeddings(path, data, out)
+        converted, files = convert_embeddings(loaded, out)
     except EmbkitError as exc:
         return {"converted": [], "convert_error": f"{exc.code}: {exc.detail}"}, []
     except (TypeError, ValueError) as exc:
@@ -120,13 +138,34 @@ def convert_step(path: str, data: bytes, out: str) -> tuple[dict, list[tuple[str
     return {"converted": converted, "convert_error": None}, files
 
 
-def hosts_step(record: dict) -> dict:
-    """Per-host verdicts: host id → ``{"loads", "trigger", "reasons"}``.
+def host_facts(loaded: Any, data: bytes) -> Any:
+    """What the hosts see in the file (:class:`embkit.hosts.facts.FileFacts`), from the file
+    already opened: :func:`~embkit.hosts.facts.facts_from_loaded`. Hosts load each file on its
+    own, so the first file of an SDXL pair is opened again from its bytes, without its pair."""
+    from ..hosts.facts import facts_from_loaded
+    from ..io import open_file
 
-    The lead wires ``embkit.hosts.verdict`` here at merge (branch ``hosts`` builds the hosts
-    table); until then no host is judged and the map is empty. The manifest schema already holds
-    the map (``hosts`` column, docs/ingest.md)."""
-    return {}
+    if loaded.pair is not None:
+        loaded = open_file(loaded.path, data=data, alone=True)
+    return facts_from_loaded(loaded)
+
+
+def hosts_step(facts: Any) -> dict:
+    """Per-host verdicts from the hosts table (:mod:`embkit.hosts`), for the file's first
+    embedding: host id → ``{"loads", "trigger", "reasons", "family", "families"}``. ``loads``,
+    ``trigger`` and ``reasons`` are :func:`embkit.hosts.verdict` on the embedding's own model
+    family (``family``; SD1 when its slots fit none), ``families`` the host's status on every
+    family (``loads``, ``partial``, ``skipped``, ``error``, ``ignored``, ``unknown``: the statuses
+    of :func:`embkit.hosts.where`). ``facts``: :func:`host_facts`."""
+    from ..hosts.verdict import every_family, family_of
+
+    own = family_of(None, facts)
+    out = {}
+    for host, by_family in every_family(facts).items():
+        v = by_family[own]
+        statuses = {family: x.status for family, x in by_family.items()}
+        out[host] = {"loads": v.loads, "trigger": v.trigger, "reasons": list(v.reasons), "family": own, "families": statuses}
+    return out
 
 
 # -- one file, one batch -----------------------------------------------------------------------
@@ -145,16 +184,19 @@ def process_item(item: dict, settings: StepSettings) -> tuple[dict, list[tuple[s
     base.update(fields)
     if data is None:
         return normal_row(base), [], False
+    key = item.get("sidecar_key") or ""
+    present = tuple(json.loads(item.get("present") or "[]"))
     if item.get("prior"):
         sha = sha256(data) if base["size"] <= MAX_FILE_BYTES else None
         for old in json.loads(item["prior"]):
-            if sha is not None and old.get("sha256") == sha and _objects_exist(old, settings.out):
+            # the same bytes with the same sidecars beside them (a sidecar that changed changes the record)
+            if sha is not None and old.get("sha256") == sha and (old.get("sidecar_key") or "") == key and _objects_exist(old, settings.out):
                 return normal_row({**old, **base}), [], True
     path, size = item["path"], base["size"]
     row: dict[str, Any] = dict(base)
     if size <= MAX_FILE_BYTES:  # a file past the cap was not read, so not scanned either
         row.update(scan_step(data, path))
-    row.update(record_step(path, size, base["mtime_ns"], data))
+    row.update(record_step(path, size, base["mtime_ns"], data, key, present))
     files: list[tuple[str, bytes]] = []
     if row.get("error_code") in UNSAFE_CODES or row.get("scan_verdict") == "unsafe":
         row["status"] = UNSAFE
@@ -163,10 +205,14 @@ def process_item(item: dict, settings: StepSettings) -> tuple[dict, list[tuple[s
         row["status"] = BROKEN
         row["convert_error"] = "not converted: the file could not be read as an embedding"
     else:
-        converted, files = convert_step(path, data, settings.out)
-        row.update(converted)
-        row["status"] = OK if row["converted"] else UNCONVERTED
-    row["hosts"] = hosts_step(row)
+        loaded, why = open_step(path, data, present)
+        if loaded is None:  # the record read it; a second reading that fails is said, not hidden
+            row.update(status=UNCONVERTED, convert_error=why)
+        else:
+            converted, files = convert_step(loaded, settings.out)
+            row.update(converted)
+            row["status"] = OK if row["converted"] else UNCONVERTED
+            row["hosts"] = hosts_step(host_facts(loaded, data))
     return normal_row(row), files, False
 
 
@@ -199,6 +245,23 @@ def process_batch(items: list[dict], settings: StepSettings) -> list[dict]:
     return rows
 
 
+def _open(path: str, root: str | None) -> int:
+    """A read-only descriptor of the file at ``path``, never through a link, except, for a file
+    found in a folder (``root``), a link whose target still lies in that folder (the walk's rule)."""
+    from ..walk import is_inside
+
+    flags = os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_BINARY", 0)
+    try:
+        return os.open(path, flags)
+    except OSError as exc:
+        if exc.errno != errno.ELOOP or root is None:
+            raise
+        target = os.path.realpath(path)
+        if not is_inside(target, root):
+            raise
+        return os.open(target, flags)  # its target: no further link is followed
+
+
 def _objects_exist(row: dict, out: str) -> bool:
     """Whether every converted file an earlier row names is still under DIR (one was deleted:
     the file is converted again)."""
@@ -206,4 +269,4 @@ def _objects_exist(row: dict, out: str) -> bool:
 
 
 
-__all__ = ["read_step", "scan_step", "record_step", "convert_step", "hosts_step", "process_item", "process_batch", "StepSettings"]
+__all__ = ["read_step", "scan_step", "record_step", "open_step", "convert_step", "host_facts", "hosts_step", "process_item", "process_batch", "StepSettings"]

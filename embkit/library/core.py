@@ -9,12 +9,17 @@ import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterable
+from typing import TYPE_CHECKING, Any, Callable, Iterable
 
 from ..errors import EmbkitError, LibraryError
 from . import queries, schema
 from .queries import Entry, FileError, Group
 from .scan import ScanReport
+
+if TYPE_CHECKING:  # for the annotations only: rendering is imported when it is asked for
+    from ..diffusers.preview_run import PreviewRun
+    from ..diffusers.previews import PreviewSettings
+    from .gallery import GalleryReport
 
 
 @dataclass
@@ -26,9 +31,14 @@ class CheckResult:
     #: ``{"code", "severity", "message"}`` per finding (errors explain a skip, warnings do not).
     findings: list[dict] = field(default_factory=list)
     embedding: Any = field(default=None, repr=False)
+    #: host id → :class:`embkit.hosts.HostVerdict` for the hosts asked (``check(hosts=…)``)
+    hosts: dict = field(default_factory=dict)
 
     def to_dict(self) -> dict:
-        return {"name": self.entry.name, "path": self.entry.path, "member": self.entry.member, "loads": self.loads, "findings": self.findings}
+        out = {"name": self.entry.name, "path": self.entry.path, "member": self.entry.member, "loads": self.loads, "findings": self.findings}
+        if self.hosts:
+            out["hosts"] = {h: v.to_dict() for h, v in self.hosts.items()}
+        return out
 
 
 @dataclass
@@ -107,12 +117,18 @@ class Library:
         vectors: int | tuple[int | None, int | None] | None = None,
         format: str | None = None,
         tag: str | None = None,
+        pattern: str | None = None,
+        word: str | None = None,
+        base_model: str | None = None,
     ) -> list[Entry]:
         """Entries matching every filter given: ``family`` (exact: ``sdxl`` finds SDXL embeddings),
         ``fits`` (a family the slots fit: an SD1 embedding fits ``sdxl``), ``slot`` present, ``name`` glob (case-insensitive, ``*bad*``),
         ``vectors`` (a count or an inclusive ``(min, max)``, either end ``None``), ``format`` id,
-        ``tag``."""
-        return queries.entries(self._conn, family=family, fits=fits, slot=slot, name=name, vectors=vectors, format=format, tag=tag)
+        ``tag``; ``pattern`` (a glob matching the name or a trained word), ``word`` (a glob matching
+        a trained word) and ``base_model`` (a glob, case-insensitive: ``"SDXL*"``), both as the
+        sidecars beside the file name them (Civitai Helper, A1111, Lora Manager)."""
+        return queries.entries(self._conn, family=family, fits=fits, slot=slot, name=name, vectors=vectors, format=format, tag=tag,
+                               pattern=pattern, word=word, base_model=base_model)
 
     def list(self, **filters: Any) -> builtins.list[Entry]:
         """Every entry (same filters as :meth:`search`)."""
@@ -137,17 +153,24 @@ class Library:
         """Identical files, and identical vectors kept in different files or formats."""
         return queries.dupes(self._conn)
 
-    def conflicts(self) -> builtins.list[Group]:
-        """Trigger-name conflicts (see :mod:`embkit.library.conflicts`)."""
+    def conflicts(self, hosts: Iterable[str] | str | None = None) -> builtins.list[Group]:
+        """Trigger-name conflicts under each host's rules (see :mod:`embkit.library.conflicts`):
+        ``hosts`` ids (or ``"all"``), every host by default; each group names its hosts."""
+        from ..hosts import resolve_hosts
         from .conflicts import conflicts
 
-        return conflicts(self.search())
+        return conflicts(self.search(), resolve_hosts(hosts) or None)
 
     # -- compatibility -------------------------------------------------------------------------
-    def check(self, target: Any, names: Iterable[str] | str | None = None) -> builtins.list[CheckResult]:
+    def check(self, target: Any, names: Iterable[str] | str | None = None, *, hosts: Iterable[str] | str | None = None) -> builtins.list[CheckResult]:
         """For each entry (or those named), whether it would load on ``target`` (a family name, a
         model folder, a pipeline or a :class:`~embkit.encoders.ModelSpec`) and the findings that
-        say why not. Files are re-read from disk (torch-free) to validate their vectors."""
+        say why not. ``hosts`` (ids, or ``"all"``) checks as those hosts load the files (the word
+        to type, what they skip); by default as :func:`embkit.diffusers.apply` would. Files are
+        re-read from disk (torch-free) to validate their vectors."""
+        from ..hosts import resolve_hosts
+
+        host_ids = resolve_hosts(hosts) or None
         from ..io import read_all
         from ..check.validate import validate
 
@@ -158,6 +181,7 @@ class Library:
         for entry in chosen:
             if entry.path not in cache:
                 try:
+                    _regular(entry.path)
                     cache[entry.path] = read_all(entry.path)
                 except EmbkitError as exc:
                     cache[entry.path] = exc
@@ -170,9 +194,9 @@ class Library:
                 msg = f"{entry.path} no longer holds {entry.name!r}; rescan the library"
                 results.append(CheckResult(entry, False, [{"code": "library-stale", "severity": "error", "message": msg}]))
                 continue
-            report = validate(emb, spec)
-            findings = [{"code": f.code, "severity": f.severity, "message": f.message} for f in report.findings]
-            results.append(CheckResult(entry, bool(report.ok), findings, emb))
+            report = validate(emb, spec, hosts=host_ids)
+            findings = [{"code": f.code, "severity": f.severity, "message": f.message, "hosts": list(f.hosts)} for f in report.findings]
+            results.append(CheckResult(entry, bool(report.ok), findings, emb, dict(report.verdicts) if host_ids else {}))
         return results
 
     def load_into(self, pipe: Any, names: Iterable[str] | str | None = None) -> LoadReport:
@@ -212,6 +236,48 @@ class Library:
                 embs.append(r.embedding)
                 loaded.append(name)
         return LoadReport(loaded, skipped, apply(pipe, embs) if embs else None)
+
+    # -- previews and the gallery ---------------------------------------------------------------
+    def render_previews(
+        self,
+        model: str | None = None,
+        names: Iterable[str] | str | None = None,
+        *,
+        device: str = "auto",
+        settings: PreviewSettings | None = None,
+        overwrite: bool = False,
+        negative: bool | None = None,
+        progress: Callable[[int, int], None] | None = None,
+        **loader: Any,
+    ) -> PreviewRun:
+        """Render the previews the entries (or those named) lack, beside their files, with
+        :func:`embkit.diffusers.preview_run.make_previews` (``settings``: a
+        :class:`~embkit.diffusers.previews.PreviewSettings`; ``loader``: ``dtype``,
+        ``prediction``, ``tokenizer``, ``host_dirs`` for the model), then record them (a file's
+        new preview changes its sidecars, so rescanning it records the picture). With
+        ``overwrite`` every chosen entry's preview is rendered again. Returns the
+        :class:`~embkit.diffusers.preview_run.PreviewRun`."""
+        from ..diffusers.preview_run import WRITTEN, PreviewRun, make_previews
+        from ..diffusers.previews import PreviewSettings
+
+        settings = settings or PreviewSettings()
+        paths = list(dict.fromkeys(e.path for e in self._chosen(names) if overwrite or e.preview is None))
+        if not paths:
+            return PreviewRun(model or "", settings)
+        run = make_previews(paths, model=model, device=device, settings=settings, overwrite=overwrite, negative=negative, progress=progress, **loader)
+        written = sorted({r.path for r in run.results if r.status == WRITTEN})
+        if written:
+            self.scan(written, jobs=1)  # their sidecar keys changed: the files are read again, their previews recorded
+        return run
+
+    def gallery(self, out: str | os.PathLike, *, overwrite: bool = False, title: str = "embkit library") -> GalleryReport:
+        """Write the library as a static site to the folder ``out`` (see
+        :mod:`embkit.library.gallery`); returns its :class:`~embkit.library.gallery.GalleryReport`."""
+        from .conflicts import conflicts
+        from .gallery import write_gallery
+
+        entries = self.search()
+        return write_gallery(entries, self.dupes(), conflicts(entries), out, overwrite=overwrite, title=title)
 
     # -- maintenance ---------------------------------------------------------------------------
     def export(self) -> dict:
@@ -279,6 +345,19 @@ class Library:
                     seen.add(e.id)
                     out.append(e)
         return out
+
+
+def _regular(path: str) -> None:
+    """A path the database lists is read only when it is a regular file: the database may come
+    from elsewhere, and a FIFO listed there blocked ``library check`` forever (found in review)."""
+    import stat
+
+    try:
+        mode = os.stat(path).st_mode
+    except OSError as exc:
+        raise EmbkitError(f"cannot be read ({exc.strerror or exc})", path=path) from None
+    if not stat.S_ISREG(mode):
+        raise EmbkitError("is not a regular file (a pipe, device or folder); not read", path=path)
 
 
 def _spec(target: Any) -> Any:

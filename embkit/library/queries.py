@@ -12,6 +12,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from ..errors import LibraryError
+from .previews import PreviewRecord, for_entries
 from .scan import is_picture
 
 
@@ -55,6 +56,16 @@ class Entry:
     warnings: tuple[str, ...]
     scanned_at: float
     tags: tuple[str, ...] = ()
+    #: what the sidecars beside the file name (see :mod:`embkit.formats.sidecars`)
+    base_model: str | None = None
+    trained_words: tuple[str, ...] = ()
+    #: ``{"civitai_info", "a1111_json", "metadata_json", "trained_words", "base_model", "files",
+    #: "warnings"}`` as stored; empty when the file has no sidecars but (perhaps) a preview
+    sidecars: dict[str, Any] = field(default_factory=dict)
+    #: the entry's preview picture (its own ``<stem>.<member>.preview.png``, else the file's
+    #: ``<stem>.preview.png`` or plain ``<stem>.png``) and what it says, when a scan found one:
+    #: the library's one record of previews (the ``previews`` table)
+    preview: PreviewRecord | None = None
 
     def to_dict(self) -> dict:
         """A JSON-ready dict (the shape ``--json`` prints)."""
@@ -63,7 +74,44 @@ class Entry:
         d["slots"] = [asdict(s) for s in self.slots]
         d["warnings"] = list(self.warnings)
         d["tags"] = list(self.tags)
+        d["trained_words"] = list(self.trained_words)
         return d
+
+    def rows(self) -> list[tuple[str, str]]:
+        """Everything stored about the entry as ``(field, value)`` lines, in the order ``embkit
+        library show`` prints them and the gallery's detail view lists them. Values are raw
+        strings from files: the caller escapes them for its medium."""
+        e = self
+        rows = [
+            ("path", e.path + (f" [{e.member}]" if e.member else "")),
+            ("stored name", e.stored_name or "-"),
+            ("format", f"{e.format} ({e.container})"),
+            ("family", f"{e.family} (fits: {', '.join(e.families) or 'none'})"),
+            ("vectors", str(e.num_vectors)),
+            ("size", f"{e.size} bytes"),
+            ("sha256", e.sha256),
+            ("AutoV2", e.autov2),
+            ("AutoV3", e.autov3 or "-"),
+            ("vectors hash", e.vectors_hash),
+            ("tags", ", ".join(e.tags) or "-"),
+        ]
+        if e.sidecars:
+            rows += [("base model", e.base_model or "-"), ("trained words", ", ".join(e.trained_words) or "-")]
+            rows += [(f"sidecar {kind}", path) for kind, path in sorted((e.sidecars.get("files") or {}).items())]
+        for s in e.slots:
+            norms = f"norms {s.norm_min:.3g} / {s.norm_mean:.3g} / {s.norm_max:.3g}" if s.norm_mean is not None else "norms n/a"
+            rows.append((f"slot {s.slot}", f"{s.vectors} x {s.width} {s.dtype}, {norms} (min/mean/max)"))
+        for k, v in sorted(e.metadata.items()):
+            rows.append((f"meta {k}", str(v)[:200]))
+        for w in e.warnings:
+            rows.append(("warning", w))
+        if e.preview is not None:
+            p = e.preview
+            made = "rendered by embkit" if p.embkit else "not rendered by embkit"
+            rows.append(("preview", f"{p.path} ({p.format or 'unreadable'}{f', {p.width}x{p.height}' if p.width else ''}; {made})"))
+            if p.parameters:
+                rows.append(("preview parameters", p.parameters))
+        return rows
 
 
 @dataclass(frozen=True)
@@ -88,9 +136,14 @@ class Group:
     key: str
     message: str
     entries: tuple[Entry, ...] = field(default_factory=tuple)
+    #: conflicts only: the hosts (embkit.hosts ids) the conflict concerns
+    hosts: tuple[str, ...] = ()
 
     def to_dict(self) -> dict:
-        return {"kind": self.kind, "key": self.key, "message": self.message, "entries": [_brief(e) for e in self.entries]}
+        out = {"kind": self.kind, "key": self.key, "message": self.message, "entries": [_brief(e) for e in self.entries]}
+        if self.hosts:
+            out["hosts"] = list(self.hosts)
+        return out
 
 
 def _brief(e: Entry) -> dict:
@@ -99,7 +152,8 @@ def _brief(e: Entry) -> dict:
 
 _SELECT = """
 SELECT e.id, e.name, e.stored_name, e.member, f.path, f.format, f.container, e.family, e.families, e.num_vectors,
-       f.size, f.mtime_ns, f.sha256, f.autov2, f.autov3, e.vectors_hash, e.metadata, e.warnings, f.scanned_at
+       f.size, f.mtime_ns, f.sha256, f.autov2, f.autov3, e.vectors_hash, e.metadata, e.warnings, f.scanned_at,
+       f.id, f.base_model, f.sidecars
 FROM embeddings e JOIN files f ON f.id = e.file_id
 """
 
@@ -114,11 +168,24 @@ def entries(
     vectors: int | tuple[int | None, int | None] | None = None,
     format: str | None = None,
     tag: str | None = None,
+    pattern: str | None = None,
+    word: str | None = None,
+    base_model: str | None = None,
     where: str = "",
     params: tuple = (),
 ) -> list[Entry]:
     """Entries matching every filter given (see :meth:`embkit.library.Library.search`)."""
     clauses, args = [], list(params)
+    words = "EXISTS (SELECT 1 FROM trained_words w WHERE w.file_id = f.id AND lower(w.word) GLOB ?)"
+    if pattern:
+        clauses.append(f"(lower(e.name) GLOB ? OR {words})")
+        args += [pattern.lower(), pattern.lower()]
+    if word:
+        clauses.append(words)
+        args.append(word.lower())
+    if base_model:
+        clauses.append("lower(f.base_model) GLOB ?")
+        args.append(base_model.lower())
     if where:
         clauses.append(where)
     if family:
@@ -168,6 +235,13 @@ def _build(conn: sqlite3.Connection, rows: list[tuple]) -> list[Entry]:
             slots.setdefault(r[0], []).append(SlotRecord(*r[1:]))
     for sha, member, tag in conn.execute("SELECT sha256, member, tag FROM tags ORDER BY tag"):
         tags.setdefault((sha, member), []).append(tag)
+    words: dict[int, list[str]] = {}
+    file_ids = sorted({r[19] for r in rows})
+    for chunk in _chunks(file_ids, 900):
+        marks = ",".join("?" * len(chunk))
+        for file_id, word in conn.execute(f"SELECT file_id, word FROM trained_words WHERE file_id IN ({marks})", chunk):
+            words.setdefault(file_id, []).append(word)
+    previews = for_entries(conn, [(r[19], r[3]) for r in rows])
     from ..schema import slot_order
 
     out = []
@@ -179,10 +253,19 @@ def _build(conn: sqlite3.Connection, rows: list[tuple]) -> list[Entry]:
                 families=tuple(f for f in r[8].split(",") if f), num_vectors=r[9], slots=tuple(s), size=r[10],
                 mtime_ns=r[11], sha256=r[12], autov2=r[13], autov3=r[14], vectors_hash=r[15],
                 metadata=json.loads(r[16]), warnings=tuple(json.loads(r[17])), scanned_at=r[18],
-                tags=tuple(tags.get((r[12], r[3]), ())),
+                tags=tuple(tags.get((r[12], r[3]), ())), base_model=r[20],
+                trained_words=tuple(_ordered(words.get(r[19], []), r[21])), sidecars=json.loads(r[21]) if r[21] else {},
+                preview=previews.get((r[19], r[3])),
             )
         )
     return out
+
+
+def _ordered(words: list[str], sidecars_json: str | None) -> list[str]:
+    # the table is keyed for search; the order the sidecars gave is in the stored JSON
+    order = (json.loads(sidecars_json).get("trained_words") or []) if sidecars_json else []
+    rank = {w: i for i, w in enumerate(order)}
+    return sorted(words, key=lambda w: (rank.get(w, len(rank)), w))
 
 
 def _chunks(items: list, n: int):

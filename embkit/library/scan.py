@@ -3,7 +3,10 @@ parallel), and write the results in batched transactions.
 
 Incremental: a file whose size and mtime match its row is not opened. One whose size or mtime
 changed is hashed; when its sha256 is unchanged only the row's size and mtime are updated, else it
-is parsed again. Rows for files that are gone from a scanned folder are deleted.
+is parsed again. A file whose sidecars changed (a Civitai info, a preview appeared, changed or went:
+the walk keeps a key of their names, sizes and mtimes) is parsed again too, and its sidecars and
+previews recorded anew. Rows for files that are gone from a scanned folder are deleted, and with
+them (foreign keys) their trained words and previews.
 """
 
 from __future__ import annotations
@@ -15,7 +18,10 @@ import time
 from dataclasses import dataclass, field
 from typing import Callable, Iterable
 
-from ..errors import LibraryError
+from ..errors import LibraryPathNotFoundError
+from ..formats.sdxl_pair import first_path, second_path
+from ..formats.sidecars import candidates, is_preview_name, owners
+from ..io import is_companion
 
 #: Below this many files to read, worker processes cost more than they save.
 PARALLEL_ABOVE = 64
@@ -49,6 +55,9 @@ class ScanReport:
     #: images (PNG/WebP) holding no embedding: previews beside embedding files, not problems. They
     #: are recorded like unreadable files (so the next scan skips them) but not listed in ``errors``.
     pictures: int = 0
+    #: files under the scanned paths with a preview beside them (``<stem>.preview.png``, or one of
+    #: their members' ``<stem>.<member>.preview.png``), as the ``previews`` table records them
+    previews: int = 0
     seconds: float = 0.0
 
     def to_dict(self) -> dict:
@@ -61,6 +70,7 @@ class ScanReport:
             "removed": self.removed,
             "errors": [{"path": p, "code": c, "message": m} for p, c, m in self.errors],
             "pictures": self.pictures,
+            "previews": self.previews,
             "seconds": round(self.seconds, 3),
         }
 
@@ -74,6 +84,7 @@ def scan(
 ) -> ScanReport:
     """Scan files and folders (recursively) into the database; see the module docstring."""
     from ..formats import extensions
+    from .previews import count_under
 
     start = time.perf_counter()
     report = ScanReport()
@@ -84,23 +95,26 @@ def scan(
         root = os.path.abspath(os.fspath(p))
         if not os.path.exists(root):
             # most likely a typo; forgetting everything stored under it would be a nasty surprise
-            raise LibraryError("no such file or folder (to forget files that are gone: embkit library remove --missing)", path=root)
+            raise LibraryPathNotFoundError("no such file or folder (to forget files that are gone: embkit library remove --missing)", path=root)
         roots.append(root)
+    beside: dict[str, tuple[str, tuple[str, ...]]] = {}
     for root in roots:
-        for path, size, mtime in walk(root, exts):
+        for path, size, mtime in walk(root, exts, beside):
             found[path] = (size, mtime)
     report.seen = len(found)
 
     stored = _stored_under(conn, roots)
-    todo: list[tuple[str, int, int, str | None]] = []
+    todo: list[tuple] = []
     for path, (size, mtime) in found.items():
         old = stored.get(path)
+        key, present = beside.get(path, ("", ()))
         if old is None:
-            todo.append((path, size, mtime, None))
-        elif old[0] == size and old[1] == mtime:
+            todo.append((path, size, mtime, None, key, present))
+        elif old[0] == size and old[1] == mtime and (old[3] or "") == key:
             report.unchanged += 1
         else:
-            todo.append((path, size, mtime, old[2]))
+            # sidecars that changed beside an unchanged file: read it again, whatever its hash
+            todo.append((path, size, mtime, old[2] if (old[3] or "") == key else None, key, present))
     gone = [path for path in stored if path not in found]
 
     total = len(todo)
@@ -117,6 +131,7 @@ def scan(
         if progress:
             progress(done, total)
     _write(conn, pending, gone, report, stored)
+    report.previews = count_under(conn, roots)
     report.seconds = time.perf_counter() - start
     return report
 
@@ -131,26 +146,29 @@ def store(conn: sqlite3.Connection, results: list[tuple]) -> ScanReport:
         batch = results[i : i + BATCH]
         paths = [r[1][0] if r[0] == FILE else r[1] for r in batch]
         marks = ",".join("?" * len(paths))
-        sql = f"SELECT path, size, mtime_ns, sha256 FROM files WHERE path IN ({marks})"
-        stored = {p: (size, mtime, sha) for p, size, mtime, sha in conn.execute(sql, paths)}
+        sql = f"SELECT path, size, mtime_ns, sha256, sidecar_key FROM files WHERE path IN ({marks})"
+        stored = {p: (size, mtime, sha, key) for p, size, mtime, sha, key in conn.execute(sql, paths)}
         _write(conn, batch, [], report, stored)
+    # files with a preview beside them, as a scan counts them (the results carry their previews)
+    report.previews = sum(1 for r in results if r[0] == FILE and r[4])
     report.seconds = time.perf_counter() - start
     return report
 
 
-def _stored_under(conn: sqlite3.Connection, roots: list[str]) -> dict[str, tuple[int, int, str | None]]:
-    """Rows whose path is one of the roots or lies under one: path → (size, mtime_ns, sha256)."""
-    out: dict[str, tuple[int, int, str | None]] = {}
-    sql = "SELECT path, size, mtime_ns, sha256 FROM files WHERE path = ? OR (path >= ? AND path < ?)"
+def _stored_under(conn: sqlite3.Connection, roots: list[str]) -> dict[str, tuple[int, int, str | None, str | None]]:
+    """Rows whose path is one of the roots or lies under one: path → (size, mtime_ns, sha256,
+    sidecar key)."""
+    out: dict[str, tuple[int, int, str | None, str | None]] = {}
+    sql = "SELECT path, size, mtime_ns, sha256, sidecar_key FROM files WHERE path = ? OR (path >= ? AND path < ?)"
     for root in roots:
         lo = root.rstrip(os.sep) + os.sep
         hi = lo[:-1] + chr(ord(os.sep) + 1)
-        for path, size, mtime, sha in conn.execute(sql, (root, lo, hi)):
-            out[path] = (size, mtime, sha)
+        for path, size, mtime, sha, key in conn.execute(sql, (root, lo, hi)):
+            out[path] = (size, mtime, sha, key)
     return out
 
 
-def _examine_chunk(chunk: list[tuple[str, int, int, str | None]]) -> list[tuple]:
+def _examine_chunk(chunk: list[tuple]) -> list[tuple]:
     from .extract import examine  # imported here: a warm rescan that reads nothing never needs it
 
     return [examine(*item) for item in chunk]
@@ -227,7 +245,7 @@ def _carry_tags(conn: sqlite3.Connection, full: list[tuple], stored: dict) -> No
     # Tags are keyed by content so they follow a file when it moves; when a file is edited in
     # place, its tags follow the path to the new content too (the old content keeps them).
     moves = []
-    for _kind, row, _embs in full:
+    for _kind, row, *_rest in full:
         old = stored.get(row[0])
         if old is not None and old[2] and row[3] and old[2] != row[3]:
             moves.append((row[3], old[2]))
@@ -257,18 +275,28 @@ def _insert(conn: sqlite3.Connection, full: list[tuple]) -> None:
     file_id = conn.execute("SELECT coalesce(max(id), 0) FROM files").fetchone()[0]
     emb_id = conn.execute("SELECT coalesce(max(id), 0) FROM embeddings").fetchone()[0]
     files, embs, slots = [], [], []
-    for _kind, row, embeddings in full:
+    words, previews = [], []
+    for _kind, row, embeddings, trained, pictures in full:
         file_id += 1
         files.append((file_id, *row))
+        words.extend((file_id, w) for w in dict.fromkeys(trained))
+        previews.extend((file_id, *p) for p in pictures)
         for e in embeddings:
             emb_id += 1
             embs.append((emb_id, file_id, *e[:9]))
             slots.extend((emb_id, *s) for s in e[9])
     conn.executemany(
-        "INSERT INTO files (id, path, size, mtime_ns, sha256, autov2, autov3, format, container, metadata, error_code, error, scanned_at)"
-        " VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)",
+        "INSERT INTO files (id, path, size, mtime_ns, sha256, autov2, autov3, format, container, metadata, error_code, error, scanned_at,"
+        " sidecars, base_model, sidecar_key) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
         files,
     )
+    if words:
+        conn.executemany("INSERT INTO trained_words (file_id, word) VALUES (?,?)", words)
+    if previews:
+        conn.executemany(
+            "INSERT INTO previews (file_id, member, path, size, mtime_ns, format, width, height, parameters, embkit) VALUES (?,?,?,?,?,?,?,?,?,?)",
+            previews,
+        )
     if embs:
         conn.executemany(
             "INSERT INTO embeddings (id, file_id, member, name, stored_name, family, families, num_vectors, vectors_hash, metadata, warnings)"
@@ -282,43 +310,97 @@ def _insert(conn: sqlite3.Connection, full: list[tuple]) -> None:
         )
 
 
-def walk(root: str, extensions: tuple[str, ...]) -> list[tuple[str, int, int]]:
-    """Every file under ``root`` (recursively, skipping hidden folders) whose name ends with one of
-    ``extensions``: ``(absolute path, size, mtime_ns)``. A file path is returned as itself."""
+def walk(root: str, extensions: tuple[str, ...], beside: dict | None = None, *, passed: Callable[[str], None] | None = None) -> list[tuple[str, int, int]]:
+    """Every file under ``root`` (recursively, skipping hidden names) whose name ends with one of
+    ``extensions``: ``(absolute path, size, mtime_ns)``. A file path is returned as itself. The walk
+    is :func:`embkit.walk.walk_tree`: regular files only (a FIFO would block the scan), no link out
+    of ``root`` (a link to /usr in an embeddings folder is not read), no recursion. Companions
+    (previews, the second file of an SDXL pair: :func:`embkit.io.is_companion`) are left out.
+    ``beside``, when given, is filled with path → ``(key, names)``: the sidecars (and pair file)
+    beside each file, their names, sizes and mtimes as one string, and their names. ``passed`` is
+    called with each link not followed (:func:`embkit.walk.walk_tree`)."""
+    from ..walk import walk_tree
+
     root = os.path.abspath(root)
-    out: list[tuple[str, int, int]] = []
     if not os.path.isdir(root):
         st = os.stat(root)
+        if beside is not None:
+            beside.update(beside_files([root]))
         return [(root, st.st_size, st.st_mtime_ns)]
-    stack = [root]
-    seen_dirs = {_dir_key(root)}  # followed symlinks may loop back; visit each real folder once
-    while stack:
-        folder = stack.pop()
-        try:
-            entries = os.scandir(folder)
-        except OSError:
-            continue  # unreadable folder: its files are simply not seen
-        with entries:
-            for entry in entries:
-                name = entry.name
-                try:
-                    if entry.is_dir():
-                        if not name.startswith("."):
-                            if entry.is_symlink():
-                                key = _dir_key(entry.path)
-                                if key in seen_dirs:
-                                    continue
-                                seen_dirs.add(key)
-                            stack.append(entry.path)
-                    elif name.lower().endswith(extensions) and not name.lower().endswith(".preview.png") and entry.is_file():
-                        # is_file: not a pipe or a device (opening a FIFO blocks; /dev/zero never ends)
-                        st = entry.stat()
-                        out.append((entry.path, st.st_size, st.st_mtime_ns))
-                except OSError:
-                    continue  # vanished or broken link between listing and stat
+
+    def wanted(name: str) -> bool:
+        return name.lower().endswith(extensions)
+
+    out: list[tuple[str, int, int]] = []
+    listing: tuple[str, set[str], tuple] = ("", set(), ({}, set()))  # the folder being walked, its names
+    for entry in walk_tree(root, want=wanted, hidden=False, stat_files=True, passed=passed):
+        folder = os.path.dirname(entry.path)
+        if folder != listing[0]:
+            # a file's sidecars and pair half are looked up among its folder's names, listed once
+            try:
+                names = set(os.listdir(folder))
+            except OSError:
+                names = set()
+            listing = (folder, names, _owned(names) if beside is not None else ({}, set()))
+        _, names, owned = listing
+        if _companion(entry.path, names):
+            continue
+        out.append((entry.path, entry.size, entry.mtime_ns))
+        if beside is not None:
+            beside[entry.path] = _beside(entry.path, names, owned)
     return out
 
 
-def _dir_key(path: str) -> tuple[int, int]:
-    st = os.stat(path)
-    return (st.st_dev, st.st_ino)
+def beside_files(paths: Iterable[str]) -> dict[str, tuple[str, tuple[str, ...]]]:
+    """path → ``(key, names)`` of the sidecars beside each of ``paths`` (files named one by one,
+    as a list of uploads names them), as :func:`walk` gives them; each folder is listed once."""
+    by_folder: dict[str, list[str]] = {}
+    for path in paths:
+        by_folder.setdefault(os.path.dirname(path), []).append(path)
+    out: dict[str, tuple[str, tuple[str, ...]]] = {}
+    for folder, files in by_folder.items():
+        try:
+            names = set(os.listdir(folder))
+        except OSError:
+            names = set()
+        owned = _owned(names)
+        for path in files:
+            out[path] = _beside(path, names, owned)
+    return out
+
+
+def _companion(path: str, names: set[str]) -> bool:
+    name = os.path.basename(path)
+    if "_2" not in name:  # cheap first: most files are neither previews nor a pair's second half
+        return is_preview_name(name)
+    first = first_path(name)
+    # only a preview name, or a "_2" file whose first file is listed, can be a companion: the
+    # others are not opened here
+    return is_preview_name(name) or (first is not None and first in names and is_companion(path))
+
+
+def _owned(names: set[str]) -> tuple[dict[str, list[str]], set[str]]:
+    """What a folder's names may hold beside its embeddings: sidecars by stem
+    (:func:`embkit.formats.sidecars.owners`), and the first files that a ``…_2`` file may pair with."""
+    return owners(names), {os.path.basename(first) for n in names if "_2" in n and (first := first_path(n)) is not None}
+
+
+def _beside(path: str, names: set[str], owned: tuple[dict[str, list[str]], set[str]]) -> tuple[str, tuple[str, ...]]:
+    """The sidecar key of a file and the sidecar names found (see :func:`walk`); ``owned`` is
+    :func:`_owned` of the folder's names."""
+    name = os.path.basename(path)
+    stem = os.path.splitext(name)[0]
+    if stem not in owned[0] and name not in owned[1]:
+        return "", ()  # the common case, decided without building a name
+    wanted = [n for group in candidates(path).values() for n in group] + [os.path.basename(second_path(path))]
+    # the previews of members of a file holding several (<stem>.<member>.preview.png)
+    wanted += sorted(n for n in owned[0].get(stem, ()) if is_preview_name(n) and n not in wanted)
+    found = tuple(n for n in wanted if n in names)
+    parts = []
+    for n in found:
+        try:
+            st = os.stat(os.path.join(os.path.dirname(path), n))
+        except OSError:
+            continue
+        parts.append(f"{n}:{st.st_size}:{st.st_mtime_ns}")
+    return ";".join(parts), found

@@ -2,7 +2,8 @@
 
 - a diffusers folder: ``text_encoder*/config.json`` (slots, widths, prompt length), ``tokenizer*/``
   (vocabulary), and only the token-embedding tensor of ``text_encoder*/model*.safetensors`` (norms);
-- a single-file ``.safetensors`` checkpoint: the header alone. Text-encoder tensors are found by
+- a single-file checkpoint: a ``.safetensors`` header alone, or a ``.ckpt``'s tensor names and shapes
+  through embkit's allow-list unpickler (:mod:`embkit.model.checkpoint`; no tensor data is read). Text-encoder tensors are found by
   their name's ending (``…token_embedding.weight`` for CLIP in both the HF and the OpenCLIP naming,
   ``…shared.weight`` / ``…embed_tokens.weight`` for T5), so SD1 (``cond_stage_model.transformer.…``),
   SD2 (``cond_stage_model.model.…``), SDXL (``conditioner.embedders.0/1.…``) and SD3/Flux
@@ -18,6 +19,7 @@ from typing import Any
 
 from ..errors import TargetError
 from ..schema import CLIP_TOKEN_LIMIT, FAMILIES, SLOTS, WIDTH_TO_SLOT, family_for
+from .checkpoint import is_pickle_checkpoint, open_checkpoint
 from .headers import matrix_norms, read_st_header
 from .slots import NORM_PRIORS, T5_TOKEN_LIMIT, SlotSpec, TokenNorms, default_slot, slot_of_encoder
 from .vocab import read_tokenizer_folder
@@ -97,11 +99,21 @@ def _token_limit(slot: str, config: dict, tok_dir: str) -> int:
 
 
 def _folder_norms(encoder_dir: str, slot: str) -> TokenNorms | None:
+    found = encoder_matrix(encoder_dir)
+    if found is None:
+        return None
+    weights, key, header, start = found
+    return TokenNorms.from_norms(matrix_norms(weights, header[key], start))
+
+
+def encoder_matrix(encoder_dir: str) -> tuple[str, str, dict, int] | None:
+    """Where a diffusers text encoder keeps its token-embedding matrix: ``(weights file, tensor
+    name, header, data start)``, or ``None`` when it has no safetensors weights."""
     for weights in _weight_files(encoder_dir):
         header, _, start, _ = read_st_header(weights)
         for key in FOLDER_EMBED_KEYS:
             if key in header:
-                return TokenNorms.from_norms(matrix_norms(weights, header[key], start))
+                return weights, key, header, start
     return None
 
 
@@ -120,26 +132,15 @@ def _weight_files(encoder_dir: str) -> list[str]:
 
 def read_checkpoint(cls: type, path: str) -> Any:
     """See :meth:`ModelSpec.from_checkpoint`."""
-    if not path.lower().endswith(".safetensors"):
-        raise TargetError("is not a .safetensors checkpoint (a .ckpt is a pickle, which embkit does not open as a model)", path=path)
-    header, meta, _, _ = read_st_header(path)
-    found: dict[str, tuple[int, str]] = {}  # slot → (width, key prefix)
+    if path.lower().endswith(".safetensors"):
+        header, meta, _, _ = read_st_header(path)
+    elif is_pickle_checkpoint(path):
+        # a .ckpt through embkit's own allow-list unpickler: names and shapes, no tensor data
+        header, meta = {n: {"shape": list(t.shape)} for n, t in open_checkpoint(path).tensors.items()}, {}
+    else:
+        raise TargetError("is not a single-file checkpoint (.safetensors or .ckpt)", path=path)
+    found = checkpoint_token_keys(header, path)  # slot → (width, key)
     limits: dict[str, int] = {}
-    for key, entry in header.items():
-        shape = entry["shape"]
-        if len(shape) != 2:
-            continue
-        if key.endswith("token_embedding.weight"):
-            slot = WIDTH_TO_SLOT.get(shape[1])
-            if slot is None or slot == "t5":
-                continue
-        elif (key.endswith("shared.weight") or key.endswith("embed_tokens.weight")) and "t5" in key.lower() and shape[1] == 4096:
-            slot = "t5"
-        else:
-            continue
-        if slot in found and found[slot][1] != key:
-            raise TargetError(f"holds two {slot} token embeddings ({found[slot][1]}, {key})", path=path)
-        found[slot] = (shape[1], key)
     for key, entry in header.items():
         shape = entry["shape"]
         if key.endswith(("position_embedding.weight", "positional_embedding")) and len(shape) == 2 and shape[0] > 2:
@@ -165,6 +166,28 @@ def read_checkpoint(cls: type, path: str) -> Any:
             slots[slot] = SlotSpec(found[slot][0], None, limits.get(slot, CLIP_TOKEN_LIMIT), NORM_PRIORS.get(slot), found[slot][1])
             notes.append(f"{slot}: in the file but not part of {fam}")
     return cls(fam if fam in FAMILIES else family_for(slots), {s: slots[s] for s in sorted(slots, key=SLOTS.index)}, source=path, kind="checkpoint", notes=tuple(notes))
+
+
+def checkpoint_token_keys(header: dict, path: str) -> dict[str, tuple[int, str]]:
+    """slot → ``(width, tensor name)`` of each text encoder's token embedding in a single-file
+    checkpoint's header, found by the name's ending (see the module docstring)."""
+    found: dict[str, tuple[int, str]] = {}
+    for key, entry in header.items():
+        shape = entry["shape"]
+        if len(shape) != 2:
+            continue
+        if key.endswith("token_embedding.weight"):
+            slot = WIDTH_TO_SLOT.get(shape[1])
+            if slot is None or slot == "t5":
+                continue
+        elif (key.endswith("shared.weight") or key.endswith("embed_tokens.weight")) and "t5" in key.lower() and shape[1] == 4096:
+            slot = "t5"
+        else:
+            continue
+        if slot in found and found[slot][1] != key:
+            raise TargetError(f"holds two {slot} token embeddings ({found[slot][1]}, {key})", path=path)
+        found[slot] = (shape[1], key)
+    return found
 
 
 def _architecture(header: dict, meta: dict) -> str | None:

@@ -8,6 +8,7 @@ from typing import Any
 
 from ..errors import TargetError
 from ..schema import FAMILIES
+from .checkpoint import is_pickle_checkpoint
 from .slots import family_name
 from .spec import ModelSpec
 
@@ -16,7 +17,8 @@ _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 
 def resolve_target(value: Any) -> ModelSpec:
     """A :class:`ModelSpec` from anything a user may name as a target: a ModelSpec, a family name
-    (``sd1`` …), an existing diffusers folder, an existing ``.safetensors`` checkpoint, a live
+    (``sd1`` …), an existing diffusers folder, an existing single-file checkpoint (``.safetensors``
+    header, or ``.ckpt`` through the allow-list unpickler), a live
     diffusers pipeline, or a Hub repo id ``org/name`` (through :mod:`embkit.hubclient`)."""
     if isinstance(value, ModelSpec):
         return value
@@ -28,13 +30,9 @@ def resolve_target(value: Any) -> ModelSpec:
         if os.path.isdir(text):
             return ModelSpec.from_folder(text)
         if os.path.isfile(text):
-            if text.lower().endswith(".safetensors"):
+            if text.lower().endswith(".safetensors") or is_pickle_checkpoint(text):
                 return ModelSpec.from_checkpoint(text)
-            raise TargetError(
-                "is not a .safetensors checkpoint; embkit reads single-file checkpoints only as .safetensors "
-                "(a .ckpt is a pickle: convert it, or pass the diffusers folder)",
-                path=text,
-            )
+            raise TargetError("is not a single-file checkpoint (.safetensors, or .ckpt read by embkit's allow-list unpickler)", path=text)
         if isinstance(value, str) and _HUB_ID.match(text):
             try:
                 from ..hubclient import model_folder

@@ -68,8 +68,9 @@ class ModelSpec:
 
     @classmethod
     def from_checkpoint(cls, path: str | os.PathLike) -> "ModelSpec":
-        """Read a single-file ``.safetensors`` checkpoint's header (no tensor data): the shapes of
-        its token-embedding tensors name the slots, diffusion-model keys the family."""
+        """Read a single-file checkpoint's tensor names and shapes (no tensor data): a ``.safetensors``
+        header, or a ``.ckpt`` through embkit's allow-list unpickler. The shapes of its token-embedding
+        tensors name the slots, diffusion-model keys the family."""
         return files.read_checkpoint(cls, os.fspath(path))
 
     @classmethod

@@ -17,7 +17,8 @@ durable writes of objects, shards and manifests: everything):
   other, each a whole process with its own parallel workers.
 
 Then the cost of each stage, in this process, on a sample of the files: read, scan, record,
-convert (plan, write in memory, read back, compare), and each file's share of its batch's durable
+convert (open, plan, write in memory, read back, compare), hosts (every host's verdict on every
+model family), and each file's share of its batch's durable
 commit (the objects by group commit, one JSONL shard), batches of the default size.
 
 Each measurement is taken once per round (``--repeat``, default 2), rounds interleaved, the best
@@ -72,7 +73,7 @@ def stage_costs(tree: str, sample: int, scratch: str) -> dict[str, float]:
     from embkit.ingest.sources import discover
 
     items = discover([tree], scratch).items[:sample]
-    costs = dict.fromkeys(("read", "scan", "record", "convert", "write"), 0.0)
+    costs = dict.fromkeys(("read", "scan", "record", "convert", "hosts", "write"), 0.0)
     datas = []
     t = time.perf_counter()
     for item in items:
@@ -84,12 +85,21 @@ def stage_costs(tree: str, sample: int, scratch: str) -> dict[str, float]:
     costs["scan"] = time.perf_counter() - t
     t = time.perf_counter()
     for item, data in zip(items, datas):
-        steps.record_step(item["path"], len(data), item["mtime_ns"], data)
+        steps.record_step(item["path"], len(data), item["mtime_ns"], data, item["sidecar_key"], tuple(json.loads(item["present"])))
     costs["record"] = time.perf_counter() - t
     t = time.perf_counter()
+    opened = []
     for item, data in zip(items, datas):
-        steps.convert_step(item["path"], data, scratch)
-    costs["convert"] = time.perf_counter() - t
+        loaded = steps.open_step(item["path"], data)[0]
+        opened.append(loaded)
+        if loaded is not None:
+            steps.convert_step(loaded, scratch)
+    costs["convert"] = time.perf_counter() - t  # the file opened once more, then converted and read back
+    t = time.perf_counter()
+    for loaded, data in zip(opened, datas):
+        if loaded is not None:
+            steps.hosts_step(steps.host_facts(loaded, data))
+    costs["hosts"] = time.perf_counter() - t
     from embkit.ingest.local import BATCH
 
     settings = steps.StepSettings(out=scratch)
@@ -143,7 +153,7 @@ def main() -> None:
         import pyarrow  # noqa: F401
         import ray  # noqa: F401
     except ImportError:
-        sys.exit("needs embkit[ray]: pip install 'embkit[ray]'")
+        sys.exit("needs embkit-ti[ray]: pip install 'embkit-ti[ray]'")
     from bench_library import make_tree
 
     with tempfile.TemporaryDirectory(prefix="embkit-bench-") as tmp:

@@ -131,7 +131,7 @@ def run_family(family: str, device: str, dtype, smoke: bool, steps: int, images:
     import torch
 
     from embkit import diffusers as ed
-    from embkit import render
+    from embkit.diffusers import render
 
     t = time.perf_counter()
     pipe = build(family, device, dtype, smoke)

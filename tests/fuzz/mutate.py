@@ -7,7 +7,9 @@ JSON header of a safetensors file, the JSON inside a PNG card's text chunk. Muta
 byte operations driven by a few integers, so hypothesis (or a plain RNG) only draws small tuples.
 
 The oracle, :func:`check`: reading, probing and scanning a mutated file may raise embkit's own
-errors and nothing else, and must finish within :data:`HANG_SECONDS`.
+errors and nothing else, must finish within :data:`HANG_SECONDS`, and ``scan`` must call the file
+safe exactly when ``read_all`` accepts it. The ``zip`` mutation rewrites the fields of zip records
+(offsets, sizes, counts, flags, name case), where zip parsers disagree.
 """
 
 from __future__ import annotations
@@ -27,7 +29,11 @@ from typing import Callable
 from . import pickles as P
 
 HANG_SECONDS = 10
-KINDS = ("flip", "set", "interesting", "truncate", "insert", "delete", "duplicate", "shuffle", "json")
+KINDS = ("flip", "set", "interesting", "truncate", "insert", "delete", "duplicate", "shuffle", "json", "zip")
+#: zip record signatures the "zip" mutation aims at (local, central, descriptor, zip64 end and
+#: locator, end), and the size of each header whose fields it rewrites
+_ZIP_RECORDS = ((b"PK\x03\x04", 30), (b"PK\x01\x02", 46), (b"PK\x07\x08", 16), (b"PK\x06\x06", 56), (b"PK\x06\x07", 20), (b"PK\x05\x06", 22))
+_ZIP_VALUES = (0, 1, 0xFF, 0xFFFF, 0xFFFFFFFF, 8, 0x808, 0x20)
 #: values the "json" mutation puts in place of a JSON value (a safetensors header, a card's JSON)
 _JSON_VALUES = (None, True, -1, 0, 2**64, 1.5, "F32", "BF16", "I64", [], {}, [1, 2, 3], [[]], {"x": 1}, "x" * 40,
                 [2**31, 2**31], [-1, 5], [0, 2**40], [768], [1, 768], [10**9], "TORCHTENSOR", [[0.5] * 3] * 2)
@@ -75,6 +81,8 @@ def mutate(data: bytes, ops: list[tuple[str, int, int, int]]) -> bytes:
             buf[dest:dest] = chunk
         elif kind == "json":
             buf = bytearray(_json_mutation(bytes(buf), a, b, c))
+        elif kind == "zip":
+            buf = bytearray(_zip_mutation(bytes(buf), a, b, c))
         elif kind == "shuffle":
             k = 2 + c % 6
             size = max(1, n // k)
@@ -111,6 +119,43 @@ def _json_mutation(data: bytes, a: int, b: int, c: int) -> bytes:
     else:
         parent[key] = _JSON_VALUES[c % len(_JSON_VALUES)]  # type: ignore[index]
     return json.dumps(doc).encode()
+
+
+def _zip_mutation(data: bytes, a: int, b: int, c: int) -> bytes:
+    """Rewrite one field of one zip record (an offset, a size, a count, flags, a CRC), flip the
+    case of a member name, or shift a record by a few bytes: the layouts on which zip parsers
+    disagree (docs/safety.md). Bytes without a zip record get a bit flip."""
+    records = [(at, size) for sig, size in _ZIP_RECORDS for at in _find_all(data, sig)]
+    if not records:
+        return mutate(data, [("flip", a, b, c)])
+    at, size = sorted(records)[a % len(records)]
+    buf = bytearray(data)
+    choice = c % 4
+    if choice == 0:  # a 2- or 4-byte field set to a telling value
+        field = at + 4 + (b % max(1, size - 6))
+        width = 4 if b % 2 else 2
+        value = _ZIP_VALUES[b % len(_ZIP_VALUES)] if b % 3 else int.from_bytes(buf[field : field + width], "little") + (1 if c & 16 else -1)
+        buf[field : field + width] = (value % (1 << (8 * width))).to_bytes(width, "little")
+    elif choice == 1 and size in (30, 46):  # the case of one letter of the member's name
+        name = at + size + (b % 8)
+        if name < len(buf) and chr(buf[name]).isalpha():
+            buf[name] ^= 0x20
+    elif choice == 2:  # the record moved by a few bytes (a gap, an overlap)
+        delta = 1 + b % 8
+        buf[at:at] = bytes(delta) if c & 32 else b""
+        if not c & 32:
+            del buf[at : at + delta]
+    else:  # the record copied to the end (a second directory entry or end record)
+        buf.extend(buf[at : at + size])
+    return bytes(buf)
+
+
+def _find_all(data: bytes, sig: bytes) -> list[int]:
+    out, at = [], data.find(sig)
+    while at >= 0 and len(out) < 4096:
+        out.append(at)
+        at = data.find(sig, at + 4)
+    return out
 
 
 def apply(seed: Seed, ops: list[tuple[str, int, int, int]], inner: bool) -> bytes:
@@ -184,9 +229,33 @@ def generated_seeds() -> list[Seed]:
         _st_seed("bundle.safetensors", {"bundle_emb.foo.clip_l": {"dtype": "F32", "shape": [1, 768], "data_offsets": [0, 3072]},
                                         "lora_unet.alpha": {"dtype": "F32", "shape": [], "data_offsets": [3072, 3076]}}, vec + bytes(4)),
     ]
+    seeds.append(Seed("torch-layout.pt", ".pt", torch_layout_zip(P.pickle_of(P.kohya_body()))))
     card_json = json.dumps({"string_to_param": {"*": {"TORCHTENSOR": [[0.01] * 768]}}, "name": "card", "step": 5}).encode()
     seeds.append(Seed("card.png", ".png", _card(card_json), card_json, _card))
     return seeds
+
+
+def torch_layout_zip(pkl: bytes) -> bytes:
+    """A zip laid out as torch.save writes it (read from its output, written here by hand so the
+    seeds need no torch): flags 0x808 with CRC and sizes in a data descriptor after each member,
+    "FB" padding extras aligning data to 64 bytes, then a zip64 end record and locator."""
+    import zlib
+
+    members = [("archive/data.pkl", pkl), ("archive/.format_version", b"1"), ("archive/byteorder", b"little"),
+               ("archive/data/0", P.zeros()), ("archive/version", b"3\n")]
+    out, central = b"", b""
+    for name, data in members:
+        at, raw = len(out), name.encode()
+        pad = -(len(out) + 30 + len(raw) + 4) % 64
+        extra = b"FB" + struct.pack("<H", pad) + b"Z" * pad
+        crc = zlib.crc32(data)
+        out += struct.pack("<4s5H3L2H", b"PK\x03\x04", 45, 0x808, 0, 0, 0x21, 0, 0, 0, len(raw), len(extra)) + raw + extra + data
+        out += struct.pack("<4s3L", b"PK\x07\x08", crc, len(data), len(data))
+        central += struct.pack("<4s6H3L5H2L", b"PK\x01\x02", 0x31E, 45, 0x808, 0, 0, 0x21, crc, len(data), len(data), len(raw), 0, 0, 0, 0, 0, at) + raw
+    cd_at, n = len(out), len(members)
+    z64 = struct.pack("<4sQ2H2I4Q", b"PK\x06\x06", 44, 0x31E, 45, 0, 0, n, n, len(central), cd_at)
+    loc = struct.pack("<4sIQI", b"PK\x06\x07", 0, cd_at + len(central), 1)
+    return out + central + z64 + loc + struct.pack("<4s4H2LH", b"PK\x05\x06", 0, 0, n, n, len(central), cd_at, 0)
 
 
 def corpus_seeds(corpus: Path | None) -> list[Seed]:
@@ -290,8 +359,12 @@ def check(data: bytes, path: Path) -> str:
                 json.dumps(probed.metadata, allow_nan=False)
         except embkit.EmbkitError:
             pass
-        verdict = scan_bytes(data, str(path)).verdict
-        assert verdict in ("safe", "unsafe", "unknown")
+        result = scan_bytes(data, str(path))
+        assert result.verdict in ("safe", "unsafe", "unknown")
+        # one verdict: scan says safe exactly when read accepts the file
+        assert (result.verdict == "safe") == (outcome == "ok"), (outcome, result.to_dict())
+        if result.verdict == "unsafe":
+            assert result.rules, result.to_dict()
         return outcome
     finally:
         signal.alarm(0)

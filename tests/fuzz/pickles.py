@@ -32,8 +32,11 @@ def s(text: str) -> bytes:
 
 
 def i(value: int) -> bytes:
-    """BININT: a signed 4-byte int."""
-    return b"J" + struct.pack("<i", value)
+    """BININT: a signed 4-byte int (LONG1, any size, past 32 bits)."""
+    if -(2**31) <= value < 2**31:
+        return b"J" + struct.pack("<i", value)
+    raw = value.to_bytes((value.bit_length() + 8) // 8, "little", signed=True)
+    return b"\x8a" + bytes([len(raw)]) + raw
 
 
 def g(module: str, name: str) -> bytes:

@@ -1,22 +1,26 @@
-"""Pull embedding repos from the Hugging Face Hub: download (through :mod:`embkit.hub.client`),
+"""Pull embedding repos from the Hugging Face Hub: download (through :mod:`embkit.hubclient`),
 read, validate, and optionally copy or convert them into a folder and a library. No torch here.
 """
 
 from __future__ import annotations
 
+import fnmatch
+import glob
 import os
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Sequence
 
-from ..errors import EmbkitError, HubError, MissingDependencyError, WriteError
+from ..errors import EmbkitError, HubEntryNotFoundError, HubError, MissingDependencyError, UnsafeFileError, WriteError
 from ..formats import concept_folder, extensions
 from ..schema import Embedding
 from ..hubclient import _snapshot
+from ..walk import check_inside, makedirs_inside
 
 #: Files of an sd-concepts-library repo that go with ``learned_embeds.bin``.
 CONCEPT_TEXT = (concept_folder.TOKEN_FILE, concept_folder.TYPE_FILE)
-#: Never fetched by a whole-repo pull: A1111's preview pictures, which ``embkit inspect`` also skips by name.
-PULL_IGNORE = ["*.preview.png"]
+#: Nothing is left out of a pull any more: previews and sidecars come along with their embeddings
+#: (kept, empty, for callers that passed it on).
+PULL_IGNORE: list[str] = []
 
 
 @dataclass
@@ -39,11 +43,15 @@ class PulledFile:
     converted: tuple[str, ...] = ()
     error: EmbkitError | None = None
     notes: list[str] = field(default_factory=list)
+    #: the sidecars (Civitai info, A1111 and Lora Manager JSON, previews) copied beside ``path``
+    sidecars: list[str] = field(default_factory=list)
+    repo_type: str = "model"
 
     def to_dict(self) -> dict[str, Any]:
         """The JSON object ``embkit pull --json`` prints for this file."""
         return {
             "repo_id": self.repo_id,
+            "repo_type": self.repo_type,
             "filename": self.filename,
             "commit": self.commit,
             "path": self.path,
@@ -55,6 +63,7 @@ class PulledFile:
             "findings": list(self.findings),
             "converted": list(self.converted),
             "notes": list(self.notes),
+            "sidecars": list(self.sidecars),
             **({"error": self.error.to_dict()} if self.error is not None else {}),
         }
 
@@ -68,29 +77,114 @@ def _patterns(filename: str | None) -> list[str]:
     return [filename, *extra]
 
 
+def _beside_patterns(items: list[tuple[str, str]]) -> list[str]:
+    """Repo paths of whatever may lie beside the embeddings found: each one's sidecars
+    (:func:`embkit.formats.sidecars.candidates`) and the ``_2`` file of a possible SDXL pair."""
+    from ..formats.sdxl_pair import second_path
+    from ..formats.sidecars import candidates
+
+    out = []
+    for rel, _local in items:
+        name = rel if rel != "." else ""
+        if not name or name.endswith("/") or os.path.basename(name) == "":
+            continue
+        folder = os.path.dirname(name)
+        names = [n for group in candidates(name).values() for n in group] + [os.path.basename(second_path(name))]
+        out += [f"{folder}/{n}" if folder else n for n in names]
+    return sorted(set(out))
+
+
+#: Repo file names deeper or longer than this are skipped (with an error for that file): no
+#: embedding repo needs them, and huggingface_hub fails the whole download on a name the file
+#: system refuses (found in review: a pull failed with a traceback).
+MAX_NAME_PARTS = 32
+MAX_NAME_BYTES = 1024
+
+
+def _name_problem(name: str) -> str | None:
+    """Why a repo file name must not be downloaded, or None."""
+    parts = name.split("/")
+    if name.startswith("/") or "\\" in name or any(p in ("", ".", "..") for p in parts):
+        return "its name leaves the repo's folder ('..', an absolute path or empty parts); skipped"
+    if len(parts) > MAX_NAME_PARTS or len(name.encode("utf-8")) > MAX_NAME_BYTES or any(len(p.encode("utf-8")) > 255 for p in parts):
+        return f"its name is deeper than {MAX_NAME_PARTS} folders or longer than the file system allows; skipped"
+    if any(ord(c) < 0x20 for c in name):
+        return "its name holds control characters; skipped"
+    return None
+
+
+def _hostile_names(repo_id: str, revision: str | None, token: str | None, patterns: list[str], repo_type: str = "model") -> list[tuple[str, str]]:
+    """``(name, why)`` for every file the pull would fetch whose name is unsafe to create."""
+    from ..hubclient import list_files
+
+    names = list_files(repo_id, revision, token, repo_type)
+    out = []
+    for name in names or ():
+        why = _name_problem(name)
+        if why is not None and any(fnmatch.fnmatch(name, p) for p in patterns):
+            out.append((name, why))
+    return out
+
+
 def find_embeddings(folder: str) -> list[tuple[str, str]]:
     """``(path in repo, local path)`` of every embedding in a downloaded snapshot: each folder holding
-    ``learned_embeds.*`` is one concept folder; every other file with an embkit extension is one file."""
+    ``learned_embeds.*`` is one concept folder; every other file with an embkit extension is one file,
+    except companions (previews, the second file of an SDXL pair: :func:`embkit.io.is_companion`).
+    The walk is :func:`embkit.walk.walk_tree` (no recursion, regular files only); a snapshot's files
+    are links into the cache repo's ``blobs/``, the tree links may stay in."""
+    from ..io import is_companion
+    from ..walk import hf_cache_root, walk_tree
+
     exts = tuple(e.lower() for e in extensions())
+    boundary = hf_cache_root(folder) or folder
+    # per folder, in walk order: whether it is a concept folder, and its other embedding files
+    folders: dict[str, tuple[list[bool], list[tuple[str, str]]]] = {"": ([False], [])}
+    for entry in walk_tree(folder, hidden=False, boundary=boundary):
+        rel_dir, _, name = entry.rel.rpartition("/")
+        concept, files = folders.setdefault(rel_dir, ([False], []))
+        if name in concept_folder.EMBED_FILES:
+            concept[0] = True
+        elif name.lower().endswith(exts) and not is_companion(entry.path):
+            files.append((entry.rel, entry.path))
     found: list[tuple[str, str]] = []
-    for root, dirs, files in os.walk(folder):
-        dirs[:] = sorted(d for d in dirs if not d.startswith("."))
-        rel = os.path.relpath(root, folder).replace(os.sep, "/")
-        rel = "" if rel == "." else rel
-        concept = any(f in files for f in concept_folder.EMBED_FILES)
-        if concept:
-            found.append((rel or ".", root))
-        for name in sorted(files):
-            if concept and name in concept_folder.EMBED_FILES:
-                continue
-            if name.lower().endswith(exts):
-                found.append((f"{rel}/{name}" if rel else name, os.path.join(root, name)))
+    for rel_dir, (concept, files) in folders.items():
+        if concept[0]:
+            found.append((rel_dir or ".", os.path.join(folder, *rel_dir.split("/")) if rel_dir else folder))
+        found.extend(files)
     return found
+
+
+def _include_patterns(include: Sequence[str]) -> list[str]:
+    """What to download for ``include`` globs: a glob ending in ``*`` (``v2/*``, ``*``) is narrowed to
+    the files embkit reads under it (``v2/*.pt``, …, ``v2/*token_identifier.txt``), so that a
+    repo's other files (checkpoints, samples) are not fetched; any other glob is taken as given."""
+    exts = _patterns(None)
+    out: list[str] = []
+    for pattern in include:
+        pattern = pattern + "*" if pattern.endswith("/") else pattern  # a folder, as huggingface_hub reads it
+        out += [pattern + e[1:] for e in exts] if pattern.endswith("*") else _patterns(pattern)
+    return list(dict.fromkeys(out))
+
+
+def _selected(rel: str, local: str, include: Sequence[str] | None, exclude: Sequence[str]) -> bool:
+    """Whether an embedding found in the snapshot passes ``include``/``exclude`` (a concept folder by
+    its ``learned_embeds.*`` path). The cached snapshot may hold files of earlier pulls of the same
+    commit, so the selection is applied to what is found, not only to what is downloaded."""
+    path = rel
+    if os.path.isdir(local):
+        embed = next((n for n in concept_folder.EMBED_FILES if os.path.isfile(os.path.join(local, n))), concept_folder.EMBED_FILES[0])
+        path = embed if rel == "." else f"{rel}/{embed}"
+
+    def matches(patterns: Sequence[str]) -> bool:
+        return any(fnmatch.fnmatch(path, p + "*" if p.endswith("/") else p) for p in patterns)
+
+    return (include is None or matches(include)) and not matches(exclude)
 
 
 def pull(repo_id: str, *, revision: str | None = None, filename: str | None = None, out_dir: str | os.PathLike | None = None,
          library: str | os.PathLike | bool | None = None, convert: bool = False, token: str | None = None,
-         overwrite: bool = False, progress: bool = False) -> list[PulledFile]:
+         overwrite: bool = False, progress: bool = False, repo_type: str = "model",
+         include: Sequence[str] | None = None, exclude: Sequence[str] = ()) -> list[PulledFile]:
     """Download the embeddings of a Hub repo, read and validate each, optionally convert and index them.
 
     Recognises sd-concepts-library repos (``learned_embeds.bin`` + ``token_identifier.txt`` +
@@ -101,21 +195,37 @@ def pull(repo_id: str, *, revision: str | None = None, filename: str | None = No
     With ``out_dir`` the files are copied there, keeping the repo's folders (a concept folder at the
     root goes to ``out_dir/<repo name>/``); with ``convert`` each embedding is written as
     ``.safetensors`` in the same place instead. ``library`` (a database path, or ``True`` for the
-    default library) adds the results to it. A file that cannot be read, or written into ``out_dir``
+    default library) adds the results to it. ``repo_type`` is ``"model"`` or ``"dataset"`` (embedding
+    collections published as datasets). ``include`` and ``exclude`` are globs on paths in the repo
+    (``fnmatch``, as huggingface_hub's ``allow_patterns``/``ignore_patterns``: ``*`` crosses folders):
+    only embeddings matching an ``include`` glob (when given) and no ``exclude`` glob are pulled, and
+    only the files they need are downloaded. A file that cannot be read, or written into ``out_dir``
     (it exists and differs, or another file of the same pull already took its name), comes back with
     ``error`` set and the others still go through; a failed download raises HubError.
     """
     if convert and out_dir is None:
         raise HubError(f"{repo_id}: converting needs an output folder (out_dir)")
-    snapshot = _snapshot(repo_id, revision, _patterns(filename), token, progress, None if filename else PULL_IGNORE)
+    if isinstance(include, str) or isinstance(exclude, str):
+        raise TypeError("include and exclude are lists of globs, not one string")
+    exclude = list(exclude)
+    allow = _patterns(filename) if filename is not None or include is None else _include_patterns(include)
+    hostile = _hostile_names(repo_id, revision, token, allow, repo_type)
+    # huggingface_hub would stop the whole pull on a hostile name: those are left out, each reported
+    ignore = [*([] if filename else PULL_IGNORE), *exclude, *(glob.escape(name) for name, _why in hostile)] or None
+    snapshot = _snapshot(repo_id, revision, allow, token, progress, ignore, repo_type)
     commit = os.path.basename(os.path.normpath(snapshot))
-    items = find_embeddings(snapshot)
+    items = [it for it in find_embeddings(snapshot) if _selected(*it, include, exclude)]
     if filename is not None:
         want = os.path.dirname(filename) or "." if os.path.basename(filename) in concept_folder.EMBED_FILES else filename
         items = [it for it in items if it[0] == want]
         if not items:
-            raise HubError(f"{repo_id}@{revision or 'main'} file {filename}: no such file in the repo")
-    results = [_load(repo_id, commit, rel, local) for rel, local in items]
+            raise HubEntryNotFoundError(f"{repo_id}@{revision or 'main'} file {filename}: no such file in the repo")
+    beside = _beside_patterns(items)
+    if beside:  # the sidecars and previews of the embeddings found, and the second files of SDXL pairs
+        _snapshot(repo_id, commit, beside, token, progress, None, repo_type)
+    results = [_load(repo_id, commit, rel, local, repo_type) for rel, local in items]
+    results += [PulledFile(repo_id=repo_id, filename=name, commit=commit, path="", error=UnsafeFileError(why, path=name), repo_type=repo_type)
+                for name, why in hostile]
     if filename is None:
         from ..report import not_an_embedding
 
@@ -123,7 +233,8 @@ def pull(repo_id: str, *, revision: str | None = None, filename: str | None = No
         # pictures are fetched; most in a repo are samples or the contact sheet embkit push uploads.
         results = [r for r in results if r.error is None or not not_an_embedding(r.filename, r.error)]
     if not results:
-        raise HubError(f"{repo_id}@{revision or 'main'}: holds no embedding files (looked for {', '.join(extensions())} "
+        chosen = "".join(f" matching {', '.join(g)}" for g in (include,) if g) + (f" outside {', '.join(exclude)}" if exclude else "")
+        raise HubError(f"{repo_id}@{revision or 'main'}: holds no embedding files{chosen} (looked for {', '.join(extensions())} "
                        "and sd-concepts-library folders)")
     pulled = tuple(e for r in results for e in r.embeddings)
     for res in results:
@@ -142,10 +253,10 @@ def pull(repo_id: str, *, revision: str | None = None, filename: str | None = No
     return results
 
 
-def _load(repo_id: str, commit: str, rel: str, local: str) -> PulledFile:
+def _load(repo_id: str, commit: str, rel: str, local: str, repo_type: str = "model") -> PulledFile:
     from ..io import open_file, read_all
 
-    res = PulledFile(repo_id=repo_id, filename=rel, commit=commit, path=local)
+    res = PulledFile(repo_id=repo_id, filename=rel, commit=commit, path=local, repo_type=repo_type)
     try:
         res.format = open_file(local).format.id
         res.embeddings = tuple(read_all(local))
@@ -182,9 +293,10 @@ def _deliver(res: PulledFile, out_dir: str, convert: bool, overwrite: bool, clai
         try:
             for emb in res.embeddings:
                 target = os.path.join(folder, _safe_stem(_stem_for(emb, res)) + ".safetensors")
-                _claim(claimed, target, res)
-                os.makedirs(folder, exist_ok=True)
+                _claim(claimed, target, res, out_dir)
+                makedirs_inside(folder, out_dir)
                 written.append(_write_safetensors(emb, target, overwrite))
+                _carry(emb, target, res, claimed, overwrite, out_dir)
         finally:
             res.converted = tuple(written)
         res.path = written[0] if len(written) == 1 else folder
@@ -192,21 +304,43 @@ def _deliver(res: PulledFile, out_dir: str, convert: bool, overwrite: bool, clai
     src = res.path
     if os.path.isdir(src):
         target = os.path.join(out_dir, res.repo_id.split("/")[-1]) if res.filename == "." else os.path.join(folder, os.path.basename(res.filename))
-        names = [n for n in (*concept_folder.EMBED_FILES, *CONCEPT_TEXT) if os.path.isfile(os.path.join(src, n))]
+        pair = res.embeddings[0].source.pair if len(res.embeddings) == 1 and res.embeddings[0].source else None
+        extra = (os.path.basename(pair),) if pair is not None and os.path.dirname(pair) == src else ()  # an SDXL pair's second file
+        names = [n for n in (*concept_folder.EMBED_FILES, *extra, *CONCEPT_TEXT) if os.path.isfile(os.path.join(src, n))]
         for n in names:
-            _claim(claimed, os.path.join(target, n), res)
-        os.makedirs(target, exist_ok=True)
+            _claim(claimed, os.path.join(target, n), res, out_dir)
+        makedirs_inside(target, out_dir)
         for n in names:
             _copy_atomic(os.path.join(src, n), os.path.join(target, n), overwrite)
     else:
         target = os.path.join(folder, os.path.basename(res.filename))
-        _claim(claimed, target, res)
-        os.makedirs(folder, exist_ok=True)
+        _claim(claimed, target, res, out_dir)
+        makedirs_inside(folder, out_dir)
         _copy_atomic(src, target, overwrite)
+        pair = res.embeddings[0].source.pair if len(res.embeddings) == 1 and res.embeddings[0].source else None
+        if pair is not None:  # an SDXL pair: its second file goes along, under its own name
+            second = os.path.join(folder, os.path.basename(pair))
+            _claim(claimed, second, res, out_dir)
+            _copy_atomic(pair, second, overwrite)
+    for emb in res.embeddings[:1]:
+        _carry(emb, target, res, claimed, overwrite, out_dir)
     res.path = target
 
 
-def _claim(claimed: dict[str, str], target: str, res: PulledFile) -> None:
+def _carry(emb: Embedding, target: str, res: PulledFile, claimed: dict[str, str], overwrite: bool, out_dir: str) -> None:
+    """Copy the sidecars of a pulled embedding beside what was written for it, renamed to its stem."""
+    from ..formats.sidecars import copies
+
+    folder, name = os.path.split(target)
+    stem = os.path.splitext(name)[0] if os.path.isfile(target) or os.path.splitext(name)[1] else name
+    for src, dst in copies(emb.source.sidecars if emb.source else None, stem, folder):
+        _claim(claimed, dst, res, out_dir)
+        _copy_atomic(src, dst, overwrite)
+        res.sidecars.append(dst)
+
+
+def _claim(claimed: dict[str, str], target: str, res: PulledFile, out_dir: str) -> None:
+    check_inside(target, out_dir)  # a link inside the output folder must not take the copy elsewhere
     key = os.path.abspath(target)
     other = claimed.setdefault(key, res.filename)
     if other != res.filename:
