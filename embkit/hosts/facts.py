@@ -130,8 +130,11 @@ def facts_of(path: str | os.PathLike) -> FileFacts:
     return facts_from_loaded(loaded)
 
 
-def facts_from_loaded(loaded: Any) -> FileFacts:
-    """Facts of a file :func:`embkit.io.open_file` already opened (no second read)."""
+def facts_from_loaded(loaded: Any, scanned: Any = None) -> FileFacts:
+    """Facts of a file :func:`embkit.io.open_file` already opened (no second read). ``scanned``:
+    the :class:`~embkit.scan.ScanResult` of the same bytes when the caller has it (``embkit
+    ingest`` scans every file first): the globals its pickles name are taken from it, not scanned
+    again."""
     from ..formats.base import matrix_shape
 
     parts = []
@@ -148,7 +151,8 @@ def facts_from_loaded(loaded: Any) -> FileFacts:
         from ..formats.concept_folder import embeds_file
 
         inner = os.path.basename(embeds_file(loaded.path))
-    return _facts(loaded.path, loaded.raw.tree, container, loaded.data, loaded.raw.metadata, tuple(parts), error, loaded.format.id, inner=inner, data_container=loaded.data_container)
+    return _facts(loaded.path, loaded.raw.tree, container, loaded.data, loaded.raw.metadata, tuple(parts), error, loaded.format.id, inner=inner,
+                  data_container=loaded.data_container, scanned=scanned)
 
 
 def _container_by_ext(path: str) -> str:
@@ -168,7 +172,7 @@ def _tensor_info(key: Any, value: Any) -> TensorInfo | None:
     return None
 
 
-def _facts(path, tree, container, data, meta, parts, error, fmt, *, inner=None, data_container=None) -> FileFacts:
+def _facts(path, tree, container, data, meta, parts, error, fmt, *, inner=None, data_container=None, scanned=None) -> FileFacts:
     from ..formats.pickle_allow import ModuleStandIn
 
     keys: tuple[str, ...] = ()
@@ -192,7 +196,7 @@ def _facts(path, tree, container, data, meta, parts, error, fmt, *, inner=None, 
         tensors = _safetensors_order(data, path, tensors)
     members, legacy, globals_ = None, False, None
     if file_container == "pickle" and data is not None:
-        members, legacy, globals_ = _pickle_facts(data, path)
+        members, legacy, globals_ = _pickle_facts(data, path, scanned)
     return FileFacts(
         path=path,
         container=container,
@@ -226,8 +230,9 @@ def _safetensors_order(data: Any, path: str, tensors: list[TensorInfo]) -> list[
     return sorted(tensors, key=lambda t: (offset.get(t.key, 0), t.key))
 
 
-def _pickle_facts(data: Any, path: str) -> tuple[tuple[str, ...] | None, bool, tuple[str, ...] | None]:
-    """(zip member names, legacy pickle?, globals the pickles name)."""
+def _pickle_facts(data: Any, path: str, scanned: Any = None) -> tuple[tuple[str, ...] | None, bool, tuple[str, ...] | None]:
+    """(zip member names, legacy pickle?, globals the pickles name; from ``scanned``, the scan of
+    the same bytes, when given)."""
     from ..scan import scan_bytes
 
     prefix = bytes(data[:4])
@@ -240,7 +245,7 @@ def _pickle_facts(data: Any, path: str) -> tuple[tuple[str, ...] | None, bool, t
         except (zipfile.BadZipFile, OSError, ValueError):
             members = None
     try:
-        found = scan_bytes(bytes(data), path)
+        found = scanned if scanned is not None else scan_bytes(bytes(data), path)
         globals_ = tuple(found.globals)
     except Exception:  # noqa: BLE001  unknown: the safe-loader check says so
         globals_ = None

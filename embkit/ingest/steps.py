@@ -84,7 +84,11 @@ def scan_step(data: bytes, path: str) -> dict:
     container, the globals named and refused, the rules that fired, the reasons."""
     from ..scan import scan_bytes
 
-    result = scan_bytes(data, path)
+    return scan_fields(scan_bytes(data, path))
+
+
+def scan_fields(result: Any) -> dict:
+    """A :class:`~embkit.scan.ScanResult` as manifest fields."""
     return {
         "scan_verdict": result.verdict,
         "scan_container": result.container,
@@ -138,16 +142,17 @@ def convert_step(loaded: Any, out: str) -> tuple[dict, list[tuple[str, bytes]]]:
     return {"converted": converted, "convert_error": None}, files
 
 
-def host_facts(loaded: Any, data: bytes) -> Any:
+def host_facts(loaded: Any, data: bytes, scanned: Any = None) -> Any:
     """What the hosts see in the file (:class:`embkit.hosts.facts.FileFacts`), from the file
-    already opened: :func:`~embkit.hosts.facts.facts_from_loaded`. Hosts load each file on its
-    own, so the first file of an SDXL pair is opened again from its bytes, without its pair."""
+    already opened: :func:`~embkit.hosts.facts.facts_from_loaded`, with the globals of
+    ``scanned`` (the scan of the same bytes) instead of a second scan. Hosts load each file on
+    its own, so the first file of an SDXL pair is opened again from its bytes, without its pair."""
     from ..hosts.facts import facts_from_loaded
     from ..io import open_file
 
     if loaded.pair is not None:
         loaded = open_file(loaded.path, data=data, alone=True)
-    return facts_from_loaded(loaded)
+    return facts_from_loaded(loaded, scanned)
 
 
 def hosts_step(facts: Any) -> dict:
@@ -192,10 +197,14 @@ def process_item(item: dict, settings: StepSettings) -> tuple[dict, list[tuple[s
             # the same bytes with the same sidecars beside them (a sidecar that changed changes the record)
             if sha is not None and old.get("sha256") == sha and (old.get("sidecar_key") or "") == key and _objects_exist(old, settings.out):
                 return normal_row({**old, **base}), [], True
+    from ..scan import scan_bytes
+
     path, size = item["path"], base["size"]
     row: dict[str, Any] = dict(base)
+    scanned = None
     if size <= MAX_FILE_BYTES:  # a file past the cap was not read, so not scanned either
-        row.update(scan_step(data, path))
+        scanned = scan_bytes(data, path)
+        row.update(scan_fields(scanned))
     row.update(record_step(path, size, base["mtime_ns"], data, key, present))
     files: list[tuple[str, bytes]] = []
     if row.get("error_code") in UNSAFE_CODES or row.get("scan_verdict") == "unsafe":
@@ -212,7 +221,7 @@ def process_item(item: dict, settings: StepSettings) -> tuple[dict, list[tuple[s
             converted, files = convert_step(loaded, settings.out)
             row.update(converted)
             row["status"] = OK if row["converted"] else UNCONVERTED
-            row["hosts"] = hosts_step(host_facts(loaded, data))
+            row["hosts"] = hosts_step(host_facts(loaded, data, scanned))
     return normal_row(row), files, False
 
 
@@ -269,4 +278,4 @@ def _objects_exist(row: dict, out: str) -> bool:
 
 
 
-__all__ = ["read_step", "scan_step", "record_step", "open_step", "convert_step", "host_facts", "hosts_step", "process_item", "process_batch", "StepSettings"]
+__all__ = ["read_step", "scan_step", "scan_fields", "record_step", "open_step", "convert_step", "host_facts", "hosts_step", "process_item", "process_batch", "StepSettings"]
