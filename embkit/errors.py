@@ -263,3 +263,12 @@ ALL_ERRORS = (
     LibraryPathNotFoundError,
     NoEffectError,
 )
+
+
+def exit_code_of(code: str) -> int:
+    """The exit status of the error class whose ``code`` this is (an error recorded by its code,
+    as the library stores it); 1 for a code no class has."""
+    for cls in ALL_ERRORS:
+        if cls.code == code:
+            return cls.exit_code
+    return 1

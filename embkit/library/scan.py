@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from typing import Callable, Iterable
 
 from ..errors import LibraryPathNotFoundError
+from ..folder import name_reason
 from ..formats.sdxl_pair import first_path, second_path
 from ..formats.sidecars import candidates, is_preview_name, owners
 from ..io import is_companion
@@ -53,6 +54,22 @@ class ScanReport:
     #: are recorded like unreadable files (so the next scan skips them) but not listed in ``errors``.
     pictures: int = 0
     seconds: float = 0.0
+    #: ``(path, reason)`` of the files under the roots that are no embedding (embkit.folder: by
+    #: their name, never opened; or after a read, recorded so the next scan skips them, pictures
+    #: included): not errors
+    skipped: list[tuple[str, str]] = field(default_factory=list)
+
+    @property
+    def exit_code(self) -> int:
+        """The walk rule (:func:`embkit.folder.walk_exit_code`) over the files under the roots as
+        they are now (an unreadable file unchanged since the last scan counts again)."""
+        from ..errors import exit_code_of
+        from ..folder import walk_exit_code
+
+        return walk_exit_code((exit_code_of(code) for _p, code, _m in self.errors), self.seen - self.read_skips)
+
+    #: how many of ``skipped`` were read first (they are among ``seen``; the others were not opened)
+    read_skips: int = field(default=0, repr=False)
 
     def to_dict(self) -> dict:
         """A JSON-ready dict."""
@@ -64,6 +81,7 @@ class ScanReport:
             "removed": self.removed,
             "errors": [{"path": p, "code": c, "message": m} for p, c, m in self.errors],
             "pictures": self.pictures,
+            "skipped": [{"path": p, "reason": r} for p, r in self.skipped],
             "seconds": round(self.seconds, 3),
         }
 
@@ -90,8 +108,9 @@ def scan(
             raise LibraryPathNotFoundError("no such file or folder (to forget files that are gone: embkit library remove --missing)", path=root)
         roots.append(root)
     beside: dict[str, tuple[str, tuple[str, ...]]] = {}
+    by_name: list[tuple[str, str]] = []
     for root in roots:
-        for path, size, mtime in walk(root, exts, beside):
+        for path, size, mtime in walk(root, exts, beside, by_name):
             found[path] = (size, mtime)
     report.seen = len(found)
 
@@ -104,6 +123,8 @@ def scan(
             todo.append((path, size, mtime, None, key, present))
         elif old[0] == size and old[1] == mtime and (old[3] or "") == key:
             report.unchanged += 1
+            if old[4] is not None:
+                _count_error(report, path, old[4], old[5])  # still unreadable: the report says so again
         else:
             # sidecars that changed beside an unchanged file: read it again, whatever its hash
             todo.append((path, size, mtime, old[2] if (old[3] or "") == key else None, key, present))
@@ -123,20 +144,21 @@ def scan(
         if progress:
             progress(done, total)
     _write(conn, pending, gone, report, stored)
+    report.skipped = by_name + report.skipped
     report.seconds = time.perf_counter() - start
     return report
 
 
-def _stored_under(conn: sqlite3.Connection, roots: list[str]) -> dict[str, tuple[int, int, str | None, str | None]]:
+def _stored_under(conn: sqlite3.Connection, roots: list[str]) -> dict[str, tuple]:
     """Rows whose path is one of the roots or lies under one: path → (size, mtime_ns, sha256,
-    sidecar key)."""
-    out: dict[str, tuple[int, int, str | None, str | None]] = {}
-    sql = "SELECT path, size, mtime_ns, sha256, sidecar_key FROM files WHERE path = ? OR (path >= ? AND path < ?)"
+    sidecar key, error code, error)."""
+    out: dict[str, tuple] = {}
+    sql = "SELECT path, size, mtime_ns, sha256, sidecar_key, error_code, error FROM files WHERE path = ? OR (path >= ? AND path < ?)"
     for root in roots:
         lo = root.rstrip(os.sep) + os.sep
         hi = lo[:-1] + chr(ord(os.sep) + 1)
-        for path, size, mtime, sha, key in conn.execute(sql, (root, lo, hi)):
-            out[path] = (size, mtime, sha, key)
+        for path, size, mtime, sha, key, code, error in conn.execute(sql, (root, lo, hi)):
+            out[path] = (size, mtime, sha, key, code, error)
     return out
 
 
@@ -207,10 +229,31 @@ def _write(conn: sqlite3.Connection, results: list[tuple], gone: list[str], repo
         else:
             report.added += 1
         if row[9] is not None:
-            if is_picture(row[0], row[9]):
-                report.pictures += 1
-            else:
-                report.errors.append((row[0], row[9], row[10]))
+            _count_error(report, row[0], row[9], row[10])
+
+
+def _count_error(report: ScanReport, path: str, code: str, message: str) -> None:
+    """A file recorded with an error: a picture or another file that is no embedding is skipped
+    (:func:`embkit.folder.error_reason`), anything else is an error of the report."""
+    reason = not_an_embedding(path, code, message)
+    if reason is None:
+        report.errors.append((path, code, message))
+        return
+    if is_picture(path, code):
+        report.pictures += 1
+    report.skipped.append((path, reason))
+    report.read_skips += 1
+
+
+def not_an_embedding(path: str, code: str | None, message: str = "") -> str | None:
+    """Why a file recorded with error ``code`` is no embedding rather than an unreadable one (the
+    walk rule of every command, :func:`embkit.folder.error_reason`), or ``None``."""
+    if code is None:
+        return None
+    from ..folder import error_reason
+
+    detail = message[len(path) + 2:] if message.startswith(path + ": ") else message
+    return error_reason(path, code, detail)
 
 
 def _carry_tags(conn: sqlite3.Connection, full: list[tuple], stored: dict) -> None:
@@ -276,14 +319,16 @@ def _insert(conn: sqlite3.Connection, full: list[tuple]) -> None:
         )
 
 
-def walk(root: str, extensions: tuple[str, ...], beside: dict | None = None) -> list[tuple[str, int, int]]:
+def walk(root: str, extensions: tuple[str, ...], beside: dict | None = None, skipped: list | None = None) -> list[tuple[str, int, int]]:
     """Every file under ``root`` (recursively, skipping hidden names) whose name ends with one of
     ``extensions``: ``(absolute path, size, mtime_ns)``. A file path is returned as itself. The walk
     is :func:`embkit.walk.walk_tree`: regular files only (a FIFO would block the scan), no link out
     of ``root`` (a link to /usr in an embeddings folder is not read), no recursion. Companions
     (previews, the second file of an SDXL pair: :func:`embkit.io.is_companion`) are left out.
     ``beside``, when given, is filled with path → ``(key, names)``: the sidecars (and pair file)
-    beside each file, their names, sizes and mtimes as one string, and their names."""
+    beside each file, their names, sizes and mtimes as one string, and their names. ``skipped``,
+    when given, gets ``(path, reason)`` for every other file of the tree (:mod:`embkit.folder`:
+    previews, sidecars, pictures, text …), none of which is opened."""
     from ..walk import walk_tree
 
     root = os.path.abspath(root)
@@ -299,7 +344,7 @@ def walk(root: str, extensions: tuple[str, ...], beside: dict | None = None) -> 
 
     out: list[tuple[str, int, int]] = []
     listing: tuple[str, set[str], tuple] = ("", set(), ({}, set()))  # the folder being walked, its names
-    for entry in walk_tree(root, want=wanted, hidden=False, stat_files=True):
+    for entry in walk_tree(root, want=None if skipped is not None else wanted, hidden=False, stat_files=True):
         folder = os.path.dirname(entry.path)
         if folder != listing[0]:
             # a file's sidecars and pair half are looked up among its folder's names, listed once
@@ -309,6 +354,11 @@ def walk(root: str, extensions: tuple[str, ...], beside: dict | None = None) -> 
                 names = set()
             listing = (folder, names, _owned(names) if beside is not None else ({}, set()))
         _, names, owned = listing
+        name = os.path.basename(entry.path)
+        if skipped is not None and (not wanted(name) or is_preview_name(name)):
+            reason = name_reason(entry.path, lambda p, names=names: os.path.basename(p) in names)
+            skipped.append((entry.path, reason or "not a kind of file embkit reads"))
+            continue
         if _companion(entry.path, names):
             continue
         out.append((entry.path, entry.size, entry.mtime_ns))
