@@ -88,7 +88,7 @@ def plan_jobs(inputs: tuple[str, ...], out: str, to: str | None = None, *, in_pl
         base = out if len(inputs) == 1 else os.path.join(out, os.path.basename(src))
         # embkit.folder: regular files only, no link out of the input tree, no recursion (a tree
         # 1,100 folders deep raised RecursionError), hidden names and a pair's second file left out
-        for entry in walk_found([src]):
+        for entry in walk_found([src], unit=_is_concept):
             if entry.skip is not None:
                 jobs.append(Job(entry.path, "", True, root=out, walked=True, skip=entry.skip))
             elif entry.unit:
@@ -138,7 +138,7 @@ def convert_one(job: Job, s: Settings, staged: list) -> dict:
 
     result: dict = {"input": job.source, "outputs": [], "status": "converted", "losses": []}
     if job.skip:
-        result.update(status="skipped", reason=job.skip)
+        result.update(status="skipped", reason=job.skip, not_embedding=True)
         return result
     try:
         embs = read_all(job.source)
@@ -208,7 +208,7 @@ def convert_one(job: Job, s: Settings, staged: list) -> dict:
         skip = error_reason(job.source, exc.code, exc.detail) if job.walked else None
         if skip is not None:
             # a file in a walked folder that is not an embedding (a model, a picture, an XTI file)
-            result.update(status="skipped", reason=skip)
+            result.update(status="skipped", reason=skip, not_embedding=True)
         else:
             result.update(status="failed", reason=exc.detail, error=exc.to_dict(), exit_code=exc.exit_code)
     except (TypeError, ValueError) as exc:

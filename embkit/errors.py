@@ -219,10 +219,11 @@ class LibraryError(EmbkitError):
 
 class LibraryPathNotFoundError(LibraryError, MissingFileError):
     """A file or folder given to the library (to scan) does not exist. A :class:`LibraryError`
-    (its code and exit status) that is also a :class:`FileNotFoundError`."""
+    (its code) that is also a :class:`MissingFileError` and a :class:`FileNotFoundError`, with the
+    exit status every command gives a missing input (1)."""
 
     code = "library"
-    exit_code = 13
+    exit_code = 1
 
 
 class NoEffectError(EmbkitError):

@@ -134,16 +134,18 @@ def classify(path: str, exc: BaseException | None = None, *, walked: bool = True
     return (SKIPPED, reason) if reason is not None else (ERROR, str(exc))
 
 
-def walk(paths: Iterable[str | os.PathLike], *, stat_files: bool = False) -> Iterator[Found]:
+def walk(paths: Iterable[str | os.PathLike], *, stat_files: bool = False, unit: Callable[[str], bool] | None = None) -> Iterator[Found]:
     """Every file and concept folder under ``paths``, in :func:`embkit.walk.walk`'s order (regular
     files only, no link out of the tree, no recursion, sorted), each with its :func:`name_reason`;
     hidden names and the second files of SDXL pairs are left out. A path named directly is passed
-    through as named, never skipped."""
+    through as named, never skipped. ``unit``: which folders are read whole (default: concept
+    folders with their text files; ``convert`` also takes a folder holding only
+    ``learned_embeds.*``, so that its output is named after the folder)."""
     from .formats.concept_folder import is_concept_folder
     from .io import is_companion
     from .walk import walk as walk_paths
 
-    for e in walk_paths(paths, unit=is_concept_folder, hidden=False, stat_files=stat_files):
+    for e in walk_paths(paths, unit=unit or is_concept_folder, hidden=False, stat_files=stat_files):
         if not e.walked or e.unit:
             yield Found(e.path, e.rel, e.unit, e.walked, None, e.size, e.mtime_ns)
             continue

@@ -141,7 +141,7 @@ def test_a_tree_1100_folders_deep(tmp_path: Path):
         from embkit.walk import walk_tree
 
         assert [e.rel.count("/") for e in walk_tree(str(out))] == [1100]
-        from embkit.hub.pull import find_embeddings
+        from embkit.hub.download import find_embeddings
 
         assert [rel.count("/") for rel, _local in find_embeddings(str(root))] == [1100]
     finally:
@@ -206,9 +206,9 @@ def test_concept_folder_text_files_linking_out_are_not_read(tmp_path: Path, outs
     out = tmp_path / "converted.safetensors"
     embkit.write(emb, out, "kohya")
     assert SECRET.encode() not in out.read_bytes()
-    from embkit.hub.push import model_card
+    from embkit.hub.card import model_card
 
-    card = model_card(embkit.read_all(folder), "learned_embeds.bin", (folder / "learned_embeds.bin").read_bytes())
+    card = model_card(embkit.read_all(folder), "converted.safetensors", out.read_bytes())  # push uploads safetensors
     assert SECRET not in str(card)
 
 

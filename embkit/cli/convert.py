@@ -150,7 +150,7 @@ def exit_code(results: list[dict]) -> int:
 
 def _not_embedding(r: dict) -> bool:
     """A result for a file skipped as no embedding (not a target that exists)."""
-    return r["status"] == "skipped" and "error" not in r
+    return bool(r.get("not_embedding"))
 
 
 def summary_of(results: list[dict]) -> dict:

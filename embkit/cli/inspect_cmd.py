@@ -14,7 +14,8 @@ from .options import format_option, model_option, shared
 @click.option("--all-norms", is_flag=True, help="Show every vector's norm in the tables (default: at most 8).")
 @model_option("Model for --nearest: a diffusers folder, a single-file .safetensors checkpoint, or a Hub id in the cache.")
 @click.option("--nearest", "nearest", type=click.IntRange(1, 1000), help="List the K vocabulary tokens nearest (cosine) to each vector (needs --model).")
-@shared("Print a JSON list (one object per file, skipped files too) instead of tables.", json_lines=True, summary=True)
+@shared("Print a JSON list (one object per file, skipped files too) instead of tables.", json_lines=True,
+        summary="Print one line per file (name, layout, family, slots) and the problems, not the tables.")
 def cli(paths: tuple[str, ...], format_: str | None, all_norms: bool, model: str | None, nearest: int | None, as_json: bool,
         json_lines: bool, summary: bool) -> None:
     """Show slots, vectors, norms, family, hashes, metadata and sidecars of embedding files.
@@ -57,8 +58,10 @@ def cli(paths: tuple[str, ...], format_: str | None, all_norms: bool, model: str
                 output.print_json_line(rep)
             elif as_json:
                 entries.append(rep)
+            elif "skipped" not in rep and summary:
+                _print_line(rep)
             elif "skipped" not in rep:
-                _print_line(rep) if summary else _print_report(rep, all_norms)
+                _print_report(rep, all_norms)
     finally:
         if index is not None:
             index.close()

@@ -76,10 +76,10 @@ def _mode_setter(f: Callable, passes: tuple[str, ...]) -> Callable:
     return wrapper
 
 
-def shared(json_help: str = "Print JSON instead of text.", *, json_lines: bool = False, summary: bool = False) -> Callable:
+def shared(json_help: str = "Print JSON instead of text.", *, json_lines: bool = False, summary: bool | str = False) -> Callable:
     """Add the options every command has (``--json``, ``-q/--quiet``, ``-v/--verbose``) and, where
-    asked, ``--json-lines`` and ``--summary``. The command receives ``as_json`` (and ``json_lines``,
-    ``summary`` when added); quiet and verbose go to :data:`embkit.cli.output.MODE`."""
+    asked, ``--json-lines`` and ``--summary`` (a string: its help). The command receives ``as_json``
+    (and ``json_lines``, ``summary`` when added); quiet and verbose go to :data:`embkit.cli.output.MODE`."""
 
     def deco(f: Callable) -> Callable:
         passes = ("as_json",) + (("json_lines",) if json_lines else ()) + (("summary",) if summary else ())
@@ -89,7 +89,8 @@ def shared(json_help: str = "Print JSON instead of text.", *, json_lines: bool =
             opts.append(click.option("--json-lines", "json_lines", is_flag=True,
                                      help="Print one JSON object per file, one per line, as each is done (for thousands of files)."))
         if summary:
-            opts.append(click.option("--summary", "summary", is_flag=True, help="Print the totals and the problems only, not every file."))
+            text = summary if isinstance(summary, str) else "Print the totals and the problems only, not every file."
+            opts.append(click.option("--summary", "summary", is_flag=True, help=text))
         opts.append(click.option("-q", "--quiet", "quiet", is_flag=True, help="No progress bars, notes, warnings or summary lines."))
         opts.append(click.option("-v", "--verbose", "verbose", is_flag=True, help="More detail (every skipped file with its reason)."))
         for opt in reversed(opts):
