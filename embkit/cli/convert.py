@@ -60,8 +60,6 @@ def cli(inputs, out, to, container, dtype, rename, strict, allow_loss, overwrite
     the layout and container that host loads best and fails a file the host would not load. Exit
     status: the rule of every folder walk (docs/cli.md): 0 when nothing failed, else the failures'
     exit code (1 when they differ; 5 when a file is unsafe), 4 when no embedding was found."""
-    from ..folder import walk_exit_code
-
     if for_host and to:
         raise click.UsageError("give --to FORMAT or --for HOST, not both")
     options = {}

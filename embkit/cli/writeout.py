@@ -73,6 +73,8 @@ def write_result(emb, out: str, format_: str | None, *, overwrite: bool = False,
     from ..writing import write
 
     check_output_name(out, format_)
+    if out == "-" and as_json:
+        raise click.UsageError("-o - writes the file to standard output; --json would print there too")
     if out == "-":
         losses = _to_stdout(emb, format_, strict=strict, allow_loss=allow_loss, container=container, dtype=dtype, **options)
     else:
