@@ -144,20 +144,25 @@ def _check_replaceable_folder(path: str, owns: Iterable[str]) -> None:
     # overwrite replaces a folder the writer owns (a concept folder), never a folder of the user's:
     # one holding anything but the files the writer says it owns (an embeddings folder written
     # "into" by mistake) is refused
-    own = set(owns)
+    own = {n for n in owns if not n.endswith("/")}
+    own_folders = {n.rstrip("/") for n in owns if n.endswith("/")}
     try:
         # an owned name counts only as a file (or a link, which removal unlinks, never follows):
         # a user's folder that happens to be named learned_embeds.bin is not ours to delete (found
-        # in review: --overwrite emptied it)
-        others = [name for name in os.listdir(path) if name not in own or not _file_or_link(os.path.join(path, name))]
+        # in review: --overwrite emptied it); a name owned as a folder ("thumbs/") only as a real
+        # folder holding nothing but files
+        others = [name for name in os.listdir(path)
+                  if not (name in own and _file_or_link(os.path.join(path, name))) and not (name in own_folders and _flat_folder(os.path.join(path, name)))]
     except OSError as exc:
         raise WriteError(f"cannot look into the existing folder ({exc.strerror or exc})", path=path) from None
     if others:
         odd = [n for n in others if n in own]  # an owned name that is a folder (or a pipe, a device)
         what = f" ({', '.join(sorted(odd))} {'is not a file' if len(odd) == 1 else 'are not files'})" if odd else ""
+        odd_folders = [n for n in others if n in own_folders]
+        what += f" ({', '.join(sorted(odd_folders))}: not a folder of files only)" if odd_folders else ""
         raise TargetExistsError(
             f"is a folder holding other files ({', '.join(sorted(others)[:3])}{', …' if len(others) > 3 else ''}){what}; "
-            f"overwrite replaces only a folder holding nothing but the files {', '.join(sorted(own)) or 'nothing'}",
+            f"overwrite replaces only a folder holding nothing but {', '.join(sorted(own | {f + '/' for f in own_folders})) or 'nothing'}",
             path=path,
         )
 
@@ -167,11 +172,19 @@ def _file_or_link(path: str) -> bool:
     return stat.S_ISREG(mode) or stat.S_ISLNK(mode)
 
 
+def _flat_folder(path: str) -> bool:
+    """A real folder (not a link) holding nothing but files and links."""
+    if os.path.islink(path) or not os.path.isdir(path):
+        return False
+    return all(_file_or_link(os.path.join(path, n)) for n in os.listdir(path))
+
+
 def write_folder(path: str | os.PathLike, fill: Callable[[str], None], *, owns: Iterable[str] = (), overwrite: bool = False) -> None:
     """Create the folder ``path`` atomically: ``fill(tmp_folder)`` writes its files into a hidden
     temporary folder, which is then renamed into place. With ``overwrite`` an existing folder
-    holding nothing but files named in ``owns`` (a concept folder's own files, say) is moved aside
-    first and removed only after the new one is in place; any other folder is refused."""
+    holding nothing but files named in ``owns`` (a concept folder's own files, say; a name ending
+    in ``/`` owns a folder of files, a gallery's ``thumbs/``) is moved aside first and removed only
+    after the new one is in place; any other folder is refused."""
     path = os.fspath(path).rstrip("/\\") or os.fspath(path)
     check_target(path, overwrite)
     check_folder(path)

@@ -208,7 +208,10 @@ def test_concept_folder_text_files_linking_out_are_not_read(tmp_path: Path, outs
     assert SECRET.encode() not in out.read_bytes()
     from embkit.hub.card import model_card
 
-    card = model_card(embkit.read_all(folder), "converted.safetensors", out.read_bytes())  # push uploads safetensors
+    # what push does with a concept folder: the card of the safetensors file it uploads
+    upload = tmp_path / "upload.safetensors"
+    embkit.write(emb, upload, "diffusers")
+    card = model_card(embkit.read_all(upload), "upload.safetensors", upload.read_bytes(), source=str(folder))
     assert SECRET not in str(card)
 
 

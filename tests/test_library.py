@@ -280,7 +280,7 @@ def test_schema_migrates_an_old_database(tmp_path):
     assert not conn.execute("SELECT name FROM sqlite_master WHERE name = 'tags'").fetchall()
     conn.close()
     with embkit.Library(path) as lib:
-        assert lib.schema_version == schema.SCHEMA_VERSION == 3
+        assert lib.schema_version == schema.SCHEMA_VERSION == 4  # 3: sidecars (issue 15), 4: previews (issue 17)
         assert [e.path for e in lib.errors()] == ["/x.pt"]
         assert lib._conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
 

@@ -81,3 +81,34 @@ def test_full_size_sd15_single_file_renders_offline_and_the_sheet_says_so(sd15_c
     before, after, heat = (pixels[y : y + 128, x : x + 128] for x, y in ((bx, by), (ax, ay), (hx, hy)))
     assert before.std() > 5 and np.abs(after - before).mean() > 0.5  # real pictures, and the embedding moved them
     assert (heat.sum(axis=2) > 0).mean() > 0.1  # the heat map shows where
+
+
+@pytest.mark.slow
+def test_previews_render_with_a_full_size_single_file_offline(sd15_checkpoint, tmp_path):
+    """``embkit previews --model file.safetensors`` builds the pipeline with verify --render's loader:
+    offline, the tokenizer from --tokenizer, the checkpoint's own defaults unless told."""
+    tokenizer = write_clip_vocab(tmp_path / "tokenizer", 49408)
+    hf_home = tmp_path / "hf"
+    hf_home.mkdir()
+    emb = tmp_path / "emb"
+    emb.mkdir()
+    shutil.copy(DEMO, emb / "sd1-demo.safetensors")
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("HF_", "HUGGINGFACE_", "TRANSFORMERS_"))}
+    env.update(HF_HUB_OFFLINE="1", HF_HOME=str(hf_home), HOME=str(tmp_path), OMP_NUM_THREADS="1")
+    proc = subprocess.run([sys.executable, "-m", "embkit", "previews", str(emb), "--model", str(sd15_checkpoint), "--tokenizer", str(tokenizer),
+                           "--size", "64", "--steps", "2", "--dtype", "bfloat16", "--device", "cpu", "--json"],
+                          capture_output=True, text=True, env=env, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    doc = json.loads(proc.stdout)
+    assert doc["model"].endswith("sd15-random.safetensors") and doc["written"] == 1
+    assert not any(files for _, _, files in os.walk(hf_home))  # nothing fetched, nothing cached
+    from PIL import Image
+
+    with Image.open(emb / "sd1-demo.preview.png") as im:
+        assert im.size == (64, 64)
+        fields = infotext.parse(im.info["parameters"])
+        assert np.asarray(im.convert("RGB")).std() > 5  # a real picture
+    digest = hashlib.sha256(DEMO.read_bytes()).hexdigest()[:12]
+    assert {k: fields[k] for k in ("Prompt", "Steps", "CFG scale", "Size", "Model", "TI hashes")} == {
+        "Prompt": "a photo of sd1-demo", "Steps": "2", "CFG scale": "7.5", "Size": "64x64", "Model": "sd15-random.safetensors",
+        "TI hashes": f"sd1-demo: {digest}"}

@@ -50,7 +50,8 @@ def test_library_stores_and_searches_sidecars(folder, tmp_path):
         assert set(entries) == {"alpha", "beta", "gamma", "<xl>"}  # the pair once, its _2 file not on its own
         alpha = entries["alpha"]
         assert alpha.trained_words == ("alphaword", "shiny style") and alpha.base_model == "SD 1.5"
-        assert alpha.sidecars["civitai_info"]["modelId"] == 98765 and alpha.sidecars["preview"].endswith("alpha.preview.png")
+        assert alpha.sidecars["civitai_info"]["modelId"] == 98765 and "preview" not in alpha.sidecars  # recorded once, in the previews table
+        assert alpha.preview.path.endswith("alpha.preview.png") and alpha.preview.format == "PNG"
         assert entries["beta"].base_model == "SDXL 1.0" and entries["beta"].trained_words == ("betaword",)
         assert entries["gamma"].sidecars == {} and entries["gamma"].trained_words == ()
         assert entries["<xl>"].family == "sdxl"
@@ -102,7 +103,7 @@ def test_a_version_2_database_keeps_working_and_learns_sidecars(folder, tmp_path
     conn.commit()
     conn.close()
     with embkit.Library(path) as lib:
-        assert lib.schema_version == 3
+        assert lib.schema_version == schema.SCHEMA_VERSION
         assert lib.show("gamma")[0].sidecars == {}
         rescan = lib.scan([folder], jobs=1)
         assert rescan.updated == 3 and rescan.unchanged == 1  # the files with sidecars (and the pair) are read again

@@ -1,6 +1,7 @@
 """``embkit library …``: the registry of a user's embeddings (scan, list, search, show, dupes,
-conflicts, check, export, remove, tag). The database is ``--db``, else ``$EMBKIT_LIBRARY``, else
-``library.sqlite`` in the platform's user data folder."""
+conflicts, check, export, remove, tag; previews and gallery in :mod:`.library_previews`). The
+database is ``--db``, else ``$EMBKIT_LIBRARY``, else ``library.sqlite`` in the platform's user data
+folder."""
 
 from __future__ import annotations
 
@@ -8,22 +9,11 @@ import click
 
 from . import output
 from .hosts_view import host_option, parse_hosts
+from .library_db import DB_HELP as _DB_HELP
+from .library_db import db_option as _db_option
+from .library_db import open_library as _open
+from .library_previews import gallery_cmd, previews_cmd
 from .options import model_option, renamed, shared
-
-_DB_HELP = "Library database file (default: $EMBKIT_LIBRARY, else the user data folder)."
-
-
-def _db_option(f):
-    return click.option("--db", "db", type=click.Path(dir_okay=False), default=None, help=_DB_HELP)(f)
-
-
-def _open(ctx: click.Context, db: str | None):
-    from ..library import Library
-
-    path = db or (ctx.obj or {}).get("db")
-    lib = Library(path)
-    ctx.call_on_close(lib.close)
-    return lib
 
 
 @click.group("library")
@@ -71,6 +61,7 @@ def scan_cmd(ctx, paths, jobs, db, as_json) -> None:
             f"{report.seen} files: {report.added} added, {report.updated} updated, {report.unchanged} unchanged, "
             f"{report.removed} removed, {len(report.errors)} unreadable"
             + (f", {len(report.skipped)} skipped (no embedding)" if report.skipped else "")
+            + (f", {report.previews} with a preview" if report.previews else "")
             + f" ({report.seconds:.2f} s, {rate:,.0f} files/s)"
         )
     _exit(code)
@@ -226,29 +217,7 @@ def _show_entry(e) -> None:
     table = Table(title=f"[bold]{esc(e.name)}[/]", title_justify="left", show_header=False, box=None)
     table.add_column("field", style="bold")
     table.add_column("value", overflow="fold")
-    rows = [
-        ("path", e.path + (f" [{e.member}]" if e.member else "")),
-        ("stored name", e.stored_name or "-"),
-        ("format", f"{e.format} ({e.container})"),
-        ("family", f"{e.family} (fits: {', '.join(e.families) or 'none'})"),
-        ("vectors", str(e.num_vectors)),
-        ("size", f"{e.size} bytes"),
-        ("sha256", e.sha256),
-        ("AutoV2", e.autov2),
-        ("AutoV3", e.autov3 or "-"),
-        ("vectors hash", e.vectors_hash),
-        ("tags", ", ".join(e.tags) or "-"),
-    ]
-    if e.sidecars:
-        rows += [("base model", e.base_model or "-"), ("trained words", ", ".join(e.trained_words) or "-")]
-        rows += [(f"sidecar {kind}", path) for kind, path in sorted((e.sidecars.get("files") or {}).items())]
-    for s in e.slots:
-        norms = f"norms {s.norm_min:.3g} / {s.norm_mean:.3g} / {s.norm_max:.3g}" if s.norm_mean is not None else "norms n/a"
-        rows.append((f"slot {s.slot}", f"{s.vectors} x {s.width} {s.dtype}, {norms} (min/mean/max)"))
-    for k, v in sorted(e.metadata.items()):
-        rows.append((f"meta {k}", str(v)[:200]))
-    for w in e.warnings:
-        rows.append(("warning", w))
+    rows = e.rows()
     for k, v in rows:
         table.add_row(esc(k), esc(v))
     output.console().print(table)
@@ -408,3 +377,7 @@ def tag_cmd(ctx, key, tags, remove, db, as_json) -> None:
         return
     for e in found:
         output.info(f"{output.escape(e.name)}: {output.escape(', '.join(e.tags) or '(no tags)')}")
+
+
+cli.add_command(previews_cmd)
+cli.add_command(gallery_cmd)

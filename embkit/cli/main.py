@@ -31,6 +31,7 @@ COMMANDS: dict[str, str] = {
     "scan": "scan",
     "pull": "pull",
     "push": "push",
+    "previews": "previews",
 }
 
 

@@ -39,6 +39,29 @@ def _size(_ctx: Any, _param: Any, value: str | None) -> tuple[int, int] | None:
     return int(m[1]), int(m[2] or m[1])
 
 
+def loader_options(flag: str | None = None) -> tuple[Any, ...]:
+    """The options that say where and how the pipeline ``--model`` names is built: ``--device``,
+    ``--dtype``, and for single-file checkpoints ``--prediction``, ``--tokenizer``, ``--host-dir``
+    (:func:`embkit.diffusers.pipelines.load_pipeline`'s arguments). ``embkit verify`` has them with
+    ``flag="--render"`` (their help says so), ``embkit previews`` without."""
+
+    def say(when: str, text: str) -> str:
+        if flag:
+            return f"With {flag}{' and ' + when if when else ''}: {text}"
+        return f"With {when}: {text}" if when else text[0].upper() + text[1:]
+
+    return (
+        click.option("--device", type=click.Choice(["auto", "cuda", "mps", "cpu"]), default="auto", show_default=True, help=say("", "where to render.")),
+        click.option("--dtype", type=Dtype(allowed=("float32", "float16", "bfloat16"), extra=("auto",)), default="auto", show_default=True,
+                     help=say("", "weights' precision (auto: float16 on CUDA and MPS, float32 on the CPU).")),
+        click.option("--prediction", type=click.Choice(["v", "epsilon"]),
+                     help=say("a single-file SD2 checkpoint", "its prediction type (default: the <checkpoint>.yaml beside it, else estimated; see docs).")),
+        click.option("--tokenizer", "tokenizer", type=click.Path(), help=say("a single-file checkpoint", "a folder with CLIP's tokenizer files (vocab.json + merges.txt).")),
+        click.option("--host-dir", "host_dirs", multiple=True, type=click.Path(),
+                     help=say("a single-file checkpoint", "a ComfyUI, Forge or A1111 install to take CLIP's tokenizer from (repeatable).")),
+    )
+
+
 #: The ``--render`` options, in the order ``embkit verify --help`` lists them.
 RENDER_OPTIONS = (
     click.option("--prompt", help="With --render: the prompt (default 'a photo'); each embedding's trigger is appended unless the prompt names it."),
@@ -50,14 +73,7 @@ RENDER_OPTIONS = (
     click.option("--width", type=click.IntRange(8), help="With --render: image width (overrides --size)."),
     click.option("--height", type=click.IntRange(8), help="With --render: image height (overrides --size)."),
     click.option("--guidance", type=click.FloatRange(0), help="With --render: CFG scale (default 7.5; 5 for SDXL)."),
-    click.option("--device", type=click.Choice(["auto", "cuda", "mps", "cpu"]), default="auto", show_default=True, help="With --render: where to render."),
-    click.option("--dtype", type=Dtype(allowed=("float32", "float16", "bfloat16"), extra=("auto",)), default="auto", show_default=True,
-                 help="With --render: weights' precision (auto: float16 on CUDA and MPS, float32 on the CPU)."),
-    click.option("--prediction", type=click.Choice(["v", "epsilon"]),
-                 help="With --render and a single-file SD2 checkpoint: its prediction type (default: the <checkpoint>.yaml beside it, else estimated; see docs)."),
-    click.option("--tokenizer", "tokenizer", type=click.Path(), help="With --render and a single-file checkpoint: a folder with CLIP's tokenizer files (vocab.json + merges.txt)."),
-    click.option("--host-dir", "host_dirs", multiple=True, type=click.Path(),
-                 help="With --render and a single-file checkpoint: a ComfyUI, Forge or A1111 install to take CLIP's tokenizer from (repeatable)."),
+    *loader_options("--render"),
     click.option("-o", "--output", "output_path", type=click.Path(),
                  help="With --render: the contact sheet PNG to write (default <file stem>.render.png; its folder must exist); with --sheet-per-file, the folder for the sheets. A previous contact sheet there is replaced."),
     click.option("--sheet-per-file", is_flag=True, help="With --render: one sheet per embedding file (<stem>.render.png) instead of one sheet with a row per embedding."),
@@ -331,4 +347,4 @@ def _print(comparison: Any, sheets: list[str], warnings: list[str], timings: dic
         out.info("[green]the embedding changes the output[/]" if len(c.rows) == 1 else "[green]every embedding changes the output[/]")
 
 
-__all__ = ["run", "preflight", "render_options", "sheet_path_for", "RENDER_OPTIONS"]
+__all__ = ["run", "preflight", "render_options", "loader_options", "sheet_path_for", "RENDER_OPTIONS"]

@@ -162,6 +162,16 @@ def load_pipeline(model: str | None, embeddings: Sequence[Embedding], device: st
     return _folder_pipeline(folder, model, dev, torch_dtype, variant="fp16" if used_variant else None)
 
 
+def loaded_from(pipe: Any, description: str | None = None) -> Loaded:
+    """A pipeline built elsewhere (a caller's own, a tiny one) as :class:`Loaded`: whether it is a
+    built-in tiny pipeline, and its defaults."""
+    from .tiny import TINY_SIZE, TINY_STEPS, is_tiny
+
+    if is_tiny(pipe):
+        return Loaded(pipe, description or "built-in tiny pipeline", True, RenderDefaults(TINY_SIZE, TINY_STEPS, 7.5))
+    return Loaded(pipe, description or type(pipe).__name__, False, _defaults(pipe))
+
+
 def _defaults(pipe: Any) -> RenderDefaults:
     """A diffusers pipeline's own default image side, and steps and guidance for its family."""
     unet = getattr(pipe, "unet", None)
@@ -263,4 +273,4 @@ def single_file_pipeline(path: str, *, device: str = "cpu", dtype: Any = None, p
     return Loaded(pipe, os.path.basename(path), False, RENDER_DEFAULTS.get(kind, RENDER_DEFAULTS["v1"]), notes)
 
 
-__all__ = ["Loaded", "load_pipeline", "single_file_pipeline", "resolve_device", "family_of", "require", "clip_tokenizer", "INSTALL_HINT", "DTYPES", "DEVICES"]
+__all__ = ["Loaded", "load_pipeline", "loaded_from", "single_file_pipeline", "resolve_device", "family_of", "require", "clip_tokenizer", "INSTALL_HINT", "DTYPES", "DEVICES"]

@@ -147,10 +147,12 @@ def _scheduler():
     return EulerDiscreteScheduler(beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear", timestep_spacing="leading", steps_offset=1)
 
 
-def tiny_pipeline(family: str = "sd1", seed: int = 0, device: str = "cpu", dtype: Any = None):
+def tiny_pipeline(family: str = "sd1", seed: int = 0, device: str = "cpu", dtype: Any = None, vocab_size: int = 1190):
     """A small real diffusers pipeline of ``family`` (``sd1``, ``sd2`` or ``sdxl``) with seeded random
     weights: the same ``seed`` gives bit-identical weights. ``dtype`` is a torch dtype (default
-    float32). Raises :class:`embkit.TargetError` for a family without a tiny pipeline."""
+    float32). ``vocab_size=49408`` gives the text encoders CLIP's real vocabulary (and embedding
+    matrix) size, for benchmarks of what loading costs. Raises :class:`embkit.TargetError` for a
+    family without a tiny pipeline."""
     from ..errors import TargetError
 
     if family not in TINY_FAMILIES:
@@ -163,7 +165,7 @@ def tiny_pipeline(family: str = "sd1", seed: int = 0, device: str = "cpu", dtype
         if family == "sdxl":
             from diffusers import StableDiffusionXLPipeline
 
-            tokenizer, tokenizer_2 = clip_tokenizer(), clip_tokenizer(pad_token="!")
+            tokenizer, tokenizer_2 = clip_tokenizer(vocab_size), clip_tokenizer(vocab_size, pad_token="!")
             text_encoder = CLIPTextModel(clip_text_config(768, len(tokenizer)))
             text_encoder_2 = CLIPTextModelWithProjection(clip_text_config(1280, len(tokenizer_2)))
             pipe = StableDiffusionXLPipeline(
@@ -180,7 +182,7 @@ def tiny_pipeline(family: str = "sd1", seed: int = 0, device: str = "cpu", dtype
             from diffusers import StableDiffusionPipeline
 
             width = TINY_FAMILIES[family][0]
-            tokenizer = clip_tokenizer()
+            tokenizer = clip_tokenizer(vocab_size)
             pipe = StableDiffusionPipeline(
                 vae=_vae(),
                 text_encoder=CLIPTextModel(clip_text_config(width, len(tokenizer))),

@@ -29,6 +29,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import re
 import stat
 from typing import Any, Iterable
 
@@ -65,7 +66,9 @@ def is_sidecar_name(name: str) -> bool:
 
 def owners(names: Iterable[str]) -> dict[str, list[str]]:
     """stem → the names among ``names`` that may be sidecars of an embedding with that stem (a
-    folder walk asks this once per folder, then each file only looks up its stem)."""
+    folder walk asks this once per folder, then each file only looks up its stem). A preview
+    ``a.b.preview.png`` is listed under ``a.b`` and under ``a`` (the preview of member ``b`` of
+    ``a``: :func:`member_preview_names`)."""
     out: dict[str, list[str]] = {}
     endings = (*JSON_SUFFIXES.values(), *PREVIEW_SUFFIXES, *PREVIEW_EXTENSIONS)
     for name in names:
@@ -75,7 +78,32 @@ def owners(names: Iterable[str]) -> dict[str, list[str]]:
         for end in endings:
             if low.endswith(end) and len(name) > len(end):
                 out.setdefault(name[: -len(end)], []).append(name)
+        if is_preview_name(name):
+            stem = name[: low.rindex(".preview.")]
+            while "." in stem.strip("."):
+                stem = stem.rsplit(".", 1)[0]
+                if stem:
+                    out.setdefault(stem, []).append(name)
     return out
+
+
+def member_part(member: str) -> str:
+    """A member's name as a part of a file name: anything but letters, digits, ``.``, ``_`` and
+    ``-`` becomes ``_`` (``<one>`` → ``_one_``)."""
+    return re.sub(r"[^0-9A-Za-z._-]", "_", member).strip(".") or "_"
+
+
+def member_preview_names(path: str, member: str) -> list[str]:
+    """The names the preview of one member of the file at ``path`` may have, in the order they are
+    tried: ``<stem>.<member>.preview.<ext>`` (embkit's name for a file holding several embeddings;
+    A1111 shows one preview per file, ``<stem>.preview.<ext>``)."""
+    stem = _stem(path)
+    return [f"{stem}.{member_part(member)}{s}" for s in PREVIEW_SUFFIXES]
+
+
+def _stem(path: str) -> str:
+    # as candidates() names it: the file's (or concept folder's) name without its extension
+    return os.path.splitext(os.path.basename(os.path.normpath(path)))[0]
 
 
 def candidates(path: str) -> dict[str, list[str]]:
@@ -196,6 +224,16 @@ def _preview(path: str, names: list[str], present: set[str] | None, warnings: li
     return None
 
 
+def preview_of(path: str, member: str | None = None, present: Iterable[str] | None = None) -> str | None:
+    """The preview picture of the embedding file at ``path`` (of its ``member``, when given: see
+    :func:`member_preview_names`), by the rules :func:`read_sidecars` follows, or ``None``.
+    ``present``, when given, is the set of file names beside it."""
+    if not os.path.basename(path):
+        path = os.path.normpath(path)
+    names = member_preview_names(path, member) if member else candidates(path)["preview"]
+    return _preview(path, names, set(present) if present is not None else None, [])
+
+
 def read_sidecars(path: str, present: Iterable[str] | None = None) -> Sidecars:
     """The sidecars of the embedding file at ``path``. ``present``, when given, is the set of
     file names in its folder (a folder walk has it), so that absent files cost no system call."""
@@ -297,5 +335,5 @@ def read_copy(src: str, embedding: str) -> bytes:
     return data
 
 
-__all__ = ["read_sidecars", "is_preview_name", "is_sidecar_name", "candidates", "copies", "read_copy", "trained_words", "base_model",
+__all__ = ["read_sidecars", "is_preview_name", "is_sidecar_name", "candidates", "preview_of", "member_preview_names", "member_part", "copies", "read_copy", "trained_words", "base_model",
            "MAX_SIDECAR_BYTES", "JSON_SUFFIXES", "PREVIEW_SUFFIXES"]

@@ -323,3 +323,13 @@ def facts_from_embedding(emb: Embedding) -> FileFacts:
         return facts_from_record(f"{emb.name}.safetensors", fmt, "safetensors", emb.name, slots, metadata=meta)
     src = emb.source
     return facts_from_record(src.path, src.format, src.container, emb.name, slots, stored_name=stored, member=src.member, metadata=meta)
+
+
+def facts_from_entry(entry: Any) -> FileFacts:
+    """Facts rebuilt from a library :class:`~embkit.library.Entry` (or anything with its fields:
+    ``path``, ``format``, ``container``, ``name``, ``stored_name``, ``member``, ``metadata`` and
+    ``slots`` of ``slot``/``vectors``/``width``): :func:`facts_from_record` of its row."""
+    return facts_from_record(
+        entry.path, entry.format, entry.container, entry.name, {s.slot: (s.vectors, s.width) for s in entry.slots},
+        stored_name=entry.stored_name, member=entry.member or None, metadata=entry.metadata,
+    )

@@ -15,7 +15,7 @@ from collections import defaultdict
 from typing import Iterable
 
 from ..hosts import HOST_IDS, get_host
-from ..hosts.facts import facts_from_record
+from ..hosts.facts import facts_from_entry
 from ..hosts.matching import inside
 from .queries import Entry, Group
 
@@ -42,10 +42,7 @@ SAME_NAME = {
 
 def entry_triggers(e: Entry, hosts: Iterable[str] = HOST_IDS) -> dict[str, str]:
     """host id → the name the host matches for this entry (only hosts that read the file)."""
-    facts = facts_from_record(
-        e.path, e.format, e.container, e.name, {s.slot: (s.vectors, s.width) for s in e.slots},
-        stored_name=e.stored_name, member=e.member or None, metadata=e.metadata,
-    )
+    facts = facts_from_entry(e)
     out = {}
     for h in hosts:
         if h == "embkit":

@@ -9,12 +9,17 @@ import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterable
+from typing import TYPE_CHECKING, Any, Callable, Iterable
 
 from ..errors import EmbkitError, LibraryError
 from . import queries, schema
 from .queries import Entry, FileError, Group
 from .scan import ScanReport
+
+if TYPE_CHECKING:  # for the annotations only: rendering is imported when it is asked for
+    from ..diffusers.preview_run import PreviewRun
+    from ..diffusers.previews import PreviewSettings
+    from .gallery import GalleryReport
 
 
 @dataclass
@@ -224,6 +229,48 @@ class Library:
                 embs.append(r.embedding)
                 loaded.append(name)
         return LoadReport(loaded, skipped, apply(pipe, embs) if embs else None)
+
+    # -- previews and the gallery ---------------------------------------------------------------
+    def render_previews(
+        self,
+        model: str | None = None,
+        names: Iterable[str] | str | None = None,
+        *,
+        device: str = "auto",
+        settings: PreviewSettings | None = None,
+        overwrite: bool = False,
+        negative: bool | None = None,
+        progress: Callable[[int, int], None] | None = None,
+        **loader: Any,
+    ) -> PreviewRun:
+        """Render the previews the entries (or those named) lack, beside their files, with
+        :func:`embkit.diffusers.preview_run.make_previews` (``settings``: a
+        :class:`~embkit.diffusers.previews.PreviewSettings`; ``loader``: ``dtype``,
+        ``prediction``, ``tokenizer``, ``host_dirs`` for the model), then record them (a file's
+        new preview changes its sidecars, so rescanning it records the picture). With
+        ``overwrite`` every chosen entry's preview is rendered again. Returns the
+        :class:`~embkit.diffusers.preview_run.PreviewRun`."""
+        from ..diffusers.preview_run import WRITTEN, PreviewRun, make_previews
+        from ..diffusers.previews import PreviewSettings
+
+        settings = settings or PreviewSettings()
+        paths = list(dict.fromkeys(e.path for e in self._chosen(names) if overwrite or e.preview is None))
+        if not paths:
+            return PreviewRun(model or "", settings)
+        run = make_previews(paths, model=model, device=device, settings=settings, overwrite=overwrite, negative=negative, progress=progress, **loader)
+        written = sorted({r.path for r in run.results if r.status == WRITTEN})
+        if written:
+            self.scan(written, jobs=1)  # their sidecar keys changed: the files are read again, their previews recorded
+        return run
+
+    def gallery(self, out: str | os.PathLike, *, overwrite: bool = False, title: str = "embkit library") -> GalleryReport:
+        """Write the library as a static site to the folder ``out`` (see
+        :mod:`embkit.library.gallery`); returns its :class:`~embkit.library.gallery.GalleryReport`."""
+        from .conflicts import conflicts
+        from .gallery import write_gallery
+
+        entries = self.search()
+        return write_gallery(entries, self.dupes(), conflicts(entries), out, overwrite=overwrite, title=title)
 
     # -- maintenance ---------------------------------------------------------------------------
     def export(self) -> dict:

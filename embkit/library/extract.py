@@ -35,11 +35,13 @@ def examine(path: str, size: int, mtime_ns: int, known_sha: str | None = None, s
     """Read, hash and parse one file.
 
     Returns ``(SAME, path, size, mtime_ns, scanned_at)`` when its sha256 equals ``known_sha``, else
-    ``(FILE, file_row, embeddings, trained_words)`` where ``file_row`` is ``(path, size, mtime_ns,
+    ``(FILE, file_row, embeddings, trained_words, previews)`` where ``file_row`` is ``(path, size, mtime_ns,
     sha256, autov2, autov3, format, container, metadata_json, error_code, error, scanned_at,
-    sidecars_json, base_model, sidecar_key)`` and each embedding is ``(member, name, stored_name,
+    sidecars_json, base_model, sidecar_key)``, each embedding is ``(member, name, stored_name,
     family, families, num_vectors, vectors_hash, metadata_json, warnings_json, slots)`` with slots
-    ``[(slot, vectors, width, dtype, vectors_hash, norm_min, norm_mean, norm_max)]``.
+    ``[(slot, vectors, width, dtype, vectors_hash, norm_min, norm_mean, norm_max)]``, and each
+    preview (:func:`previews_of`) is ``(member, path, size, mtime_ns, format, width, height,
+    parameters, embkit)``.
     ``sidecar_key`` is stored as given (the walk's key of the sidecars); ``present``, the names
     of the sidecar files beside it, spares the sidecar reader its look-ups.
     """
@@ -74,7 +76,7 @@ def _hashes(data: Any) -> dict[str, str]:
 def _error_row(path, size, mtime_ns, hashes, code, message, now, sidecar_key="") -> tuple:
     sha = hashes.get("sha256")
     row = (path, size, mtime_ns, sha, hashes.get("autov2"), hashes.get("autov3"), None, None, None, code, message, now, None, None, sidecar_key)
-    return (FILE, row, [], [])
+    return (FILE, row, [], [], [])
 
 
 def _parse(path: str, size: int, mtime_ns: int, data: Any, hashes: dict, now: float, sidecar_key: str = "",
@@ -83,10 +85,39 @@ def _parse(path: str, size: int, mtime_ns: int, data: Any, hashes: dict, now: fl
     embeddings = [_embedding_row(loaded, part) for part in loaded.parts]
     meta = _json(loaded.metadata) if loaded.metadata else None
     side = loaded.sidecars
-    side_json = _json({**side.to_dict(), "files": dict(side.files), "warnings": list(side.warnings)}) if side else None
+    # the preview is recorded once, in the previews table (with what its header says), not here
+    stored = {k: v for k, v in (side.to_dict() if side else {}).items() if k != "preview"}
+    files = {k: v for k, v in (side.files if side else {}).items() if k != "preview"}
+    side_json = _json({**stored, "files": files, "warnings": list(side.warnings)}) if side and (files or side.warnings) else None
     row = (path, size, mtime_ns, hashes["sha256"], hashes["autov2"], hashes.get("autov3"), loaded.format.id, loaded.container, meta, None, None, now,
            side_json, side.base_model if side else None, sidecar_key)
-    return (FILE, row, embeddings, list(side.trained_words) if side else [])
+    return (FILE, row, embeddings, list(side.trained_words) if side else [], previews_of(loaded, present))
+
+
+def previews_of(loaded: Any, present: tuple[str, ...] | None) -> list[tuple]:
+    """The previews of an opened file: its own (the sidecar reader's ``preview``) and each member's
+    (``<stem>.<member>.preview.png``), as rows for the ``previews`` table (see :func:`examine`)."""
+    import os
+
+    from ..diffusers.preview_rules import read_preview
+    from ..formats.sidecars import preview_of
+
+    found: list[tuple[str, str]] = []
+    if loaded.sidecars and loaded.sidecars.preview:
+        found.append(("", loaded.sidecars.preview))
+    members = [p.member for p in loaded.parts if p.member]
+    if members and present != ():  # the walk found no names beside it: no member has a preview
+        where = loaded.path if loaded.container == "folder" else (loaded.file or loaded.path)
+        found += [(m, picture) for m in members if (picture := preview_of(where, m, present)) is not None]
+    rows = []
+    for member, picture in found:
+        try:
+            st = os.stat(picture)
+        except OSError:
+            continue  # gone since it was found
+        facts = read_preview(picture)
+        rows.append((member, picture, st.st_size, st.st_mtime_ns, facts["format"], facts["width"], facts["height"], facts["parameters"], int(facts["embkit"])))
+    return rows
 
 
 def _embedding_row(loaded, part) -> tuple:

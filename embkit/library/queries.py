@@ -12,6 +12,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from ..errors import LibraryError
+from .previews import PreviewRecord, for_entries
 from .scan import is_picture, not_an_embedding
 
 
@@ -58,9 +59,13 @@ class Entry:
     #: what the sidecars beside the file name (see :mod:`embkit.formats.sidecars`)
     base_model: str | None = None
     trained_words: tuple[str, ...] = ()
-    #: ``{"civitai_info", "a1111_json", "metadata_json", "preview", "trained_words", "base_model",
-    #: "files", "warnings"}`` as stored; empty when the file has no sidecars
+    #: ``{"civitai_info", "a1111_json", "metadata_json", "trained_words", "base_model", "files",
+    #: "warnings"}`` as stored; empty when the file has no sidecars but (perhaps) a preview
     sidecars: dict[str, Any] = field(default_factory=dict)
+    #: the entry's preview picture (its own ``<stem>.<member>.preview.png``, else the file's
+    #: ``<stem>.preview.png`` or plain ``<stem>.png``) and what it says, when a scan found one:
+    #: the library's one record of previews (the ``previews`` table)
+    preview: PreviewRecord | None = None
 
     def to_dict(self) -> dict:
         """A JSON-ready dict (the shape ``--json`` prints)."""
@@ -71,6 +76,42 @@ class Entry:
         d["tags"] = list(self.tags)
         d["trained_words"] = list(self.trained_words)
         return d
+
+    def rows(self) -> list[tuple[str, str]]:
+        """Everything stored about the entry as ``(field, value)`` lines, in the order ``embkit
+        library show`` prints them and the gallery's detail view lists them. Values are raw
+        strings from files: the caller escapes them for its medium."""
+        e = self
+        rows = [
+            ("path", e.path + (f" [{e.member}]" if e.member else "")),
+            ("stored name", e.stored_name or "-"),
+            ("format", f"{e.format} ({e.container})"),
+            ("family", f"{e.family} (fits: {', '.join(e.families) or 'none'})"),
+            ("vectors", str(e.num_vectors)),
+            ("size", f"{e.size} bytes"),
+            ("sha256", e.sha256),
+            ("AutoV2", e.autov2),
+            ("AutoV3", e.autov3 or "-"),
+            ("vectors hash", e.vectors_hash),
+            ("tags", ", ".join(e.tags) or "-"),
+        ]
+        if e.sidecars:
+            rows += [("base model", e.base_model or "-"), ("trained words", ", ".join(e.trained_words) or "-")]
+            rows += [(f"sidecar {kind}", path) for kind, path in sorted((e.sidecars.get("files") or {}).items())]
+        for s in e.slots:
+            norms = f"norms {s.norm_min:.3g} / {s.norm_mean:.3g} / {s.norm_max:.3g}" if s.norm_mean is not None else "norms n/a"
+            rows.append((f"slot {s.slot}", f"{s.vectors} x {s.width} {s.dtype}, {norms} (min/mean/max)"))
+        for k, v in sorted(e.metadata.items()):
+            rows.append((f"meta {k}", str(v)[:200]))
+        for w in e.warnings:
+            rows.append(("warning", w))
+        if e.preview is not None:
+            p = e.preview
+            made = "rendered by embkit" if p.embkit else "not rendered by embkit"
+            rows.append(("preview", f"{p.path} ({p.format or 'unreadable'}{f', {p.width}x{p.height}' if p.width else ''}; {made})"))
+            if p.parameters:
+                rows.append(("preview parameters", p.parameters))
+        return rows
 
 
 @dataclass(frozen=True)
@@ -200,6 +241,7 @@ def _build(conn: sqlite3.Connection, rows: list[tuple]) -> list[Entry]:
         marks = ",".join("?" * len(chunk))
         for file_id, word in conn.execute(f"SELECT file_id, word FROM trained_words WHERE file_id IN ({marks})", chunk):
             words.setdefault(file_id, []).append(word)
+    previews = for_entries(conn, [(r[19], r[3]) for r in rows])
     from ..schema import slot_order
 
     out = []
@@ -213,6 +255,7 @@ def _build(conn: sqlite3.Connection, rows: list[tuple]) -> list[Entry]:
                 metadata=json.loads(r[16]), warnings=tuple(json.loads(r[17])), scanned_at=r[18],
                 tags=tuple(tags.get((r[12], r[3]), ())), base_model=r[20],
                 trained_words=tuple(_ordered(words.get(r[19], []), r[21])), sidecars=json.loads(r[21]) if r[21] else {},
+                preview=previews.get((r[19], r[3])),
             )
         )
     return out

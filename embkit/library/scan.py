@@ -3,7 +3,10 @@ parallel), and write the results in batched transactions.
 
 Incremental: a file whose size and mtime match its row is not opened. One whose size or mtime
 changed is hashed; when its sha256 is unchanged only the row's size and mtime are updated, else it
-is parsed again. Rows for files that are gone from a scanned folder are deleted.
+is parsed again. A file whose sidecars changed (a Civitai info, a preview appeared, changed or went:
+the walk keeps a key of their names, sizes and mtimes) is parsed again too, and its sidecars and
+previews recorded anew. Rows for files that are gone from a scanned folder are deleted, and with
+them (foreign keys) their trained words and previews.
 """
 
 from __future__ import annotations
@@ -53,6 +56,9 @@ class ScanReport:
     #: images (PNG/WebP) holding no embedding: previews beside embedding files, not problems. They
     #: are recorded like unreadable files (so the next scan skips them) but not listed in ``errors``.
     pictures: int = 0
+    #: files under the scanned paths with a preview beside them (``<stem>.preview.png``, or one of
+    #: their members' ``<stem>.<member>.preview.png``), as the ``previews`` table records them
+    previews: int = 0
     seconds: float = 0.0
     #: ``(path, reason)`` of the files under the roots that are no embedding (embkit.folder: by
     #: their name, never opened; or after a read, recorded so the next scan skips them, pictures
@@ -81,6 +87,7 @@ class ScanReport:
             "removed": self.removed,
             "errors": [{"path": p, "code": c, "message": m} for p, c, m in self.errors],
             "pictures": self.pictures,
+            "previews": self.previews,
             "skipped": [{"path": p, "reason": r} for p, r in self.skipped],
             "seconds": round(self.seconds, 3),
         }
@@ -95,6 +102,7 @@ def scan(
 ) -> ScanReport:
     """Scan files and folders (recursively) into the database; see the module docstring."""
     from ..formats import extensions
+    from .previews import count_under
 
     start = time.perf_counter()
     report = ScanReport()
@@ -145,6 +153,7 @@ def scan(
             progress(done, total)
     _write(conn, pending, gone, report, stored)
     report.skipped = by_name + report.skipped
+    report.previews = count_under(conn, roots)
     report.seconds = time.perf_counter() - start
     return report
 
@@ -290,11 +299,12 @@ def _insert(conn: sqlite3.Connection, full: list[tuple]) -> None:
     file_id = conn.execute("SELECT coalesce(max(id), 0) FROM files").fetchone()[0]
     emb_id = conn.execute("SELECT coalesce(max(id), 0) FROM embeddings").fetchone()[0]
     files, embs, slots = [], [], []
-    words = []
-    for _kind, row, embeddings, trained in full:
+    words, previews = [], []
+    for _kind, row, embeddings, trained, pictures in full:
         file_id += 1
         files.append((file_id, *row))
         words.extend((file_id, w) for w in dict.fromkeys(trained))
+        previews.extend((file_id, *p) for p in pictures)
         for e in embeddings:
             emb_id += 1
             embs.append((emb_id, file_id, *e[:9]))
@@ -306,6 +316,11 @@ def _insert(conn: sqlite3.Connection, full: list[tuple]) -> None:
     )
     if words:
         conn.executemany("INSERT INTO trained_words (file_id, word) VALUES (?,?)", words)
+    if previews:
+        conn.executemany(
+            "INSERT INTO previews (file_id, member, path, size, mtime_ns, format, width, height, parameters, embkit) VALUES (?,?,?,?,?,?,?,?,?,?)",
+            previews,
+        )
     if embs:
         conn.executemany(
             "INSERT INTO embeddings (id, file_id, member, name, stored_name, family, families, num_vectors, vectors_hash, metadata, warnings)"
@@ -387,9 +402,12 @@ def _beside(path: str, names: set[str], owned: tuple[dict[str, list[str]], set[s
     """The sidecar key of a file and the sidecar names found (see :func:`walk`); ``owned`` is
     :func:`_owned` of the folder's names."""
     name = os.path.basename(path)
-    if os.path.splitext(name)[0] not in owned[0] and name not in owned[1]:
+    stem = os.path.splitext(name)[0]
+    if stem not in owned[0] and name not in owned[1]:
         return "", ()  # the common case, decided without building a name
     wanted = [n for group in candidates(path).values() for n in group] + [os.path.basename(second_path(path))]
+    # the previews of members of a file holding several (<stem>.<member>.preview.png)
+    wanted += sorted(n for n in owned[0].get(stem, ()) if is_preview_name(n) and n not in wanted)
     found = tuple(n for n in wanted if n in names)
     parts = []
     for n in found:

@@ -97,6 +97,27 @@ MIGRATIONS: tuple[str, ...] = (
     ) WITHOUT ROWID;
     CREATE INDEX trained_words_word ON trained_words(word COLLATE NOCASE);
     """,
+    # 3 -> 4: the preview of each file (and of each member of a file holding several: embkit's
+    # <stem>.<member>.preview.png), as the sidecar rules find it (embkit.formats.sidecars), with what
+    # its header says. Keyed by the file's row, so a file's previews go with it (no trigger: the
+    # schema check refuses them). A version-3 row whose sidecars named a preview forgets its sidecar
+    # key, so the next scan reads it again and records the picture.
+    """
+    CREATE TABLE previews (
+        file_id     INTEGER NOT NULL REFERENCES files(id) ON DELETE CASCADE,
+        member      TEXT NOT NULL DEFAULT '',     -- '' for the file's own preview
+        path        TEXT NOT NULL,                -- the picture
+        size        INTEGER NOT NULL,
+        mtime_ns    INTEGER NOT NULL,
+        format      TEXT,                         -- what Pillow reads: PNG, JPEG, WEBP, GIF (NULL: unreadable)
+        width       INTEGER,
+        height      INTEGER,
+        parameters  TEXT,                         -- its 'parameters' text chunk (A1111 infotext)
+        embkit      INTEGER NOT NULL DEFAULT 0,   -- 1 when embkit rendered it
+        PRIMARY KEY (file_id, member)
+    ) WITHOUT ROWID;
+    UPDATE files SET sidecar_key = NULL WHERE sidecars LIKE '%"preview": "%';
+    """,
 )
 SCHEMA_VERSION = len(MIGRATIONS)
 

@@ -4,7 +4,8 @@
     python tests/benchmarks/run_all.py inspect    # only bench_inspect.py
 
 Each benchmark measures embkit against the tool a user would otherwise use, in the same run, and
-exits non-zero when it misses its target. gpu_render.py is not run here (it needs CUDA).
+exits non-zero when it misses its target. gpu_render.py is not run here (it needs CUDA);
+bench_previews.py runs its CPU mode here (its ``--device cuda`` mode is the GPU target).
 """
 
 from __future__ import annotations
