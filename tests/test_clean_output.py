@@ -116,6 +116,24 @@ def test_library_commands_print_no_raw_escapes(hostile, tmp_path):
     run_clean("library", "--db", db, "tag", HOSTILE_NAME, f"t{CLEAR}")
     done = run_embkit("library", "--db", db, "list", "--json")
     assert HOSTILE_NAME in {e["name"] for e in json.loads(done.stdout)}
+    # the gallery's own lines: -v lists the entries without a preview by name and path
+    out = run_clean("library", "--db", db, "gallery", "-o", str(tmp_path / "site"), "-v")
+    assert "\\x1b]0;pwned\\x07" in out and "no preview" in out
+
+
+@pytest.mark.slow  # renders on the built-in tiny pipeline
+def test_previews_print_no_raw_escapes(hostile, tmp_path):
+    render = ("-m", "sd1", "--device", "cpu", "--steps", "1")
+    out = run_clean("previews", str(hostile), "-o", str(tmp_path / "out"), *render)
+    assert "evil\\x1b[2J\\x1b[H.preview.png" in out  # a trigger and a preview named after a hostile file name
+    assert "os\\x1b[2J\\x1b[H" in out  # the refused global of the unsafe file, in its error line
+    run_clean("previews", str(hostile), "-o", str(tmp_path / "out"), "--summary", "-v", *render)
+    db = str(tmp_path / "lib.sqlite")
+    run_clean("library", "--db", db, "scan", str(hostile))
+    run_clean("library", "--db", db, "previews", *render)
+    done = run_embkit("previews", str(hostile), "-o", str(tmp_path / "out"), "--json", *render)
+    assert_clean(done.stdout, "previews --json")
+    assert HOSTILE_NAME in {p["name"] for p in json.loads(done.stdout)["previews"]}
 
 
 def test_pull_prints_no_raw_escapes(tmp_path):

@@ -19,10 +19,11 @@ from embkit.cli.main import COMMANDS
 from embkit.cli.main import cli as root
 from embkit.cli.options import Dtype
 from embkit.formats import FORMAT_IDS, writable_ids
+from embkit.hosts import HOST_IDS
 
 #: the commands that walk folders and stream one object per file
 JSON_LINES = {"inspect", "verify", "scan", "library list"}
-SUMMARY = {"inspect", "verify", "scan", "convert"}
+SUMMARY = {"inspect", "verify", "scan", "convert", "previews"}
 
 
 def _commands() -> list[tuple[str, click.Command, click.Context]]:
@@ -84,6 +85,8 @@ def test_each_flag_means_one_thing(name, cmd, ctx):
             assert isinstance(opt.type, Dtype), f"{where}: dtypes are parsed by embkit.cli.options.Dtype"
         if "-o" in opts:
             assert "--output" in opts, where
+        if "--host" in opts:  # the hosts table's ids, spelled alike everywhere
+            assert all(h in (opt.help or "") for h in HOST_IDS), f"{where}: --host names the hosts table's ids"
         if "-q" in opts:
             assert opts == {"-q", "--quiet"}, where
         if "-v" in opts:

@@ -98,14 +98,23 @@ def classified(root: Path, command: str, tmp_path: Path) -> tuple[int, dict[str,
             out[_rel(root, e["path"])] = "error"
         for e in json.loads(run_embkit("library", "--db", db, "list", "--json").stdout):
             out[_rel(root, e["path"])] = "read"
+    elif command == "previews":
+        # rendered on the built-in tiny SD1 pipeline, under a folder of their own (never into the folder)
+        done = run_embkit("previews", str(root), "-o", str(tmp_path / "previews"), "-m", "sd1", "--device", "cpu", "--json", timeout=300)
+        doc = json.loads(done.stdout)
+        for r in doc["previews"]:
+            out[_rel(root, r["path"])] = "error" if r["status"] == "error" else "read"
+        for item in doc["ignored"]:
+            out[_rel(root, item["path"])] = _reason(item["skipped"])
     else:
         raise AssertionError(command)
     return done.returncode, out
 
 
-COMMANDS = ("inspect", "verify", "convert", "scan", "library scan")
+COMMANDS = ("inspect", "verify", "convert", "scan", "library scan", "previews")
 
 
+@pytest.mark.slow  # previews renders on the tiny pipeline
 def test_every_walking_command_classifies_the_mixed_folder_alike(mixed, tmp_path):
     expected = {p: "read" for p in READ} | {p: _reason(r) for p, r in SKIPPED.items()}
     for command in COMMANDS:
@@ -114,6 +123,7 @@ def test_every_walking_command_classifies_the_mixed_folder_alike(mixed, tmp_path
         assert code == 0, command  # skipped files are never failures
 
 
+@pytest.mark.slow  # previews renders on the tiny pipeline
 def test_a_broken_embedding_is_an_error_everywhere_with_its_code(mixed, tmp_path):
     (mixed / "sub" / "broken.safetensors").write_bytes(b"\x10\x00\x00\x00\x00\x00\x00\x00{not json at all")
     for command in COMMANDS:
@@ -126,6 +136,7 @@ def test_a_broken_embedding_is_an_error_everywhere_with_its_code(mixed, tmp_path
     assert set(codes.values()) <= {1, 3}, codes
 
 
+@pytest.mark.slow  # previews renders on the tiny pipeline
 def test_an_unsafe_file_exits_5_whatever_else_failed(mixed, tmp_path):
     import pickle
 

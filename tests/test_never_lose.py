@@ -124,6 +124,45 @@ def test_a_file_converted_into_the_folder_holding_it_keeps_the_input(tmp_path):
     assert src.read_bytes() == original
 
 
+def test_previews_out_overlapping_an_input_folder_is_refused_before_anything_is_read(inputs, tmp_path):
+    before = snapshot(inputs)
+    os.symlink(inputs, tmp_path / "link-to-ip")
+    for out in (inputs, inputs / "previews", tmp_path / "link-to-ip" / "p"):
+        done = run_embkit("previews", str(inputs), "-o", str(out), "-m", "sd1", "--device", "cpu")
+        text = " ".join(done.stderr.split())
+        assert done.returncode == 9, (out, done.stderr)
+        assert "overlaps the input folder" in text and "leave out -o" in text and "Traceback" not in done.stderr
+        assert snapshot(inputs) == before, out
+    assert not (inputs / "previews").exists()
+    # an input folder inside the output folder overlaps it too; -o naming an input file is no folder
+    assert run_embkit("previews", str(inputs / "sub"), "-o", str(inputs), "-m", "sd1").returncode == 9
+    done = run_embkit("previews", str(inputs / "one.pt"), "-o", str(inputs / "one.pt"), "-m", "sd1")
+    assert done.returncode == 2 and "is a file" in done.stderr
+    assert snapshot(inputs) == before
+    from embkit.diffusers.preview_run import make_previews
+
+    with pytest.raises(embkit.WriteError, match="overlaps the input folder"):
+        make_previews([inputs], out=inputs / "sub")
+
+
+@pytest.mark.slow  # renders one preview on the built-in tiny pipeline
+def test_a_preview_never_lands_on_an_input_file(tmp_path):
+    import makers as mk
+
+    one = sd1(tmp_path / "one.pt")
+    card = mk.image_card_text_only(tmp_path / "one.preview.png", _vec(1, 768, 5), "card")  # an embedding card under a preview's name
+    before = snapshot(tmp_path)
+    # (--host embkit: A1111 takes a .preview.png for a picture, never an embedding, and has no trigger for it)
+    done = run_embkit("previews", str(one), str(card), "-m", "sd1", "--device", "cpu", "--steps", "1", "--host", "embkit", "--json", timeout=300)
+    assert done.returncode == 9, done.stderr  # a preview refused is a failure of the batch
+    rows = {Path(r["path"]).name: r for r in json.loads(done.stdout)["previews"]}
+    assert rows["one.pt"]["status"] == "error" and rows["one.pt"]["code"] == "write-failed"
+    assert "input embedding file" in rows["one.pt"]["reason"]
+    assert rows["one.preview.png"]["status"] == "written"  # the card's own preview: one.preview.preview.png
+    assert {k: v for k, v in snapshot(tmp_path).items() if k in before} == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["one.preview.png", "one.preview.preview.png", "one.pt"]
+
+
 # -- vectors are never dropped silently -----------------------------------------------------------------
 
 

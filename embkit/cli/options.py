@@ -30,7 +30,7 @@ SHARED: tuple[tuple[str, str], ...] = (
     ("--json-lines", "inspect, verify, scan, library list: one JSON object per file, one per line, printed as each is done"),
     ("-q, --quiet", "every command: no progress bars, notes, warnings or summary lines; errors and results only"),
     ("-v, --verbose", "every command: more detail (every skipped file with its reason)"),
-    ("--summary", "inspect, verify, scan, convert: the totals and the problems, not every table (inspect: one line per file)"),
+    ("--summary", "inspect, verify, scan, convert, previews: the totals and the problems, not every table (inspect: one line per file)"),
     ("-m, --model", "the target model: a family (sd1, sd2, sdxl, sd3, flux), a diffusers folder, a single-file checkpoint or a Hub id"),
     ("--via", "a model as --model names one (edit --port sdxl: nearest-token transfer)"),
     ("--to", "the output layout (a1111, a1111-image, kohya, multi, diffusers, concept-folder)"),
@@ -45,7 +45,7 @@ SHARED: tuple[tuple[str, str], ...] = (
     ("--strict", "fail on any loss or warning, precision and metadata included (edit: a result verify would reject)"),
     ("--dry-run", "say what would be done; write nothing"),
     ("--db", "library: the database file (default $EMBKIT_LIBRARY, else the user data folder)"),
-    ("--host", "answer as this host loads files (a1111, forge, comfyui, invokeai, diffusers, sdnext, embkit; repeatable, or all)"),
+    ("--host", "answer as this host loads files (a1111, forge, comfyui, invokeai, diffusers, sdnext, embkit, any case; repeatable, or all; previews: one host, whose trigger the prompt holds)"),
 )
 
 #: The exit status of every command that walks folders (embkit.folder.walk_exit_code), for the docs.
