@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 
+#: the dtype spellings ``--dtype`` lists (every alias of :data:`embkit.formats.writer_base.DTYPE_ALIASES` works)
 DTYPES = ("fp32", "fp16", "bf16")
 
 
@@ -24,6 +25,10 @@ class Job:
     rename: bool = False
     #: the output root every write of this job must stay in ("": not checked)
     root: str = ""
+    #: met while walking a folder (a file that is no embedding is then skipped, not failed)
+    walked: bool = False
+    #: why the file is skipped without being opened (embkit.folder.name_reason); "": convert it
+    skip: str = ""
 
 
 @dataclass(frozen=True)
@@ -40,27 +45,35 @@ class Settings:
     options: tuple[tuple[str, object], ...]
     #: ``--for HOST``: the layout that host loads best, and the result checked against its rules
     for_host: str | None = None
+    #: write even when vectors are dropped (a slot, output vectors); refused by default
+    allow_loss: bool = False
+    #: the input named as the output may be replaced (``--in-place``); refused otherwise
+    in_place: bool = False
 
 
-def plan_jobs(inputs: tuple[str, ...], out: str, to: str | None = None) -> tuple[list[Job], bool]:
+def plan_jobs(inputs: tuple[str, ...], out: str, to: str | None = None, *, in_place: bool = False) -> tuple[list[Job], bool]:
     """Expand inputs into jobs; also says whether this is a single-file conversion.
 
     ``-o`` names a folder when it is one, ends with a separator, has no extension (unless the
-    target is itself a concept folder), or when there are several inputs or a folder of them."""
-    from .atomic import is_temp
-    from .formats import extensions
-    from .walk import walk_tree
+    target is itself a concept folder), or when there are several inputs or a folder of them.
+    An output that is an input (allowed only with ``in_place``), or an output folder whose tree
+    overlaps an input folder, is refused here, before anything is written
+    (:func:`embkit.walk.check_not_an_input`). Files in a walked folder that
+    :mod:`embkit.folder` skips by name become jobs with ``skip`` set."""
+    from .folder import walk as walk_found
+    from .walk import check_not_an_input
 
     no_ext = not os.path.splitext(os.path.basename(out))[1] and to != "concept-folder"
     out_is_dir = os.path.isdir(out) or out.endswith(("/", os.sep)) or len(inputs) > 1 or no_ext
     single = len(inputs) == 1 and (os.path.isfile(inputs[0]) or _is_concept(inputs[0]))
+    for src in inputs:
+        if not os.path.lexists(src):
+            from .errors import MissingFileError
+
+            raise MissingFileError("no such file or folder", path=src)  # exit 1, as inspect, merge and edit say it
+    check_not_an_input(out, inputs, into_folder=out_is_dir and not single, in_place=in_place)
     if single and not out_is_dir:
         return [Job(inputs[0], out, False, root=os.path.dirname(os.path.abspath(out)))], True
-    exts = extensions()
-
-    def wanted(name: str) -> bool:
-        low = name.lower()
-        return low.endswith(exts) and not low.endswith(".preview.png") and not is_temp(name)
 
     jobs: list[Job] = []
     for src in inputs:
@@ -71,23 +84,19 @@ def plan_jobs(inputs: tuple[str, ...], out: str, to: str | None = None) -> tuple
         if not os.path.isdir(src):
             from .errors import MissingFileError
 
-            raise MissingFileError("no such file or folder", path=src)  # exit 1, as inspect, merge and edit say it
+            raise MissingFileError("no such file or folder", path=src)
         base = out if len(inputs) == 1 else os.path.join(out, os.path.basename(src))
-        # embkit.walk: regular files only, no link out of the input tree, no recursion (a tree
-        # 1,100 folders deep raised RecursionError), hidden names skipped
-        for entry in walk_tree(src, want=wanted, unit=_is_concept, hidden=False):
-            if entry.unit:
-                jobs.append(Job(entry.path, os.path.normpath(os.path.join(base, entry.rel)), True, root=out))
-            elif not _companion(entry.path):  # a preview, the second file of an SDXL pair
+        # embkit.folder: regular files only, no link out of the input tree, no recursion (a tree
+        # 1,100 folders deep raised RecursionError), hidden names and a pair's second file left out
+        for entry in walk_found([src], unit=_is_concept):
+            if entry.skip is not None:
+                jobs.append(Job(entry.path, "", True, root=out, walked=True, skip=entry.skip))
+            elif entry.unit:
+                jobs.append(Job(entry.path, os.path.normpath(os.path.join(base, entry.rel)), True, root=out, walked=True))
+            else:
                 rel_dir, name = os.path.split(entry.rel)
-                jobs.append(Job(entry.path, os.path.normpath(os.path.join(base, rel_dir, _stem(name))), True, root=out))
+                jobs.append(Job(entry.path, os.path.normpath(os.path.join(base, rel_dir, _stem(name))), True, root=out, walked=True))
     return jobs, single
-
-
-def _companion(path: str) -> bool:
-    from .io import is_companion
-
-    return is_companion(path)
 
 
 def _is_concept(path: str) -> bool:
@@ -122,12 +131,15 @@ def convert_one(job: Job, s: Settings, staged: list) -> dict:
     named at the next group commit) and ``(result, files)`` is appended to ``staged``;
     :func:`convert_chunk` commits them (a concept folder is written at once)."""
     from .atomic import write_folder
-    from .errors import EmbkitError, LossError, TargetExistsError, UnknownFormatError
-    from .walk import check_inside
+    from .errors import EmbkitError, TargetExistsError
     from .io import read_all
-    from .writing import default_extension, plan, prepare
+    from .walk import check_inside
+    from .writing import check_losses, default_extension, plan, prepare
 
     result: dict = {"input": job.source, "outputs": [], "status": "converted", "losses": []}
+    if job.skip:
+        result.update(status="skipped", reason=job.skip, not_embedding=True)
+        return result
     try:
         embs = read_all(job.source)
         if s.name:
@@ -150,15 +162,15 @@ def convert_one(job: Job, s: Settings, staged: list) -> dict:
                 options.setdefault("token", os.path.splitext(os.path.basename(target))[0])  # the word the host types
             if job.root:
                 check_inside(target, job.root)  # a link inside the output tree must not take the write elsewhere
+            _not_the_input(target, job.source, s.in_place)
             if s.dry_run:
                 planned = plan(emb, target, fmt, container=container, dtype=s.dtype, **options)
                 losses = planned.losses
                 exists = [o.path for o in planned.outputs if os.path.lexists(o.path)]
+                check_losses(losses, target, strict=s.strict, allow_loss=s.allow_loss, format=planned.format)
                 if exists and not s.overwrite:
                     result["status"] = "skipped"
                     result["reason"] = f"{exists[0]} exists"
-                elif s.strict and losses:
-                    raise LossError("would lose: " + "; ".join(x.message for x in losses), path=target)
                 else:
                     result["status"] = "dry-run"
                 result["outputs"].extend(o.path for o in planned.outputs)
@@ -168,11 +180,13 @@ def convert_one(job: Job, s: Settings, staged: list) -> dict:
                 planned = plan(emb, target, fmt, container=container, dtype=s.dtype, **options)
                 if s.for_host:
                     result.setdefault("hosts", []).extend(_check_for(s.for_host, emb, planned))
-                planned = prepare(emb, target, fmt, container=container, overwrite=s.overwrite, strict=s.strict, dtype=s.dtype, **options)
+                planned = prepare(emb, target, fmt, container=container, overwrite=s.overwrite, strict=s.strict,
+                                  allow_loss=s.allow_loss, dtype=s.dtype, **options)
                 losses = planned.losses
                 for o in planned.outputs:
                     if job.root:
                         check_inside(o.path, job.root)
+                    _not_the_input(o.path, job.source, s.in_place)
                 files = [(o.path, o.data) for o in planned.outputs if o.fill is None]
                 carried = _carry_sidecars(emb, planned.outputs[0].path, s.overwrite, result)
                 files += carried
@@ -189,16 +203,29 @@ def convert_one(job: Job, s: Settings, staged: list) -> dict:
         reason = exc.detail if s.overwrite else f"{exc.path} exists (--overwrite replaces it)"
         result.update(status="skipped", reason=reason, error=exc.to_dict(), exit_code=exc.exit_code)
     except EmbkitError as exc:
-        from .report import not_an_embedding
+        from .folder import error_reason
 
-        if job.into_dir and (isinstance(exc, UnknownFormatError) or not_an_embedding(job.source, exc)):
+        skip = error_reason(job.source, exc.code, exc.detail) if job.walked else None
+        if skip is not None:
             # a file in a walked folder that is not an embedding (a model, a picture, an XTI file)
-            result.update(status="skipped", reason=f"not an embedding: {exc.detail}")
+            result.update(status="skipped", reason=skip, not_embedding=True)
         else:
             result.update(status="failed", reason=exc.detail, error=exc.to_dict(), exit_code=exc.exit_code)
     except (TypeError, ValueError) as exc:
         result.update(status="failed", reason=str(exc), error={"code": "error", "message": str(exc)}, exit_code=1)
     return result
+
+
+def _not_the_input(target: str, source: str, in_place: bool) -> None:
+    """A target that is the job's own input (a file converted into the folder that holds it, to
+    its own name) is refused unless the user asked for ``--in-place``."""
+    from .walk import same_path
+
+    if not in_place and os.path.lexists(target) and same_path(target, source):
+        from .errors import WriteError
+
+        raise WriteError("is the input itself: embkit never writes over an input; convert into another folder, or name "
+                         "the one file with --in-place", path=target)
 
 
 def _sidecar_copies(emb, output: str) -> list[tuple[str, str]]:
@@ -218,8 +245,12 @@ def _carry_sidecars(emb, output: str, overwrite: bool, result: dict) -> list[tup
     from .errors import EmbkitError
     from .formats.sidecars import read_copy
 
+    from .walk import same_path
+
     out = []
     for src, dst in _sidecar_copies(emb, output):
+        if os.path.lexists(dst) and same_path(src, dst):
+            continue  # converted in place: the sidecar already is where it belongs
         check_target(dst, overwrite)
         try:
             out.append((dst, read_copy(src, emb.source.path)))

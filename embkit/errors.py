@@ -219,10 +219,11 @@ class LibraryError(EmbkitError):
 
 class LibraryPathNotFoundError(LibraryError, MissingFileError):
     """A file or folder given to the library (to scan) does not exist. A :class:`LibraryError`
-    (its code and exit status) that is also a :class:`FileNotFoundError`."""
+    (its code) that is also a :class:`MissingFileError` and a :class:`FileNotFoundError`, with the
+    exit status every command gives a missing input (1)."""
 
     code = "library"
-    exit_code = 13
+    exit_code = 1
 
 
 class NoEffectError(EmbkitError):
@@ -263,3 +264,12 @@ ALL_ERRORS = (
     LibraryPathNotFoundError,
     NoEffectError,
 )
+
+
+def exit_code_of(code: str) -> int:
+    """The exit status of the error class whose ``code`` this is (an error recorded by its code,
+    as the library stores it); 1 for a code no class has."""
+    for cls in ALL_ERRORS:
+        if cls.code == code:
+            return cls.exit_code
+    return 1

@@ -285,7 +285,7 @@ def _read_container(path: str, data: Any) -> Raw:
             raise plain
         hinted = container_for_extension(path)
         if hinted is not None:
-            raise BrokenFileError(f"does not start like a {hinted.title} file (first bytes {prefix[:12]!r})", path=path)
+            raise BrokenFileError(f"does not start like {hinted.noun} (first bytes {prefix[:12]!r})", path=path)
         raise UnknownFormatError(f"is not an embedding file embkit knows (first bytes {prefix[:12]!r})", path=path)
     if container.id == "pickle" and path.lower().endswith(".safetensors"):
         raise refuse("extension-mismatch", "is a torch pickle named .safetensors (torch.load and scanners would treat it as safetensors)", path)
@@ -294,7 +294,7 @@ def _read_container(path: str, data: Any) -> Raw:
     try:
         return container.read_raw(data, path)
     except NotMine:
-        raise UnknownFormatError(f"looks like {container.title} but is not an embedding container", path=path) from None
+        raise UnknownFormatError(f"looks like {container.noun} but holds no embedding container embkit knows", path=path) from None
     except EmbkitError as exc:
         if exc.path is None:
             exc.path = path

@@ -12,13 +12,11 @@ from typing import Any, Callable, Iterable, Iterator
 import numpy as np
 
 from .errors import EmbkitError
-from .formats import extensions
-from .formats.concept_folder import is_concept_folder
+from .folder import Found, error_reason, skipped_entry
+from .folder import walk as walk_found
 from .hashes import file_hashes
-from .io import Loaded, embedding_of, is_companion, open_data, open_file
+from .io import Loaded, embedding_of, open_data, open_file
 from .schema import CLIP_TOKEN_LIMIT, OUT_SUFFIX, Embedding
-from .walk import Entry
-from .walk import walk as walk_paths
 
 #: Version of the JSON report's shape; bumped only on incompatible changes.
 REPORT_VERSION = 1
@@ -166,56 +164,53 @@ def error_entry(path: str | os.PathLike, exc: EmbkitError) -> dict[str, Any]:
     return {"path": os.fspath(path), "error": exc.to_dict()}
 
 
-def _wanted(name: str) -> bool:
-    low = name.lower()
-    return low.endswith(extensions()) and not low.endswith(".preview.png")
-
-
 def walk(paths: Iterable[str | os.PathLike]) -> Iterator[str]:
-    """Expand folders into the embedding files (and concept folders) under them, sorted;
-    plain files are passed through whatever their extension. The walk is :func:`embkit.walk.walk`:
+    """Expand folders into the embedding files (and concept folders) under them, sorted; files
+    :mod:`embkit.folder` skips by name (pictures, sidecars, previews, text) are left out; plain
+    files are passed through whatever their extension. The walk is :func:`embkit.walk.walk`:
     regular files only, no link out of the folder, no recursion."""
     for entry in walk_entries(paths):
-        yield entry.path
+        if entry.skip is None:
+            yield entry.path
 
 
-def walk_entries(paths: Iterable[str | os.PathLike]) -> Iterator[Entry]:
-    """:func:`walk` with what :mod:`embkit.walk` knows of each path (``walked``: found in a folder)."""
-    # a preview or the second file of an SDXL pair met in a folder belongs to another file
-    return (e for e in walk_paths(paths, want=_wanted, unit=is_concept_folder) if not (e.walked and is_companion(e.path)))
+def walk_entries(paths: Iterable[str | os.PathLike]) -> Iterator[Found]:
+    """Everything :func:`embkit.folder.walk` finds under ``paths``, each with why it is skipped by
+    its name (``skip``), whether it was found in a folder (``walked``)."""
+    return walk_found(paths)
 
 
 def not_an_embedding(path: str, exc: EmbkitError) -> bool:
     """Whether a file met while walking a folder is simply not an embedding, not the user's
-    problem: an unknown format (a model, say), or a picture that holds no embedding card
-    (previews sit beside embeddings). inspect and verify leave such files out."""
-    from .errors import BrokenFileError, UnknownFormatError, UnsupportedLayoutError
-    from .formats import container_for_extension
-
-    if isinstance(exc, UnknownFormatError):
-        return not isinstance(exc, UnsupportedLayoutError)  # an XTI file is reported: it says what it is
-    if isinstance(exc, BrokenFileError):
-        container = container_for_extension(path)
-        return container is not None and container.id in ("png", "webp")
-    return False
+    problem (:func:`embkit.folder.error_reason`): a file that holds no embedding (a model, an XTI
+    file), a picture without an embedding card, a model checkpoint. Every walking command skips
+    such files, with the reason."""
+    return error_reason(path, exc.code, exc.detail) is not None
 
 
 def walk_marked(paths: Iterable[str | os.PathLike]) -> Iterator[tuple[str, bool]]:
     """:func:`walk`, each path with whether it was found by walking a folder (a file met that way
-    that is no embedding is left out; one named directly is not)."""
+    that is no embedding is skipped; one named directly is not)."""
     for entry in walk_entries(paths):
-        yield entry.path, entry.walked
+        if entry.skip is None:
+            yield entry.path, entry.walked
 
 
 def iter_reports(paths: Iterable[str | os.PathLike], format: str | None = None, *, stdin: Any = None,
-                 slot_extra: SlotExtra | None = None) -> Iterator[tuple[dict[str, Any] | None, EmbkitError | None]]:
-    """``(report, error)`` for every file under ``paths``, in order: an unreadable file gives an
-    error entry and its error. A file in a walked folder that is no embedding
-    (:func:`not_an_embedding`) gives ``(None, error)``: callers leave it out (a file named
-    directly is always reported). With ``stdin`` (a binary file object), the path ``-`` reads it;
-    ``slot_extra`` adds fields to every slot (see :data:`SlotExtra`)."""
+                 slot_extra: SlotExtra | None = None) -> Iterator[tuple[dict[str, Any], EmbkitError | None]]:
+    """``(entry, error)`` for every file under ``paths``, in order: a report and ``None`` for a
+    file read; an error entry (:func:`error_entry`) and its error for a file that could not be read;
+    a skipped entry (``{"path", "skipped": reason}``, :func:`embkit.folder.skipped_entry`) and
+    ``None`` for a file in a walked folder that is no embedding (by its name, or after reading it:
+    :func:`embkit.folder.error_reason`; a file named directly is always reported). With ``stdin``
+    (a binary file object), the path ``-`` reads it; ``slot_extra`` adds fields to every slot (see
+    :data:`SlotExtra`)."""
     paired: set[str] = set()  # both files of a pair named: one report
-    for p, walked in walk_marked(paths):
+    for found in walk_entries(paths):
+        p = found.path
+        if found.skip is not None:
+            yield skipped_entry(p, found.skip), None
+            continue
         try:
             if p == "-" and stdin is not None:
                 yield describe_data(stdin, format, name="<stdin>", slot_extra=slot_extra), None
@@ -227,9 +222,14 @@ def iter_reports(paths: Iterable[str | os.PathLike], format: str | None = None, 
                 paired.update(os.path.realpath(report["pair"][s]["path"]) for s in ("clip_l", "clip_g"))
             yield report, None
         except EmbkitError as exc:
-            yield (None if walked and not_an_embedding(p, exc) else error_entry(p, exc)), exc
+            reason = error_reason(p, exc.code, exc.detail) if found.walked else None
+            if reason is not None:
+                yield skipped_entry(p, reason), None
+            else:
+                yield error_entry(p, exc), exc
 
 
 def inspect_paths(paths: Iterable[str | os.PathLike], format: str | None = None) -> list[dict[str, Any]]:
-    """Reports for every file under ``paths`` (see :func:`iter_reports`)."""
-    return [rep for rep, _exc in iter_reports(paths, format) if rep is not None]
+    """Reports (and error entries) for every file under ``paths`` (see :func:`iter_reports`);
+    skipped files are left out."""
+    return [rep for rep, _exc in iter_reports(paths, format) if "skipped" not in rep]

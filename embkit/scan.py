@@ -57,6 +57,10 @@ class ScanResult:
     reasons: tuple[str, ...] = field(default_factory=tuple)
     rules: tuple[str, ...] = ()
     read_error: dict | None = None
+    #: why a file met in a folder counts as no embedding (embkit.folder): not a failure of the walk
+    skipped: str | None = None
+    #: the exit status the reader's refusal carries (0: read, or nothing to refuse)
+    exit_code: int = 0
 
     @property
     def globals(self) -> list[str]:
@@ -80,6 +84,7 @@ class ScanResult:
             "reasons": list(self.reasons),
             "read_error": self.read_error,
             "pickles": [p.to_dict() for p in self.pickles],
+            **({"skipped": self.skipped} if self.skipped is not None else {}),
         }
 
 
@@ -277,7 +282,8 @@ def _verdict(path: str, container: str, s: _Scan, read_error: EmbkitError | None
         verdict = SAFE
         reasons.append("embkit's reader accepts it and every global is on the allow-list" if s.pickles else "embkit's reader accepts it; no pickle")
     problems = [f"{p.where}: {x}" for p in s.pickles for x in p.problems if verdict != SAFE]
-    return ScanResult(path, container, verdict, tuple(s.pickles), tuple(dict.fromkeys(reasons + problems)), rules, error)
+    code = UnsafeFileError.exit_code if verdict == UNSAFE else read_error.exit_code if read_error is not None else 0
+    return ScanResult(path, container, verdict, tuple(s.pickles), tuple(dict.fromkeys(reasons + problems)), rules, error, exit_code=code)
 
 
 def scan_file(path: str | os.PathLike) -> ScanResult:
@@ -296,15 +302,43 @@ def wanted(name: str) -> bool:
 
 
 def scan_paths(paths: Iterable[str | os.PathLike]) -> Iterator[ScanResult]:
-    """Scan files; folders are walked (:mod:`embkit.walk`: regular files only, no link out of the
-    folder) for :func:`wanted` names, and any other file whose first bytes are a pickle, a zip or
-    a numpy array."""
-    from .walk import walk
+    """Scan files; folders are walked (:func:`embkit.folder.walk`: regular files only, no link out
+    of the folder, hidden names left out). A file met in a folder is scanned when its name is
+    :func:`wanted` or its first bytes are a pickle, a zip or a numpy array, whatever its name;
+    the others are listed as skipped (verdict ``unknown``, ``skipped`` the reason, never opened
+    past the first bytes). A scanned file of a folder that embkit refuses, that is no embedding and
+    holds nothing hostile (a picture without a card, a model's weights) is ``unknown`` with
+    ``skipped`` set: not a failure of the walk (:func:`embkit.folder.walk_exit_code`)."""
+    from dataclasses import replace
 
-    for entry in walk(paths):
-        if entry.walked and not wanted(entry.path) and not _sniffed(entry.path):
-            continue
-        yield scan_file(entry.path)
+    from .folder import error_reason, name_reason
+    from .folder import walk as walk_found
+
+    for found in walk_found(paths):
+        # a concept folder is scanned file by file: each may hold a pickle
+        entries = _unit_files(found) if found.unit else (found,)
+        for entry in entries:
+            if entry.walked and not wanted(entry.path) and not _sniffed(entry.path):
+                reason = entry.skip or name_reason(entry.path) or "not a file embkit reads"
+                yield ScanResult(entry.path, "", UNKNOWN, reasons=(reason,), skipped=reason)
+                continue
+            res = scan_file(entry.path)
+            if entry.walked and res.verdict == UNKNOWN and res.read_error is not None:
+                message = res.read_error["message"]
+                detail = message[len(entry.path) + 2:] if message.startswith(entry.path + ": ") else message
+                reason = entry.skip or error_reason(entry.path, res.read_error["code"], detail)
+                if reason is not None:
+                    res = replace(res, skipped=reason, exit_code=0)
+            yield res
+
+
+def _unit_files(found):
+    """The files of a concept folder met in a walk, as walked entries (with their name reasons)."""
+    from .folder import Found, name_reason
+    from .walk import walk_tree
+
+    for e in walk_tree(found.path, hidden=False):
+        yield Found(e.path, e.rel, False, True, name_reason(e.path))
 
 
 def _sniffed(path: str) -> bool:

@@ -49,6 +49,21 @@ FAMILIES: Mapping[str, tuple[str, ...]] = types.MappingProxyType(
     }
 )
 
+#: ``modelspec.architecture`` prefixes (kohya's and SAI's metadata) → family.
+ARCHITECTURES: tuple[tuple[str, str], ...] = (
+    ("stable-diffusion-v1", "sd1"), ("stable-diffusion-v2", "sd2"), ("stable-diffusion-xl", "sdxl"), ("stable-diffusion-v3", "sd3"), ("flux", "flux"),
+)
+
+
+def architecture_family(architecture: object) -> str | None:
+    """The family a ``modelspec.architecture`` value names (by its prefix), or ``None``."""
+    arch = str(architecture).lower()
+    for prefix, fam in ARCHITECTURES:
+        if arch.startswith(prefix):
+            return fam
+    return None
+
+
 #: width → slot, for layouts that store one tensor without saying which encoder it is for.
 WIDTH_TO_SLOT: Mapping[int, str] = types.MappingProxyType({w: s for s, w in SLOT_WIDTHS.items()})
 

@@ -196,4 +196,52 @@ def makedirs_inside(folder: str | os.PathLike, root: str | os.PathLike) -> None:
                 raise WriteError("exists and is not a folder", path=part) from None
 
 
-__all__ = ["Entry", "walk", "walk_tree", "is_inside", "hf_cache_root", "regular_file_inside", "check_inside", "makedirs_inside"]
+def same_path(a: str | os.PathLike, b: str | os.PathLike) -> bool:
+    """Whether ``a`` and ``b`` name the same file or folder (through links, hard links too)."""
+    try:
+        return os.path.samefile(a, b)
+    except OSError:
+        return os.path.realpath(a) == os.path.realpath(b)
+
+
+def trees_overlap(a: str | os.PathLike, b: str | os.PathLike) -> bool:
+    """Whether the trees at ``a`` and ``b`` share anything: the same folder, or one inside the
+    other, lexically or through links (each resolved as far as it exists)."""
+    pairs = ((os.path.abspath(a), os.path.abspath(b)), (os.path.realpath(a), os.path.realpath(b)))
+    for x, y in pairs:
+        if x == y or x.startswith(y.rstrip(os.sep) + os.sep) or y.startswith(x.rstrip(os.sep) + os.sep):
+            return True
+    return same_path(a, b)
+
+
+def check_not_an_input(output: str | os.PathLike, inputs: Iterable[str | os.PathLike], *, into_folder: bool = False,
+                       in_place: bool = False) -> bool:
+    """Refuse, before anything is written, an output that would write over an input: ``output``
+    naming an input file itself (allowed only with ``in_place``, and then this returns True), or an
+    output folder (``into_folder``, or ``output`` an existing folder) whose tree overlaps an input
+    folder (the same folder, one inside the other, through links too). Files written beside an
+    input file in a folder that holds it are checked one by one by the writer
+    (:func:`same_path`). :class:`WriteError` otherwise; False when no input is the output."""
+    output = os.fspath(output)
+    replaces = False
+    for inp in inputs:
+        inp = os.fspath(inp)
+        if inp == "-" or not os.path.lexists(inp):
+            continue
+        if os.path.isdir(inp) and (into_folder or os.path.isdir(output) or os.path.isdir(inp)):
+            if trees_overlap(output, inp):
+                if in_place and same_path(output, inp) and not into_folder:
+                    replaces = True  # a concept folder named as its own output
+                    continue
+                raise WriteError(
+                    f"overlaps the input folder {inp} (the same folder, or one inside the other): embkit never writes into "
+                    "what it reads; write to a folder outside it", path=output)
+        elif os.path.lexists(output) and same_path(output, inp):
+            if not in_place:
+                raise WriteError("is the input itself: embkit never writes over an input; name another output, or give "
+                                 "--in-place (in_place=True) to replace it atomically once the new file is complete", path=output)
+            replaces = True
+    return replaces
+
+
+__all__ = ["Entry", "same_path", "trees_overlap", "check_not_an_input", "walk", "walk_tree", "is_inside", "hf_cache_root", "regular_file_inside", "check_inside", "makedirs_inside"]

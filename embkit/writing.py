@@ -32,6 +32,12 @@ from .formats import FORMATS, Format, container_for_extension, get_container, ge
 from .formats.writer_base import Loss, Plan, cast, dtype_name
 from .schema import Embedding
 
+#: Loss codes that mean vectors are dropped (a slot, OneTrainer's output vectors): a write that would
+#: drop vectors is refused (:class:`~embkit.errors.LossError`, exit 8) unless ``allow_loss=True``
+#: (``--allow-loss``). The other losses (precision asked for with ``dtype``, metadata a layout cannot
+#: hold, a trigger that is the file name) are reported, and refused only with ``strict``.
+VECTOR_LOSSES = frozenset({"slot-dropped", "output-vectors-dropped"})
+
 #: options a writer understands (anything else is a caller's typo, reported as such)
 OPTIONS = {
     "slot": "the one slot single-encoder formats keep (default: the first)",
@@ -131,7 +137,33 @@ def plan(embedding: Embedding, path: str | os.PathLike, format: str | None = Non
     cast_emb = cast(embedding, dtype, losses, fmt_id="" if dtype else fmt.id)  # a dtype asked for is the reason, not the format
     result = fmt.writer(cast_emb, path, chosen, dict(options))
     result.losses[:0] = losses
+    result.format = fmt.id
     return result
+
+
+def lossless_choice(losses: list[Loss], format: str | None = None) -> str:
+    """What keeps the vectors ``losses`` drop: the multi layout keeps every slot and output
+    vectors; a diffusers SDXL pair can also be two files."""
+    codes = {loss.code for loss in losses}
+    slots = {loss.slot for loss in losses if loss.code == "slot-dropped"}
+    if "output-vectors-dropped" in codes:
+        return "multi keeps every slot and the output vectors (--to multi; format='multi')"
+    if format == "diffusers" and slots <= {"clip_l", "clip_g"}:
+        return "multi keeps both halves in one file (--to multi), a diffusers pair in two (--sdxl-two-files; sdxl_two_files=True)"
+    return "multi keeps every slot (--to multi; format='multi')"
+
+
+def check_losses(losses: list[Loss], path: str, *, strict: bool = False, allow_loss: bool = False, format: str | None = None) -> None:
+    """Refuse a write that would drop vectors (:data:`VECTOR_LOSSES`) unless ``allow_loss``, and one
+    that would lose anything at all under ``strict``: a :class:`~embkit.errors.LossError` (exit 8)
+    naming what is lost and the lossless choice."""
+    dropped = [loss for loss in losses if loss.code in VECTOR_LOSSES]
+    if dropped and not allow_loss:
+        lines = "; ".join(loss.message.split("; sdxl_two_files")[0] for loss in dropped)
+        raise LossError(f"would drop vectors: {lines}. {lossless_choice(dropped, format)}; or allow the loss (--allow-loss; allow_loss=True)", path=path)
+    if strict and losses:
+        lines = "; ".join(loss.message for loss in losses)
+        raise LossError(f"would lose: {lines}", path=path)
 
 
 def prepare(
@@ -142,17 +174,17 @@ def prepare(
     container: str | None = None,
     overwrite: bool = False,
     strict: bool = False,
+    allow_loss: bool = False,
     dtype: str | None = None,
     **options: Any,
 ) -> Plan:
-    """Everything :func:`write` does before touching the disk: plan, ``strict``, existing
-    targets. Batch writers (``embkit convert``) then write many plans with one disk flush."""
+    """Everything :func:`write` does before touching the disk: plan, the loss rules
+    (:func:`check_losses`), existing targets. Batch writers (``embkit convert``) then write many
+    plans with one disk flush."""
     path = os.path.expanduser(os.fspath(path))
     check_target(path, overwrite)
     planned = plan(embedding, path, format, container=container, dtype=dtype, **options)
-    if strict and planned.losses:
-        lines = "; ".join(loss.message for loss in planned.losses)
-        raise LossError(f"would lose: {lines}", path=path)
+    check_losses(planned.losses, path, strict=strict, allow_loss=allow_loss, format=planned.format)
     for out in planned.outputs:
         if out.path != path:  # ``path`` itself was checked above
             check_target(out.path, overwrite)
@@ -167,6 +199,7 @@ def write(
     container: str | None = None,
     overwrite: bool = False,
     strict: bool = False,
+    allow_loss: bool = False,
     dtype: str | None = None,
     sync_dir: bool = True,
     **options: Any,
@@ -177,12 +210,13 @@ def write(
     ``concept-folder``); when None it follows the extension and the embedding (see the module
     docstring). The container follows the extension unless ``container`` is given. ``dtype``
     (``fp32``, ``fp16``, ``bf16``) casts every slot; by default each slot keeps its stored dtype
-    bit for bit. ``strict=True`` raises :class:`~embkit.errors.LossError` listing every loss
-    before anything is written. An existing target raises
+    bit for bit. A write that would drop vectors (a slot the layout cannot hold, output vectors)
+    raises :class:`~embkit.errors.LossError` naming the lossless choice, unless ``allow_loss=True``;
+    ``strict=True`` raises it for any loss (precision, metadata) too, before anything is written. An existing target raises
     :class:`~embkit.errors.TargetExistsError` unless ``overwrite``. Writes are atomic: a failure
     leaves no file behind. Options: see :data:`OPTIONS`.
     """
-    planned = prepare(embedding, path, format, container=container, overwrite=overwrite, strict=strict, dtype=dtype, **options)
+    planned = prepare(embedding, path, format, container=container, overwrite=overwrite, strict=strict, allow_loss=allow_loss, dtype=dtype, **options)
     written: list[str] = []
     try:
         for out in planned.outputs:
@@ -206,4 +240,4 @@ def write(
     return list(planned.losses)
 
 
-__all__ = ["write", "plan", "prepare", "Loss", "choose_format", "choose_container", "default_extension", "OPTIONS"]
+__all__ = ["write", "plan", "prepare", "check_losses", "lossless_choice", "VECTOR_LOSSES", "Loss", "choose_format", "choose_container", "default_extension", "OPTIONS"]

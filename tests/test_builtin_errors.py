@@ -52,7 +52,8 @@ def test_library_scan_of_a_missing_folder_is_a_library_error_and_file_not_found(
     with embkit.Library(tmp_path / "lib.db") as lib:
         with pytest.raises(FileNotFoundError) as info:
             lib.scan([tmp_path / "no-such-folder"])
-    assert isinstance(info.value, embkit.LibraryError) and info.value.exit_code == 13
+    # a missing input exits 1 in every command (issue 19)
+    assert isinstance(info.value, embkit.LibraryError) and info.value.exit_code == 1 == embkit.MissingFileError.exit_code
 
 
 def test_the_cli_keeps_code_and_exit_status_for_a_missing_input(tmp_path):

@@ -51,10 +51,19 @@ def convert(*args, cwd=None):
 def test_folder_keeps_tree_in_parallel(tree, tmp_path):
     before = {p: digest(p) for p in tree.rglob("*") if p.is_file()}
     out = tmp_path / "out"
-    proc = convert(tree, "-o", out, "--to", "kohya", "--jobs", "2", "--json")
+    # the SDXL file would lose its CLIP-G half in kohya: refused (exit 8) unless the loss is allowed
+    refused = convert(tree, "-o", tmp_path / "refused", "--to", "kohya", "--jobs", "2", "--json")
+    assert refused.returncode == 8, refused.stderr
+    report = json.loads(refused.stdout)
+    assert report["counts"] == {"converted": 11, "failed": 1, "skipped": 1}
+    xl = [r for r in report["files"] if r["input"].endswith("xl.safetensors")][0]
+    assert xl["error"]["code"] == "lossy" and "--to multi" in xl["reason"] and not (tmp_path / "refused" / "xl.safetensors").exists()
+    proc = convert(tree, "-o", out, "--to", "kohya", "--jobs", "2", "--json", "--allow-loss")
     assert proc.returncode == 0, proc.stderr
     report = json.loads(proc.stdout)
-    assert report["counts"] == {"converted": 12}
+    # notes.txt is listed as skipped (a text file), never failed; the hidden file is not listed
+    assert report["counts"] == {"converted": 12, "skipped": 1}
+    assert [r["reason"] for r in report["files"] if r["status"] == "skipped"] == ["a text file"]
     made = sorted(str(p.relative_to(out)) for p in out.rglob("*") if p.is_file())
     expected = sorted([f"a/e{i}.safetensors" for i in range(5)] + [f"b/deep/e{i}.safetensors" for i in range(5, 10)] + ["xl.safetensors", "concepts/cat.safetensors"])
     assert made == expected
@@ -117,10 +126,11 @@ def test_strict_fails_lossy_files_only(tmp_path):
 
 def test_dry_run_writes_nothing(tree, tmp_path):
     out = tmp_path / "out"
-    proc = convert(tree, "-o", out, "--to", "a1111", "--dry-run", "--json")
+    assert convert(tree, "-o", out, "--to", "a1111", "--dry-run", "--json").returncode == 8  # the dry run says the loss is refused
+    proc = convert(tree, "-o", out, "--to", "a1111", "--dry-run", "--json", "--allow-loss")
     assert proc.returncode == 0, proc.stderr
     report = json.loads(proc.stdout)
-    assert report["counts"] == {"dry-run": 12}
+    assert report["counts"] == {"dry-run": 12, "skipped": 1}
     assert not out.exists()
     xl = [r for r in report["files"] if r["input"].endswith("xl.safetensors")][0]
     assert xl["outputs"] == [str(out / "xl.pt")] and xl["losses"][0]["code"] == "slot-dropped"
@@ -155,7 +165,7 @@ def test_broken_file_fails_others_convert(tmp_path):
 def test_several_embeddings_in_one_file(tmp_path):
     lora = makers.lora_bundle(tmp_path / "lora.safetensors", {"one": {"clip_l": makers.vectors(1, 768)}, "two": {"clip_l": makers.vectors(2, 768, seed=1)}})
     out = tmp_path / "out"
-    proc = convert(lora, "-o", out, "--to", "diffusers")
+    proc = convert(lora, "-o", f"{out}/", "--to", "diffusers")  # a folder: named with a trailing '/'
     assert proc.returncode == 0, proc.stderr
     assert sorted(p.name for p in out.iterdir()) == ["lora-one.safetensors", "lora-two.safetensors"]
     assert embkit.read(out / "lora-two.safetensors").name == "two"
@@ -163,9 +173,10 @@ def test_several_embeddings_in_one_file(tmp_path):
 
 
 def test_table_output_and_choices(tree, tmp_path):
-    proc = convert(tree, "-o", tmp_path / "out", "--to", "a1111")
+    proc = convert(tree, "-o", tmp_path / "out", "--to", "a1111", "--allow-loss")
     assert proc.returncode == 0
     assert "slot-dropped" in proc.stdout and "converted 12, skipped 0, failed 0" in proc.stdout
+    assert f"skipped {tree / 'notes.txt'}: a text file" in proc.stdout
     help_text = run_embkit("convert", "--help").stdout
     for fmt in embkit.formats.writable_ids():
         assert fmt in help_text
@@ -187,7 +198,7 @@ def test_sdxl_two_files_and_card_options(tmp_path):
     from PIL import Image
 
     Image.new("RGB", (20, 20), (9, 99, 199)).save(tmp_path / "pic.png")
-    proc = convert(tmp_path / "learned_embeds.safetensors", "-o", tmp_path / "card.png", "--picture", tmp_path / "pic.png")
+    proc = convert(tmp_path / "learned_embeds.safetensors", "-o", tmp_path / "card.png", "--picture", tmp_path / "pic.png", "--allow-loss")
     assert proc.returncode == 0, proc.stderr
     back = embkit.read(tmp_path / "card.png")
     assert back.name == "xl" and np.array_equal(back.vectors["clip_l"], sdxl("xl").vectors["clip_l"])
@@ -201,7 +212,7 @@ def test_convert_does_not_import_torch(tree, tmp_path):
         "import sys\n"
         "from embkit.cli.main import main\n"
         "try:\n"
-        f"    main(['convert', {str(tree)!r}, '-o', {str(tmp_path / 'out')!r}, '--to', 'a1111-image', '--jobs', '1', '--json'])\n"
+        f"    main(['convert', {str(tree)!r}, '-o', {str(tmp_path / 'out')!r}, '--to', 'a1111-image', '--jobs', '1', '--json', '--allow-loss'])\n"
         "except SystemExit as exc:\n"
         "    assert not exc.code, exc.code\n"
         "bad = [m for m in ('torch', 'diffusers', 'transformers') if m in sys.modules]\n"
@@ -217,8 +228,11 @@ def test_corpus_folder(corpus, tmp_path, to):
     proc = convert(corpus, "-o", tmp_path / "out", "--to", to, "--json")
     assert proc.returncode == 0, proc.stderr
     report = json.loads(proc.stdout)
-    assert report["counts"] == {"converted": 5}
+    assert report["counts"] == {"converted": 5, "skipped": 1}  # SOURCES.md: a text file, skipped (issue 19)
     for r in report["files"]:
+        if r["status"] == "skipped":
+            assert r["reason"] == "a text file"
+            continue
         (out,) = r["outputs"]
         original = embkit.read(r["input"])
         back = embkit.read(out)
@@ -232,11 +246,15 @@ def test_one_file_into_a_folder_needs_to_and_says_so(tmp_path):
 
     src = tmp_path / "a.pt"
     torch.save({"string_to_param": {"*": torch.ones(2, 768)}, "name": "a"}, src)
-    for out, hint in ((str(tmp_path / "outdir") + "/", ""), (str(tmp_path / "noext"), "has no extension")):
-        done = run_embkit("convert", str(src), "-o", out)
+    done = run_embkit("convert", str(src), "-o", str(tmp_path / "outdir") + "/")
+    assert done.returncode == 2, done.stderr
+    assert "--to FORMAT is needed" in done.stderr and "Traceback" not in done.stderr
+    # a name without an extension never silently becomes a folder, even with --to (issue 19)
+    for extra in ((), ("--to", "kohya")):
+        done = run_embkit("convert", str(src), "-o", str(tmp_path / "noext"), *extra)
         assert done.returncode == 2, done.stderr
-        assert "--to FORMAT is needed" in done.stderr and hint in done.stderr
-        assert "Traceback" not in done.stderr
+        assert "has no extension" in done.stderr and "end it with '/'" in done.stderr
+        assert not (tmp_path / "noext").exists()
 
 
 def test_missing_input_is_exit_1_like_the_other_commands(tmp_path):

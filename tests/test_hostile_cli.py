@@ -61,7 +61,7 @@ def test_inspect_json_is_valid_for_odd_values(odd_files: list[Path]):
 def test_inspect_text_never_shows_a_traceback(odd_files: list[Path]):
     proc = run_embkit("inspect", *map(str, odd_files))
     assert "Traceback" not in proc.stderr, proc.stderr[-3000:]
-    assert proc.returncode in (0, 3, 4)
+    assert proc.returncode in (0, 1, 3, 4)  # the walk rule: 1 when files failed with different codes
 
 
 def test_library_reads_odd_values_as_embeddings_or_embkit_errors(odd_files: list[Path]):

@@ -47,7 +47,8 @@ def test_errors_that_resemble_a_builtin_are_that_builtin():
         back = pickle.loads(pickle.dumps(exc))  # errors cross process pools
         assert type(back) is cls and (str(back), back.filename, back.to_dict()) == (str(exc), "x.pt", exc.to_dict())
     assert (errors.WritePermissionError.code, errors.WritePermissionError.exit_code) == ("write-failed", 9)
-    assert (errors.HubEntryNotFoundError.exit_code, errors.LibraryPathNotFoundError.exit_code) == (12, 13)
+    # a missing input exits 1 in every command (issue 19), the library's too
+    assert (errors.HubEntryNotFoundError.exit_code, errors.LibraryPathNotFoundError.exit_code) == (12, 1)
 
 
 def test_every_public_error_class_is_in_all_errors():

@@ -13,7 +13,10 @@ from embkit.formats import FORMAT_IDS
 def test_inspect_json_contract(corpus):
     proc = run_embkit("inspect", "--json", str(corpus))
     assert proc.returncode == 0, proc.stderr
-    reports = json.loads(proc.stdout)
+    entries = json.loads(proc.stdout)
+    # SOURCES.md is listed as skipped, with the reason (issue 19), not left out
+    assert [(e["path"].rsplit("/", 1)[-1], e["skipped"]) for e in entries if "skipped" in e] == [("SOURCES.md", "a text file")]
+    reports = [e for e in entries if "skipped" not in e]
     by_name = {r["name"]: r for r in reports}
     assert set(by_name) == {"EasyNegative", "bad-hands-5", "rick", "<styled-image>", "<detail-schemas>"}
     for r in reports:
@@ -122,8 +125,12 @@ def test_walked_folder_leaves_out_pictures_and_models(tmp_path):
     save_file({"first_stage_model.decoder.conv_in.weight": np.zeros((4, 4, 3, 3), np.float32)}, str(folder / "model.safetensors"))
     done = run_embkit("inspect", str(folder), "--json")
     assert done.returncode == 0, done.stderr
-    assert [r["path"].rsplit("/", 1)[-1] for r in json.loads(done.stdout)] == ["good.safetensors"]
+    got = json.loads(done.stdout)
+    assert [r["path"].rsplit("/", 1)[-1] for r in got if "skipped" not in r] == ["good.safetensors"]
+    # the others are listed as skipped, with the reason (embkit.folder)
+    skipped = {r["path"].rsplit("/", 1)[-1]: r["skipped"] for r in got if "skipped" in r}
+    assert skipped["good.png"] == "a picture without an embedding card" and skipped["model.safetensors"].startswith("not an embedding: holds model weights")
     text = run_embkit("inspect", str(folder))
-    assert text.returncode == 0 and "2 file(s) in the folders are not embeddings" in text.stdout
+    assert text.returncode == 0 and "good.png: a picture without an embedding card" in text.stdout
     # named directly, a picture without a card is still an error
     assert run_embkit("inspect", str(folder / "good.png")).returncode == 3

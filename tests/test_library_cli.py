@@ -29,15 +29,16 @@ def tree(tmp_path_factory) -> Path:
     return root
 
 
-def _json(*args: str, db: Path) -> object:
+def _json(*args: str, db: Path, code: int = 0) -> object:
     done = run_embkit("library", "--db", str(db), *args)
-    assert done.returncode == 0, done.stderr
+    assert done.returncode == code, done.stderr
     return json.loads(done.stdout)
 
 
 def test_scan_then_query_with_json(tree, tmp_path):
     db = tmp_path / "lib.sqlite"
-    report = _json("scan", "--json", str(tree), db=db)
+    # junk.pt is a damaged embedding: the scan exits with its code (3), the walk rule of every command
+    report = _json("scan", "--json", str(tree), db=db, code=3)
     assert (report["seen"], report["added"]) == (5, 5)
     assert [e["code"] for e in report["errors"]] == ["broken-file"]
 
@@ -63,7 +64,7 @@ def test_human_output_tag_remove_export(tree, tmp_path):
     db = tmp_path / "lib.sqlite"
     env = {"EMBKIT_LIBRARY": str(db)}  # the environment variable names the database
     done = run_embkit("library", "scan", str(tree), env=env)
-    assert done.returncode == 0, done.stderr
+    assert done.returncode == 3, done.stderr  # junk.pt: a damaged embedding (the walk rule)
     assert "5 files: 5 added" in done.stdout and "broken-file" in done.stderr
     listing = run_embkit("library", "list", env=env)
     assert "badhand" in listing.stdout and "4 embeddings" in listing.stdout
@@ -72,6 +73,8 @@ def test_human_output_tag_remove_export(tree, tmp_path):
 
     tagged = run_embkit("library", "tag", "badhand", "hands", "negative", env=env)
     assert tagged.returncode == 0 and "hands, negative" in tagged.stdout
+    [row] = _json("tag", "badhand", "hands", "--json", db=db)  # --json on every command (issue 19)
+    assert row["name"] == "badhand" and row["tags"] == ["hands", "negative"]
     assert [e["name"] for e in _json("list", "--json", "--tag", "hands", db=db)] == ["badhand"]
 
     out = tmp_path / "manifest.json"
@@ -80,8 +83,8 @@ def test_human_output_tag_remove_export(tree, tmp_path):
     manifest = json.loads(out.read_text())
     assert len(manifest["entries"]) == 4 and manifest["entries"][0]["tags"] in ([], ["hands", "negative"])
 
-    gone = run_embkit("library", "remove", "badhand", env=env)
-    assert gone.returncode == 0 and "forgot 1 files" in gone.stdout
+    gone = run_embkit("library", "remove", "badhand", "--json", env=env)
+    assert gone.returncode == 0 and json.loads(gone.stdout) == {"forgot": 1}
     missing = run_embkit("library", "show", "badhand", env=env)
     assert missing.returncode == 13 and "no embedding in the library matches" in missing.stderr
     assert run_embkit("library", "remove", env=env).returncode == 2  # nothing named: usage error
@@ -137,8 +140,12 @@ def test_list_errors_counts_pictures_apart(tmp_path):
     Image.new("RGB", (16, 16)).save(root / "other.png")
     (root / "junk.pt").write_bytes(b"PK\x03\x04junk")
     db = tmp_path / "lib.sqlite"
-    report = _json("scan", "--json", str(root), db=db)
+    report = _json("scan", "--json", str(root), db=db, code=3)
     assert report["pictures"] == 2 and [Path(e["path"]).name for e in report["errors"]] == ["junk.pt"]
+    assert sorted(Path(s["path"]).name for s in report["skipped"]) == ["other.png", "thing.png"]
+    # a rescan says the same of the unchanged files (the exit status too)
+    again = _json("scan", "--json", str(root), db=db, code=3)
+    assert [Path(e["path"]).name for e in again["errors"]] == ["junk.pt"] and again["pictures"] == 2
     assert [Path(e["path"]).name for e in _json("list", "--errors", "--json", db=db)] == ["junk.pt"]
     human = run_embkit("library", "--db", str(db), "list", "--errors")
     assert human.returncode == 0, human.stderr

@@ -26,7 +26,9 @@ def _case(prefix: str) -> bytes:
 def test_corpus_files_scan_safe(corpus: Path):
     results = {Path(r.path).name: r for r in scan_paths([corpus])}
     assert set(results) >= {"EasyNegative.pt", "bad-hands-5.pt", "learned_embeds.bin", "learned_embeds.safetensors", "test_embedding.png"}
-    assert all(r.verdict == SAFE for r in results.values())
+    assert all(r.verdict == SAFE for r in results.values() if r.skipped is None)
+    # the corpus's text files are listed as skipped (the rule of every walk), not scanned as embeddings
+    assert {name for name, r in results.items() if r.skipped is not None} <= {"SOURCES.md", "token_identifier.txt", "type_of_concept.txt"}
     assert results["EasyNegative.pt"].globals == ["torch._utils._rebuild_tensor_v2", "torch.FloatStorage", "collections.OrderedDict"]
     assert results["learned_embeds.safetensors"].pickles == ()
 
@@ -103,16 +105,21 @@ def test_cli_json_walks_folders_and_reports_unreadable(tmp_path: Path):
     assert proc.returncode == 5
     entries = json.loads(proc.stdout)
     by_name = {Path(e["path"]).name: e for e in entries}
-    assert set(by_name) == {"evil.bin", "junk.pt", "missing.pt"}
+    assert set(by_name) == {"evil.bin", "junk.pt", "missing.pt", "notes.txt"}
+    assert by_name["notes.txt"]["skipped"] == "a text file"  # listed as skipped, with the reason (issue 19)
     assert by_name["evil.bin"]["verdict"] == "unsafe" and by_name["evil.bin"]["refused"] == ["os.system"]
     assert by_name["evil.bin"]["pickles"][0]["globals"][0]["opcode"] == "GLOBAL"
     assert by_name["junk.pt"]["verdict"] == "unknown"
     assert by_name["missing.pt"]["error"]["code"] == "error"
 
 
-def test_cli_unknown_only_exits_1(tmp_path: Path):
+def test_cli_unknown_exits_with_the_readers_code(tmp_path: Path):
+    # the walk rule of every command (issue 19): the reader's error code (unknown-format, 4), not 1
     (tmp_path / "junk.pt").write_bytes(b"\x00" * 64)
-    assert run_embkit("scan", str(tmp_path / "junk.pt")).returncode == 1
+    assert run_embkit("scan", str(tmp_path / "junk.pt")).returncode == 4
+    (tmp_path / "broken.safetensors").write_bytes(b"\x10" + b"\x00" * 7 + b"{not json")
+    assert run_embkit("scan", str(tmp_path / "broken.safetensors")).returncode == 3
+    assert run_embkit("scan", str(tmp_path / "junk.pt"), str(tmp_path / "broken.safetensors")).returncode == 1
 
 
 @pytest.mark.parametrize("prefix", ["BUILD on an allowed global then a dotted name", "memo confusion", "call result POPped"])
@@ -125,7 +132,7 @@ def test_scan_executes_nothing(tmp_path: Path):
     Path(canary.keep).write_text("keep")
     for n, case in enumerate(CASES):
         (tmp_path / f"{n}.pt").write_bytes(case.build(canary))
-    results = list(scan_paths([tmp_path]))
+    results = [r for r in scan_paths([tmp_path]) if r.skipped is None or r.path.endswith(".pt")]
     assert len(results) == len(CASES)
     assert not Path(canary.created).exists() and Path(canary.keep).read_text() == "keep"
 

@@ -369,3 +369,37 @@ def test_cli_previews_json_and_summary(tmp_path):
     assert negative["negative"] is True and "Negative prompt: EasyNegative" in negative["parameters"]
     missing = run_embkit("previews", str(tmp_path / "nope.pt"), "--device", "cpu")
     assert missing.returncode == 1 and "nope.pt" in missing.stderr
+
+
+@pytest.mark.slow
+def test_cli_previews_from_stdin_and_the_shared_vocabulary(tmp_path):
+    import subprocess
+    import sys
+
+    (tmp_path / "in").mkdir()
+    src = mk.a1111_pt(tmp_path / "in" / "somefile.pt", mk.vectors(2, 768, 1, 0.3), name="my-style")
+    out = tmp_path / "out"
+    # '-' reads one file from standard input; its preview goes under -o, named after the name it stored
+    done = subprocess.run([sys.executable, "-m", "embkit", "previews", "-", "-o", str(out), "-m", "SD1", "--device", "cpu",
+                           "--host", "ComfyUI", "--dtype", "fp32", "--json"], input=src.read_bytes(), capture_output=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    [row] = json.loads(done.stdout)["previews"]
+    assert (row["path"], row["status"], row["trigger"]) == ("<stdin>", "written", "my-style")
+    assert os.listdir(out) == ["my-style.preview.png"]
+    assert "TI hashes" not in parse_parameters(row["parameters"])  # no file on disk to hash
+    # '-' without -o has no folder to write beside; -o - is no folder
+    assert run_embkit("previews", "-").returncode == 2
+    assert run_embkit("previews", str(src), "-o", "-").returncode == 2
+    # one host: 'all' names seven
+    assert run_embkit("previews", str(src), "--host", "all").returncode == 2
+    # the old spelling --out works for one release, with a note; -q prints no summary, --summary no line per preview
+    done = run_embkit("previews", str(src), "--out", str(out), "-m", "sd1", "--device", "cpu", "-q")
+    assert done.returncode == 0 and "--out is now --output" in " ".join(done.stderr.split())
+    assert (out / "somefile.preview.png").is_file() and "written" not in done.stdout
+    done = run_embkit("previews", str(tmp_path / "in"), "-o", str(tmp_path / "o2"), "-m", "sd1", "--device", "cpu", "--summary")
+    assert done.returncode == 0 and "wrote" not in done.stdout and "1 written" in done.stdout
+    # a folder holding no embedding: the walk rule's 4, with the files skipped and their reasons
+    (tmp_path / "photos").mkdir()
+    (tmp_path / "photos" / "notes.txt").write_text("x")
+    done = run_embkit("previews", str(tmp_path / "photos"), "-v")
+    assert done.returncode == 4 and "notes.txt: a text file" in done.stdout

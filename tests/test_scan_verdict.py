@@ -53,8 +53,11 @@ def test_a_folder_scan_lists_numpy_arrays_zips_and_pickles_under_any_name(tmp_pa
         (tmp_path / by_id[pid].filename).write_bytes(by_id[pid].build(str(tmp_path / "c")))
     (tmp_path / "notes.txt").write_bytes(by_id["os.system protocol 2"].build(str(tmp_path / "c")))  # a pickle named .txt
     (tmp_path / "README.md").write_text("# not a pickle\n")
-    found = {Path(r.path).name: r.verdict for r in scan_paths([tmp_path])}
+    results = {Path(r.path).name: r for r in scan_paths([tmp_path])}
+    found = {name: r.verdict for name, r in results.items() if r.skipped is None}
     assert found == {"array.npy": "unsafe", "arrays.npz": "unsafe", "model.zip": "unsafe", "notes.txt": "unsafe"}
+    # a text file that is no pickle is listed as skipped (the rule of every walk), never opened further
+    assert (results["README.md"].verdict, results["README.md"].skipped) == ("unknown", "a text file")
 
 
 def _suite_files(folder: Path) -> list[Path]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 import sys
 import types
 
@@ -48,9 +49,11 @@ def invoke(*args):
 def test_folder_against_sd1_walks_and_summarises(folder):
     res = invoke(folder, "--model", "sd1")
     assert res.exit_code == 0, res.output
-    assert "3 would load, 0 would be skipped, 1 non-embedding file(s) ignored" in " ".join(res.output.split())
+    flat = " ".join(res.output.split())
+    assert "3 would load, 0 would be skipped" in flat
+    # files that are no embedding are listed as skipped, with the reason (embkit.folder), never failed
+    assert "preview.png: a picture without an embedding card" in flat and "notes.txt: a text file" in flat
     assert "extra-slot" in res.output and "goodsd1" in res.output and "<concepttok>" in res.output
-    assert "notes.txt" not in res.output
 
 
 def test_folder_against_sdxl_skips_sd1_files_with_the_reason(folder):
@@ -68,7 +71,8 @@ def test_json_output(folder):
     assert data["target"]["family"] == "sdxl" and data["target"]["slots"]["clip_g"]["width"] == 1280
     assert [s["name"] for s in data["summary"]["load"]] == ["xlstyle"]
     assert {s["name"] for s in data["summary"]["skipped"]} == {"goodsd1", "<concepttok>"}
-    assert data["summary"]["ignored"][0].endswith("preview.png")
+    ignored = {Path(i["path"]).name: i["reason"] for i in data["summary"]["ignored"]}
+    assert ignored["preview.png"] == "a picture without an embedding card" and ignored["notes.txt"] == "a text file"
     reports = {r["name"]: r for f in data["files"] for r in f["reports"]}
     assert [f["code"] for f in reports["goodsd1"]["findings"] if f["severity"] == "error"] == ["missing-slot"]
 
@@ -113,8 +117,9 @@ def test_checkpoint_target_and_unreadable_file(tmp_path):
     broken.write_bytes(b"PK\x03\x04 not really a zip")
     res = invoke(good, broken, "--model", ckpt, "--json")
     data = json.loads(res.output)
-    assert res.exit_code == 7
-    assert [f["error"]["code"] for f in data["files"] if "error" in f] and data["summary"]["load"][0]["name"] == "pair"
+    # the walk rule (docs/cli.md): the unreadable file's own code (3, a broken file), not 7
+    assert res.exit_code == 3
+    assert [f["error"]["code"] for f in data["files"] if "error" in f] == ["broken-file"] and data["summary"]["load"][0]["name"] == "pair"
 
 
 def test_bad_model_exits_with_the_target_error_code(tmp_path):

@@ -131,7 +131,10 @@ def test_convert_carries_sidecars_renamed_to_the_output(folder, tmp_path):
     assert embkit.read(tmp_path / "renamed.pt").sidecars.trained_words == ("alphaword", "shiny style")
     # run again: the existing sidecars are targets like the output (skipped, not replaced)
     again = json.loads(run_embkit("convert", str(folder), "-o", str(out), "--to", "multi", "--json").stdout)
-    assert again["counts"].get("skipped") == 4
+    assert sum(1 for f in again["files"] if f["status"] == "skipped" and not f.get("not_embedding")) == 4
+    # the sidecars and the preview themselves are listed as skipped files that are no embedding (issue 19)
+    assert sorted(Path(f["input"]).name for f in again["files"] if f.get("not_embedding")) == [
+        "alpha.civitai.info", "alpha.preview.png", "beta.metadata.json"]
 
 
 @pytest.fixture(scope="module")

@@ -220,8 +220,13 @@ def test_diffusers_sdxl_two_files(tmp_path):
     assert list(first) == list(second) == ["<xl>"]
     assert tuple(first["<xl>"].shape) == (2, 768) and tuple(second["<xl>"].shape) == (2, 1280)
     assert embkit.read(tmp_path / "learned_embeds_2.safetensors").vectors["clip_g"].tobytes() == emb.vectors["clip_g"].tobytes()
-    # without the option the CLIP-G half is a reported loss, with a hint
-    losses = embkit.write(emb, tmp_path / "one.safetensors", "diffusers")
+    # without the option the CLIP-G half would be dropped: refused, naming both lossless choices
+    # (house rule 8), and written only when the loss is allowed, as a reported loss with the hint
+    with pytest.raises(embkit.LossError, match="sdxl_two_files=True") as refused:
+        embkit.write(emb, tmp_path / "one.safetensors", "diffusers")
+    assert refused.value.exit_code == 8 and "--to multi" in str(refused.value)
+    assert not (tmp_path / "one.safetensors").exists()
+    losses = embkit.write(emb, tmp_path / "one.safetensors", "diffusers", allow_loss=True)
     assert [(x.code, x.slot) for x in losses] == [("slot-dropped", "clip_g")]
     assert "sdxl_two_files" in losses[0].message
 
@@ -362,7 +367,9 @@ def test_losses_are_typed_and_named(tmp_path):
         "sd3", {"clip_l": makers.vectors(1, 768), "clip_g": makers.vectors(1, 1280), "t5": makers.vectors(1, 4096), "clip_l_out": makers.vectors(1, 768)},
         metadata={"note": "x"},
     )
-    losses = embkit.write(emb, tmp_path / "other.pt", "a1111")
+    with pytest.raises(embkit.LossError, match="would drop vectors.*multi keeps every slot and the output vectors"):
+        embkit.write(emb, tmp_path / "other.pt", "a1111")  # vectors dropped: refused unless allowed
+    losses = embkit.write(emb, tmp_path / "other.pt", "a1111", allow_loss=True)
     got = sorted((x.code, x.slot) for x in losses)
     assert got == [
         ("metadata-dropped", None),

@@ -5,10 +5,11 @@ from __future__ import annotations
 import click
 
 from . import output
+from .options import shared
 
 
 @click.command("formats")
-@click.option("--json", "as_json", is_flag=True, help="Print the table as JSON.")
+@shared("Print the table as JSON.")
 def cli(as_json: bool) -> None:
     """List every format and container embkit reads and writes."""
     from ..formats import CONTAINERS, FORMATS, get_container
@@ -30,7 +31,7 @@ def cli(as_json: bool) -> None:
             }
         )
     if as_json:
-        output.print_json({"formats": rows, "containers": [{"id": c.id, "title": c.title, "extensions": list(c.extensions)} for c in CONTAINERS]})
+        output.print_json({"formats": rows, "containers": [{"id": c.id, "title": c.title, "noun": c.noun, "extensions": list(c.extensions)} for c in CONTAINERS]})
         return
     from rich.table import Table
 

@@ -4,27 +4,32 @@ from __future__ import annotations
 
 import click
 
-from ..formats import FORMAT_IDS
 from . import output
+from .options import format_option, model_option, shared
 
 
 @click.command("inspect")
 @click.argument("paths", nargs=-1, required=True, type=click.Path(readable=False, allow_dash=True))
-@click.option("--json", "as_json", is_flag=True, help="Print a JSON list (one object per file) instead of tables.")
-@click.option("--format", "format_", type=click.Choice(FORMAT_IDS), help="Force a layout instead of detecting it.")
+@format_option()
 @click.option("--all-norms", is_flag=True, help="Show every vector's norm in the tables (default: at most 8).")
-@click.option("--model", "model", help="Model for --nearest: a diffusers folder, a single-file .safetensors checkpoint, or a Hub id in the cache.")
+@model_option("Model for --nearest: a diffusers folder, a single-file .safetensors checkpoint, or a Hub id in the cache.")
 @click.option("--nearest", "nearest", type=click.IntRange(1, 1000), help="List the K vocabulary tokens nearest (cosine) to each vector (needs --model).")
-def cli(paths: tuple[str, ...], as_json: bool, format_: str | None, all_norms: bool, model: str | None, nearest: int | None) -> None:
+@shared("Print a JSON list (one object per file, skipped files too) instead of tables.", json_lines=True,
+        summary="Print one line per file (name, layout, family, slots) and the problems, not the tables.")
+def cli(paths: tuple[str, ...], format_: str | None, all_norms: bool, model: str | None, nearest: int | None, as_json: bool,
+        json_lines: bool, summary: bool) -> None:
     """Show slots, vectors, norms, family, hashes, metadata and sidecars of embedding files.
 
-    Folders are walked; files in them that are no embedding (a model, a preview picture) are left
-    out. PATH '-' reads one file from standard input. With --model and --nearest K, each vector's
-    K nearest vocabulary tokens are listed, per encoder. Exits 0 when every file was read;
-    otherwise with the exit code of the first error (files that were read are still reported)."""
+    Folders are walked; files in them that are no embedding (pictures, previews, sidecars, text,
+    model checkpoints) are skipped with the reason (counted; -v lists them, --json lists them as
+    {"path", "skipped"}). PATH '-' reads one file from standard input. With --model and --nearest
+    K, each vector's K nearest vocabulary tokens are listed, per encoder. --summary prints one line
+    per file. Exit status: the rule of every folder walk (docs/cli.md): 0 when every file was read,
+    else the error's exit code (1 when several differ, 5 when one is unsafe), 4 when no embedding
+    was found; files that were read are still reported."""
     import sys
 
-    from ..errors import EmbkitError
+    from ..folder import walk_exit_code
     from ..report import iter_reports
 
     if (model is None) != (nearest is None):
@@ -35,33 +40,51 @@ def cli(paths: tuple[str, ...], as_json: bool, format_: str | None, all_norms: b
 
         index = TokenIndex.from_target(model)
         for note in index.notes:  # on stderr: stdout may be --json
-            output.err_console().print(f"[dim]note: {output.escape(note)}[/]")
+            output.note(f"[dim]note: {output.escape(note)}[/]")
     extra = (lambda emb, slot: index.slot_fields(emb, slot, nearest)) if index is not None else None
-    reports = []
-    first_error: EmbkitError | None = None
-    left_out = 0
+    entries: list[dict] = []
+    skipped: list[tuple[str, str]] = []
+    codes: list[int] = []
+    found = 0
     try:
         for rep, exc in iter_reports(paths, format_, stdin=getattr(sys.stdin, "buffer", None), slot_extra=extra):
-            if rep is None:
-                left_out += 1
-                continue
-            first_error = first_error or exc
-            reports.append(rep)
-            if not as_json:
+            if "skipped" in rep:
+                skipped.append((rep["path"], rep["skipped"]))
+            else:
+                found += 1
+                if exc is not None:
+                    codes.append(exc.exit_code)
+            if json_lines:
+                output.print_json_line(rep)
+            elif as_json:
+                entries.append(rep)
+            elif "skipped" not in rep and summary:
+                _print_line(rep)
+            elif "skipped" not in rep:
                 _print_report(rep, all_norms)
     finally:
         if index is not None:
             index.close()
     if as_json:
-        output.print_json(reports)
-    elif not reports:
-        output.warn("no embedding files found")
-    if left_out and not as_json:
-        output.info(f"[dim]{left_out} file(s) in the folders are not embeddings (models, pictures) and were left out[/]")
-    if first_error is not None:
-        raise SystemExit(first_error.exit_code)
-    if not reports:
-        raise SystemExit(4)
+        output.print_json(entries)
+    elif not json_lines:
+        output.skipped(skipped)
+        if not found:
+            output.warn("no embedding files found")
+    code = walk_exit_code(codes, found)
+    if code:
+        raise SystemExit(code)
+
+
+def _print_line(rep: dict) -> None:
+    """``--summary``: one line per file."""
+    esc = output.escape
+    if "error" in rep:
+        output.error_line(rep["path"], rep["error"])
+        return
+    for emb in rep["embeddings"]:
+        slots = " ".join(f"{esc(s)}:{v['vectors']}x{v['dim']}" for s, v in emb["slots"].items())
+        output.info(f"[bold]{esc(emb['name'])}[/]  {esc(rep['format'])}  [green]{esc(emb['family'])}[/]  {slots}  [dim]{esc(rep['path'])}[/]")
 
 
 def _print_report(rep: dict, all_norms: bool) -> None:
@@ -88,16 +111,15 @@ def _print_report(rep: dict, all_norms: bool) -> None:
             stats = "non-finite" if s["min"] is None else f"{s['min']:.3f} / {s['max']:.3f} / {s['std']:.3f}"
             if not s["finite"] and s["min"] is not None:
                 stats += " (finite values; has NaN/inf)"
-            table.add_row(slot, f"{s['vectors']} × {s['dim']}", s["dtype"], shown, stats)
+            table.add_row(esc(slot), f"{s['vectors']} × {s['dim']}", esc(s["dtype"]), shown, stats)
         con.print(table)
-        family = emb["family"] if emb["family"] != "unknown" else "unknown"
-        con.print(f"  format [cyan]{rep['format']}[/] in [cyan]{rep['container']}[/]   family [green]{family}[/]   {emb['vectors']} token(s) of 75")
+        con.print(f"  format [cyan]{esc(rep['format'])}[/] in [cyan]{esc(rep['container'])}[/]   family [green]{esc(emb['family'])}[/]   {emb['vectors']} token(s) of 75")
         con.print("  applies in:")
         for h, w in emb.get("hosts", {}).items():
             con.print("    " + _where(h, w))
         hashes = rep["hashes"]
-        con.print("  " + "   ".join(f"{k} [dim]{v}[/]" for k, v in hashes.items() if k != "sha256"))
-        con.print(f"  sha256 [dim]{hashes['sha256']}[/]")
+        con.print("  " + "   ".join(f"{esc(k)} [dim]{esc(v)}[/]" for k, v in hashes.items() if k != "sha256"))
+        con.print(f"  sha256 [dim]{esc(hashes['sha256'])}[/]")
         meta = {k: v for k, v in emb["metadata"].items() if k != "provenance"}
         if meta:
             con.print("  " + "   ".join(f"{esc(str(k))}={esc(_short(v))}" for k, v in meta.items()))
@@ -114,7 +136,7 @@ def _print_report(rep: dict, all_norms: bool) -> None:
             if s.get("nearest"):
                 _print_nearest(slot, s["nearest"])
             elif "nearest" in s:
-                con.print(f"  [dim]{slot}: the model has no token matrix for these vectors[/]")
+                con.print(f"  [dim]{esc(slot)}: the model has no token matrix for these vectors[/]")
         for w in emb["warnings"]:
             con.print(f"  [yellow]warning[/]: {esc(w)}")
         con.print()
@@ -126,7 +148,7 @@ def _print_sidecars(rep: dict) -> None:
     if not found:
         return
     con = output.console()
-    con.print("  sidecars: " + ", ".join(found))
+    con.print("  sidecars: " + esc(", ".join(found)))
     if rep.get("trained_words"):
         con.print(f"  trained words: {esc(', '.join(rep['trained_words']))}")
     if rep.get("base_model"):
@@ -146,7 +168,7 @@ def _print_sidecars(rep: dict) -> None:
 
 def _print_nearest(slot: str, rows: list) -> None:
     con = output.console()
-    con.print(f"  nearest tokens ({slot}):")
+    con.print(f"  nearest tokens ({output.escape(slot)}):")
     for i, row in enumerate(rows):
         cells = ", ".join(f"{output.escape(str(t['token'] if t['token'] is not None else '#' + str(t['id'])))} {t['cosine']:.3f}" for t in row)
         con.print(f"    {i}: {cells}")
@@ -159,7 +181,7 @@ def _where(host: str, entry: dict) -> str:
 
     where = summary(entry)
     word = f" as [bold]{output.escape(entry['trigger'])}[/]" if entry.get("trigger") and where != "nowhere" else ""
-    return f"{get_host(host).label + ':':<11}{where}{word}"
+    return f"{get_host(host).label + ':':<11}{output.escape(where)}{word}"
 
 
 def _short(value) -> str:

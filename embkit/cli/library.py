@@ -5,8 +5,6 @@ folder."""
 
 from __future__ import annotations
 
-import sys
-
 import click
 
 from . import output
@@ -15,6 +13,7 @@ from .library_db import DB_HELP as _DB_HELP
 from .library_db import db_option as _db_option
 from .library_db import open_library as _open
 from .library_previews import gallery_cmd, previews_cmd
+from .options import model_option, renamed, shared
 
 
 @click.group("library")
@@ -32,45 +31,50 @@ def cli(ctx: click.Context, db: str | None) -> None:
 @cli.command("scan")
 @click.argument("paths", nargs=-1, required=True, type=click.Path(readable=False))
 @click.option("--jobs", "-j", type=click.IntRange(1, 256), default=None, help="Worker processes (default: CPUs available).")
-@click.option("--json", "as_json", is_flag=True, help="Print the scan report as JSON.")
-@click.option("--quiet", "-q", is_flag=True, help="No progress bar, no summary.")
 @_db_option
+@shared("Print the scan report as JSON.")
 @click.pass_context
-def scan_cmd(ctx, paths, jobs, as_json, quiet, db) -> None:
+def scan_cmd(ctx, paths, jobs, db, as_json) -> None:
     """Scan files and folders (recursively) into the library. Incremental: unchanged files are not
     reopened, changed ones are re-read, deleted ones are dropped. Unreadable or unsafe files are
-    recorded with the reason."""
+    recorded with the reason; files that are no embedding (pictures, previews, sidecars, text,
+    model checkpoints) are skipped (counted; -v lists them). Exit status: the rule of every folder
+    walk (docs/cli.md), over the files under PATHS as they are now: 0 when every file was read, the
+    unreadable files' error code (1 when codes differ, 5 when one is unsafe), 4 when no embedding
+    was found."""
     lib = _open(ctx, db)
-    if as_json or quiet or not sys.stderr.isatty():
-        report = lib.scan(paths, jobs=jobs)
-    else:
-        report = _scan_with_bar(lib, paths, jobs)
+    bar = output.progress() if not as_json else None
+    report = lib.scan(paths, jobs=jobs) if bar is None else _scan_with_bar(lib, paths, jobs, bar)
+    code = report.exit_code
     if as_json:
         output.print_json(report.to_dict())
+        _exit(code)
         return
-    if quiet:
-        return
-    for path, code, message in report.errors[:20]:
-        output.warn(f"[{code}] {message}")
-    if len(report.errors) > 20:
+    for path, code_, message in report.errors[: None if output.MODE.verbose else 20]:
+        output.error_line(path, {"code": code_, "message": message})
+    if len(report.errors) > 20 and not output.MODE.verbose:
         output.warn(f"… and {len(report.errors) - 20} more unreadable files (embkit library list --errors)")
-    rate = report.seen / report.seconds if report.seconds else 0.0
-    output.info(
-        f"{report.seen} files: {report.added} added, {report.updated} updated, {report.unchanged} unchanged, "
-        f"{report.removed} removed, {len(report.errors)} unreadable"
-        + (f", {report.pictures} pictures without an embedding" if report.pictures else "")
-        + (f", {report.previews} with a preview" if report.previews else "")
-        + f" ({report.seconds:.2f} s, {rate:,.0f} files/s)"
-    )
+    output.skipped(report.skipped)
+    if not output.MODE.quiet:
+        rate = report.seen / report.seconds if report.seconds else 0.0
+        output.info(
+            f"{report.seen} files: {report.added} added, {report.updated} updated, {report.unchanged} unchanged, "
+            f"{report.removed} removed, {len(report.errors)} unreadable"
+            + (f", {len(report.skipped)} skipped (no embedding)" if report.skipped else "")
+            + (f", {report.previews} with a preview" if report.previews else "")
+            + f" ({report.seconds:.2f} s, {rate:,.0f} files/s)"
+        )
+    _exit(code)
 
 
-def _scan_with_bar(lib, paths, jobs):
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+def _exit(code: int) -> None:
+    if code:
+        raise SystemExit(code)
 
-    with Progress(
-        TextColumn("scanning"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(), console=output.err_console(), transient=True
-    ) as bar:
-        task = bar.add_task("scan", total=None)
+
+def _scan_with_bar(lib, paths, jobs, bar):
+    with bar:
+        task = bar.add_task("scanning", total=None)
 
         def progress(done: int, total: int) -> None:
             bar.update(task, completed=done, total=total)
@@ -89,13 +93,13 @@ def _filters(f):
         click.option("--family", help="Family (sd1, sd2, sdxl, sd3, flux), exact."),
         click.option("--fits", help="A family the slots fit (an SD1 embedding fits sdxl's CLIP-L slot)."),
         click.option("--slot", type=click.Choice(SLOTS), help="Has this slot."),
-        click.option("--name", help="Trigger name glob, case-insensitive ('*neg*')."),
+        click.option("--name", help="Only trigger names matching this glob, case-insensitive ('*neg*')."),
         click.option("--vectors", help="Vector count: N, MIN-MAX, MIN- or -MAX."),
-        click.option("--format", "format_", type=click.Choice(FORMAT_IDS), help="Layout."),
+        click.option("--layout", "format_", type=click.Choice(FORMAT_IDS), help="Only files of this layout."),
+        renamed("--format", "--layout", "format_", type=click.Choice(FORMAT_IDS)),
         click.option("--tag", help="Has this tag."),
         click.option("--word", help="A trained word the sidecars name (glob, case-insensitive)."),
         click.option("--base-model", "base_model", help="Base model the sidecars name (glob, case-insensitive: 'SDXL*', 'SD 1.5')."),
-        click.option("--json", "as_json", is_flag=True, help="Print JSON."),
         _db_option,
     ]
     for opt in reversed(opts):
@@ -124,25 +128,30 @@ def _query(ctx, db, family, fits, slot, name, vectors, format_, tag, word=None, 
 @cli.command("list")
 @_filters
 @click.option("--errors", "show_errors", is_flag=True, help="List the files that could not be read instead.")
+@shared("Print JSON.", json_lines=True)
 @click.pass_context
-def list_cmd(ctx, family, fits, slot, name, vectors, format_, tag, word, base_model, as_json, db, show_errors) -> None:
+def list_cmd(ctx, family, fits, slot, name, vectors, format_, tag, word, base_model, db, show_errors, as_json, json_lines) -> None:
     """List the embeddings in the library (filters combine)."""
     if show_errors:
         lib = _open(ctx, db)
         errs = lib.errors()
         if as_json:
             output.print_json([e.to_dict() for e in errs])
+        elif json_lines:
+            for e in errs:
+                output.print_json_line(e.to_dict())
         else:
             _errors_table(errs, len(lib.pictures()))
         return
-    _print_entries(_query(ctx, db, family, fits, slot, name, vectors, format_, tag, word, base_model), as_json)
+    _print_entries(_query(ctx, db, family, fits, slot, name, vectors, format_, tag, word, base_model), as_json, json_lines)
 
 
 @cli.command("search")
 @click.argument("pattern", required=False)
 @_filters
+@shared("Print JSON.")
 @click.pass_context
-def search_cmd(ctx, pattern, family, fits, slot, name, vectors, format_, tag, word, base_model, as_json, db) -> None:
+def search_cmd(ctx, pattern, family, fits, slot, name, vectors, format_, tag, word, base_model, db, as_json) -> None:
     """Search by a PATTERN (a substring, or a glob with * ? [ ]) matching the trigger name or a
     trained word its sidecars name, and filters."""
     if pattern and not any(c in pattern for c in "*?["):
@@ -152,10 +161,10 @@ def search_cmd(ctx, pattern, family, fits, slot, name, vectors, format_, tag, wo
 
 @cli.command("show")
 @click.argument("key")
-@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 @_db_option
+@shared("Print JSON.")
 @click.pass_context
-def show_cmd(ctx, key, as_json, db) -> None:
+def show_cmd(ctx, key, db, as_json) -> None:
     """Everything stored about the embeddings KEY names: a trigger name, a path, or a hash
     (sha256, AutoV2, AutoV3 or vectors hash; a prefix of 6+ hex digits)."""
     found = _open(ctx, db).show(key)
@@ -166,9 +175,13 @@ def show_cmd(ctx, key, as_json, db) -> None:
         _show_entry(e)
 
 
-def _print_entries(found, as_json: bool) -> None:
+def _print_entries(found, as_json: bool, json_lines: bool = False) -> None:
     if as_json:
         output.print_json([e.to_dict() for e in found])
+        return
+    if json_lines:
+        for e in found:
+            output.print_json_line(e.to_dict())
         return
     if not found:
         output.warn("no embeddings match")
@@ -184,16 +197,17 @@ def _print_entries(found, as_json: bool) -> None:
     for e in found:
         cells = {
             "name": esc(e.name),
-            "family": e.family,
-            "slots": " ".join(f"{s.slot}:{s.vectors}x{s.width}" for s in e.slots),
+            "family": esc(e.family),
+            "slots": esc(" ".join(f"{s.slot}:{s.vectors}x{s.width}" for s in e.slots)),
             "vectors": str(e.num_vectors),
-            "format": e.format,
+            "format": esc(e.format),
             "tags": esc(",".join(e.tags)),
             "path": esc(e.path + (f" [{e.member}]" if e.member else "")),
         }
         table.add_row(*(cells[c] for c in cols))
     output.console().print(table)
-    output.info(f"[dim]{len(found)} embedding{'' if len(found) == 1 else 's'}[/]")
+    if not output.MODE.quiet:
+        output.info(f"[dim]{len(found)} embedding{'' if len(found) == 1 else 's'}[/]")
 
 
 def _show_entry(e) -> None:
@@ -221,7 +235,7 @@ def _errors_table(errs, pictures: int) -> None:
     table.add_column("code")
     table.add_column("message", overflow="fold")
     for e in errs:
-        table.add_row(e.code, output.escape(e.message))
+        table.add_row(output.escape(e.code), output.escape(e.message))
     output.console().print(table)
     output.info(f"[dim]{len(errs)} unreadable file{'' if len(errs) == 1 else 's'}{aside}[/]")
 
@@ -238,28 +252,28 @@ def _print_groups(groups, as_json: bool, none_text: str) -> None:
         return
     esc = output.escape
     for g in groups:
-        where = f" [dim]({', '.join(g.hosts)})[/]" if g.hosts else ""
-        output.info(f"[bold]{g.kind}[/]{where} {esc(g.message)}")
+        where = f" [dim]({esc(', '.join(g.hosts))})[/]" if g.hosts else ""
+        output.info(f"[bold]{esc(g.kind)}[/]{where} {esc(g.message)}")
         for e in g.entries:
-            output.info(f"    {esc(e.name)}  [dim]{esc(e.path)}{esc(' [' + e.member + ']' if e.member else '')} ({e.format}, {e.family})[/]")
+            output.info(f"    {esc(e.name)}  [dim]{esc(e.path)}{esc(' [' + e.member + ']' if e.member else '')} ({esc(e.format)}, {esc(e.family)})[/]")
 
 
 @cli.command("dupes")
-@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 @_db_option
+@shared("Print JSON.")
 @click.pass_context
-def dupes_cmd(ctx, as_json, db) -> None:
+def dupes_cmd(ctx, db, as_json) -> None:
     """Identical files, and the same vectors kept in different files or formats."""
     _print_groups(_open(ctx, db).dupes(), as_json, "no duplicates")
 
 
 @cli.command("conflicts")
 @click.option("--kind", type=click.Choice(["same-trigger", "case", "prefix", "stored-name", "family-mix"]), multiple=True, help="Only these kinds.")
-@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 @host_option
 @_db_option
+@shared("Print JSON.")
 @click.pass_context
-def conflicts_cmd(ctx, kind, as_json, host_names, db) -> None:
+def conflicts_cmd(ctx, kind, host_names, db, as_json) -> None:
     """Trigger names that confuse hosts: one name in several files, names differing only by case,
     names in each other's way under a host's prompt matching, stored name ≠ file name, SD1 and
     SDXL under one name. Names are the ones each host triggers by (A1111 calls every
@@ -270,13 +284,13 @@ def conflicts_cmd(ctx, kind, as_json, host_names, db) -> None:
 
 
 @cli.command("check")
-@click.option("--model", "target", required=True, help="Target: a family (sd1, sdxl, …), a model folder, or a model id.")
+@model_option(dest="target", required=True)
 @click.option("--name", "names", multiple=True, help="Only these entries (name, path or hash); repeatable.")
-@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 @host_option
 @_db_option
+@shared("Print JSON.")
 @click.pass_context
-def check_cmd(ctx, target, names, as_json, host_names, db) -> None:
+def check_cmd(ctx, target, names, host_names, db, as_json) -> None:
     """Which embeddings would load on a model, which would be skipped, and why; with --host, as
     that host loads them, with the word to type there. Exit status as verify's: 0 when all would
     load, 7 when any would be skipped."""
@@ -293,12 +307,12 @@ def check_cmd(ctx, target, names, as_json, host_names, db) -> None:
     loads = [r for r in results if r.loads]
     for r in results:
         mark = "[green]load[/]" if r.loads else "[red]skip[/]"
-        words = "  " + "  ".join(f"{h}: [bold]{esc(v.trigger)}[/]" for h, v in r.hosts.items() if v.loads and v.trigger) if r.hosts else ""
+        words = "  " + "  ".join(f"{esc(h)}: [bold]{esc(v.trigger)}[/]" for h, v in r.hosts.items() if v.loads and v.trigger) if r.hosts else ""
         output.info(f"{mark}  {esc(r.entry.name)}  [dim]{esc(r.entry.path)}[/]{words}")
         for f in r.findings:
             if f["severity"] != "info":
                 colour = "red" if f["severity"] == "error" else "yellow"
-                output.info(f"        [{colour}]{f['severity']}[/] [{colour}]\\[{esc(f['code'])}][/] {esc(f['message'])}")
+                output.info(f"        [{colour}]{esc(f['severity'])}[/] [{colour}]\\[{esc(f['code'])}][/] {esc(f['message'])}")
     where = f" by {', '.join(hosts)}" if hosts else ""
     output.info(f"[bold]{len(loads)}[/] would load, [bold]{len(results) - len(loads)}[/] would be skipped on {esc(target)}{where}")
     unreadable = len(lib.errors()) if not names else 0
@@ -314,32 +328,38 @@ def check_cmd(ctx, target, names, as_json, host_names, db) -> None:
 @click.option("--output", "-o", "out", type=click.Path(dir_okay=False, allow_dash=True), help="Write the manifest here (default or -: stdout).")
 @click.option("--overwrite", is_flag=True, help="Replace the output file if it exists.")
 @_db_option
+@shared("With -o FILE: print a JSON object (path, entries); the manifest itself is JSON.")
 @click.pass_context
-def export_cmd(ctx, out, overwrite, db) -> None:
+def export_cmd(ctx, out, overwrite, db, as_json) -> None:
     """The whole library as a JSON manifest."""
     manifest = _open(ctx, db).export()
     if out is None or out == "-":
         output.print_json(manifest)
         return
-    import json
-
     from ..atomic import write_bytes
 
-    write_bytes(out, (json.dumps(manifest, indent=2, ensure_ascii=False) + "\n").encode("utf-8"), overwrite=overwrite)
-    output.info(f"wrote {len(manifest['entries'])} entries to {output.escape(out)}")
+    write_bytes(out, (output.dumps(manifest) + "\n").encode("utf-8"), overwrite=overwrite)
+    if as_json:
+        output.print_json({"path": out, "entries": len(manifest["entries"])})
+    elif not output.MODE.quiet:
+        output.info(f"wrote {len(manifest['entries'])} entries to {output.escape(out)}")
 
 
 @cli.command("remove")
 @click.argument("keys", nargs=-1)
 @click.option("--missing", is_flag=True, help="Also forget every file that is no longer on disk.")
 @_db_option
+@shared("Print a JSON object: how many files were forgotten.")
 @click.pass_context
-def remove_cmd(ctx, keys, missing, db) -> None:
+def remove_cmd(ctx, keys, missing, db, as_json) -> None:
     """Forget the files holding the entries KEYS name (files on disk are not touched)."""
     if not keys and not missing:
         raise click.UsageError("name something to remove, or pass --missing")
     n = _open(ctx, db).remove(*keys, missing=missing)
-    output.info(f"forgot {n} files")
+    if as_json:
+        output.print_json({"forgot": n})
+    elif not output.MODE.quiet:
+        output.info(f"forgot {n} files")
 
 
 @cli.command("tag")
@@ -347,10 +367,14 @@ def remove_cmd(ctx, keys, missing, db) -> None:
 @click.argument("tags", nargs=-1, required=True)
 @click.option("--remove", is_flag=True, help="Remove these tags instead of adding them.")
 @_db_option
+@shared("Print a JSON list: each entry's name, path and tags.")
 @click.pass_context
-def tag_cmd(ctx, key, tags, remove, db) -> None:
+def tag_cmd(ctx, key, tags, remove, db, as_json) -> None:
     """Add TAGS to (or --remove them from) the entries KEY names."""
     found = _open(ctx, db).tag(key, *tags, remove=remove)
+    if as_json:
+        output.print_json([{"name": e.name, "path": e.path, "member": e.member, "tags": list(e.tags)} for e in found])
+        return
     for e in found:
         output.info(f"{output.escape(e.name)}: {output.escape(', '.join(e.tags) or '(no tags)')}")
 

@@ -59,7 +59,11 @@ class LazyGroup(click.Group):
 @click.version_option(__version__, prog_name="embkit",
                       message=f"%(prog)s %(version)s ({DISTRIBUTION}, {os.path.dirname(os.path.dirname(os.path.abspath(__file__)))})")
 def cli() -> None:
-    """Read, inspect, validate, convert, merge and test textual-inversion embeddings."""
+    """Read, inspect, validate, convert, merge and test textual-inversion embeddings.
+
+    Every command takes --json, -q/--quiet and -v/--verbose; options mean the same thing in every
+    command (docs/cli.md lists them, and the exit status of folder walks). Shell completion:
+    eval "$(_EMBKIT_COMPLETE=bash_source embkit)" (zsh_source, fish_source)."""
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -78,9 +82,12 @@ def main(argv: list[str] | None = None) -> None:
         from . import output
 
         output.error(exc)
-        if "--json" in (sys.argv[1:] if argv is None else argv):
-            # a script reading --json gets a document for a failure too, not an empty stdout
-            output.print_json({"ok": False, "error": exc.to_dict(), "exit_code": exc.exit_code})
+        doc = {"ok": False, "error": exc.to_dict(), "exit_code": exc.exit_code}
+        # a script reading --json (or --json-lines) gets a document for a failure too, not an empty stdout
+        if output.MODE.json_lines:
+            output.print_json_line(doc)
+        elif output.MODE.json or "--json" in (sys.argv[1:] if argv is None else argv):
+            output.print_json(doc)
         sys.exit(exc.exit_code)
     except KeyboardInterrupt:
         sys.stderr.write("interrupted\n")

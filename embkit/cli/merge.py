@@ -7,28 +7,11 @@ import os
 import click
 
 from ..formats import writable_ids
-from . import output
+from .options import allow_loss_option, in_place_option, rename_option, renamed, shared, to_option
+from .writeout import MEMBER_SEP, read_one, write_result
 
-MEMBER_SEP = "::"
-
-
-def read_input(spec: str):
-    """Read ``FILE`` or ``FILE::MEMBER`` (one embedding of a file that holds several)."""
-    from ..errors import EmbkitError
-    from ..io import read, read_all
-
-    if MEMBER_SEP in spec and not os.path.exists(spec):
-        path, member = spec.rsplit(MEMBER_SEP, 1)
-        return read(path, member=member)
-    embs = read_all(spec)
-    if len(embs) > 1:
-        # the library's message names member= and read_all(); on the command line it is FILE::MEMBER
-        names = [e.source.member or e.name for e in embs]
-        raise EmbkitError(
-            f"holds {len(embs)} embeddings ({', '.join(names)}); pick one as FILE{MEMBER_SEP}MEMBER, e.g. {spec}{MEMBER_SEP}{names[0]}",
-            path=spec,
-        )
-    return embs[0]
+#: reading ``FILE``, ``FILE::MEMBER`` or ``-``: :func:`embkit.cli.writeout.read_one`
+read_input = read_one
 
 
 def parse_floats(text: str, what: str) -> list[float]:
@@ -46,50 +29,25 @@ def default_name(out: str) -> str:
     return "" if stem.startswith("learned_embeds") else stem
 
 
-def write_result(emb, out: str, format_: str | None, overwrite: bool, strict: bool, as_json: bool, notes: list[str] | None = None) -> None:
-    """Write the result, print the losses as warnings and a one-line summary (or a JSON object)."""
-    from ..writing import write
-
-    losses = write(emb, out, format_, overwrite=overwrite, strict=strict)
-    notes = list(notes or [])
-    if as_json:
-        output.print_json(
-            {
-                "path": out,
-                "name": emb.name,
-                "family": emb.family,
-                "slots": {s: list(a.shape) for s, a in emb.vectors.items()},
-                "dtypes": dict(emb.dtypes),
-                "losses": [loss.to_dict() for loss in losses],
-                "warnings": notes,
-                "provenance": list(emb.metadata.get("provenance", [])),
-            }
-        )
-        return
-    for note in notes:
-        output.warn(note)
-    for loss in losses:
-        output.warn(str(loss))
-    esc = output.escape
-    slots = ", ".join(f"{s} {a.shape[0]}×{a.shape[1]} {emb.dtypes[s]}" for s, a in emb.vectors.items())
-    steps = " → ".join(p.get("operation", "?") for p in emb.metadata.get("provenance", []))
-    output.info(f"wrote [bold]{esc(out)}[/]  [bold]{esc(emb.name)}[/]  [green]{emb.family}[/]  {slots}  [dim]{esc(steps)}[/]")
-
-
 @click.command("merge")
 @click.argument("inputs", nargs=-1, required=True)
-@click.option("-o", "--output", "out", required=True, type=click.Path(), help="File to write (format from the extension unless --format).")
+@click.option("-o", "--output", "out", required=True, type=click.Path(allow_dash=True),
+              help="File to write (layout from the extension unless --to; '-': standard output, with --to).")
 @click.option("--mode", type=click.Choice(["concat", "sum", "mean", "lerp", "slerp"]), default=None, help="How to combine (default: concat; sum with --expr).")
 @click.option("--weights", help="Comma-separated weights, one per input (lerp/slerp: one t, or two).")
 @click.option("--expr", "expression", help='A blend like "0.7*a + 0.3*b": a, b, … are the inputs in order (file stems work too).')
 @click.option("--pad", is_flag=True, help="Zero-pad inputs with fewer vectors instead of refusing (sum, mean, lerp, slerp).")
 @click.option("--slot", help="Combine only this slot (e.g. clip_g); the other slots are the first input's.")
-@click.option("--name", help="Trigger name of the result (default: the output file's stem).")
-@click.option("--format", "--to", "format_", type=click.Choice(writable_ids()), help="Output layout (default: from the extension); --to as in convert.")
-@click.option("--overwrite", is_flag=True, help="Replace OUT if it exists.")
-@click.option("--strict", is_flag=True, help="Fail (exit 8) instead of warning when the output format loses something.")
-@click.option("--json", "as_json", is_flag=True, help="Print a JSON summary (path, slots, losses, provenance).")
-def cli(inputs, out, mode, weights, expression, pad, slot, name, format_, overwrite, strict, as_json) -> None:
+@rename_option("Trigger name of the result (default: the output file's stem).")
+@renamed("--name", "--rename", "rename")
+@to_option("Output layout (default: from the extension).")
+@renamed("--format", "--to", "to", type=click.Choice(writable_ids()))
+@click.option("--overwrite", is_flag=True, help="Replace OUT if it exists (never an input: that is --in-place).")
+@in_place_option
+@click.option("--strict", is_flag=True, help="Fail (exit 8) instead of warning when the output format loses metadata or precision.")
+@allow_loss_option
+@shared("Print a JSON summary (path, slots, losses, provenance).")
+def cli(inputs, out, mode, weights, expression, pad, slot, rename, to, overwrite, in_place, strict, allow_loss, as_json) -> None:
     """Merge embeddings of one family into OUT, recording every input (SHA-256, weight) in the
     result's provenance. Inputs of different families or widths are refused (exit 10); port one
     first with `embkit edit --port`. A file holding several embeddings is read as FILE::MEMBER.
@@ -104,7 +62,9 @@ def cli(inputs, out, mode, weights, expression, pad, slot, name, format_, overwr
     from ..errors import OperationError
     from ..edit.merges import merge
 
-    embs = [read_input(spec) for spec in inputs]
+    if list(inputs).count("-") > 1:
+        raise click.UsageError("standard input ('-') can be read once")
+    embs = [read_one(spec) for spec in inputs]
     w = parse_floats(weights, "--weights") if weights is not None else None
     if expression is not None:
         if w is not None:
@@ -115,8 +75,8 @@ def cli(inputs, out, mode, weights, expression, pad, slot, name, format_, overwr
     mode = mode or ("sum" if expression is not None else "concat")
     if len(embs) < 2 and mode != "concat":
         raise OperationError(f"{mode} needs at least two inputs")
-    result = merge(embs, mode, w, pad=pad, name=name or default_name(out) or None, slot=slot)
-    write_result(result, out, format_, overwrite, strict, as_json)
+    result = merge(embs, mode, w, pad=pad, name=rename or (default_name(out) if out != "-" else "") or None, slot=slot)
+    write_result(result, out, to, overwrite=overwrite, strict=strict, as_json=as_json, allow_loss=allow_loss, inputs=inputs, in_place=in_place)
 
 
 def _bind_expression(expression: str, inputs, embs):

@@ -5,6 +5,7 @@ from __future__ import annotations
 import click
 
 from . import output
+from .options import renamed, shared
 
 
 @click.command("push")
@@ -12,14 +13,15 @@ from . import output
 @click.argument("repo_id")
 @click.option("--private", is_flag=True, help="Create the repo as private.")
 @click.option("--sheet", type=click.Path(exists=True, dir_okay=False), help="A verify contact sheet PNG to show on the card.")
-@click.option("-m", "--message", help="Commit message.")
+@click.option("--message", help="Commit message.")
+@renamed("-m", "--message", "message")
 @click.option("--revision", help="Branch to commit to (created from main when missing; default: main).")
 @click.option("--create-pr", is_flag=True, help="Open a pull request (against --revision, or main) instead of committing.")
 @click.option("--dry-run", is_flag=True, help="Convert and build the card, upload nothing (no token needed); --json shows the card.")
 @click.option("--base-model", help="The card's base_model (default: the family's base model repo).")
 @click.option("--license", "license_", metavar="ID", help="The card's license, a Hub license id (default: the base model's).")
 @click.option("--token", help="Hugging Face write token (default: HF_TOKEN or the one saved by `hf auth login`).")
-@click.option("--json", "as_json", is_flag=True, help="Print a JSON object: files, URLs, and the card's text.")
+@shared("Print a JSON object: files, URLs, and the card's text.")
 def cli(path: str, repo_id: str, private: bool, sheet: str | None, message: str | None, revision: str | None,
         create_pr: bool, dry_run: bool, base_model: str | None, license_: str | None, token: str | None, as_json: bool) -> None:
     """Upload PATH (converted to .safetensors when it is another format) and a README.md model card
@@ -31,6 +33,8 @@ def cli(path: str, repo_id: str, private: bool, sheet: str | None, message: str 
                       create_pr=create_pr, dry_run=dry_run, base_model=base_model, license=license_)
     if as_json:
         output.print_json(result.to_dict())
+        return
+    if output.MODE.quiet:
         return
     files = ", ".join(f.path_in_repo for f in result.files)
     if result.dry_run:

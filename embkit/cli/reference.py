@@ -34,10 +34,59 @@ def render() -> str:
         cli.get_help(root).rstrip(),
         "```",
         "",
+        *_conventions(),
     ]
     for name in cli.list_commands(root):
         out += _section(name, cli.get_command(root, name), root, 2)
     return "\n".join(out)
+
+
+def _conventions() -> list[str]:
+    """The option vocabulary, the folder rule and the exit status of walks (embkit.cli.options,
+    embkit.folder), written once for every command."""
+    from ..folder import NOT_EMBEDDINGS
+    from .options import SHARED, WALK_EXIT_RULE
+
+    lines = [
+        "## Options every command shares",
+        "",
+        "One flag means one thing in every command that has it (`tests/test_cli_vocabulary.py` checks every",
+        "command's `--help`). Old spellings keep working for one release and say so on stderr: `push -m`",
+        "(now `--message`), `merge`/`edit --format` (now `--to`), `convert`/`merge`/`edit --name` (now",
+        "`--rename`), `library list`/`search --format` (now `--layout`), `previews --out` (now `--output`).",
+        "",
+        "| option | meaning |",
+        "| --- | --- |",
+        *(f"| `{flag}` | {meaning.replace('|', chr(92) + '|')} |" for flag, meaning in SHARED),
+        "",
+        "## What a folder holds",
+        "",
+        "Every command that walks folders (`inspect`, `verify`, `convert`, `scan`, `library scan`, `pull`, `previews`)",
+        "sorts each file the same way (`embkit/folder.py`): an embedding is **read**; a known non-embedding",
+        "is **skipped** with the reason and never counted as a failure (a preview picture, a sidecar, a",
+        "picture that holds no embedding card, a text file, a model checkpoint, a file holding model weights",
+        "or an XTI layout, any other kind of file embkit does not read); a file that looks like an embedding",
+        "but cannot be read is an **error**. Hidden names and the second file of an SDXL pair are not",
+        "listed. A path named directly is always read, never skipped. Text output counts the skipped files",
+        "(`-v` lists each); `--json` lists them as `{\"path\", \"skipped\": reason}`. `scan` also opens any",
+        "file that starts like a pickle or a zip, whatever its name. Kinds known by extension:",
+        "",
+        *(f"- {kind}: {', '.join(exts)}" for kind, exts in NOT_EMBEDDINGS),
+        "",
+        "## Exit status of folder walks",
+        "",
+        "Every walking command exits by one rule (`embkit.folder.walk_exit_code`):",
+        "",
+        *(f"- {rule}" for rule in WALK_EXIT_RULE),
+        "",
+        "## Shell completion",
+        "",
+        "Click's completion works for every command and option: add",
+        "`eval \"$(_EMBKIT_COMPLETE=bash_source embkit)\"` to `~/.bashrc` (`zsh_source` in `~/.zshrc`;",
+        "for fish, `_EMBKIT_COMPLETE=fish_source embkit > ~/.config/fish/completions/embkit.fish`).",
+        "",
+    ]
+    return lines
 
 
 if __name__ == "__main__":

@@ -25,6 +25,7 @@ import click
 
 from ..errors import EmbkitError, ValidationFailed
 from . import output as out
+from .options import Dtype
 
 _SIZE = re.compile(r"^\s*(\d+)\s*(?:[x×]\s*(\d+))?\s*$")
 
@@ -51,7 +52,7 @@ def loader_options(flag: str | None = None) -> tuple[Any, ...]:
 
     return (
         click.option("--device", type=click.Choice(["auto", "cuda", "mps", "cpu"]), default="auto", show_default=True, help=say("", "where to render.")),
-        click.option("--dtype", type=click.Choice(["auto", "float32", "float16", "bfloat16"]), default="auto", show_default=True,
+        click.option("--dtype", type=Dtype(allowed=("float32", "float16", "bfloat16"), extra=("auto",)), default="auto", show_default=True,
                      help=say("", "weights' precision (auto: float16 on CUDA and MPS, float32 on the CPU).")),
         click.option("--prediction", type=click.Choice(["v", "epsilon"]),
                      help=say("a single-file SD2 checkpoint", "its prediction type (default: the <checkpoint>.yaml beside it, else estimated; see docs).")),
@@ -271,7 +272,7 @@ class _progress:
     when stderr is a terminal; otherwise nothing. Used as ``with _progress(on) as callback``."""
 
     def __init__(self, enabled: bool) -> None:
-        self.enabled = enabled and out.err_console().is_terminal
+        self.enabled = enabled and out.show_progress()
         self.bar: Any = None
 
     def __enter__(self):
@@ -297,12 +298,12 @@ class _progress:
 
 
 def _read(paths: Sequence[str]) -> list:
-    """Every embedding in the paths; a plain folder is walked and its non-embedding files skipped
-    (as ``embkit verify`` does)."""
-    from ..errors import BrokenFileError, UnknownFormatError
+    """Every embedding in the paths; a plain folder is walked and its files that are no embedding
+    skipped (the rule of every walk, :mod:`embkit.folder`, as ``embkit verify`` does)."""
+    from ..errors import EmbkitError
     from ..formats.concept_folder import is_concept_folder
     from ..io import read_all
-    from ..report import walk
+    from ..report import not_an_embedding, walk
 
     found = []
     for path in paths:
@@ -310,8 +311,9 @@ def _read(paths: Sequence[str]) -> list:
             for inner in walk([path]):
                 try:
                     found.extend(read_all(inner))
-                except (UnknownFormatError, BrokenFileError):
-                    continue
+                except EmbkitError as exc:
+                    if not not_an_embedding(inner, exc):
+                        raise
         else:
             found.extend(read_all(path))
     return found
@@ -322,7 +324,7 @@ def _print(comparison: Any, sheets: list[str], warnings: list[str], timings: dic
 
     esc = out.escape
     c = comparison
-    out.info(f"rendered on {esc(c.model)} ({c.device}, {c.dtype}; {c.width}×{c.height}, {c.steps} steps, CFG {c.guidance:g}, {esc(c.sampler)})")
+    out.info(f"rendered on {esc(c.model)} ({esc(c.device)}, {esc(c.dtype)}; {c.width}×{c.height}, {c.steps} steps, CFG {c.guidance:g}, {esc(c.sampler)})")
     for note in c.notes:
         out.info(f"  [dim]{esc(note)}[/]")
     out.info(f"prompt: {esc(c.prompt)}" + (f"  |  negative: {esc(c.negative_prompt)}" if c.negative_prompt else "")

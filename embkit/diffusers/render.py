@@ -145,9 +145,10 @@ def prompts_for(triggers: Sequence[str], prompt: str | None, as_negative: bool, 
 
 
 def short_hash(emb: Embedding) -> str | None:
-    """A1111's short hash of the file ``emb`` was read from (first 12 hex of its SHA-256), or None."""
-    # bytes read in memory have a name, not a file: another file of that name is not theirs
-    path = emb.source.path if emb.source and not emb.source.in_memory else None
+    """A1111's short hash of the file ``emb`` was read from (first 12 hex of its SHA-256), or None
+    (also for bytes read from memory or standard input: their name is no file on disk)."""
+    source = emb.source
+    path = source.path if source is not None and not source.in_memory else None
     if not path or not os.path.isfile(path) or os.path.getsize(path) > MAX_HASHED_BYTES:
         return None
     digest = hashlib.sha256()

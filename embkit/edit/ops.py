@@ -22,13 +22,18 @@ from ..errors import OperationError
 from ..schema import DTYPES, Embedding
 from .merges import MODES, SLERP_DOT_THRESHOLD, as_embedding, concat, lerp, mean, merge, slerp, slerp_rows, weighted_sum
 from .provenance import describe, vectors_sha256
-from .vectors import DTYPE_ALIASES, _edited, _map, indices, store, targets
+from .vectors import DTYPE_ALIASES, _edited, _map, dtype_name, indices, store, targets
 
 def rename(emb: Embedding, name: str) -> Embedding:
     """The same vectors under a new trigger name."""
     if not isinstance(name, str) or not name.strip():
         raise OperationError("a new name must be a non-empty string")
-    out = emb.replace(name=name, source=None)
+    # names the file stored under the old name stop being true: a kohya file's stored_name, the
+    # modelspec title that is the name
+    meta = {k: v for k, v in emb.metadata.items() if k != "stored_name"}
+    if meta.get("modelspec.title") in (emb.name, emb.metadata.get("stored_name")):
+        meta["modelspec.title"] = name
+    out = emb.replace(name=name, metadata=meta, source=None)
     return out.with_provenance("rename", [describe(emb, history=False)], old=emb.name, new=name)
 
 
@@ -136,11 +141,13 @@ def drop_zero(emb: Embedding, *, slot: str | None = None) -> Embedding:
 
 
 def cast(emb: Embedding, dtype: str, *, slot: str | None = None) -> Embedding:
-    """Store in another dtype (float16, bfloat16, float32, float64; fp16/bf16/fp32 accepted). The
-    values are rounded now, so a later write is exact; :attr:`Embedding.dtypes` records the choice."""
-    dtype = DTYPE_ALIASES.get(dtype, dtype)
-    if dtype not in DTYPES:
-        raise OperationError(f"unknown dtype {dtype!r}; use one of {', '.join(DTYPES)} (or fp16, bf16, fp32)")
+    """Store in another dtype (float16, bfloat16, float32, float64; every spelling of
+    :data:`~embkit.formats.writer_base.DTYPE_ALIASES`: fp16, half, bf16, fp32 …). The values are
+    rounded now, so a later write is exact; :attr:`Embedding.dtypes` records the choice."""
+    try:
+        dtype = dtype_name(dtype)
+    except ValueError:
+        raise OperationError(f"unknown dtype {dtype!r}; use one of {', '.join(DTYPES)} (or fp16, half, bf16, fp32, fp64)") from None
     vectors, dtypes = dict(emb.vectors), dict(emb.dtypes)
     for s in targets(emb, slot):
         vectors[s] = store(emb.vectors[s], dtype)

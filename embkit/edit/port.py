@@ -3,7 +3,8 @@
 * SDXL → SD1: keep the CLIP-L half (exact: SDXL's first encoder is SD1's CLIP-L).
 * SD1 → SDXL, ``zero``: a zero CLIP-G half. Weak: the second encoder then sees nothing, so the
   embedding carries about half its effect. The warning is recorded in the provenance.
-* SD1 → SDXL, ``nearest-token``: given a local SDXL model folder, each CLIP-L vector is matched to
+* SD1 → SDXL, ``nearest-token``: given an SDXL model (``via``: what ``--model`` names, a diffusers
+  folder, a single-file ``.safetensors`` checkpoint or a Hub id in the cache), each CLIP-L vector is matched to
   the vocabulary token whose CLIP-L row is nearest (cosine), and that token's CLIP-G row becomes the
   CLIP-G vector. The two token-embedding matrices are read with embkit's own safetensors reader
   (no torch; :mod:`embkit.model.tokens`, which ``inspect --nearest`` shares); a real SDXL
@@ -20,7 +21,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import OperationError, TargetError
-from ..model.tokens import TokenMatrix, nearest_tokens, token_embeddings
+from ..model.tokens import TokenMatrix, nearest_tokens, token_embeddings  # noqa: F401  (public names)
 from .merges import as_embedding
 from .vectors import store
 from .provenance import describe
@@ -28,8 +29,10 @@ from ..schema import SLOT_WIDTHS, Embedding
 
 ZERO_WARNING = (
     "the CLIP-G half is all zeros: SDXL's second text encoder sees nothing of this embedding, so it "
-    "works weakly at best; pass a local SDXL model folder (--via) for nearest-token transfer"
+    "works weakly at best; pass an SDXL model (--via: a diffusers folder, a single-file checkpoint or a cached Hub id) "
+    "for nearest-token transfer"
 )
+
 def to_sd1(emb: Embedding) -> Embedding:
     """SDXL (or any family with CLIP-L) → SD1: the CLIP-L rows, and ``clip_l_out`` if present."""
     if "clip_l" not in emb.slots:
@@ -55,23 +58,7 @@ def to_sdxl(emb: Embedding, via: str | os.PathLike | None = None) -> Embedding:
         params.update(method="zero-clip-g", warning=ZERO_WARNING)
         dtype = "float32" if emb.dtypes["clip_l"] == "float64" else emb.dtypes["clip_l"]
     else:
-        enc_l = TokenMatrix.from_folder(via, "text_encoder", rows.shape[1])
-        try:
-            enc_g = TokenMatrix.from_folder(via, "text_encoder_2", g_width)
-        except BaseException:
-            enc_l.close()
-            raise
-        try:
-            if enc_l.vocab != enc_g.vocab:
-                raise TargetError(
-                    f"text_encoder has {enc_l.vocab} tokens but text_encoder_2 has {enc_g.vocab}; they must share a vocabulary",
-                    path=via,
-                )
-            ids, cos = nearest_tokens(rows, enc_l.matrix())
-            clip_g = enc_g.rows(ids)
-        finally:
-            enc_l.close()
-            enc_g.close()
+        ids, cos, clip_g = _nearest_via(rows, via, g_width)
         dtype = emb.dtypes["clip_l"] if emb.dtypes["clip_l"] != "float64" else "float32"
         params.update(
             method="nearest-token",
@@ -85,6 +72,57 @@ def to_sdxl(emb: Embedding, via: str | os.PathLike | None = None) -> Embedding:
     dtypes["clip_g"] = dtype
     out = emb.replace(vectors=vectors, dtypes=dtypes, source=None)
     return out.with_provenance("port", [describe(emb, history=False)], **params)
+
+
+def _nearest_via(rows: np.ndarray, via: str | os.PathLike, g_width: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``(token ids, cosines, CLIP-G rows)``: each CLIP-L row's nearest token in ``via``'s CLIP-L
+    matrix, and that token's CLIP-G row. ``via`` is what ``--model`` names, less a family (it holds
+    no weights): a diffusers folder (its ``text_encoder`` and ``text_encoder_2``), a Hub id in the
+    cache (the same folders), or a single-file ``.safetensors`` checkpoint (its two token matrices)."""
+    from ..schema import FAMILIES
+
+    text = os.path.expanduser(os.fspath(via))
+    if text.strip().lower() in FAMILIES and not os.path.exists(text):
+        raise TargetError(f"{text!r} is a family: --via needs the model's token embeddings (a diffusers folder, a single-file "
+                          ".safetensors checkpoint or a Hub id in the cache)")
+    enc_l, enc_g, index = _matrices(text, rows.shape[1], g_width)
+    try:
+        if enc_l.width != rows.shape[1] or enc_g.width != g_width:
+            raise TargetError(f"token embeddings are {enc_l.width} and {enc_g.width} wide, not {rows.shape[1]} and {g_width}", path=text)
+        if enc_l.vocab != enc_g.vocab:
+            raise TargetError(f"text_encoder has {enc_l.vocab} tokens but text_encoder_2 has {enc_g.vocab}; they must share a vocabulary", path=text)
+        ids, cos = nearest_tokens(rows, enc_l.matrix())
+        return ids, cos, enc_g.rows(ids)
+    finally:
+        if index is not None:
+            index.close()
+        else:
+            enc_l.close()
+            enc_g.close()
+
+
+def _matrices(text: str, l_width: int, g_width: int):
+    """The CLIP-L and CLIP-G token matrices of the model ``text`` names, and the index to close."""
+    from ..model.nearest import _HUB_ID, TokenIndex, _cached_repo
+
+    folder = text if os.path.isdir(text) else None
+    if folder is None and not os.path.isfile(text):
+        if not _HUB_ID.match(text):
+            raise TargetError(f"cannot find token embeddings in {text!r}: not a folder, a .safetensors checkpoint, or a Hub repo id")
+        folder = _cached_repo(text)  # a Hub id already in the cache: never a download
+    if folder is not None:
+        enc_l = TokenMatrix.from_folder(folder, "text_encoder", l_width)
+        try:
+            return enc_l, TokenMatrix.from_folder(folder, "text_encoder_2", g_width), None
+        except BaseException:
+            enc_l.close()
+            raise
+    index = TokenIndex.from_target(text)  # a single-file checkpoint
+    enc_l, enc_g = index.tables.get("clip_l"), index.tables.get("clip_g")
+    if enc_l is None or enc_g is None:
+        index.close()
+        raise TargetError("holds no CLIP-L and CLIP-G token embeddings: porting to sdxl needs an SDXL model", path=text)
+    return enc_l.matrix, enc_g.matrix, index
 
 
 def port(emb: Embedding | str | os.PathLike, family: str, *, via: str | os.PathLike | None = None) -> Embedding:

@@ -10,11 +10,10 @@ import numpy as np
 
 from ..errors import OperationError
 from ..formats.base import narrow_bf16, widen_bf16
+# every dtype spelling (fp16, half, float16 …): the one table, the writers'
+from ..formats.writer_base import DTYPE_ALIASES, dtype_name  # noqa: F401
 from ..schema import Embedding
 from .provenance import describe
-
-#: Short dtype spellings the CLI accepts.
-DTYPE_ALIASES = {"fp16": "float16", "half": "float16", "bf16": "bfloat16", "fp32": "float32", "float": "float32", "fp64": "float64"}
 
 
 def _edited(emb: Embedding, vectors: dict[str, np.ndarray], operation: str, dtypes: dict | None = None, **params: Any) -> Embedding:

@@ -17,13 +17,16 @@ from .base import Part, Raw
 
 @dataclass(frozen=True)
 class Container:
-    """How bytes are stored; ``accepts`` is a cheap check on the first bytes."""
+    """How bytes are stored; ``accepts`` is a cheap check on the first bytes. ``title`` describes
+    the container in a table (``embkit formats``); ``noun`` names one such file in a sentence
+    ("does not start like a torch file")."""
 
     id: str
     title: str
     extensions: tuple[str, ...]
     accepts: Callable[[bytes], bool] | None
     read_raw: Callable[..., Raw] | None
+    noun: str = "a file"
 
 
 @dataclass(frozen=True)
@@ -51,11 +54,12 @@ class Format:
 
 
 CONTAINERS: tuple[Container, ...] = (
-    Container("pickle", "torch pickle (zip or legacy), read without torch", (".pt", ".bin", ".ckpt", ".pth"), torchfile.accepts, torchfile.read_raw),
-    Container("safetensors", "safetensors", (".safetensors",), safetensors_file.accepts, safetensors_file.read_raw),
-    Container("png", "PNG image card", (".png",), imagecard.accepts, imagecard.read_raw),
-    Container("webp", "WebP image card", (".webp",), imagecard.accepts, imagecard.read_raw),
-    Container("folder", "sd-concepts-library folder", (), None, None),
+    Container("pickle", "torch pickle (zip or legacy), read without torch", (".pt", ".bin", ".ckpt", ".pth"), torchfile.accepts, torchfile.read_raw,
+              noun="a torch file"),
+    Container("safetensors", "safetensors", (".safetensors",), safetensors_file.accepts, safetensors_file.read_raw, noun="a safetensors file"),
+    Container("png", "PNG image card", (".png",), imagecard.accepts, imagecard.read_raw, noun="a PNG image"),
+    Container("webp", "WebP image card", (".webp",), imagecard.accepts, imagecard.read_raw, noun="a WebP image"),
+    Container("folder", "sd-concepts-library folder", (), None, None, noun="an sd-concepts-library folder"),
 )
 
 FORMATS: tuple[Format, ...] = (

@@ -16,7 +16,7 @@ from typing import Any, Callable, Iterable
 import numpy as np
 
 from ..errors import WriteError
-from ..schema import SLOT_WIDTHS, Embedding, is_output_slot
+from ..schema import SLOT_WIDTHS, Embedding, architecture_family, is_output_slot
 from .base import narrow_bf16
 
 #: Metadata keys that describe a source file's layout rather than the embedding: they are not
@@ -72,6 +72,8 @@ class Plan:
 
     outputs: list[Output]
     losses: list[Loss] = field(default_factory=list)
+    #: the format id written (set by :func:`embkit.writing.plan`)
+    format: str = ""
 
 
 def stored_array(emb: Embedding, slot: str) -> tuple[str, np.ndarray]:
@@ -153,8 +155,9 @@ def safetensors_metadata(emb: Embedding, extra: dict[str, str] | None = None, *,
     ``all_json``: a concept folder's reader keeps only that key)."""
     meta: dict[str, str] = {"format": "pt"}
     rest: dict[str, Any] = {}
+    stale = stale_keys(emb)
     for key, value in emb.metadata.items():
-        if key == "format" or (key in LAYOUT_KEYS and key != "stored_name"):
+        if key == "format" or (key in LAYOUT_KEYS and key != "stored_name") or key in stale:
             continue
         if key.startswith("modelspec.") and isinstance(value, str) and not all_json:
             meta[key] = value
@@ -164,6 +167,17 @@ def safetensors_metadata(emb: Embedding, extra: dict[str, str] | None = None, *,
     if rest:
         meta[META_JSON_KEY] = json.dumps(_strict_json(rest), ensure_ascii=False, sort_keys=True, separators=(",", ":"), allow_nan=False)
     return meta
+
+
+def stale_keys(emb: Embedding) -> frozenset[str]:
+    """Metadata that stopped being true of ``emb`` and is not written: a ``modelspec.architecture``
+    naming another family than its slots (a port, a slot dropped), with the keys derived with it
+    (kohya's writer then writes the true ones)."""
+    stale: set[str] = set()
+    fam = architecture_family(emb.metadata.get("modelspec.architecture", "")) if "modelspec.architecture" in emb.metadata else None
+    if fam is not None and (fam != emb.family if emb.family != "unknown" else fam not in emb.families):
+        stale |= DERIVED_KEYS
+    return frozenset(stale)
 
 
 def _strict_json(value: Any) -> Any:
@@ -184,7 +198,7 @@ def _shape(emb: Embedding, slot: str) -> str:
 
 #: accepted spellings of ``dtype=`` → stored dtype name
 DTYPE_ALIASES = {
-    "fp32": "float32", "float32": "float32", "f32": "float32",
+    "fp32": "float32", "float32": "float32", "f32": "float32", "float": "float32", "single": "float32",
     "fp16": "float16", "float16": "float16", "f16": "float16", "half": "float16",
     "bf16": "bfloat16", "bfloat16": "bfloat16",
     "fp64": "float64", "float64": "float64", "f64": "float64",
@@ -196,7 +210,7 @@ def dtype_name(dtype: str) -> str:
     try:
         return DTYPE_ALIASES[str(dtype).lower()]
     except KeyError:
-        raise ValueError(f"unknown dtype {dtype!r}; use fp32, fp16, bf16 or fp64") from None
+        raise ValueError(f"unknown dtype {dtype!r}; use fp32, fp16, bf16 or fp64 (also float32, float16, half, bfloat16, float64)") from None
 
 
 def _rounded(values: np.ndarray, dtype: str) -> np.ndarray:

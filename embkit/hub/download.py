@@ -240,6 +240,10 @@ def pull(repo_id: str, *, revision: str | None = None, filename: str | None = No
     for res in results:
         res.findings = tuple(f for emb in res.embeddings for f in _validate(emb, res, pulled))
     if out_dir is not None:
+        from ..walk import check_not_an_input, hf_cache_root
+
+        # the cache is what was read: an output folder in it (or holding it) would write over it
+        check_not_an_input(out_dir, [hf_cache_root(snapshot) or snapshot], into_folder=True)
         os.makedirs(out_dir, exist_ok=True)
         claimed: dict[str, str] = {}
         for res in results:

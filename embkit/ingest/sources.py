@@ -6,7 +6,7 @@ with ``path`` (absolute, as found), ``source`` (the SOURCE it came from), ``size
 may lead into), ``sidecar_key`` and ``present`` (the sidecars beside it, as ``embkit library scan``
 keys them), or ``skip_code``/``skip_reason`` when the file must not be read at all.
 
-Folders are walked as ``embkit library scan`` walks them (:func:`embkit.library.scan.walk`, over
+Folders are walked as ``embkit library scan`` walks them (:func:`embkit.library.tree.walk`, over
 :func:`embkit.walk.walk_tree`, the one walk): regular files with embkit's extensions, hidden names
 skipped, no recursion, links followed only inside the SOURCE folder, and companions left out: a
 preview picture and the second file of a diffusers SDXL pair belong to another file (its record
@@ -71,7 +71,7 @@ def discover(sources: list[str], out: str) -> Found:
             raise EmbkitError("no such file or folder", path=src)
     named = [p for p, item in seen.items() if item["open"] and not item["root"]]
     if named:  # the sidecars beside files named one by one: each folder listed once
-        from ..library.scan import beside_files
+        from ..library.tree import beside_files
 
         for path, (key, present) in beside_files(named).items():
             seen[path]["sidecar_key"], seen[path]["present"] = key, _names(present)
@@ -179,7 +179,7 @@ def _not_a_file(st: os.stat_result) -> tuple[str, str]:
 def _walk(root: str, source: str, out: str, found: Found, seen: dict) -> None:
     """The files under the folder ``root`` (see the module docstring)."""
     from ..formats import extensions
-    from ..library.scan import walk
+    from ..library.tree import walk
     from ..walk import hf_cache_root, is_inside
 
     exts = tuple(extensions())

@@ -13,7 +13,7 @@ from typing import Any
 
 from ..errors import LibraryError
 from .previews import PreviewRecord, for_entries
-from .scan import is_picture
+from .scan import is_picture, not_an_embedding
 
 
 @dataclass(frozen=True)
@@ -274,9 +274,10 @@ def _chunks(items: list, n: int):
 
 
 def errors(conn: sqlite3.Connection) -> list[FileError]:
-    """Files recorded with an error instead of embeddings, leaving out plain pictures (see
-    :func:`pictures`)."""
-    return [e for e in _recorded(conn) if not is_picture(e.path, e.code)]
+    """Files recorded with an error instead of embeddings, leaving out the files that are no
+    embedding (plain pictures, see :func:`pictures`; a model's weights, an XTI file: the rule of
+    every folder walk, :func:`embkit.library.scan.not_an_embedding`)."""
+    return [e for e in _recorded(conn) if not_an_embedding(e.path, e.code, e.message) is None]
 
 
 def pictures(conn: sqlite3.Connection) -> list[FileError]:

@@ -19,9 +19,7 @@ from dataclasses import dataclass, field
 from typing import Callable, Iterable
 
 from ..errors import LibraryPathNotFoundError
-from ..formats.sdxl_pair import first_path, second_path
-from ..formats.sidecars import candidates, is_preview_name, owners
-from ..io import is_companion
+from .tree import walk
 
 #: Below this many files to read, worker processes cost more than they save.
 PARALLEL_ABOVE = 64
@@ -59,6 +57,22 @@ class ScanReport:
     #: their members' ``<stem>.<member>.preview.png``), as the ``previews`` table records them
     previews: int = 0
     seconds: float = 0.0
+    #: ``(path, reason)`` of the files under the roots that are no embedding (embkit.folder: by
+    #: their name, never opened; or after a read, recorded so the next scan skips them, pictures
+    #: included): not errors
+    skipped: list[tuple[str, str]] = field(default_factory=list)
+
+    @property
+    def exit_code(self) -> int:
+        """The walk rule (:func:`embkit.folder.walk_exit_code`) over the files under the roots as
+        they are now (an unreadable file unchanged since the last scan counts again)."""
+        from ..errors import exit_code_of
+        from ..folder import walk_exit_code
+
+        return walk_exit_code((exit_code_of(code) for _p, code, _m in self.errors), self.seen - self.read_skips)
+
+    #: how many of ``skipped`` were read first (they are among ``seen``; the others were not opened)
+    read_skips: int = field(default=0, repr=False)
 
     def to_dict(self) -> dict:
         """A JSON-ready dict."""
@@ -71,6 +85,7 @@ class ScanReport:
             "errors": [{"path": p, "code": c, "message": m} for p, c, m in self.errors],
             "pictures": self.pictures,
             "previews": self.previews,
+            "skipped": [{"path": p, "reason": r} for p, r in self.skipped],
             "seconds": round(self.seconds, 3),
         }
 
@@ -98,8 +113,9 @@ def scan(
             raise LibraryPathNotFoundError("no such file or folder (to forget files that are gone: embkit library remove --missing)", path=root)
         roots.append(root)
     beside: dict[str, tuple[str, tuple[str, ...]]] = {}
+    by_name: list[tuple[str, str]] = []
     for root in roots:
-        for path, size, mtime in walk(root, exts, beside):
+        for path, size, mtime in walk(root, exts, beside, by_name):
             found[path] = (size, mtime)
     report.seen = len(found)
 
@@ -112,6 +128,8 @@ def scan(
             todo.append((path, size, mtime, None, key, present))
         elif old[0] == size and old[1] == mtime and (old[3] or "") == key:
             report.unchanged += 1
+            if old[4] is not None:
+                _count_error(report, path, old[4], old[5])  # still unreadable: the report says so again
         else:
             # sidecars that changed beside an unchanged file: read it again, whatever its hash
             todo.append((path, size, mtime, old[2] if (old[3] or "") == key else None, key, present))
@@ -131,6 +149,7 @@ def scan(
         if progress:
             progress(done, total)
     _write(conn, pending, gone, report, stored)
+    report.skipped = by_name + report.skipped
     report.previews = count_under(conn, roots)
     report.seconds = time.perf_counter() - start
     return report
@@ -146,8 +165,8 @@ def store(conn: sqlite3.Connection, results: list[tuple]) -> ScanReport:
         batch = results[i : i + BATCH]
         paths = [r[1][0] if r[0] == FILE else r[1] for r in batch]
         marks = ",".join("?" * len(paths))
-        sql = f"SELECT path, size, mtime_ns, sha256, sidecar_key FROM files WHERE path IN ({marks})"
-        stored = {p: (size, mtime, sha, key) for p, size, mtime, sha, key in conn.execute(sql, paths)}
+        sql = f"SELECT path, size, mtime_ns, sha256, sidecar_key, error_code, error FROM files WHERE path IN ({marks})"
+        stored = {p: tuple(row) for p, *row in conn.execute(sql, paths)}
         _write(conn, batch, [], report, stored)
     # files with a preview beside them, as a scan counts them (the results carry their previews)
     report.previews = sum(1 for r in results if r[0] == FILE and r[4])
@@ -155,16 +174,16 @@ def store(conn: sqlite3.Connection, results: list[tuple]) -> ScanReport:
     return report
 
 
-def _stored_under(conn: sqlite3.Connection, roots: list[str]) -> dict[str, tuple[int, int, str | None, str | None]]:
+def _stored_under(conn: sqlite3.Connection, roots: list[str]) -> dict[str, tuple]:
     """Rows whose path is one of the roots or lies under one: path → (size, mtime_ns, sha256,
-    sidecar key)."""
-    out: dict[str, tuple[int, int, str | None, str | None]] = {}
-    sql = "SELECT path, size, mtime_ns, sha256, sidecar_key FROM files WHERE path = ? OR (path >= ? AND path < ?)"
+    sidecar key, error code, error)."""
+    out: dict[str, tuple] = {}
+    sql = "SELECT path, size, mtime_ns, sha256, sidecar_key, error_code, error FROM files WHERE path = ? OR (path >= ? AND path < ?)"
     for root in roots:
         lo = root.rstrip(os.sep) + os.sep
         hi = lo[:-1] + chr(ord(os.sep) + 1)
-        for path, size, mtime, sha, key in conn.execute(sql, (root, lo, hi)):
-            out[path] = (size, mtime, sha, key)
+        for path, size, mtime, sha, key, code, error in conn.execute(sql, (root, lo, hi)):
+            out[path] = (size, mtime, sha, key, code, error)
     return out
 
 
@@ -235,10 +254,31 @@ def _write(conn: sqlite3.Connection, results: list[tuple], gone: list[str], repo
         else:
             report.added += 1
         if row[9] is not None:
-            if is_picture(row[0], row[9]):
-                report.pictures += 1
-            else:
-                report.errors.append((row[0], row[9], row[10]))
+            _count_error(report, row[0], row[9], row[10])
+
+
+def _count_error(report: ScanReport, path: str, code: str, message: str) -> None:
+    """A file recorded with an error: a picture or another file that is no embedding is skipped
+    (:func:`embkit.folder.error_reason`), anything else is an error of the report."""
+    reason = not_an_embedding(path, code, message)
+    if reason is None:
+        report.errors.append((path, code, message))
+        return
+    if is_picture(path, code):
+        report.pictures += 1
+    report.skipped.append((path, reason))
+    report.read_skips += 1
+
+
+def not_an_embedding(path: str, code: str | None, message: str = "") -> str | None:
+    """Why a file recorded with error ``code`` is no embedding rather than an unreadable one (the
+    walk rule of every command, :func:`embkit.folder.error_reason`), or ``None``."""
+    if code is None:
+        return None
+    from ..folder import error_reason
+
+    detail = message[len(path) + 2:] if message.startswith(path + ": ") else message
+    return error_reason(path, code, detail)
 
 
 def _carry_tags(conn: sqlite3.Connection, full: list[tuple], stored: dict) -> None:
@@ -308,99 +348,3 @@ def _insert(conn: sqlite3.Connection, full: list[tuple]) -> None:
             "INSERT INTO slots (embedding_id, slot, vectors, width, dtype, vectors_hash, norm_min, norm_mean, norm_max) VALUES (?,?,?,?,?,?,?,?,?)",
             slots,
         )
-
-
-def walk(root: str, extensions: tuple[str, ...], beside: dict | None = None, *, passed: Callable[[str], None] | None = None) -> list[tuple[str, int, int]]:
-    """Every file under ``root`` (recursively, skipping hidden names) whose name ends with one of
-    ``extensions``: ``(absolute path, size, mtime_ns)``. A file path is returned as itself. The walk
-    is :func:`embkit.walk.walk_tree`: regular files only (a FIFO would block the scan), no link out
-    of ``root`` (a link to /usr in an embeddings folder is not read), no recursion. Companions
-    (previews, the second file of an SDXL pair: :func:`embkit.io.is_companion`) are left out.
-    ``beside``, when given, is filled with path → ``(key, names)``: the sidecars (and pair file)
-    beside each file, their names, sizes and mtimes as one string, and their names. ``passed`` is
-    called with each link not followed (:func:`embkit.walk.walk_tree`)."""
-    from ..walk import walk_tree
-
-    root = os.path.abspath(root)
-    if not os.path.isdir(root):
-        st = os.stat(root)
-        if beside is not None:
-            beside.update(beside_files([root]))
-        return [(root, st.st_size, st.st_mtime_ns)]
-
-    def wanted(name: str) -> bool:
-        return name.lower().endswith(extensions)
-
-    out: list[tuple[str, int, int]] = []
-    listing: tuple[str, set[str], tuple] = ("", set(), ({}, set()))  # the folder being walked, its names
-    for entry in walk_tree(root, want=wanted, hidden=False, stat_files=True, passed=passed):
-        folder = os.path.dirname(entry.path)
-        if folder != listing[0]:
-            # a file's sidecars and pair half are looked up among its folder's names, listed once
-            try:
-                names = set(os.listdir(folder))
-            except OSError:
-                names = set()
-            listing = (folder, names, _owned(names) if beside is not None else ({}, set()))
-        _, names, owned = listing
-        if _companion(entry.path, names):
-            continue
-        out.append((entry.path, entry.size, entry.mtime_ns))
-        if beside is not None:
-            beside[entry.path] = _beside(entry.path, names, owned)
-    return out
-
-
-def beside_files(paths: Iterable[str]) -> dict[str, tuple[str, tuple[str, ...]]]:
-    """path → ``(key, names)`` of the sidecars beside each of ``paths`` (files named one by one,
-    as a list of uploads names them), as :func:`walk` gives them; each folder is listed once."""
-    by_folder: dict[str, list[str]] = {}
-    for path in paths:
-        by_folder.setdefault(os.path.dirname(path), []).append(path)
-    out: dict[str, tuple[str, tuple[str, ...]]] = {}
-    for folder, files in by_folder.items():
-        try:
-            names = set(os.listdir(folder))
-        except OSError:
-            names = set()
-        owned = _owned(names)
-        for path in files:
-            out[path] = _beside(path, names, owned)
-    return out
-
-
-def _companion(path: str, names: set[str]) -> bool:
-    name = os.path.basename(path)
-    if "_2" not in name:  # cheap first: most files are neither previews nor a pair's second half
-        return is_preview_name(name)
-    first = first_path(name)
-    # only a preview name, or a "_2" file whose first file is listed, can be a companion: the
-    # others are not opened here
-    return is_preview_name(name) or (first is not None and first in names and is_companion(path))
-
-
-def _owned(names: set[str]) -> tuple[dict[str, list[str]], set[str]]:
-    """What a folder's names may hold beside its embeddings: sidecars by stem
-    (:func:`embkit.formats.sidecars.owners`), and the first files that a ``…_2`` file may pair with."""
-    return owners(names), {os.path.basename(first) for n in names if "_2" in n and (first := first_path(n)) is not None}
-
-
-def _beside(path: str, names: set[str], owned: tuple[dict[str, list[str]], set[str]]) -> tuple[str, tuple[str, ...]]:
-    """The sidecar key of a file and the sidecar names found (see :func:`walk`); ``owned`` is
-    :func:`_owned` of the folder's names."""
-    name = os.path.basename(path)
-    stem = os.path.splitext(name)[0]
-    if stem not in owned[0] and name not in owned[1]:
-        return "", ()  # the common case, decided without building a name
-    wanted = [n for group in candidates(path).values() for n in group] + [os.path.basename(second_path(path))]
-    # the previews of members of a file holding several (<stem>.<member>.preview.png)
-    wanted += sorted(n for n in owned[0].get(stem, ()) if is_preview_name(n) and n not in wanted)
-    found = tuple(n for n in wanted if n in names)
-    parts = []
-    for n in found:
-        try:
-            st = os.stat(os.path.join(os.path.dirname(path), n))
-        except OSError:
-            continue
-        parts.append(f"{n}:{st.st_size}:{st.st_mtime_ns}")
-    return ";".join(parts), found

@@ -18,7 +18,7 @@ import re
 from typing import Any
 
 from ..errors import TargetError
-from ..schema import CLIP_TOKEN_LIMIT, FAMILIES, SLOTS, WIDTH_TO_SLOT, family_for
+from ..schema import CLIP_TOKEN_LIMIT, FAMILIES, SLOTS, WIDTH_TO_SLOT, architecture_family, family_for
 from .checkpoint import is_pickle_checkpoint, open_checkpoint
 from .headers import matrix_norms, read_st_header
 from .slots import NORM_PRIORS, T5_TOKEN_LIMIT, SlotSpec, TokenNorms, default_slot, slot_of_encoder
@@ -29,8 +29,6 @@ from .vocab import read_tokenizer_folder
 FOLDER_EMBED_KEYS = ("text_model.embeddings.token_embedding.weight", "embeddings.token_embedding.weight", "shared.weight", "encoder.embed_tokens.weight")
 WEIGHT_FILES = ("model.safetensors", "model.fp16.safetensors")
 INDEX_FILES = ("model.safetensors.index.json", "model.fp16.safetensors.index.json")
-#: ``modelspec.architecture`` prefixes (kohya/SAI metadata) → family.
-ARCHITECTURES = (("stable-diffusion-v1", "sd1"), ("stable-diffusion-v2", "sd2"), ("stable-diffusion-xl", "sdxl"), ("stable-diffusion-v3", "sd3"), ("flux", "flux"))
 _ENCODER_DIR = re.compile(r"^text_encoder(?:_(\d+))?$")
 
 
@@ -202,8 +200,4 @@ def _architecture(header: dict, meta: dict) -> str | None:
         if key.endswith("attn2.to_k.weight") and key.startswith("model.diffusion_model."):
             context = header[key]["shape"][-1] if header[key]["shape"] else 0
             return {768: "sd1", 1024: "sd2", 2048: "sdxl"}.get(context)
-    arch = str(meta.get("modelspec.architecture", "")).lower()
-    for prefix, fam in ARCHITECTURES:
-        if arch.startswith(prefix):
-            return fam
-    return None
+    return architecture_family(meta.get("modelspec.architecture", ""))
