@@ -4,7 +4,7 @@ unsafe files (every payload of the malicious suite, with its canary), broken fil
 links in and out of the tree.
 
 ``build_tree(root, n)`` writes at least ``n`` embedding files and returns what each file should
-become: path → the status its manifest row must have.
+become when ``root`` is walked: path → the status its manifest row must have.
 """
 
 from __future__ import annotations
@@ -154,7 +154,9 @@ def _broken(folder: Path, i: int) -> list[tuple[Path, str]]:
     makers.lora_bundle(folder / f"weights_{i:04d}.safetensors", {})  # model weights, no embedding
     for name in ("truncated", "empty", "garbage", "badheader", "photo", "weights"):
         ext = {"empty": ".safetensors", "badheader": ".safetensors", "photo": ".png", "weights": ".safetensors"}.get(name, ".pt")
-        out.append((folder / f"{name}_{i:04d}{ext}", "broken"))
+        # met in a folder, a photo and a file of model weights are no embedding: skipped (the
+        # folder rule, embkit.folder), not broken; the others look like embeddings and are damaged
+        out.append((folder / f"{name}_{i:04d}{ext}", "skipped" if name in ("photo", "weights") else "broken"))
     return out
 
 

@@ -179,7 +179,7 @@ def test_jsonl_and_parquet_hold_the_same_rows_in_the_documented_schema(run):
             assert f"`{name}`" in docs, f"docs/ingest.md does not describe field {name}"
 
 
-def test_links_never_lead_out_and_the_output_folder_is_not_ingested(tree, run, tmp_path):
+def test_links_never_lead_out(tree, run):
     root, _ = tree
     outside = root.parent / "outside"
     rows = {r["path"]: r for r in run.rows}
@@ -189,12 +189,57 @@ def test_links_never_lead_out_and_the_output_folder_is_not_ingested(tree, run, t
     assert secret not in {r["sha256"] for r in run.rows}
     assert not any("linked_folder" in p for p in rows) and run.links_skipped == 1
     assert rows[str(root / "uploads" / "alias.safetensors")]["status"] == "ok"
-    # DIR inside SOURCE: the second run does not ingest the first run's objects
+
+
+def test_an_output_folder_overlapping_what_is_read_is_refused_before_anything_is_read(tree, tmp_path):
+    root, _ = tree
     src = tmp_path / "src"
     shutil.copytree(root / "set00", src)
-    first = embkit.ingest([src], src / "ingested", jobs=1)
-    second = embkit.ingest([src], src / "ingested", jobs=1)
-    assert second.files == first.files and not any("/ingested/" in r["path"] for r in second.rows)
+    # DIR inside SOURCE, SOURCE inside DIR, DIR the SOURCE itself: refused, nothing made
+    for sources, out in (([src], src / "ingested"), ([src], src), ([src], tmp_path)):
+        before = sorted(p.name for p in src.rglob("*"))
+        with pytest.raises(embkit.WriteError, match="overlaps the input folder"):
+            embkit.ingest(sources, out, jobs=1)
+        assert sorted(p.name for p in src.rglob("*")) == before and not (src / "ingested").exists()
+    # a folder a manifest lists is checked too, before DIR is made
+    listing = tmp_path / "list.txt"
+    listing.write_text(f"{src}\n")
+    with pytest.raises(embkit.WriteError, match="overlaps the input folder"):
+        embkit.ingest([listing], src / "out", jobs=1)
+    assert not (src / "out").exists()
+    # a SOURCE file inside DIR (its own manifest given back as a list of paths) would be replaced
+    out = tmp_path / "out"
+    first = embkit.ingest([src], out, jobs=1)
+    (out / "list.txt").write_text(f"{src}\n")
+    for named in (out / "list.txt", out / "manifest.jsonl"):
+        kept = named.read_bytes()
+        with pytest.raises(embkit.WriteError, match="holds the input file"):
+            embkit.ingest([named], out, jobs=1)
+        assert named.read_bytes() == kept
+    assert read_manifest(out) == first.rows
+
+
+def test_the_folder_rule_a_file_that_is_no_embedding_is_skipped_in_a_folder_and_broken_when_named(tree, run, tmp_path):
+    root, _ = tree
+    rows = {r["path"]: r for r in run.rows}
+    photo, weights = root / "broken" / "photo_0000.png", root / "broken" / "weights_0000.safetensors"
+    for path in (photo, weights):
+        row = rows[str(path)]
+        # read (hashed, scanned, recorded with its error), then skipped as no embedding, with the reason
+        assert row["status"] == "skipped" and row["sha256"] and row["error_code"] in ("broken-file", "unknown-format")
+    ignored = dict(run.ignored)
+    assert ignored[str(photo)] == "a picture without an embedding card" and ignored[str(weights)].startswith("not an embedding")
+    # the companions and sidecars are listed with their reason too (their file's row holds them)
+    side = next(p for p in rows if "/side_" in p)
+    assert ignored[side[: -len(".safetensors")] + ".preview.png"] == "a preview picture"
+    assert ignored[side[: -len(".safetensors")] + ".civitai.info"] == "a sidecar (Civitai Helper's model information)"
+    # named (on the command line, or in a manifest of paths), a file is always read: an error
+    listing = tmp_path / "list.txt"
+    listing.write_text(f"{photo}\n")
+    for sources in ([photo], [listing]):
+        named = embkit.ingest(sources, tmp_path / f"out{len(list(tmp_path.iterdir()))}", jobs=1)
+        assert [r["status"] for r in named.rows] == ["broken"] and named.ignored == [] and named.exit_code == 3
+    assert run.exit_code == 5  # the tree holds unsafe files: 5, whatever else failed
 
 
 def test_pipes_and_other_non_files_are_never_opened(tmp_path):
@@ -264,7 +309,7 @@ def test_a_rerun_skips_what_is_done_and_notices_changes(tree, tmp_path):
 def test_a_killed_run_resumes_with_no_row_missing_or_twice(tree, run, tmp_path):
     root, expect = tree
     out = tmp_path / "out"
-    cmd = [sys.executable, "-m", "embkit", "ingest", str(root), "--out", str(out), "-j", "1", "--batch-size", "1", "--json"]
+    cmd = [sys.executable, "-m", "embkit", "ingest", str(root), "-o", str(out), "-j", "1", "--batch-size", "1", "--json"]
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.monotonic() + 60
     while len(shard_files(str(out))) < 10 and proc.poll() is None and time.monotonic() < deadline:
@@ -280,17 +325,45 @@ def test_a_killed_run_resumes_with_no_row_missing_or_twice(tree, run, tmp_path):
     assert read_manifest(out) == run.rows
 
 
-def test_the_cli_reports_and_prints_json(tree, run, tmp_path):
+def test_the_cli_reports_and_prints_json_and_exits_by_the_walk_rule(tree, run, tmp_path):
     root, _ = tree
-    done = run_embkit("ingest", str(root / "broken"), str(root / "uploads" / "evil"), "--out", str(tmp_path / "o"), "--json")
-    assert done.returncode == 0, done.stderr
+    done = run_embkit("ingest", str(root / "broken"), str(root / "uploads" / "evil"), "-o", str(tmp_path / "o"), "--json")
+    assert done.returncode == 5, done.stderr  # unsafe files: 5, whatever else failed
     doc = json.loads(done.stdout)
-    assert doc["files"] == doc["counts"]["broken"] + doc["counts"]["unsafe"] and doc["counts"]["unsafe"] > 30
-    assert set(doc["manifest"]) == {"jsonl", "parquet"}
-    text = run_embkit("ingest", str(root / "broken"), "--out", str(tmp_path / "o2"))
-    assert text.returncode == 0 and "broken" in text.stdout and "manifest (jsonl)" in text.stdout
-    assert run_embkit("ingest", str(tmp_path / "nowhere"), "--out", str(tmp_path / "o3")).returncode == 1
-    assert run_embkit("ingest", str(root / "broken"), "--out", str(tmp_path / "o4"), "--seed", "3").returncode == 2
+    assert doc["files"] == doc["counts"]["broken"] + doc["counts"]["unsafe"] + doc["counts"]["skipped"] and doc["counts"]["unsafe"] > 30
+    assert doc["exit_code"] == 5 and set(doc["manifest"]) == {"jsonl", "parquet"}
+    assert {e["skipped"] for e in doc["ignored"]} >= {"a picture without an embedding card"}
+    assert all(set(e) == {"path", "skipped"} for e in doc["ignored"])
+    # damaged files only: their own exit status (3); the photos and weights beside them are skipped
+    text = run_embkit("ingest", str(root / "broken"), "-o", str(tmp_path / "o2"))
+    assert text.returncode == 3, text.stderr
+    assert "broken" in text.stdout and "manifest (jsonl)" in text.stdout and "8 files that are no embedding" in text.stdout
+    assert "photo_0000.png" not in text.stdout  # counted, not listed, without -v
+    verbose = run_embkit("ingest", str(root / "broken"), "-o", str(tmp_path / "o2"), "-v")
+    assert verbose.returncode == 3 and "photo_0000.png: a picture without an embedding card" in " ".join(verbose.stdout.split())
+    quiet = run_embkit("ingest", str(root / "broken"), "-o", str(tmp_path / "o2"), "-q", env={"COLUMNS": "500"})  # no cell wrapped
+    assert quiet.returncode == 3 and "manifest (jsonl)" not in quiet.stdout and "photo_0000" not in quiet.stdout
+    assert "truncated_0000.pt" in quiet.stdout  # the failures are what -q prints
+    # nothing but files that are no embedding: 4, as every walk
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    shutil.copyfile(root / "broken" / "photo_0000.png", photos / "photo.png")
+    (photos / "notes.txt").write_text("x")
+    none = run_embkit("ingest", str(photos), "-o", str(tmp_path / "o5"))
+    assert none.returncode == 4 and "no embedding files found" in none.stderr
+    assert run_embkit("ingest", str(tmp_path / "nowhere"), "-o", str(tmp_path / "o3")).returncode == 1
+    assert run_embkit("ingest", str(root / "broken"), "-o", str(tmp_path / "o4"), "--seed", "3").returncode == 2
+    assert run_embkit("ingest", str(root / "broken")).returncode == 2  # -o is required
+    assert run_embkit("ingest", str(root / "broken"), "-o", "-").returncode == 2
+    assert run_embkit("ingest", "-", "-o", str(tmp_path / "o6")).returncode == 2
+
+
+def test_out_is_the_old_spelling_of_output(tree, tmp_path):
+    root, _ = tree
+    done = run_embkit("ingest", str(root / "set02"), "--out", str(tmp_path / "o"), "--json")
+    assert done.returncode == 0, done.stderr
+    assert "--out is now --output" in " ".join(done.stderr.split()) and json.loads(done.stdout)["files"] > 0
+    assert (tmp_path / "o" / "manifest.jsonl").is_file()
 
 
 def _blocked(tmp_path: Path, module: str) -> dict:
@@ -310,7 +383,7 @@ def _blocked(tmp_path: Path, module: str) -> dict:
 
 def test_ray_missing_is_a_missing_dependency_with_the_pip_line(tree, tmp_path):
     root, _ = tree
-    done = run_embkit("ingest", str(root / "broken"), "--out", str(tmp_path / "o"), "--ray", "auto", "--json", env=_blocked(tmp_path, "ray"))
+    done = run_embkit("ingest", str(root / "broken"), "-o", str(tmp_path / "o"), "--ray", "auto", "--json", env=_blocked(tmp_path, "ray"))
     assert done.returncode == 11, done.stderr
     assert "pip install 'embkit-ti[ray]'" in " ".join(done.stderr.split())
     assert json.loads(done.stdout)["error"]["code"] == "missing-dependency"
@@ -319,7 +392,7 @@ def test_ray_missing_is_a_missing_dependency_with_the_pip_line(tree, tmp_path):
 def test_without_pyarrow_the_manifest_is_jsonl_only(tree, tmp_path):
     root, _ = tree
     out = tmp_path / "o"
-    done = run_embkit("ingest", str(root / "set02"), "--out", str(out), "--json", env=_blocked(tmp_path, "pyarrow"))
+    done = run_embkit("ingest", str(root / "set02"), "-o", str(out), "--json", env=_blocked(tmp_path, "pyarrow"))
     assert done.returncode == 0, done.stderr
     assert set(json.loads(done.stdout)["manifest"]) == {"jsonl"}
     assert (out / "manifest.jsonl").exists() and not (out / "manifest.parquet").exists()

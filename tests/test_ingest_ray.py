@@ -72,9 +72,10 @@ def test_the_cluster_writes_the_single_machine_manifest_row_for_row(cluster, tre
     assert len(expect) >= 500
     cluster.ready()
     out = tmp_path / "out"
-    done = subprocess.run(_cmd(cluster, str(root), "--out", str(out)), capture_output=True, text=True, env=cluster.env, timeout=300)
-    assert done.returncode == 0, done.stderr[-3000:]
+    done = subprocess.run(_cmd(cluster, str(root), "-o", str(out)), capture_output=True, text=True, env=cluster.env, timeout=300)
+    assert done.returncode == 5, done.stderr[-3000:]  # the walk rule: the tree holds unsafe files
     summary = json.loads(done.stdout)
+    assert summary["exit_code"] == local.exit_code == 5 and summary["ignored"] == local.to_dict()["ignored"]
     assert summary["mode"] == f"ray ({cluster.address})" and summary["files"] == len(expect)
     rows = read_manifest(out)
     assert rows == local.rows  # sorted by path, row for row
@@ -99,11 +100,11 @@ def test_previews_from_actors_equal_the_single_machine_previews_pixel_for_pixel(
     # has 1 CPU, so 1 thread; the single-machine run is given the same
     env = {**cluster.env, "OMP_NUM_THREADS": "1"}
     single = tmp_path / "single"
-    done = subprocess.run([sys.executable, "-m", "embkit", "ingest", str(src), "--out", str(single), "--previews", "-j", "1", "--json"],
+    done = subprocess.run([sys.executable, "-m", "embkit", "ingest", str(src), "-o", str(single), "--previews", "-j", "1", "--json"],
                           capture_output=True, text=True, env=env, timeout=300)
     assert done.returncode == 0, done.stderr[-3000:]
     actors = tmp_path / "actors"
-    done = subprocess.run(_cmd(cluster, str(src), "--out", str(actors), "--previews", "--actors", "1", "--gpus-per-actor", "0"),
+    done = subprocess.run(_cmd(cluster, str(src), "-o", str(actors), "--previews", "--actors", "1", "--gpus-per-actor", "0"),
                           capture_output=True, text=True, env=cluster.env, timeout=300)
     assert done.returncode == 0, done.stderr[-3000:]
     a, b = read_manifest(single), read_manifest(actors)
@@ -125,7 +126,7 @@ def test_a_worker_node_killed_mid_run_loses_no_row(cluster, tree, local, tmp_pat
     want = [r for r in local.rows if any(r["path"].startswith(s + os.sep) for s in sources)]
     out = tmp_path / "out"
     log = open(tmp_path / "run.log", "w")
-    proc = subprocess.Popen(_cmd(cluster, *sources, "--out", str(out), "--batch-size", "2"), stdout=subprocess.PIPE, stderr=log, text=True, env=cluster.env)
+    proc = subprocess.Popen(_cmd(cluster, *sources, "-o", str(out), "--batch-size", "2"), stdout=subprocess.PIPE, stderr=log, text=True, env=cluster.env)
     deadline = time.monotonic() + 120
     while len(shard_files(str(out))) < 10 and proc.poll() is None and time.monotonic() < deadline:
         time.sleep(0.05)
@@ -133,10 +134,11 @@ def test_a_worker_node_killed_mid_run_loses_no_row(cluster, tree, local, tmp_pat
     cluster.kill(cluster.nodes[1])  # the worker node, with whatever tasks it was running
     stdout, _ = proc.communicate(timeout=300)
     log.close()
-    if proc.returncode != 0:  # stopped: the same command resumes
+    # a finished run exits 5 (uploads/evil holds unsafe files: the walk rule); a stopped one 1
+    if proc.returncode != 5:  # stopped: the same command resumes
         assert not (out / "manifest.jsonl").exists()
-        again = subprocess.run(_cmd(cluster, *sources, "--out", str(out)), capture_output=True, text=True, env=cluster.env, timeout=300)
-        assert again.returncode == 0, again.stderr[-3000:]
+        again = subprocess.run(_cmd(cluster, *sources, "-o", str(out)), capture_output=True, text=True, env=cluster.env, timeout=300)
+        assert again.returncode == 5, again.stderr[-3000:]
         stdout = again.stdout
         assert json.loads(stdout)["reused"] > 0
     assert json.loads(stdout)["files"] == len(want) > 250

@@ -84,9 +84,17 @@ COLUMNS: tuple[tuple[str, Any, bool], ...] = (
 COLUMN_NAMES = tuple(c[0] for c in COLUMNS)
 
 #: Row statuses (docs/ingest.md): read, recorded and converted; read but not converted; refused as
-#: unsafe; not an embedding or damaged; not read at all.
+#: unsafe; damaged, or no embedding where it was named; not read at all, or, met in a SOURCE folder,
+#: read and found to be no embedding (the folder rule, :mod:`embkit.folder`).
 OK, UNCONVERTED, UNSAFE, BROKEN, SKIPPED = "ok", "unconverted", "unsafe", "broken", "skipped"
 STATUSES = (OK, UNCONVERTED, UNSAFE, BROKEN, SKIPPED)
+
+#: ``error_code`` of ``skipped`` rows whose file was never read (links passed over, non-files,
+#: missing or unreadable paths); a ``skipped`` row with another code was read and is no embedding.
+NOT_READ_CODES = ("link-outside", "link-broken", "link", "not-a-file", "missing", "unreadable")
+#: Of those, the failures (a listed path that is missing, a file that cannot be read: exit 1, as a
+#: missing input in every command); a link or a pipe passed over is no failure, as in every walk.
+FAILED_NOT_READ_CODES = ("missing", "unreadable")
 
 MANIFEST_JSONL = "manifest.jsonl"
 MANIFEST_PARQUET = "manifest.parquet"
@@ -216,10 +224,52 @@ def read_manifest(out: str | os.PathLike) -> list[dict]:
     return read_jsonl(os.path.join(os.fspath(out), MANIFEST_JSONL))
 
 
+# -- what a row means for the walk rule ----------------------------------------------------------
+
+
+def no_embedding_reason(row: dict) -> str | None:
+    """Why the file of a row that was read is no embedding by the folder rule
+    (:func:`embkit.folder.error_reason`: a picture without an embedding card, a model checkpoint, a
+    file of model weights or of a layout no host applies), or ``None``: it was not read, it was
+    read as an embedding, or it looks like one that is damaged or unsafe."""
+    code = row.get("error_code")
+    if not code or code in NOT_READ_CODES or row.get("status") not in (BROKEN, SKIPPED):
+        return None
+    from ..folder import error_reason
+
+    message, path = row.get("error") or "", row["path"]
+    detail = message[len(path) + 2:] if message.startswith(path + ": ") else message
+    return error_reason(path, code, detail)
+
+
+def row_exit_code(row: dict) -> int:
+    """The exit status a row adds to the walk rule (:func:`embkit.folder.walk_exit_code`): 0 for
+    a file ingested or passed over (``ok``; ``skipped`` as no embedding, a link or a pipe), else
+    the exit status of its error class (:data:`embkit.errors.ALL_ERRORS`): 5 ``unsafe``; a
+    ``broken`` file's own (3 damaged, 4 no embedding where it was named); an ``unconverted`` one's
+    conversion error (8 a loss refused, 9 a write that failed); 1 a listed path missing or unreadable."""
+    from ..errors import UnsafeFileError, exit_code_of
+
+    status = row["status"]
+    if status == UNSAFE:
+        return UnsafeFileError.exit_code
+    if status == BROKEN:
+        return exit_code_of(row.get("error_code") or "error")
+    if status == UNCONVERTED:
+        return exit_code_of((row.get("convert_error") or "error").split(":", 1)[0])
+    if status == SKIPPED and row.get("error_code") in FAILED_NOT_READ_CODES:
+        return 1
+    return 0
+
+
 __all__ = [
     "COLUMNS",
     "COLUMN_NAMES",
     "STATUSES",
+    "NOT_READ_CODES",
+    "FAILED_NOT_READ_CODES",
+    "no_embedding_reason",
+    "row_exit_code",
     "normal_row",
     "sorted_rows",
     "jsonl_bytes",

@@ -50,10 +50,14 @@ def _embedding(e: tuple) -> dict[str, Any]:
 
 def examine_result(row: dict, scanned_at: float | None = None) -> tuple:
     """A manifest row → the ``(FILE, file_row, embeddings, trained_words, previews)`` tuple the
-    library stores. Rows of files that were never read (``skipped``) have no record: ``None``."""
+    library stores. Rows of files that were never read (``skipped`` with one of
+    :data:`~embkit.ingest.manifest.NOT_READ_CODES`) have no record: ``None``. A file read and
+    found to be no embedding (``skipped`` by the folder rule) is recorded with its error, as
+    ``embkit library scan`` records it."""
     from ..library.extract import FILE
+    from .manifest import NOT_READ_CODES
 
-    if row.get("status") == "skipped":
+    if row.get("status") == "skipped" and row.get("error_code") in NOT_READ_CODES:
         return None  # type: ignore[return-value]
     when = time.time() if scanned_at is None else scanned_at
     values = {**{k: row.get(k) for k in RECORD_FIELDS}, "path": row["path"], "size": row["size"], "mtime_ns": row["mtime_ns"], "scanned_at": when}

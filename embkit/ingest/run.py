@@ -9,7 +9,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable
 
-from .manifest import MANIFEST_JSONL, MANIFEST_PARQUET, STATUSES, have_pyarrow, jsonl_bytes, parquet_bytes, sorted_rows
+from .manifest import MANIFEST_JSONL, MANIFEST_PARQUET, STATUSES, have_pyarrow, jsonl_bytes, no_embedding_reason, parquet_bytes, sorted_rows
 
 
 @dataclass
@@ -17,7 +17,9 @@ class IngestSummary:
     """What a run did. ``counts``: rows by status; ``reused``: files whose SHA-256 matched their row
     from an earlier run on DIR (skipped, unless a converted file of theirs was gone and was made
     again); ``duplicates``: files whose bytes another file already has; ``manifest``: the files
-    written (JSONL always, Parquet when pyarrow is there)."""
+    written (JSONL always, Parquet when pyarrow is there); ``ignored``: ``(path, reason)`` of the
+    files met in SOURCE folders that are no embedding (the folder rule, :mod:`embkit.folder`: by
+    their names, never opened, or read and ``skipped``); ``exit_code``: the walk rule over the rows."""
 
     out: str
     files: int = 0
@@ -33,11 +35,26 @@ class IngestSummary:
     manifest: dict[str, str] = field(default_factory=dict)
     library: dict | None = None
     seconds: float = 0.0
+    ignored: list[tuple[str, str]] = field(default_factory=list)
     #: the rows, sorted by path (not part of :meth:`to_dict`: read the manifest for them)
     rows: list[dict] = field(default_factory=list, repr=False)
 
+    @property
+    def exit_code(self) -> int:
+        """The exit status of every folder walk (:func:`embkit.folder.walk_exit_code`) over the
+        rows (:func:`~embkit.ingest.manifest.row_exit_code`): 0 when every file was ingested or
+        passed over; 5 when any is unsafe; else the failures' code when they share one (3 damaged,
+        8 not converted loss-free …), 1 when they differ; 4 when no embedding file was found."""
+        from ..folder import walk_exit_code
+        from .manifest import SKIPPED, row_exit_code
+
+        found = sum(1 for row in self.rows if row["status"] != SKIPPED)
+        return walk_exit_code((row_exit_code(row) for row in self.rows), found)
+
     def to_dict(self) -> dict:
         """A JSON-ready dict (``embkit ingest --json``), without the rows."""
+        from ..folder import skipped_entry
+
         return {
             "out": self.out,
             "files": self.files,
@@ -52,7 +69,9 @@ class IngestSummary:
             "workers": self.workers,
             "manifest": self.manifest,
             "library": self.library,
+            "ignored": [skipped_entry(p, r) for p, r in self.ignored],
             "seconds": round(self.seconds, 3),
+            "exit_code": self.exit_code,
         }
 
 
@@ -86,12 +105,16 @@ def ingest(
 
     Re-running on the same sources and ``out`` skips every file whose SHA-256 matches its row
     from an earlier run (finished batches are committed as they end, so a killed run resumes).
-    Unsafe and broken files become rows with their reason; they never stop the run.
+    Unsafe and broken files become rows with their reason; they never stop the run (the summary's
+    ``exit_code`` says what they mean for a script). Files in SOURCE folders that are no embedding
+    are skipped with the reason (``ignored``; the folder rule). Inputs are never written: ``out``
+    overlapping a SOURCE folder, or holding a SOURCE file, is refused before anything is read
+    (:class:`~embkit.errors.WriteError`).
     """
     from .local import default_jobs, run_cpu, run_previews
     from .previews import preview_key
     from .shards import Lock, compact, load_done
-    from .sources import discover
+    from .sources import check_output, discover
     from .steps import StepSettings
 
     start = time.perf_counter()
@@ -101,7 +124,10 @@ def ingest(
         import_ray()  # a missing extra is said before any work is done
     if isinstance(sources, (str, os.PathLike)):
         sources = [sources]
+    paths = [os.fspath(s) for s in sources]
     out = os.path.abspath(os.path.expanduser(os.fspath(out)))
+    check_output(out, paths)  # never into what is read: before anything is read or made
+    found = discover(paths, out)  # (checks the paths of manifests too, before DIR is made)
     os.makedirs(out, exist_ok=True)
     settings = StepSettings(out=out)
     plan = _preview_plan(previews, model, device)
@@ -109,9 +135,8 @@ def ingest(
     workers = jobs or default_jobs()
     # a cluster's workers are the cluster's business; locally (and in a private Ray) they are ours
     summary = IngestSummary(out=out, mode="local" if ray is None else f"ray ({ray})", workers=workers if ray in (None, "local") else None)
+    summary.links_skipped, summary.bad_names = found.links_skipped, found.bad_names
     with Lock(out):
-        found = discover([os.fspath(s) for s in sources], out)
-        summary.links_skipped, summary.bad_names = found.links_skipped, found.bad_names
         done = load_done(out, key)
         items = found.items
         for item in items:
@@ -132,6 +157,8 @@ def ingest(
     by_path = {item["path"]: item for item in items}
     summary.reused = sum(1 for row in rows if _reused(by_path.get(row["path"], {}), row))
     _count(summary, rows)
+    read_skips = [(row["path"], reason) for row in rows if row["status"] == "skipped" and (reason := no_embedding_reason(row))]
+    summary.ignored = sorted(found.ignored + read_skips)
     if library is not None:
         summary.library = _fill_library(library, rows)
     summary.rows = rows

@@ -13,7 +13,9 @@ preview picture and the second file of a diffusers SDXL pair belong to another f
 holds them, and its conversion joins the pair), so they are not uploads of their own. What the walk
 passes over is said: a link out of the SOURCE folder, or to nothing, becomes a ``skipped`` row
 (``link-outside``, ``link-broken``) when its name is one embkit reads; links to folders outside
-are counted (``links_skipped``). The output folder, when it lies inside a SOURCE, is left out.
+are counted (``links_skipped``); the other files of the folder are skipped by their names, with
+the reason (:mod:`embkit.folder`: pictures, text, sidecars, previews, archives …; ``ignored``),
+never opened. The output folder never overlaps what is read (:func:`check_output`).
 
 A path named on the command line is read as named (a named link is followed: it was named); a
 path a manifest lists that is a link is not read (a manifest names files, not what links point
@@ -31,7 +33,7 @@ import os
 import stat
 from dataclasses import dataclass, field
 
-from ..errors import EmbkitError
+from ..errors import EmbkitError, MissingFileError
 
 #: A SOURCE file with one of these extensions is a manifest of paths, not an embedding.
 MANIFEST_EXTENSIONS = (".txt", ".lst", ".jsonl", ".parquet")
@@ -46,29 +48,51 @@ class Found:
     links_skipped: int = 0
     #: files whose names are not valid UTF-8 (a manifest column cannot hold them): not ingested
     bad_names: list[str] = field(default_factory=list)
+    #: ``(path, reason)`` of the other files met in SOURCE folders, skipped by their names as no
+    #: embedding (:func:`embkit.folder.name_reason`), never opened: not rows of the manifest
+    ignored: list[tuple[str, str]] = field(default_factory=list)
+
+
+def check_output(out: str, paths: list[str]) -> None:
+    """Refuse, before any upload is read, an output folder ``out`` that would write into what is
+    read: one whose tree overlaps a folder of ``paths`` (the same folder, one inside the other,
+    through links too: :func:`embkit.walk.check_not_an_input`), or one that holds a file of
+    ``paths`` (an upload, a manifest of paths: ingest replaces its manifest and adds files under
+    DIR). :class:`~embkit.errors.WriteError` (exit 9)."""
+    from ..errors import WriteError
+    from ..walk import check_not_an_input, trees_overlap
+
+    paths = [os.path.abspath(os.path.expanduser(os.fspath(p))) for p in paths]
+    check_not_an_input(out, paths, into_folder=True)
+    for path in paths:
+        if os.path.lexists(path) and not os.path.isdir(path) and trees_overlap(out, path):
+            raise WriteError(f"holds the input file {path}: embkit never writes into what it reads; write to a folder outside it", path=out)
 
 
 def discover(sources: list[str], out: str) -> Found:
-    """Every file to ingest under ``sources`` (folders, files, manifests), each once, by path."""
+    """Every file to ingest under ``sources`` (folders, files, manifests), each once, by path. A
+    path a manifest lists is checked against ``out`` (:func:`check_output`) before it is walked."""
     found = Found()
     seen: dict[str, dict] = {}
     for src in sources:
         src = os.path.abspath(os.path.expanduser(os.fspath(src)))
         if os.path.isdir(src):
-            _walk(src, src, out, found, seen)
+            _walk(src, src, found, seen)
         elif os.path.isfile(src) and src.lower().endswith(MANIFEST_EXTENSIONS):
-            for listed in read_path_list(src):
+            listed_paths = read_path_list(src)
+            check_output(out, listed_paths)
+            for listed in listed_paths:
                 if os.path.islink(listed):
                     st = _stat(listed)
                     _add(_item(listed, src, st, None, ("link", "is a symbolic link; a manifest's paths are read only as files and folders")), found, seen)
                 elif os.path.isdir(listed):
-                    _walk(listed, src, out, found, seen)
+                    _walk(listed, src, found, seen)
                 else:
                     _add(_named(listed, src), found, seen)
         elif os.path.lexists(src):
             _add(_named(src, src), found, seen)
         else:
-            raise EmbkitError("no such file or folder", path=src)
+            raise MissingFileError("no such file or folder", path=src)
     named = [p for p, item in seen.items() if item["open"] and not item["root"]]
     if named:  # the sidecars beside files named one by one: each folder listed once
         from ..library.tree import beside_files
@@ -76,6 +100,7 @@ def discover(sources: list[str], out: str) -> Found:
         for path, (key, present) in beside_files(named).items():
             seen[path]["sidecar_key"], seen[path]["present"] = key, _names(present)
     found.items = [seen[p] for p in sorted(seen)]
+    found.ignored.sort()
     return found
 
 
@@ -150,12 +175,23 @@ def _item(path: str, source: str, st: os.stat_result | None, open_path: str | No
 
 def _add(item: dict, found: Found, seen: dict) -> None:
     path = item["path"]
+    if not _utf8(path):
+        found.bad_names.append(_shown(path))
+        return
+    seen.setdefault(path, item)
+
+
+def _utf8(path: str) -> bool:
     try:
         path.encode("utf-8")
     except UnicodeEncodeError:
-        found.bad_names.append(path.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace"))
-        return
-    seen.setdefault(path, item)
+        return False
+    return True
+
+
+def _shown(path: str) -> str:
+    """A name that is not valid UTF-8, its undecodable bytes shown as ``\\xNN``."""
+    return path.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
 
 
 def _named(path: str, source: str) -> dict:
@@ -176,7 +212,7 @@ def _not_a_file(st: os.stat_result) -> tuple[str, str]:
     return ("not-a-file", f"is {kind}; not read")
 
 
-def _walk(root: str, source: str, out: str, found: Found, seen: dict) -> None:
+def _walk(root: str, source: str, found: Found, seen: dict) -> None:
     """The files under the folder ``root`` (see the module docstring)."""
     from ..formats import extensions
     from ..library.tree import walk
@@ -184,15 +220,13 @@ def _walk(root: str, source: str, out: str, found: Found, seen: dict) -> None:
 
     exts = tuple(extensions())
     boundary = os.path.realpath(hf_cache_root(root) or root)
-    # DIR inside SOURCE: its converted files and previews are not uploads (DIR as this walk names it)
-    real_out = os.path.realpath(out)
-    inside = real_out == boundary or real_out.startswith(boundary.rstrip(os.sep) + os.sep)
-    skip_prefix = os.path.join(root, os.path.relpath(real_out, os.path.realpath(root))) + os.sep if inside else None
     passed: list[str] = []
     beside: dict[str, tuple[str, tuple[str, ...]]] = {}
-    for path, size, mtime in walk(root, exts, beside, passed=passed.append):
-        if skip_prefix is not None and path.startswith(skip_prefix):
-            continue
+    skipped: list[tuple[str, str]] = []
+    walked = walk(root, exts, beside, skipped, passed=passed.append)
+    # the other files, by their names (previews and sidecars are also part of their file's row)
+    found.ignored += [(p if _utf8(p) else _shown(p), reason) for p, reason in skipped]
+    for path, size, mtime in walked:
         key, present = beside.get(path, ("", ()))
         item = _item(path, source, None, path, root=boundary, sidecar_key=key, present=_names(present))
         item["size"], item["mtime_ns"] = size, mtime
@@ -214,4 +248,4 @@ def _target(link: str) -> str | None:
     return target if os.path.exists(target) else None
 
 
-__all__ = ["discover", "read_path_list", "Found", "MANIFEST_EXTENSIONS"]
+__all__ = ["discover", "check_output", "read_path_list", "Found", "MANIFEST_EXTENSIONS"]

@@ -22,7 +22,16 @@ import stat
 from dataclasses import dataclass
 from typing import Any
 
-from .manifest import BROKEN, OK, SKIPPED, UNCONVERTED, UNSAFE, normal_row
+from .manifest import (
+    BROKEN,
+    NOT_READ_CODES,
+    OK,
+    SKIPPED,
+    UNCONVERTED,
+    UNSAFE,
+    no_embedding_reason,
+    normal_row,
+)
 
 #: Error codes that make a row ``unsafe`` (the reader refused the file, or it is over a cap).
 UNSAFE_CODES = ("unsafe-file", "too-large")
@@ -185,6 +194,7 @@ def process_item(item: dict, settings: StepSettings) -> tuple[dict, list[tuple[s
     from ..library.extract import MAX_FILE_BYTES
 
     base = {"path": item["path"], "source": item["source"], "size": item["size"], "mtime_ns": item["mtime_ns"]}
+    walked = bool(item.get("root"))  # met in a SOURCE folder, not named (the folder rule)
     data, fields = read_step(item)
     base.update(fields)
     if data is None:
@@ -196,7 +206,8 @@ def process_item(item: dict, settings: StepSettings) -> tuple[dict, list[tuple[s
         for old in json.loads(item["prior"]):
             # the same bytes with the same sidecars beside them (a sidecar that changed changes the record)
             if sha is not None and old.get("sha256") == sha and (old.get("sidecar_key") or "") == key and _objects_exist(old, settings.out):
-                return normal_row({**old, **base}), [], True
+                # (an earlier run may have met the file otherwise: named, or in a folder)
+                return folder_rule(normal_row({**old, **base}), walked), [], True
     from ..scan import scan_bytes
 
     path, size = item["path"], base["size"]
@@ -222,7 +233,19 @@ def process_item(item: dict, settings: StepSettings) -> tuple[dict, list[tuple[s
             row.update(converted)
             row["status"] = OK if row["converted"] else UNCONVERTED
             row["hosts"] = hosts_step(host_facts(loaded, data, scanned))
-    return normal_row(row), files, False
+    return folder_rule(normal_row(row), walked), files, False
+
+
+def folder_rule(row: dict, walked: bool) -> dict:
+    """The folder rule (:mod:`embkit.folder`) on the row of a file that was read and is no
+    embedding embkit can read: ``skipped`` when the file was met in a SOURCE folder and is a known
+    non-embedding (a picture without an embedding card, a model checkpoint, model weights:
+    :func:`~embkit.ingest.manifest.no_embedding_reason`), else ``broken``: a path named on the
+    command line or in a manifest is never skipped. Other rows are returned as they are."""
+    if row["status"] not in (BROKEN, SKIPPED) or not row.get("error_code") or row["error_code"] in NOT_READ_CODES:
+        return row
+    status = SKIPPED if walked and no_embedding_reason({**row, "status": BROKEN}) else BROKEN
+    return row if status == row["status"] else {**row, "status": status}
 
 
 def process_batch(items: list[dict], settings: StepSettings) -> list[dict]:
@@ -277,5 +300,5 @@ def _objects_exist(row: dict, out: str) -> bool:
     return all(os.path.exists(os.path.join(out, *c["path"].split("/"))) for c in row.get("converted") or [])
 
 
-
-__all__ = ["read_step", "scan_step", "scan_fields", "record_step", "open_step", "convert_step", "host_facts", "hosts_step", "process_item", "process_batch", "StepSettings"]
+__all__ = ["read_step", "scan_step", "scan_fields", "record_step", "open_step", "convert_step", "host_facts", "hosts_step", "process_item",
+           "folder_rule", "process_batch", "StepSettings"]

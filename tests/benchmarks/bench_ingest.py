@@ -67,7 +67,7 @@ def timed(cmd: list[str], env: dict | None = None) -> tuple[float, float, str]:
 
 
 def ingest_cmd(tree: str, out: str, *extra: str) -> list[str]:
-    return [sys.executable, "-m", "embkit", "ingest", tree, "--out", out, "--json", *extra]
+    return [sys.executable, "-m", "embkit", "ingest", tree, "-o", out, "--json", *extra]
 
 
 def stage_costs(tree: str, sample: int, scratch: str) -> dict[str, float]:
