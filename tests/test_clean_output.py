@@ -136,6 +136,19 @@ def test_previews_print_no_raw_escapes(hostile, tmp_path):
     assert HOSTILE_NAME in {p["name"] for p in json.loads(done.stdout)["previews"]}
 
 
+def test_ingest_prints_no_raw_escapes(hostile, tmp_path):
+    # hostile file names in the table of problems, the refused global of the unsafe file, a trigger
+    # that cannot be a file name in its conversion error, hostile names among the files skipped
+    (hostile / f"notes{TITLE}.txt").write_text("x")
+    out = run_clean("ingest", str(hostile), "-o", str(tmp_path / "out"), "-v")
+    assert "os\\x1b[2J\\x1b[H" in out and "notes\\x1b]0;pwned\\x07.txt" in out
+    run_clean("ingest", str(hostile), "-o", str(tmp_path / "out"))
+    run_clean("ingest", str(hostile), "-o", str(tmp_path / "out"), "-q")
+    done = run_embkit("ingest", str(hostile), "-o", str(tmp_path / "out"), "--json")
+    assert_clean(done.stdout, "ingest --json")
+    assert f"notes{TITLE}.txt" in {Path(e["path"]).name for e in json.loads(done.stdout)["ignored"]}
+
+
 def test_pull_prints_no_raw_escapes(tmp_path):
     import os
     import subprocess

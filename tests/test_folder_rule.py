@@ -1,6 +1,6 @@
 """One rule for what a folder holds (issue 19): the same mixed folder given to every command that
-walks folders gets the same classification and the exit status of the one documented rule
-(embkit.folder.walk_exit_code, docs/cli.md)."""
+walks folders (ingest included) gets the same classification and the exit status of the one
+documented rule (embkit.folder.walk_exit_code, docs/cli.md)."""
 
 from __future__ import annotations
 
@@ -106,12 +106,26 @@ def classified(root: Path, command: str, tmp_path: Path) -> tuple[int, dict[str,
             out[_rel(root, r["path"])] = "error" if r["status"] == "error" else "read"
         for item in doc["ignored"]:
             out[_rel(root, item["path"])] = _reason(item["skipped"])
+    elif command == "ingest":
+        # the manifest has a row per file of embkit's extensions; the summary lists what is no embedding
+        done = run_embkit("ingest", str(root), "-o", str(tmp_path / f"ingested{len(list(tmp_path.glob('ingested*')))}"), "--json")
+        doc = json.loads(done.stdout)
+        for row in _manifest(doc["manifest"]["jsonl"]):
+            if row["status"] != "skipped":  # a skipped row is listed with its reason below
+                out[_rel(root, row["path"])] = "read" if row["status"] in ("ok", "unconverted") else "error"
+        for item in doc["ignored"]:
+            out[_rel(root, item["path"])] = _reason(item["skipped"])
     else:
         raise AssertionError(command)
     return done.returncode, out
 
 
-COMMANDS = ("inspect", "verify", "convert", "scan", "library scan", "previews")
+def _manifest(path: str) -> list[dict]:
+    with open(path, encoding="utf-8") as fh:
+        return [json.loads(line) for line in fh]
+
+
+COMMANDS = ("inspect", "verify", "convert", "scan", "library scan", "previews", "ingest")
 
 
 @pytest.mark.slow  # previews renders on the tiny pipeline

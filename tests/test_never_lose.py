@@ -1,6 +1,7 @@
 """Never lose a user's data (issue 19): inputs are never modified unless named as the output with
---in-place, an output tree overlapping an input tree is refused before anything is written, and
-vectors are never dropped silently. Real files, real commands in fresh processes."""
+--in-place, an output tree overlapping an input tree is refused before anything is written (convert,
+previews, ingest), and vectors are never dropped silently. Real files, real commands in fresh
+processes."""
 
 from __future__ import annotations
 
@@ -143,6 +144,34 @@ def test_previews_out_overlapping_an_input_folder_is_refused_before_anything_is_
 
     with pytest.raises(embkit.WriteError, match="overlaps the input folder"):
         make_previews([inputs], out=inputs / "sub")
+
+
+def test_ingest_output_overlapping_an_input_is_refused_before_anything_is_read(inputs, tmp_path):
+    before = snapshot(inputs)
+    os.symlink(inputs, tmp_path / "link-to-ip")
+    for out in (inputs, inputs / "ingested", tmp_path / "link-to-ip" / "x"):
+        done = run_embkit("ingest", str(inputs), "-o", str(out), "--json")
+        text = " ".join(done.stderr.split())
+        assert done.returncode == 9, (out, done.stderr)
+        assert "overlaps the input folder" in text and "Traceback" not in done.stderr
+        assert json.loads(done.stdout)["error"]["code"] == "write-failed"
+        assert snapshot(inputs) == before, out
+    assert not (inputs / "ingested").exists() and not (inputs / "x").exists()
+    # an input folder inside the output folder overlaps it too, and so does a folder a manifest lists
+    assert run_embkit("ingest", str(inputs / "sub"), "-o", str(inputs)).returncode == 9
+    (tmp_path / "list.txt").write_text(f"{inputs}\n")
+    assert run_embkit("ingest", str(tmp_path / "list.txt"), "-o", str(inputs / "new")).returncode == 9
+    assert snapshot(inputs) == before and not (inputs / "new").exists()
+    # an input file inside the output folder: ingest writes its manifest and objects there
+    done = run_embkit("ingest", str(inputs / "one.pt"), "-o", str(inputs))
+    assert done.returncode == 9 and "holds the input file" in " ".join(done.stderr.split())
+    assert snapshot(inputs) == before
+    with pytest.raises(embkit.WriteError, match="overlaps the input folder"):
+        embkit.ingest([inputs], inputs / "sub")
+    # outside every input: written, and the inputs stay byte-identical
+    done = run_embkit("ingest", str(inputs), "-o", str(tmp_path / "ingested"), "--json")
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout)["counts"]["ok"] == 3 and snapshot(inputs) == before
 
 
 @pytest.mark.slow  # renders one preview on the built-in tiny pipeline
