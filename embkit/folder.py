@@ -1,6 +1,6 @@
 """What a folder holds: the one rule every command that walks folders follows (``inspect``,
-``verify``, ``convert``, ``scan``, ``library scan``, ``pull``, ``previews``), and the one exit
-status of a walk.
+``verify``, ``convert``, ``scan``, ``library scan``, ``pull``, ``previews``, ``ingest``), and the
+one exit status of a walk.
 
 Each file met while walking a folder is one of three things:
 

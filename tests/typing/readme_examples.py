@@ -156,6 +156,7 @@ summary = embkit.ingest(["uploads/"], "ingested/")
 summary = embkit.ingest(["uploads/"], "ingested/", ray="auto")
 summary = embkit.ingest(["todays.txt"], "ingested/", previews=True, model="sd1", library="hub.sqlite")
 reveal_type((summary.counts, summary.reused, summary.manifest["jsonl"]))
+reveal_type((summary.exit_code, summary.ignored))
 
 # -- errors -----------------------------------------------------------------------------------------
 try:
