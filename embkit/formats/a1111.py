@@ -13,7 +13,7 @@ import numpy as np
 
 from ..errors import BrokenFileError
 from .base import Part, Raw, Tensor, plain, stem_of, width_slot
-from .torchfile import ModuleStandIn
+from .pickle_globals import ModuleStandIn
 
 #: Top-level keys A1111 writes besides the tensors, copied into metadata under the same names.
 META_KEYS = ("step", "sd_checkpoint", "sd_checkpoint_name")
@@ -115,7 +115,14 @@ def write(emb, path: str, container: str, options: dict):
     """Plan an A1111 ``.pt``: one slot, ``token=`` (else the stored name, else the trigger) as
     ``name``, step and checkpoint from the metadata; triggered by the file stem."""
     from . import torchfile_write
-    from .writer_base import Output, Plan, metadata_losses, pick_slot, stored_array, trigger_loss
+    from .writer_base import (
+        Output,
+        Plan,
+        metadata_losses,
+        pick_slot,
+        stored_array,
+        trigger_loss,
+    )
 
     losses: list = []
     slot = pick_slot(emb, "a1111", options, losses, path=path)
