@@ -318,7 +318,7 @@ def scan_paths(paths: Iterable[str | os.PathLike]) -> Iterator[ScanResult]:
         # a concept folder is scanned file by file: each may hold a pickle
         entries = _unit_files(found) if found.unit else (found,)
         for entry in entries:
-            if entry.walked and not wanted(entry.path) and not _sniffed(entry.path):
+            if entry.passed or (entry.walked and not wanted(entry.path) and not _sniffed(entry.path)):
                 reason = entry.skip or name_reason(entry.path) or "not a file embkit reads"
                 yield ScanResult(entry.path, "", UNKNOWN, reasons=(reason,), skipped=reason)
                 continue

@@ -360,7 +360,10 @@ def walk(root: str, extensions: tuple[str, ...], beside: dict | None = None, ski
 
     out: list[tuple[str, int, int]] = []
     listing: tuple[str, set[str], tuple] = ("", set(), ({}, set()))  # the folder being walked, its names
-    for entry in walk_tree(root, want=None if skipped is not None else wanted, hidden=False, stat_files=True):
+    for entry in walk_tree(root, want=None if skipped is not None else wanted, hidden=False, stat_files=True, passed=skipped is not None):
+        if entry.passed is not None:
+            skipped.append((entry.path, entry.passed))  # a FIFO, a link out of the tree: never opened  # type: ignore[union-attr]
+            continue
         folder = os.path.dirname(entry.path)
         if folder != listing[0]:
             # a file's sidecars and pair half are looked up among its folder's names, listed once
