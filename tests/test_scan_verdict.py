@@ -149,3 +149,13 @@ def test_polyglot_zip_end_record_after_a_legacy_stream(tmp_path: Path):
         embkit.read(path)
     assert info.value.rule == "zip-polyglot"
     assert "zip-polyglot" in scan_file(path).rules
+
+
+def test_a_polyglot_of_no_known_kind_is_described_in_plain_words(tmp_path):
+    """Regression: the message said 'is a other file that also holds a zip end record'."""
+    path = tmp_path / "blob.pt"
+    path.write_bytes(b"not a pickle, not a zip" + b"PK\x05\x06" + b"\0" * 18)
+    res = scan_file(str(path))
+    text = " ".join(res.reasons)
+    assert res.verdict == "unsafe" and "zip end record" in text, res
+    assert "a other" not in text and "is no zip archive" in text
