@@ -114,11 +114,7 @@ def plan(embedding: Embedding, path: str | os.PathLike, format: str | None = Non
     if unknown:
         raise TypeError(f"unknown write option(s) {', '.join(unknown)}; known: {', '.join(OPTIONS)}")
     fmt_id = format or choose_format(embedding, path)
-    # the stored token follows the file name, so every host types the same word: for the default
-    # layout, and for an A1111 file written from a file (A1111 triggers it by its stem and stores
-    # that stem as its name when it saves one; a kept old name would be diffusers' trigger only).
-    # An embedding renamed in memory (no source any more) keeps the name it was given.
-    if "token" not in options and (format is None or (fmt_id == "a1111" and embedding.source is not None)):
+    if format is None and "token" not in options:
         from .hosts.writing import default_token
 
         token = default_token(path, fmt_id)

@@ -276,19 +276,3 @@ def test_a_checkpoint_in_a_walked_folder_is_skipped_not_failed(tmp_path):
     rows = {Path(r["input"]).name: r for r in json.loads(done.stdout)["files"]}
     assert rows["a.pt"]["status"] == "converted"
     assert rows["model.safetensors"]["status"] == "skipped" and "model weights" in rows["model.safetensors"]["reason"]
-
-
-def test_an_a1111_file_written_under_a_new_name_stores_that_name(tmp_path):
-    """Regression: ``convert bad-hands-5.pt -o bh2.pt --to a1111`` said the trigger became 'bh2'
-    (A1111's stem) but stored 'bad-hands-5', diffusers' trigger: the hosts disagreed and
-    ``library conflicts`` flagged the file embkit had just written."""
-    src = tmp_path / "bad-hands-5.pt"
-    embkit.write(sd1("bad-hands-5"), src)
-    proc = convert(src, "-o", tmp_path / "out" / "bh2.pt", "--to", "a1111", "--json")
-    assert proc.returncode == 0, proc.stderr
-    from embkit.hosts.verdict import triggers
-
-    back = embkit.read(tmp_path / "out" / "bh2.pt")
-    assert back.name == "bh2" and back.metadata.get("stored_name") in (None, "bh2")
-    words = triggers(str(tmp_path / "out" / "bh2.pt"))
-    assert words["diffusers"] == words["a1111"] == "bh2", words
