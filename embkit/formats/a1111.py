@@ -130,7 +130,7 @@ def write(emb, path: str, container: str, options: dict):
     name = options.get("token") or (emb.metadata.get("stored_name") if isinstance(emb.metadata.get("stored_name"), str) else emb.name)
     tree = _a1111_tree(emb, torchfile_write.TensorData(dtype, arr), name, losses, "a1111")
     metadata_losses(emb, "a1111", META_KEYS, losses)
-    trigger_loss(emb, stem_of(path), "a1111", losses)
+    trigger_loss(emb, stem_of(path), "a1111", losses, stored=name)
     return Plan([Output(path, torchfile_write.dumps(tree), tree=tree)], losses)
 
 
