@@ -22,6 +22,15 @@ class EmbkitError(Exception):
     code = "error"
     exit_code = 1
 
+    def __init_subclass__(cls, *, code: str | None = None, exit_code: int | None = None, **kwargs: Any):
+        # a subclass names its code and exit status in its header, ``class X(EmbkitError,
+        # code="x", exit_code=3)``: one line per error, the table of docs/errors.md in the code
+        super().__init_subclass__(**kwargs)
+        if code is not None:
+            cls.code = code
+        if exit_code is not None:
+            cls.exit_code = exit_code
+
     def __init__(self, message: str, *, path: str | Path | None = None):
         self.path = str(path) if path is not None else None
         self.detail = message
@@ -58,8 +67,6 @@ class MissingFileError(EmbkitError, FileNotFoundError):
     """An input file or folder does not exist. Also a :class:`FileNotFoundError` (``errno`` ENOENT,
     ``filename`` the path), as huggingface_hub's ``LocalEntryNotFoundError`` is."""
 
-    code = "error"
-    exit_code = 1
     errno_value = errno.ENOENT
 
     def __init__(self, message: str = "no such file", *, path: str | Path | None = None):
@@ -71,8 +78,6 @@ class PermissionDeniedError(EmbkitError, PermissionError):
     """An input cannot be read for lack of permission. Also a :class:`PermissionError` (``errno``
     EACCES, ``filename`` the path)."""
 
-    code = "error"
-    exit_code = 1
     errno_value = errno.EACCES
 
     def __init__(self, message: str = "permission denied", *, path: str | Path | None = None):
@@ -90,87 +95,55 @@ def read_error(exc: OSError, path: str | Path) -> EmbkitError:
     return EmbkitError(f"cannot read ({exc.strerror or exc})", path=path)
 
 
-class BrokenFileError(EmbkitError):
+class BrokenFileError(EmbkitError, code="broken-file", exit_code=3):
     """The file is recognised but damaged: truncated, empty, inconsistent, odd dtype or shape."""
 
-    code = "broken-file"
-    exit_code = 3
 
-
-class UnknownFormatError(EmbkitError):
+class UnknownFormatError(EmbkitError, code="unknown-format", exit_code=4):
     """No format in the table recognises the file (or the requested format does not fit it)."""
 
-    code = "unknown-format"
-    exit_code = 4
 
-
-class UnsupportedLayoutError(UnknownFormatError):
+class UnsupportedLayoutError(UnknownFormatError, code="unsupported-layout"):
     """The file is in a layout embkit recognises but that is not a textual inversion any host
     applies (kohya's XTI: one embedding per UNet block). The message says what it is."""
 
-    code = "unsupported-layout"
-    exit_code = 4
 
-
-class UnsafeFileError(EmbkitError):
+class UnsafeFileError(EmbkitError, code="unsafe-file", exit_code=5):
     """The file asks for something embkit refuses to do: a pickle global outside the allow-list,
     a path-traversal zip member, an object that would need code to run."""
 
-    code = "unsafe-file"
-    exit_code = 5
     #: which refusal rule fired (an id of ``embkit.formats.rules.RULES``), when one did
     rule: str | None = None
 
 
-class TooLargeError(UnsafeFileError):
+class TooLargeError(UnsafeFileError, code="too-large"):
     """The file declares sizes past embkit's caps (a header, a member, a tensor, an image)."""
 
-    code = "too-large"
-    exit_code = 5
 
-
-class TargetError(EmbkitError):
+class TargetError(EmbkitError, code="bad-target", exit_code=6):
     """A target model spec could not be built (unknown family, unreadable model folder)."""
 
-    code = "bad-target"
-    exit_code = 6
 
-
-class ValidationFailed(EmbkitError):
+class ValidationFailed(EmbkitError, code="invalid", exit_code=7):
     """An embedding does not fit its target (raised where a caller asked for a hard check)."""
 
-    code = "invalid"
-    exit_code = 7
 
-
-class LossError(EmbkitError):
+class LossError(EmbkitError, code="lossy", exit_code=8):
     """A conversion or edit would lose something and the caller asked for ``strict``."""
 
-    code = "lossy"
-    exit_code = 8
 
-
-class WriteError(EmbkitError):
+class WriteError(EmbkitError, code="write-failed", exit_code=9):
     """A file could not be written: the target exists (and overwrite was not asked), or the
     format cannot hold the embedding, or the disk failed. Nothing partial is left behind."""
 
-    code = "write-failed"
-    exit_code = 9
 
-
-class TargetExistsError(WriteError):
+class TargetExistsError(WriteError, code="exists"):
     """The output file exists and ``overwrite`` was not given."""
-
-    code = "exists"
-    exit_code = 9
 
 
 class WritePermissionError(WriteError, PermissionDeniedError):
     """The output cannot be written for lack of permission (a read-only folder). A
     :class:`WriteError` (its code and exit status) that is also a :class:`PermissionError`."""
-
-    code = "write-failed"
-    exit_code = 9
 
 
 def write_error(exc: OSError, path: str | Path | None, what: str = "write failed") -> WriteError:
@@ -180,25 +153,16 @@ def write_error(exc: OSError, path: str | Path | None, what: str = "write failed
     return cls(f"{what} ({exc.strerror or exc})", path=path)
 
 
-class OperationError(EmbkitError):
+class OperationError(EmbkitError, code="bad-operation", exit_code=10):
     """A merge or edit cannot be done as asked (different widths, bad selection, bad expression)."""
 
-    code = "bad-operation"
-    exit_code = 10
 
-
-class MissingDependencyError(EmbkitError):
+class MissingDependencyError(EmbkitError, code="missing-dependency", exit_code=11):
     """An optional package is needed for this feature; the message says what to install."""
 
-    code = "missing-dependency"
-    exit_code = 11
 
-
-class HubError(EmbkitError):
+class HubError(EmbkitError, code="hub", exit_code=12):
     """The Hugging Face Hub refused or failed a request (not found, gated, offline, interrupted)."""
-
-    code = "hub"
-    exit_code = 12
 
 
 class HubEntryNotFoundError(HubError, MissingFileError):
@@ -206,32 +170,20 @@ class HubEntryNotFoundError(HubError, MissingFileError):
     :class:`HubError` (its code and exit status) that is also a :class:`FileNotFoundError`,
     as huggingface_hub's ``LocalEntryNotFoundError`` is."""
 
-    code = "hub"
-    exit_code = 12
 
-
-class LibraryError(EmbkitError):
+class LibraryError(EmbkitError, code="library", exit_code=13):
     """The embedding library (SQLite registry) failed: bad database, unknown entry."""
 
-    code = "library"
-    exit_code = 13
 
-
-class LibraryPathNotFoundError(LibraryError, MissingFileError):
+class LibraryPathNotFoundError(LibraryError, MissingFileError, exit_code=1):
     """A file or folder given to the library (to scan) does not exist. A :class:`LibraryError`
     (its code) that is also a :class:`MissingFileError` and a :class:`FileNotFoundError`, with the
     exit status every command gives a missing input (1)."""
 
-    code = "library"
-    exit_code = 1
 
-
-class NoEffectError(EmbkitError):
+class NoEffectError(EmbkitError, code="no-effect", exit_code=14):
     """A test render applied the embedding and it changed neither the conditioning nor the images
     (the "appears to do nothing" failure of ``embkit verify --render``)."""
-
-    code = "no-effect"
-    exit_code = 14
 
 
 class NotMine(Exception):

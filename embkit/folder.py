@@ -61,6 +61,9 @@ class Found(NamedTuple):
     skip: str | None = None
     size: int = 0
     mtime_ns: int = 0
+    #: the walk passed it by (a FIFO, a link out of the tree): ``skip`` says why, and nothing may
+    #: open it, not even to sniff its first bytes
+    passed: bool = False
 
 
 def kind_of(name: str) -> str | None:
@@ -137,7 +140,8 @@ def classify(path: str, exc: BaseException | None = None, *, walked: bool = True
 
 def walk(paths: Iterable[str | os.PathLike], *, stat_files: bool = False, unit: Callable[[str], bool] | None = None) -> Iterator[Found]:
     """Every file and concept folder under ``paths``, in :func:`embkit.walk.walk`'s order (regular
-    files only, no link out of the tree, no recursion, sorted), each with its :func:`name_reason`;
+    files only, no link out of the tree, no recursion, sorted), each with its :func:`name_reason`
+    (a FIFO or a link out of the tree comes with the reason it is not read);
     hidden names and the second files of SDXL pairs are left out. A path named directly is passed
     through as named, never skipped. ``unit``: which folders are read whole (default: concept
     folders with their text files; ``convert`` also takes a folder holding only
@@ -146,7 +150,10 @@ def walk(paths: Iterable[str | os.PathLike], *, stat_files: bool = False, unit: 
     from .io import is_companion
     from .walk import walk as walk_paths
 
-    for e in walk_paths(paths, unit=unit or is_concept_folder, hidden=False, stat_files=stat_files):
+    for e in walk_paths(paths, unit=unit or is_concept_folder, hidden=False, stat_files=stat_files, passed=True):
+        if e.passed is not None:  # a FIFO, a link out of the tree: listed as skipped, never opened
+            yield Found(e.path, e.rel, False, True, e.passed, passed=True)
+            continue
         if not e.walked or e.unit:
             yield Found(e.path, e.rel, e.unit, e.walked, None, e.size, e.mtime_ns)
             continue

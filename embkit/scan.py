@@ -210,8 +210,14 @@ def _walk_members(archive: ZipArchive, path: str, s: _Scan) -> None:
 
 
 def _walk_local_headers(data: Any, s: _Scan) -> None:
+    """Every member a local header names, in an archive the strict parser refused: a ``.pkl``
+    member or one that starts like a pickle or a numpy array is walked as one; every member is
+    searched for the globals a pickle could name. (A tensor's raw bytes walked as opcodes gave
+    'damaged opcodes' lines that read as corruption.)"""
     for name, raw in local_members(data, max_bytes=MAX_SCAN_BYTES):
-        s.walk(raw, f"{name} (local header)")
+        head = bytes(raw[:8])
+        if name.lower().endswith(".pkl") or looks_like_pickle(head) or head.startswith(NPY_MAGIC):
+            s.walk(raw, f"{name} (local header)")
         s.pickles.append(hidden_globals(raw, f"{name} (pattern search)"))
 
 
@@ -318,7 +324,7 @@ def scan_paths(paths: Iterable[str | os.PathLike]) -> Iterator[ScanResult]:
         # a concept folder is scanned file by file: each may hold a pickle
         entries = _unit_files(found) if found.unit else (found,)
         for entry in entries:
-            if entry.walked and not wanted(entry.path) and not _sniffed(entry.path):
+            if entry.passed or (entry.walked and not wanted(entry.path) and not _sniffed(entry.path)):
                 reason = entry.skip or name_reason(entry.path) or "not a file embkit reads"
                 yield ScanResult(entry.path, "", UNKNOWN, reasons=(reason,), skipped=reason)
                 continue

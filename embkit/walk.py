@@ -42,6 +42,9 @@ class Entry(NamedTuple):
     walked: bool = False
     size: int = 0
     mtime_ns: int = 0
+    #: why the walk passed this entry by without reading it (a FIFO, a link out of the tree), when
+    #: the caller asked to hear of such entries (``passed=True``); never set otherwise
+    passed: str | None = None
 
 
 def is_inside(path: str | os.PathLike, root: str | os.PathLike) -> bool:
@@ -80,14 +83,14 @@ def regular_file_inside(path: str | os.PathLike, root: str | os.PathLike) -> boo
 
 def walk_tree(top: str, *, want: Callable[[str], bool] | None = None, unit: Callable[[str], bool] | None = None,
               links: str = "inside", boundary: str | None = None, hidden: bool = True, stat_files: bool = False,
-              passed: Callable[[str], None] | None = None) -> Iterator[Entry]:
+              passed: bool = False) -> Iterator[Entry]:
     """Every regular file under the folder ``top`` whose name ``want`` accepts (all, without it),
     and every sub-folder ``unit`` accepts, yielded whole (not entered). ``links``: ``"inside"``
     follows a link only when its target lies in ``boundary`` (default ``top``, or the Hugging Face
     cache repo ``top`` lies in), ``"never"`` skips links. ``hidden=False`` skips names starting with
-    a dot; ``stat_files`` fills in each file's size and modification time. ``passed``, when given,
-    is called with the path of every link the walk does not follow (out of the tree, or to
-    nothing), so that a caller can say so (``embkit ingest`` records them)."""
+    a dot; ``stat_files`` fills in each file's size and modification time. ``passed=True`` also
+    yields, with the reason in :attr:`Entry.passed`, what the rules leave unread that a user may
+    look for: a FIFO, socket or device, a link out of the tree, a broken link (never hidden names)."""
     if links not in ("inside", "never"):
         raise ValueError("links must be 'inside' or 'never'")
     # a Hugging Face snapshot's files are links into its repo's blobs/: that repo is the tree
@@ -118,11 +121,9 @@ def walk_tree(top: str, *, want: Callable[[str], bool] | None = None, unit: Call
             try:
                 link = e.is_symlink()
                 if link and (links == "never" or not is_inside(e.path, boundary)):
-                    if passed is not None:
-                        passed(e.path)
-                    continue  # never out of the tree
-                if link and passed is not None and not os.path.exists(e.path):
-                    passed(e.path)  # a link to nothing
+                    if passed:  # never out of the tree
+                        yield Entry(e.path, child_rel, walked=True, passed="a link out of the folder (links are followed only inside it)"
+                                    if links == "inside" else "a link (links are not followed here)")
                     continue
                 if e.is_dir(follow_symlinks=link):
                     if link:
@@ -138,13 +139,30 @@ def walk_tree(top: str, *, want: Callable[[str], bool] | None = None, unit: Call
                         st = e.stat(follow_symlinks=link)
                         size, mtime = st.st_size, st.st_mtime_ns
                     yield Entry(e.path, child_rel, walked=True, size=size, mtime_ns=mtime)
+                elif passed and (want is None or want(name)):
+                    yield Entry(e.path, child_rel, walked=True, passed=_not_regular(e.path, link))
             except OSError:
-                continue  # vanished, or a broken link, between listing and stat
+                continue  # vanished between listing and stat
         stack.extend(reversed(subdirs))
 
 
+def _not_regular(path: str, link: bool) -> str:
+    """Why a name in a folder that is neither a folder nor a regular file is not read."""
+    try:
+        mode = os.stat(path).st_mode
+    except OSError:
+        return "a broken link" if link else "cannot be read"
+    if stat.S_ISFIFO(mode):
+        return "a FIFO (named pipe), not a regular file: reading it could block forever"
+    if stat.S_ISSOCK(mode):
+        return "a socket, not a regular file"
+    if stat.S_ISCHR(mode) or stat.S_ISBLK(mode):
+        return "a device, not a regular file"
+    return "not a regular file"
+
+
 def walk(paths: Iterable[str | os.PathLike], *, want: Callable[[str], bool] | None = None, unit: Callable[[str], bool] | None = None,
-         links: str = "inside", hidden: bool = True, stat_files: bool = False) -> Iterator[Entry]:
+         links: str = "inside", hidden: bool = True, stat_files: bool = False, passed: bool = False) -> Iterator[Entry]:
     """:func:`walk_tree` of every folder among ``paths``; a folder ``unit`` accepts, and any path
     that is not a folder, is passed through as named (``walked=False``)."""
     for p in paths:
@@ -152,7 +170,7 @@ def walk(paths: Iterable[str | os.PathLike], *, want: Callable[[str], bool] | No
         if not os.path.isdir(p) or (unit is not None and unit(p)):
             yield Entry(p, "", unit=os.path.isdir(p))
             continue
-        yield from walk_tree(p, want=want, unit=unit, links=links, hidden=hidden, stat_files=stat_files)
+        yield from walk_tree(p, want=want, unit=unit, links=links, hidden=hidden, stat_files=stat_files, passed=passed)
 
 
 def check_inside(path: str | os.PathLike, root: str | os.PathLike) -> str:

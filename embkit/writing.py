@@ -166,24 +166,16 @@ def check_losses(losses: list[Loss], path: str, *, strict: bool = False, allow_l
         raise LossError(f"would lose: {lines}", path=path)
 
 
-def prepare(
-    embedding: Embedding,
-    path: str | os.PathLike,
-    format: str | None = None,
-    *,
-    container: str | None = None,
-    overwrite: bool = False,
-    strict: bool = False,
-    allow_loss: bool = False,
-    dtype: str | None = None,
-    **options: Any,
-) -> Plan:
+def prepare(embedding: Embedding, path: str | os.PathLike, format: str | None = None, **settings: Any) -> Plan:
     """Everything :func:`write` does before touching the disk: plan, the loss rules
-    (:func:`check_losses`), existing targets. Batch writers (``embkit convert``) then write many
-    plans with one disk flush."""
+    (:func:`check_losses`), existing targets. ``settings``: :func:`write`'s keywords but
+    ``sync_dir``. Batch writers (``embkit convert``) then write many plans with one disk flush."""
+    overwrite = bool(settings.pop("overwrite", False))
+    strict = bool(settings.pop("strict", False))
+    allow_loss = bool(settings.pop("allow_loss", False))
     path = os.path.expanduser(os.fspath(path))
     check_target(path, overwrite)
-    planned = plan(embedding, path, format, container=container, dtype=dtype, **options)
+    planned = plan(embedding, path, format, **settings)  # container, dtype and the layout's options
     check_losses(planned.losses, path, strict=strict, allow_loss=allow_loss, format=planned.format)
     for out in planned.outputs:
         if out.path != path:  # ``path`` itself was checked above

@@ -169,3 +169,15 @@ def test_quiet_prints_results_only(tmp_path):
     assert "converted 1" in loud.stdout and "notes.txt" in loud.stdout
     assert "converted 1" not in quiet.stdout and "notes.txt" not in quiet.stdout
     assert (tmp_path / "out2" / "a.safetensors").is_file() and src.is_file()
+
+
+def test_verify_quiet_prints_the_results_without_notes_or_the_count(tmp_path):
+    """Regression: ``verify -q`` still printed the no-tokenizer note, the host-table footnote and
+    '1 would load, 0 would be skipped'."""
+    src = _sd1(tmp_path / "a.safetensors")
+    loud = run_embkit("verify", str(src), "-m", "sd1")
+    quiet = run_embkit("verify", str(src), "-m", "sd1", "-q")
+    assert loud.returncode == quiet.returncode == 0, quiet.stderr
+    for chatter in ("would load", "no tokenizer", "findings above"):
+        assert chatter in loud.stdout and chatter not in quiet.stdout, chatter
+    assert "A1111" in quiet.stdout  # the results stay: the table of what each host does

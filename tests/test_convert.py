@@ -276,3 +276,22 @@ def test_a_checkpoint_in_a_walked_folder_is_skipped_not_failed(tmp_path):
     rows = {Path(r["input"]).name: r for r in json.loads(done.stdout)["files"]}
     assert rows["a.pt"]["status"] == "converted"
     assert rows["model.safetensors"]["status"] == "skipped" and "model weights" in rows["model.safetensors"]["reason"]
+
+
+def test_an_a1111_file_written_under_a_new_name_says_where_the_hosts_part(tmp_path):
+    """``convert bad-hands-5.pt -o bh2.pt --to a1111`` keeps the stored name (diffusers' trigger,
+    as the source had it) and says so per host; ``--rename bh2`` makes every host type bh2."""
+    from embkit.hosts.verdict import triggers
+
+    src = tmp_path / "bad-hands-5.pt"
+    embkit.write(sd1("bad-hands-5"), src)
+    proc = convert(src, "-o", tmp_path / "out" / "bh2.pt", "--to", "a1111", "--json")
+    assert proc.returncode == 0, proc.stderr
+    (loss,) = [x for x in json.loads(proc.stdout)["files"][0]["losses"] if x["code"] == "trigger-renamed"]
+    assert "'bh2', not 'bad-hands-5'" in loss["message"] and "diffusers types its stored name 'bad-hands-5'" in loss["message"]
+    words = triggers(str(tmp_path / "out" / "bh2.pt"))
+    assert (words["a1111"], words["diffusers"]) == ("bh2", "bad-hands-5")
+    proc = convert(src, "-o", tmp_path / "renamed" / "bh2.pt", "--to", "a1111", "--rename", "bh2", "--json")
+    assert proc.returncode == 0, proc.stderr
+    words = triggers(str(tmp_path / "renamed" / "bh2.pt"))
+    assert words["a1111"] == words["diffusers"] == "bh2", words

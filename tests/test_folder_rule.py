@@ -192,3 +192,14 @@ def test_the_rule_as_functions():
     assert error_reason("a/x.pt", "unsafe-file") is None
     assert walk_exit_code([], 3) == 0 and walk_exit_code([], 0) == 4
     assert walk_exit_code([3, 3], 5) == 3 and walk_exit_code([3, 7], 5) == 1 and walk_exit_code([3, 5, 7], 5) == 5
+
+
+def test_library_scan_counts_embeddings_and_skipped_files_once(mixed, tmp_path):
+    """Regression: a random .ckpt, a photo saved as PNG and a model's weights were read, recorded
+    (so a rescan skips them) and then counted both as added files and as skipped ones."""
+    db = str(tmp_path / "lib.sqlite")
+    for first in (True, False):
+        done = run_embkit("library", "--db", db, "scan", str(mixed))
+        assert done.returncode == 0, done.stderr
+        counts = "4 added, 0 updated, 0 unchanged" if first else "0 added, 0 updated, 4 unchanged"
+        assert f"4 files: {counts}" in done.stdout and "8 skipped (no embedding)" in done.stdout, done.stdout

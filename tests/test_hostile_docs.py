@@ -6,7 +6,15 @@ import re
 from pathlib import Path
 
 from embkit import errors
-from embkit.formats import base, imagecard, safetensors_file, torchfile
+from embkit.formats import (
+    base,
+    imagecard,
+    pickle_allow,
+    pickle_globals,
+    safetensors_file,
+    stored_zip,
+    torchfile,
+)
 
 DOCS = Path(__file__).resolve().parent.parent / "docs"
 
@@ -61,11 +69,11 @@ def test_safety_doc_states_the_caps_in_the_code():
     assert base.MAX_TENSOR_ELEMENTS == 64 * 1024 * 1024 and "64 Mi" in text
     assert safetensors_file.MAX_HEADER_BYTES == 100_000_000 and "100,000,000 bytes" in text
     assert imagecard.MAX_PIXELS == 8_000_000 and "8 Mpx" in text
-    assert torchfile.MAX_PICKLE_OPS == 500_000 and "500,000" in text
-    assert torchfile.SMALL_PICKLE_BYTES == 256 * 1024 and "256 KB" in text
+    assert pickle_allow.MAX_PICKLE_OPS == 500_000 and "500,000" in text
+    assert pickle_allow.SMALL_PICKLE_BYTES == 256 * 1024 and "256 KB" in text
     assert torchfile.MAX_PICKLE_BYTES == 64 * 1024 * 1024 and "64 MB declared" in text
-    assert torchfile.MAX_ZIP_MEMBERS == 100_000 and "100,000" in text
-    for module, name in torchfile.ALLOWED_GLOBALS:
+    assert stored_zip.MAX_ZIP_MEMBERS == 100_000 and "100,000" in text
+    for module, name in pickle_globals.ALLOWED_GLOBALS:
         if not name.endswith("Storage") and module != "__builtin__":
             assert name in text, name
 

@@ -73,12 +73,34 @@ def test_commands_stay_in_the_tree_and_skip_fifos(tree: Path, command: list[str]
     proc = run_embkit(*command, str(tree), timeout=60)  # a FIFO opened would block until the timeout
     entries = json.loads(proc.stdout)
     listed = json.dumps(entries)
-    assert "outside_embedding" not in listed and "linked_out" not in listed and "pipe.pt" not in listed
-    assert "mine.safetensors" in listed and SECRET not in listed
+    assert "outside_embedding" not in listed and "mine.safetensors" in listed and SECRET not in listed
+    # what the walk passes by is listed as skipped, with the reason, so nothing vanishes unsaid
+    passed = {Path(o["path"]).name: o.get("skipped") or o.get("reason") for o in _objects(entries) if Path(str(o.get("path"))).name in PASSED}
+    assert set(passed) == set(PASSED), passed
+    for name, why in PASSED.items():
+        assert why in passed[name], (name, passed[name])
+
+
+#: what the walk of ``tree`` passes by, and a word of the reason it gives
+PASSED = {"elsewhere": "link out of the folder", "linked_out.safetensors": "link out of the folder", "pipe.pt": "FIFO"}
+
+
+def _objects(doc):
+    """Every JSON object in ``doc`` that has a path."""
+    if isinstance(doc, dict):
+        if "path" in doc:
+            yield doc
+        for value in doc.values():
+            yield from _objects(value)
+    elif isinstance(doc, list):
+        for value in doc:
+            yield from _objects(value)
 
 
 def test_scan_api_does_not_open_a_fifo(tree: Path):
-    assert _names(r.path for r in scan_paths([tree])) == {"mine.safetensors", "alias.safetensors"}
+    results = list(scan_paths([tree]))
+    assert _names(r.path for r in results if r.skipped is None) == {"mine.safetensors", "alias.safetensors"}
+    assert {Path(r.path).name: r.verdict for r in results if r.skipped is not None} == dict.fromkeys(PASSED, "unknown")
 
 
 def test_convert_reads_only_the_tree(tree: Path, tmp_path: Path, outside: Path):

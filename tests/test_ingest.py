@@ -187,7 +187,11 @@ def test_links_never_lead_out(tree, run):
     assert leak["status"] == "skipped" and leak["error_code"] == "link-outside" and leak["sha256"] is None
     secret = hashlib.sha256((outside / "secret.safetensors").read_bytes()).hexdigest()
     assert secret not in {r["sha256"] for r in run.rows}
+    assert "link out of the folder" in leak["error"]  # the walk's reason (embkit.walk.Entry.passed)
     assert not any("linked_folder" in p for p in rows) and run.links_skipped == 1
+    # the link to a folder outside is listed with the files skipped, as every walk lists it
+    ignored = dict(run.ignored)
+    assert "link out of the folder" in ignored[str(root / "uploads" / "linked_folder")]
     assert rows[str(root / "uploads" / "alias.safetensors")]["status"] == "ok"
 
 
@@ -248,8 +252,11 @@ def test_pipes_and_other_non_files_are_never_opened(tmp_path):
     os.mkfifo(fifo)  # opening it for reading would block forever
     listing = tmp_path / "list.txt"
     listing.write_text(f"{fifo}\n")
-    # in a folder the walk passes over it (the one walk: regular files only) ...
-    assert embkit.ingest([fifo.parent], tmp_path / "out-folder", jobs=1).rows == []
+    # in a folder the walk passes it by (the one walk: regular files only) and says why ...
+    walked = embkit.ingest([fifo.parent], tmp_path / "out-folder", jobs=1)
+    (row,) = walked.rows
+    assert row["status"] == "skipped" and row["error_code"] == "not-a-file" and "FIFO" in row["error"]
+    assert walked.exit_code == 4  # no embedding found; the pipe passed by is no failure
     # ... named in a list of paths, it is a row that says why it was not read
     (row,) = embkit.ingest([listing], tmp_path / "out-list", jobs=1).rows
     assert row["status"] == "skipped" and row["error_code"] == "not-a-file"

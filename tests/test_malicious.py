@@ -103,10 +103,10 @@ def test_benign_files_still_read_after_poisoning_attempts(tmp_path: Path):
     good = tmp_path / "good.pt"
     good.write_bytes(benign_zip())
     assert embkit.read(good).vectors["clip_l"].shape == (1, 768)
-    from embkit.formats import torchfile
+    from embkit.formats import pickle_globals
 
-    assert torchfile.ALLOWED_GLOBALS[("torch", "FloatStorage")].dtype == "float32"
-    assert not getattr(torchfile._rebuild_tensor_v2, "__dict__", {})
+    assert pickle_globals.ALLOWED_GLOBALS[("torch", "FloatStorage")].dtype == "float32"
+    assert not getattr(pickle_globals._rebuild_tensor_v2, "__dict__", {})
 
 
 def test_rewritten_tensor_shape_is_refused_in_a_fresh_process(tmp_path: Path):

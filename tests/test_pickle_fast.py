@@ -21,7 +21,8 @@ from hypothesis import strategies as st
 import embkit
 from embkit.errors import EmbkitError
 from embkit.formats import pickle_fast
-from embkit.formats import torchfile as T
+from embkit.formats import pickle_allow as A
+from embkit.formats import pickle_globals as G
 from fuzz.malicious import CASES, Canary
 
 
@@ -31,13 +32,13 @@ def _norm(obj, path=()):
     if id(obj) in path:
         return ("cycle", path.index(id(obj)))
     inner = path + (id(obj),)
-    if isinstance(obj, T.TensorRef):
+    if isinstance(obj, G.TensorRef):
         return ("tensor", _norm(obj.storage, inner), obj.offset, obj.shape, obj.stride)
-    if isinstance(obj, T.StorageRef):
+    if isinstance(obj, G.StorageRef):
         return ("storage", obj.key, obj.dtype, obj.numel)
-    if isinstance(obj, T._Global):
+    if isinstance(obj, G._Global):
         return ("global", obj.name)
-    if isinstance(obj, T.ModuleStandIn):
+    if isinstance(obj, G.ModuleStandIn):
         return (obj.kind, _norm(obj.__dict__.get("state"), inner))
     if isinstance(obj, dict):
         return (type(obj).__name__, [(_norm(k, inner), _norm(v, inner)) for k, v in obj.items()])
@@ -51,7 +52,7 @@ def _norm(obj, path=()):
 
 
 def _slow(data: bytes):
-    up = T._SafeUnpickler(io.BytesIO(data), "x.pt", len(data))
+    up = A._SafeUnpickler(io.BytesIO(data), "x.pt", len(data))
     try:
         obj = up.load()
     except Exception as exc:  # noqa: BLE001 - any refusal counts
@@ -61,8 +62,8 @@ def _slow(data: bytes):
 
 def _fast(data: bytes):
     storages: dict = {}
-    budget = T._CallBudget(len(data), "x.pt")
-    got = pickle_fast.load(data, lambda m, n: T._find_global(m, n, "x.pt", budget), lambda pid: T._storage_ref(pid, storages, "x.pt"), T.MAX_TUPLE_DEPTH, T.MAX_TUPLE_SIZE)
+    budget = G._CallBudget(len(data), "x.pt")
+    got = pickle_fast.load(data, lambda m, n: G._find_global(m, n, "x.pt", budget), lambda pid: G._storage_ref(pid, storages, "x.pt"), G.MAX_TUPLE_DEPTH, G.MAX_TUPLE_SIZE)
     if got is None:
         return None
     return ("ok", _norm(got[0]), {k: _norm(v) for k, v in storages.items()}, got[1])
@@ -79,7 +80,7 @@ def _agree(data: bytes) -> bool:
     assert fast[1] == slow[1] and fast[2] == slow[2]
     # and the same end offset (the legacy format reads the next pickle from there)
     stream = io.BytesIO(data)
-    T._SafeUnpickler(stream, "x.pt", len(data)).load()
+    A._SafeUnpickler(stream, "x.pt", len(data)).load()
     assert fast[3] == stream.tell()
     return True
 

@@ -145,8 +145,14 @@ def test_verify_render_command_end_to_end(tmp_path, corpus):
     sheet = tmp_path / "easy.png"
     result = run_embkit("verify", str(corpus / "EasyNegative.pt"), "--render", "--steps", "1", "--device", "cpu", "-o", str(sheet), "--json", timeout=300)
     assert result.returncode == 0, result.stderr[-2000:]
-    assert json.loads(result.stdout)["changed"] is True
+    doc = json.loads(result.stdout)
+    assert doc["changed"] is True
     assert sheet.exists()
+    # regression: the sheet said "embkit unknown" (it asked for a distribution named "embkit")
+    from PIL import Image
+
+    assert doc["embkit_version"] == embkit.__version__
+    assert f"embkit {embkit.__version__}" in Image.open(sheet).text["parameters"]
 
 
 def test_verify_render_overwrite_replaces_a_file_that_is_not_a_sheet(tmp_path, corpus):

@@ -149,3 +149,27 @@ def test_polyglot_zip_end_record_after_a_legacy_stream(tmp_path: Path):
         embkit.read(path)
     assert info.value.rule == "zip-polyglot"
     assert "zip-polyglot" in scan_file(path).rules
+
+
+def test_a_polyglot_of_no_known_kind_is_described_in_plain_words(tmp_path):
+    """Regression: the message said 'is a other file that also holds a zip end record'."""
+    path = tmp_path / "blob.pt"
+    path.write_bytes(b"not a pickle, not a zip" + b"PK\x05\x06" + b"\0" * 18)
+    res = scan_file(str(path))
+    text = " ".join(res.reasons)
+    assert res.verdict == "unsafe" and "zip end record" in text, res
+    assert "a other" not in text and "is no zip archive" in text
+
+
+def test_a_torch_zip_with_data_appended_is_refused_without_corruption_noise(tmp_path):
+    """Regression: each member named by a local header was walked as a pickle, the descriptor
+    and the central directory with it: a torch file with 100 zero bytes appended got lines such as
+    'archive/data/0 (local header): damaged opcodes', which read as corruption."""
+    import torch
+
+    path = tmp_path / "appended.pt"
+    torch.save({"string_to_param": {"*": torch.zeros(2, 768)}, "name": "x"}, path)
+    path.write_bytes(path.read_bytes() + b"\0" * 100)
+    res = scan_file(str(path))
+    assert res.verdict == "unsafe" and "zip-end-record" in res.rules
+    assert not [r for r in res.reasons if "damaged" in r], res.reasons

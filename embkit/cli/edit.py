@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import click
 
-from ..formats import writable_ids
 from . import output
-from .options import Dtype, allow_loss_option, in_place_option, rename_option, renamed, shared, to_option
+from .options import (
+    Dtype,
+    result_options,
+)
 from .writeout import read_one, write_result
 
 
@@ -25,15 +27,9 @@ from .writeout import read_one, write_result
 @click.option("--norm", type=float, help="Scale so the mean vector norm becomes this value.")
 @click.option("--dtype", type=Dtype(), help="Store in this dtype.")
 @click.option("--slot", help="Apply --select/--reorder/--drop-zero/--pad-to/--scale/--norm/--dtype to this slot only.")
-@rename_option("New trigger name (default: for layouts triggered by their file name, OUT's name, as merge does).")
-@renamed("--name", "--rename", "rename")
-@to_option("Output layout (default: from the extension).")
-@renamed("--format", "--to", "to", type=click.Choice(writable_ids()))
-@click.option("--overwrite", is_flag=True, help="Replace OUT if it exists (never the input: that is --in-place).")
-@in_place_option
-@click.option("--strict", is_flag=True, help="Fail (exit 8) on any loss, and (exit 7) on a result `embkit verify` would reject, instead of warning.")
-@allow_loss_option
-@shared("Print a JSON summary (path, slots, losses, provenance).")
+@result_options(rename_help="New trigger name (default: for layouts triggered by their file name, OUT's name, as merge does).",
+                overwrite_help="Replace OUT if it exists (never the input: that is --in-place).",
+                strict_help="Fail (exit 8) on any loss, and (exit 7) on a result `embkit verify` would reject, instead of warning.", json_help="Print a JSON summary (path, slots, losses, provenance).")
 def cli(source, out, selection, reorder, drop_zero, pad_to, port_to, via, scale, scale_slot, norm, dtype, slot, rename, to, overwrite,
         in_place, strict, allow_loss, as_json) -> None:
     """Edit one embedding and write the result to OUT, recording each step in its provenance.

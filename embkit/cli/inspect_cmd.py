@@ -29,7 +29,6 @@ def cli(paths: tuple[str, ...], format_: str | None, all_norms: bool, model: str
     was found; files that were read are still reported."""
     import sys
 
-    from ..folder import walk_exit_code
     from ..report import iter_reports
 
     if (model is None) != (nearest is None):
@@ -65,15 +64,8 @@ def cli(paths: tuple[str, ...], format_: str | None, all_norms: bool, model: str
     finally:
         if index is not None:
             index.close()
-    if as_json:
-        output.print_json(entries)
-    elif not json_lines:
-        output.skipped(skipped)
-        if not found:
-            output.warn("no embedding files found")
-    code = walk_exit_code(codes, found)
-    if code:
-        raise SystemExit(code)
+    output.end_walk(entries, as_json=as_json, json_lines=json_lines, skipped_items=skipped, codes=codes, found=found,
+                    nothing="no embedding files found")
 
 
 def _print_line(rep: dict) -> None:

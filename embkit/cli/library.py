@@ -58,7 +58,7 @@ def scan_cmd(ctx, paths, jobs, db, as_json) -> None:
     if not output.MODE.quiet:
         rate = report.seen / report.seconds if report.seconds else 0.0
         output.info(
-            f"{report.seen} files: {report.added} added, {report.updated} updated, {report.unchanged} unchanged, "
+            f"{report.seen - report.read_skips} files: {report.added} added, {report.updated} updated, {report.unchanged} unchanged, "
             f"{report.removed} removed, {len(report.errors)} unreadable"
             + (f", {len(report.skipped)} skipped (no embedding)" if report.skipped else "")
             + (f", {report.previews} with a preview" if report.previews else "")

@@ -6,8 +6,7 @@ import os
 
 import click
 
-from ..formats import writable_ids
-from .options import allow_loss_option, in_place_option, rename_option, renamed, shared, to_option
+from .options import result_options
 from .writeout import MEMBER_SEP, read_one, write_result
 
 #: reading ``FILE``, ``FILE::MEMBER`` or ``-``: :func:`embkit.cli.writeout.read_one`
@@ -38,15 +37,9 @@ def default_name(out: str) -> str:
 @click.option("--expr", "expression", help='A blend like "0.7*a + 0.3*b": a, b, … are the inputs in order (file stems work too).')
 @click.option("--pad", is_flag=True, help="Zero-pad inputs with fewer vectors instead of refusing (sum, mean, lerp, slerp).")
 @click.option("--slot", help="Combine only this slot (e.g. clip_g); the other slots are the first input's.")
-@rename_option("Trigger name of the result (default: the output file's stem).")
-@renamed("--name", "--rename", "rename")
-@to_option("Output layout (default: from the extension).")
-@renamed("--format", "--to", "to", type=click.Choice(writable_ids()))
-@click.option("--overwrite", is_flag=True, help="Replace OUT if it exists (never an input: that is --in-place).")
-@in_place_option
-@click.option("--strict", is_flag=True, help="Fail (exit 8) instead of warning when the output format loses metadata or precision.")
-@allow_loss_option
-@shared("Print a JSON summary (path, slots, losses, provenance).")
+@result_options(rename_help="Trigger name of the result (default: the output file's stem).",
+                overwrite_help="Replace OUT if it exists (never an input: that is --in-place).",
+                strict_help="Fail (exit 8) instead of warning when the output format loses metadata or precision.", json_help="Print a JSON summary (path, slots, losses, provenance).")
 def cli(inputs, out, mode, weights, expression, pad, slot, rename, to, overwrite, in_place, strict, allow_loss, as_json) -> None:
     """Merge embeddings of one family into OUT, recording every input (SHA-256, weight) in the
     result's provenance. Inputs of different families or widths are refused (exit 10); port one
@@ -59,8 +52,8 @@ def cli(inputs, out, mode, weights, expression, pad, slot, rename, to, overwrite
       embkit merge a.pt b.pt --expr "0.7*a + 0.3*b" -o blend.safetensors
       embkit merge a.pt b.pt --mode slerp --weights 0.3 -o halfway.safetensors
     """
-    from ..errors import OperationError
     from ..edit.merges import merge
+    from ..errors import OperationError
 
     if list(inputs).count("-") > 1:
         raise click.UsageError("standard input ('-') can be read once")
@@ -81,8 +74,8 @@ def cli(inputs, out, mode, weights, expression, pad, slot, rename, to, overwrite
 
 def _bind_expression(expression: str, inputs, embs):
     """Weights from the expression, for the inputs it names (a, b, … by position, or file stems)."""
-    from ..errors import OperationError
     from ..edit.expr import parse_weights
+    from ..errors import OperationError
 
     names: dict[str, int] = {}
     for i, spec in enumerate(inputs):

@@ -193,5 +193,31 @@ def in_place_option(f: Callable) -> Callable:
                         help="Allow -o to name the input itself: it is replaced atomically once the new file is complete.")(f)
 
 
-__all__ = ["SHARED", "WALK_EXIT_RULE", "shared", "renamed", "Dtype", "model_option", "to_option", "format_option", "rename_option",
+def result_options(*, rename_help: str, overwrite_help: str, strict_help: str, json_help: str) -> Callable:
+    """The options of a command that writes one result file (``merge``, ``edit``), in the order
+    ``--help`` lists them: --rename (old --name), --to (old --format), --overwrite, --in-place,
+    --strict, --allow-loss, then :func:`shared`."""
+    from ..formats import writable_ids
+
+    stack = [
+        rename_option(rename_help),
+        renamed("--name", "--rename", "rename"),
+        to_option("Output layout (default: from the extension)."),
+        renamed("--format", "--to", "to", type=click.Choice(writable_ids())),
+        click.option("--overwrite", is_flag=True, help=overwrite_help),
+        in_place_option,
+        click.option("--strict", is_flag=True, help=strict_help),
+        allow_loss_option,
+        shared(json_help),
+    ]
+
+    def deco(f: Callable) -> Callable:
+        for option in reversed(stack):  # decorators listed top down apply bottom up
+            f = option(f)
+        return f
+
+    return deco
+
+
+__all__ = ["SHARED", "result_options", "WALK_EXIT_RULE", "shared", "renamed", "Dtype", "model_option", "to_option", "format_option", "rename_option",
            "allow_loss_option", "in_place_option", "MODEL_HELP"]

@@ -261,3 +261,23 @@ def skipped(items: list[tuple[str, str]]) -> None:
         kinds[kind] = kinds.get(kind, 0) + 1
     what = ", ".join(f"{escape(k)}: {n}" for k, n in kinds.items())
     con.print(f"[dim]skipped {len(items)} files that are no embedding ({what}); -v lists them[/]")
+
+
+def end_walk(results: Any, *, as_json: bool, json_lines: bool, skipped_items: list[tuple[str, str]], codes: list[int], found: int,
+             nothing: str, tally: str | None = None) -> None:
+    """The end of a command that walked folders: the JSON document (``--json``), or the skipped
+    files, the warning ``nothing`` when no file was found and the ``tally`` line (not under
+    ``-q``); then the exit status by the walk rule (:func:`embkit.folder.walk_exit_code`)."""
+    from ..folder import walk_exit_code
+
+    if as_json:
+        print_json(results)
+    elif not json_lines:
+        skipped(skipped_items)
+        if not found:
+            warn(nothing)
+        elif tally and not MODE.quiet:
+            info(tally)
+    code = walk_exit_code(codes, found)
+    if code:
+        raise SystemExit(code)

@@ -32,7 +32,6 @@ def cli(paths: tuple[str, ...], as_json: bool, json_lines: bool, summary: bool) 
     import sys
 
     from ..errors import EmbkitError
-    from ..folder import walk_exit_code
     from ..scan import SAFE, scan_bytes, scan_paths
 
     results: list[dict] = []
@@ -71,17 +70,9 @@ def cli(paths: tuple[str, ...], as_json: bool, json_lines: bool, summary: bool) 
         _emit(entry, results, as_json, json_lines)
         if not (as_json or json_lines) and res.skipped is None and (not summary or res.verdict != SAFE):
             _print(entry)
-    if as_json:
-        output.print_json(results)
-    elif not json_lines:
-        output.skipped(skipped)
-        if not found:
-            output.warn("no files to scan")
-        elif not output.MODE.quiet:
-            output.info(", ".join(f"{n} {v}" for v, n in sorted(counts.items())) + (f", {len(skipped)} skipped" if skipped else ""))
-    code = walk_exit_code(codes, found)
-    if code:
-        raise SystemExit(code)
+    tally = ", ".join(f"{n} {v}" for v, n in sorted(counts.items())) + (f", {len(skipped)} skipped" if skipped else "")
+    output.end_walk(results, as_json=as_json, json_lines=json_lines, skipped_items=skipped, codes=codes, found=found,
+                    nothing="no files to scan", tally=tally)
 
 
 def _chain(first, rest):

@@ -223,9 +223,9 @@ def _print(files: list[dict], summary: dict, spec, strict: bool, asked: tuple[st
         # a family's source already says so ("family sdxl"); a folder's or a file's is a bare path
         where = spec.source if spec.source.startswith(f"{spec.kind} ") else f"{spec.kind}: {spec.source}"
         con.print(f"target [bold]{esc(spec.describe())}[/] [dim]({esc(where)})[/]")
-        for note in spec.notes:
+        for note in () if output.MODE.quiet else spec.notes:
             con.print(f"  [dim]{esc(note)}[/]")
-        if not any(s.vocab is not None for s in spec.slots.values()):
+        if not output.MODE.quiet and not any(s.vocab is not None for s in spec.slots.values()):
             con.print("  [dim]no tokenizer: triggers not checked against the vocabulary (pass a model folder for that)[/]")
     for entry in files:
         if entry["ignored"]:
@@ -256,7 +256,8 @@ def _print(files: list[dict], summary: dict, spec, strict: bool, asked: tuple[st
         rows += [(os.path.basename(entry["path"]), entry["hosts"]) for entry in files if not entry["ignored"] and entry["error"] is not None]
         con.print()
         print_matrix(rows, spec.family if spec is not None and spec.family != "unknown" else None)
-        con.print("[dim]findings above are embkit's own (embkit.diffusers.apply); --host H checks as host H loads the file[/]")
+        if not output.MODE.quiet:
+            con.print("[dim]findings above are embkit's own (embkit.diffusers.apply); --host H checks as host H loads the file[/]")
     _print_totals(summary)
 
 
@@ -271,7 +272,8 @@ def _print_brief(files: list[dict], summary: dict) -> None:
 def _print_totals(summary: dict) -> None:
     con, esc = output.console(), output.escape
     load, skipped = summary["load"], summary["skipped"]
-    con.print(f"\n[bold]{len(load)}[/] would load, [bold]{len(skipped)}[/] would be skipped")
+    if not output.MODE.quiet:  # -q: the results (what is skipped, and why), not the count line
+        con.print(f"\n[bold]{len(load)}[/] would load, [bold]{len(skipped)}[/] would be skipped")
     for item in skipped:
         con.print(f"  [red]skipped[/] {esc(item['name'] or os.path.basename(item['path']))}: {esc(item['reason'])}")
     output.skipped([(i["path"], i["reason"]) for i in summary["ignored"]])

@@ -198,6 +198,7 @@ def compare(
     import numpy as np
     import torch
 
+    from .. import __version__  # the sheet names the embkit that made it (the package's own version)
     from .apply import _load, apply, unload
 
     embs = _load(list(embeddings))
@@ -255,18 +256,9 @@ def compare(
         seconds_per_image=seconds / max(1, counter.done),
         warnings=warnings,
         notes=list(notes),
-        version=embkit_version(),
+        version=__version__,
     )
 
-
-def embkit_version() -> str:
-    """The installed embkit's version (for the sheet), or ``unknown`` when run from a bare checkout."""
-    from importlib.metadata import PackageNotFoundError, version
-
-    try:
-        return version("embkit")
-    except PackageNotFoundError:
-        return "unknown"
 
 
 __all__ = [

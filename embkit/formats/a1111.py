@@ -13,7 +13,7 @@ import numpy as np
 
 from ..errors import BrokenFileError
 from .base import Part, Raw, Tensor, plain, stem_of, width_slot
-from .torchfile import ModuleStandIn
+from .pickle_globals import ModuleStandIn
 
 #: Top-level keys A1111 writes besides the tensors, copied into metadata under the same names.
 META_KEYS = ("step", "sd_checkpoint", "sd_checkpoint_name")
@@ -115,7 +115,14 @@ def write(emb, path: str, container: str, options: dict):
     """Plan an A1111 ``.pt``: one slot, ``token=`` (else the stored name, else the trigger) as
     ``name``, step and checkpoint from the metadata; triggered by the file stem."""
     from . import torchfile_write
-    from .writer_base import Output, Plan, metadata_losses, pick_slot, stored_array, trigger_loss
+    from .writer_base import (
+        Output,
+        Plan,
+        metadata_losses,
+        pick_slot,
+        stored_array,
+        trigger_loss,
+    )
 
     losses: list = []
     slot = pick_slot(emb, "a1111", options, losses, path=path)
@@ -123,7 +130,7 @@ def write(emb, path: str, container: str, options: dict):
     name = options.get("token") or (emb.metadata.get("stored_name") if isinstance(emb.metadata.get("stored_name"), str) else emb.name)
     tree = _a1111_tree(emb, torchfile_write.TensorData(dtype, arr), name, losses, "a1111")
     metadata_losses(emb, "a1111", META_KEYS, losses)
-    trigger_loss(emb, stem_of(path), "a1111", losses)
+    trigger_loss(emb, stem_of(path), "a1111", losses, stored=name)
     return Plan([Output(path, torchfile_write.dumps(tree), tree=tree)], losses)
 
 

@@ -15,25 +15,16 @@ from typing import Any
 
 from ..errors import BrokenFileError, TooLargeError, UnsafeFileError
 from . import pickle_fast
-
-# the allow-list and its stand-ins, re-exported where the rest of embkit has always found them
-from .pickle_globals import (  # noqa: F401
-    ALLOWED_GLOBALS,
+from .pickle_globals import (
     MAX_TUPLE_DEPTH,
     MAX_TUPLE_SIZE,
-    STORAGE_DTYPES,
-    ModuleStandIn,
-    ParameterDictStandIn,
     StorageRef,
-    StorageType,
-    TensorRef,
     _CallBudget,
     _find_global,
-    _Global,
-    _rebuild_tensor_v2,
     _storage_ref,
 )
 from .rules import refuse
+
 
 def _refuse_bytearray(unpickler: Any) -> None:
     raise BrokenFileError("pickle holds a bytearray (BYTEARRAY8), which no torch file does", path=unpickler._path)

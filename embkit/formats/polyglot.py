@@ -57,13 +57,15 @@ def zip_end_in_tail(data: bytes | memoryview) -> int:
 def check(data: bytes | memoryview, path: str | None, container: str) -> None:
     """Refuse a non-zip file (``container`` names what embkit reads it as) that tarfile or
     zipfile would also open."""
+    # "other": a file of no kind embkit knows (scan) has no name to put in the sentence
+    known = container != "other"
     if tar_header_at_start(data):
-        raise refuse("tar-polyglot", f"is a {container} file whose first block is also a valid tar header "
-                     "(torch.load of the path would open it as a legacy tar archive)", path)
+        raise refuse("tar-polyglot", (f"is a {container} file whose first block" if known else "is no tar archive, yet its first block")
+                     + " is also a valid tar header (torch.load of the path would open it as a legacy tar archive)", path)
     at = zip_end_in_tail(data)
     if at >= 0:
-        raise refuse("zip-polyglot", f"is a {container} file that also holds a zip end record at byte {at} "
-                     "(zipfile, and scanners using it, would read a zip archive instead)", path)
+        raise refuse("zip-polyglot", (f"is a {container} file that also holds" if known else "is no zip archive, yet holds")
+                     + f" a zip end record at byte {at} (zipfile, and scanners using it, would read a zip archive instead)", path)
 
 
 __all__ = ["check", "tar_header_at_start", "zip_end_in_tail"]

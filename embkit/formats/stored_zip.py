@@ -23,6 +23,7 @@ import re
 import struct
 import zlib
 from dataclasses import dataclass
+from typing import Any
 
 from ..errors import BrokenFileError
 from .rules import refuse, too_large
@@ -296,9 +297,8 @@ def local_members(data: bytes | memoryview, limit: int = 256, max_bytes: int = 6
             (_s, _n, flags, method, _t, _d, _c, csize, _u, nlen, xlen) = _LOCAL.unpack_from(view, at)
             name = bytes(view[at + 30 : at + 30 + nlen]).decode("utf-8", "replace")
             start = at + 30 + nlen + xlen
-            if csize in (0, _U32) or flags & 0x8:  # sizes in a descriptor: read up to the next header
-                nxt = view.find(b"PK\x03\x04", start)
-                csize = (nxt if nxt >= 0 else len(view)) - start
+            if csize in (0, _U32) or flags & 0x8:  # sizes in a descriptor: up to the descriptor that fits, else the next header
+                csize = _described_size(view, start)
             chunk = bytes(view[start : start + min(csize, max_bytes - spent)])
             if method == 8:
                 try:
@@ -309,6 +309,21 @@ def local_members(data: bytes | memoryview, limit: int = 256, max_bytes: int = 6
             out.append((name, chunk))
         at = view.find(b"PK\x03\x04", at + 4)
     return out
+
+
+def _described_size(view: Any, start: int) -> int:
+    """The size of a member whose sizes follow its data (flag bit 3: torch's writer sets it): up to
+    the first data descriptor (``PK\x07\x08``, CRC, sizes) whose compressed size is the distance
+    to it, else up to the next local header (or the end). Without this, the descriptor, and after
+    the last member the whole central directory, were read as part of the member."""
+    nxt = view.find(b"PK\x03\x04", start)
+    end = nxt if nxt >= 0 else len(view)
+    at = view.find(b"PK\x07\x08", start, end)
+    while at >= 0:
+        if at + 16 <= len(view) and int.from_bytes(bytes(view[at + 8 : at + 12]), "little") == at - start:
+            return at - start
+        at = view.find(b"PK\x07\x08", at + 4, end)
+    return end - start
 
 
 __all__ = ["MAX_ZIP_MEMBERS", "Member", "ZipArchive", "parse_zip", "local_members"]

@@ -25,33 +25,11 @@ import numpy as np
 
 from ..errors import BrokenFileError, NotMine, TooLargeError, UnsafeFileError
 from .base import MAX_TOTAL_BYTES, NUMPY_DTYPES, Raw, Tensor
+from .pickle_allow import _OpCount, _unpickle
+from .pickle_globals import ModuleStandIn, TensorRef
 from .pickle_walk import OpBudget, walk_streams
 from .rules import refuse
-
-# the allow-list and the stored-zip reader live in their own modules; their names are re-exported
-# here, where the rest of embkit and the tests have always found them
-from .pickle_allow import (  # noqa: F401
-    ALLOWED_GLOBALS,
-    MAX_PICKLE_OPS,
-    MAX_TUPLE_DEPTH,
-    MAX_TUPLE_SIZE,
-    SMALL_PICKLE_BYTES,
-    STORAGE_DTYPES,
-    ModuleStandIn,
-    ParameterDictStandIn,
-    StorageRef,
-    StorageType,
-    TensorRef,
-    _CallBudget,
-    _OpCount,
-    _find_global,
-    _Global,
-    _rebuild_tensor_v2,
-    _SafeUnpickler,
-    _storage_ref,
-    _unpickle,
-)
-from .stored_zip import MAX_ZIP_MEMBERS, ZipArchive  # noqa: F401
+from .stored_zip import ZipArchive
 from .torch_zip import check_members, open_torch_zip
 
 ZIP_MAGIC = b"PK\x03\x04"

@@ -72,24 +72,23 @@ class _Emitter:
         elif isinstance(obj, TensorData):
             self._tensor(obj)
         elif isinstance(obj, dict):
-            w(b"}")
-            if obj:
-                w(b"(")
-                for key, value in obj.items():
-                    self.emit(key)
-                    self.emit(value)
-                w(b"u")
+            self._filled(b"}", [item for pair in obj.items() for item in pair], b"u")  # EMPTY_DICT, MARK, ..., SETITEMS
         elif isinstance(obj, tuple):
             self._tuple(obj)
         elif isinstance(obj, list):
-            w(b"]")
-            if obj:
-                w(b"(")
-                for value in obj:
-                    self.emit(value)
-                w(b"e")
+            self._filled(b"]", obj, b"e")  # EMPTY_LIST, MARK, ..., APPENDS
         else:
             raise TypeError(f"cannot pickle a {type(obj).__name__} without torch")
+
+    def _filled(self, empty: bytes, items: list, fill: bytes) -> None:
+        # an empty container, then (as pickle writes one that holds anything) MARK, the items and
+        # the opcode that puts them all in at once
+        self.out.write(empty)
+        if items:
+            self.out.write(b"(")
+            for item in items:
+                self.emit(item)
+            self.out.write(fill)
 
     def _int(self, n: int) -> None:
         w = self.out.write

@@ -141,11 +141,15 @@ def metadata_losses(emb: Embedding, fmt_id: str, held: Iterable[str], losses: li
         losses.append(Loss("metadata-dropped", f"{fmt_id} file cannot hold metadata: {', '.join(sorted(dropped))}"))
 
 
-def trigger_loss(emb: Embedding, stem: str, fmt_id: str, losses: list[Loss]) -> None:
-    """Formats triggered by the file name: warn when the file name is not the embedding's name."""
+def trigger_loss(emb: Embedding, stem: str, fmt_id: str, losses: list[Loss], stored: str | None = None) -> None:
+    """Formats triggered by the file name: warn when the file name is not the embedding's name.
+    ``stored``: the name the file stores (an A1111 file's ``name``, which diffusers triggers it by):
+    when it is not the file name either, the message says that the hosts will disagree."""
     if stem != emb.name:
+        split = (f"; diffusers types its stored name {stored!r} (--rename {stem} makes every host type {stem!r})"
+                 if stored is not None and stored != stem else "")
         losses.append(
-            Loss("trigger-renamed", f"{fmt_id} files are triggered by their file name: {stem!r}, not {emb.name!r}")
+            Loss("trigger-renamed", f"{fmt_id} files are triggered by their file name: {stem!r}, not {emb.name!r}{split}")
         )
 
 

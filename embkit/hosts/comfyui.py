@@ -3,7 +3,7 @@
 * ``NAME`` is looked up in ``models/embeddings`` and every folder below it, as given, then with
   ``.safetensors``, ``.pt``, ``.bin`` appended; the name ends at the first whitespace; the lookup is
   the file system's (case-sensitive on Linux).
-* ``.safetensors`` → ``safetensors.torch.load_file``; anything else → ``torch.load(weights_only=True)``
+* ``.safetensors`` → ``safetensors.torch.load_file``; anything else → ``torch.load`` with ``weights_only=True``
   (plus ComfyUI's extra globals), and on failure a zip fallback that guesses the tensor from the
   ``data/`` members (width 768 or 1024, float32 assumed).
 * each text encoder looks the embedding up with its own key (``clip_l`` 768, ``clip_h`` 1024,
@@ -75,7 +75,7 @@ def read(facts: FileFacts) -> list[Read]:
         notes.append(f"{why}; ComfyUI's zip fallback guesses a {rows}x{width} tensor from the raw data")
         return [Read(trigger, None, member=_member(facts), notes=notes, extra={"guess": width})]
     if not facts.exact:
-        notes.append("whether torch.load(weights_only=True) accepts it needs the file itself: not checked")
+        notes.append("whether torch.load with weights_only=True accepts it needs the file itself: not checked")
     return [Read(trigger, {t.key: t for t in facts.tensors}, member=_member(facts), notes=notes, extra={"first": first_value(facts), "params": facts.params if "string_to_param" in facts.keys else ()})]
 
 

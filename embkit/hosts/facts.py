@@ -173,7 +173,7 @@ def _tensor_info(key: Any, value: Any) -> TensorInfo | None:
 
 
 def _facts(path, tree, container, data, meta, parts, error, fmt, *, inner=None, data_container=None, scanned=None) -> FileFacts:
-    from ..formats.pickle_allow import ModuleStandIn
+    from ..formats.pickle_globals import ModuleStandIn
 
     keys: tuple[str, ...] = ()
     tensors: list[TensorInfo] = []

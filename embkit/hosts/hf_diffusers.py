@@ -1,7 +1,7 @@
 """huggingface/diffusers ``pipe.load_textual_inversion(path)`` (``diffusers@58eb52c:src/diffusers/loaders/textual_inversion.py``).
 
 * a folder is tried as ``learned_embeds.safetensors``, then ``learned_embeds.bin``; a file by its
-  extension: ``.safetensors`` → ``load_file``, anything else → ``torch.load(weights_only=True)``;
+  extension: ``.safetensors`` → ``load_file``, anything else → ``torch.load`` with ``weights_only=True``;
 * the token: a one-key dict's key (also kohya's ``emb_params``), else A1111's stored ``name`` with
   ``string_to_param['*']``, else ``ValueError("Loaded state dictionary is incorrect")``; a
   multi-vector token becomes ``tok tok_1 …``;
@@ -38,7 +38,7 @@ def read(facts: FileFacts) -> list[Read]:
         if why is not None:
             return [Read(None, status="error", reasons=[why])]
         if not facts.exact:
-            notes.append("whether torch.load(weights_only=True) accepts it needs the file itself: not checked")
+            notes.append("whether torch.load with weights_only=True accepts it needs the file itself: not checked")
     if len(facts.keys) == 1:
         t = facts.tensor(facts.keys[0])
         if t is None:

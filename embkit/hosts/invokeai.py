@@ -52,7 +52,7 @@ def read(facts: FileFacts) -> list[Read]:
         if why is not None:
             return [Read(trigger, status="error", reasons=[f"install fails: {why}"])]
         if not facts.exact:
-            notes.append("whether torch.load(weights_only=True) accepts it needs the file itself: not checked")
+            notes.append("whether torch.load with weights_only=True accepts it needs the file itself: not checked")
     tensors = {t.key: t for t in facts.tensors}
     keys = facts.keys
     looks = "string_to_param" in keys or "emb_params" in keys or "clip_g" in keys or (len(keys) < 10 and len(tensors) == len(keys) and keys)

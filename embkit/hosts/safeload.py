@@ -109,13 +109,13 @@ def a1111_refusal(facts: FileFacts, members: re.Pattern[str]) -> str | None:
 
 
 def weights_only_refusal(facts: FileFacts, extra: frozenset[str] = frozenset()) -> str | None:
-    """Why ``torch.load(weights_only=True)`` refuses a pickle file (``extra``: globals the host
+    """Why ``torch.load`` with ``weights_only=True`` refuses a pickle file (``extra``: globals the host
     registered with ``add_safe_globals``), or ``None``."""
     if facts.pickle_globals is None:
         return None
     bad = _refused(facts.pickle_globals, TORCH_WEIGHTS_ONLY_GLOBALS | extra)
     if bad:
-        return f"torch.load(weights_only=True) refuses the global {bad[0]} (\"Unsupported global\")"
+        return f"torch.load with weights_only=True refuses the global {bad[0]} (\"Unsupported global\")"
     return None
 
 

@@ -2,7 +2,7 @@
 
 * lists only ``.safetensors`` and ``.pt`` files (not ``.bin``), skips ``*.preview`` stems, zero-byte
   files and pictures; textual inversion runs on SD1, SD2 and SDXL models only;
-* ``.safetensors``: every tensor, in key order; ``.pt``: ``torch.load(...)['string_to_param']['*']``
+* ``.safetensors``: every tensor, in key order; ``.pt``: ``torch.load``, then ``['string_to_param']['*']``
   only (anything else is a KeyError, logged at debug level: silently skipped);
 * tokens ``stem, stem_1 …`` (the file stem, case-sensitive);
 * skipped unless every tensor's width is one of the model's encoders' and the count fits

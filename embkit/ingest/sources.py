@@ -11,11 +11,12 @@ Folders are walked as ``embkit library scan`` walks them (:func:`embkit.library.
 skipped, no recursion, links followed only inside the SOURCE folder, and companions left out: a
 preview picture and the second file of a diffusers SDXL pair belong to another file (its record
 holds them, and its conversion joins the pair), so they are not uploads of their own. What the walk
-passes over is said: a link out of the SOURCE folder, or to nothing, becomes a ``skipped`` row
-(``link-outside``, ``link-broken``) when its name is one embkit reads; links to folders outside
-are counted (``links_skipped``); the other files of the folder are skipped by their names, with
-the reason (:mod:`embkit.folder`: pictures, text, sidecars, previews, archives …; ``ignored``),
-never opened. The output folder never overlaps what is read (:func:`check_output`).
+passes by unread (:attr:`embkit.walk.Entry.passed`: a link out of the SOURCE folder or to nothing,
+a pipe, a socket, a device) is said with the walk's reason: a ``skipped`` row (``link-outside``,
+``link-broken``, ``not-a-file``) when its name is one embkit reads, else listed in ``ignored``
+(links to folders outside are also counted, ``links_skipped``); the other files of the folder are
+skipped by their names, with the reason (:mod:`embkit.folder`: pictures, text, sidecars,
+previews, archives …; ``ignored``), never opened. The output folder never overlaps what is read (:func:`check_output`).
 
 A path named on the command line is read as named (a named link is followed: it was named); a
 path a manifest lists that is a link is not read (a manifest names files, not what links point
@@ -216,36 +217,45 @@ def _walk(root: str, source: str, found: Found, seen: dict) -> None:
     """The files under the folder ``root`` (see the module docstring)."""
     from ..formats import extensions
     from ..library.tree import walk
-    from ..walk import hf_cache_root, is_inside
+    from ..walk import hf_cache_root
 
     exts = tuple(extensions())
     boundary = os.path.realpath(hf_cache_root(root) or root)
-    passed: list[str] = []
+    passed: list[tuple[str, str]] = []
     beside: dict[str, tuple[str, tuple[str, ...]]] = {}
     skipped: list[tuple[str, str]] = []
-    walked = walk(root, exts, beside, skipped, passed=passed.append)
-    # the other files, by their names (previews and sidecars are also part of their file's row)
-    found.ignored += [(p if _utf8(p) else _shown(p), reason) for p, reason in skipped]
+    walked = walk(root, exts, beside, skipped, passed=passed)
     for path, size, mtime in walked:
         key, present = beside.get(path, ("", ()))
         item = _item(path, source, None, path, root=boundary, sidecar_key=key, present=_names(present))
         item["size"], item["mtime_ns"] = size, mtime
         _add(item, found, seen)
-    for link in passed:
-        if os.path.isdir(link):
+    # what the walk passed by unread (embkit.walk.Entry.passed), with its reason: a row when it is
+    # named like an embedding (an upload the manifest must account for), else skipped with the others
+    for path, why in passed:
+        if os.path.isdir(path):
             found.links_skipped += 1  # a folder outside: never entered
-        elif link.lower().endswith(exts):
-            target = _target(link)
-            if target is None:
-                _add(_item(link, source, None, None, ("link-broken", "is a symbolic link to nothing; not read")), found, seen)
-            elif not is_inside(target, boundary):
-                _add(_item(link, source, _stat(target), None, ("link-outside", "is a symbolic link to a file outside SOURCE; not read")), found, seen)
+        elif path.lower().endswith(exts):
+            code = _passed_code(path, boundary)
+            # the size of what a link leads to (stat only, never read); none for a link to nothing
+            st = None if code == "link-broken" else _stat(os.path.realpath(path))
+            _add(_item(path, source, st, None, (code, why)), found, seen)
+            continue
+        skipped.append((path, why))
+    # the other files, by their names (previews and sidecars are also part of their file's row)
+    found.ignored += [(p if _utf8(p) else _shown(p), reason) for p, reason in skipped]
 
 
-def _target(link: str) -> str | None:
-    """Where a link leads, when that exists."""
-    target = os.path.realpath(link)
-    return target if os.path.exists(target) else None
+def _passed_code(path: str, boundary: str) -> str:
+    """The ``error_code`` of a file the walk passed by: a link to nothing, a link out of the
+    SOURCE folder (``boundary``), or no regular file (a pipe, a socket, a device)."""
+    from ..walk import is_inside
+
+    if not os.path.islink(path):
+        return "not-a-file"
+    if not os.path.exists(path):
+        return "link-broken"
+    return "not-a-file" if is_inside(path, boundary) else "link-outside"
 
 
 __all__ = ["discover", "check_output", "read_path_list", "Found", "MANIFEST_EXTENSIONS"]

@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import sqlite3
 from dataclasses import asdict, dataclass, field
+from collections.abc import Callable
 from typing import Any
 
 from ..errors import LibraryError
@@ -158,49 +159,36 @@ FROM embeddings e JOIN files f ON f.id = e.file_id
 """
 
 
-def entries(
-    conn: sqlite3.Connection,
-    *,
-    family: str | None = None,
-    fits: str | None = None,
-    slot: str | None = None,
-    name: str | None = None,
-    vectors: int | tuple[int | None, int | None] | None = None,
-    format: str | None = None,
-    tag: str | None = None,
-    pattern: str | None = None,
-    word: str | None = None,
-    base_model: str | None = None,
-    where: str = "",
-    params: tuple = (),
-) -> list[Entry]:
-    """Entries matching every filter given (see :meth:`embkit.library.Library.search`)."""
-    clauses, args = [], list(params)
-    words = "EXISTS (SELECT 1 FROM trained_words w WHERE w.file_id = f.id AND lower(w.word) GLOB ?)"
-    if pattern:
-        clauses.append(f"(lower(e.name) GLOB ? OR {words})")
-        args += [pattern.lower(), pattern.lower()]
-    if word:
-        clauses.append(words)
-        args.append(word.lower())
-    if base_model:
-        clauses.append("lower(f.base_model) GLOB ?")
-        args.append(base_model.lower())
-    if where:
-        clauses.append(where)
-    if family:
-        clauses.append("e.family = ?")
-        args.append(family)
-    if fits:
-        # every family the slots fit: an SD1 embedding also fits SDXL's clip_l slot
-        clauses.append("(e.family = ? OR ',' || e.families || ',' LIKE ?)")
-        args += [fits, f"%,{fits},%"]
-    if slot:
-        clauses.append("EXISTS (SELECT 1 FROM slots s WHERE s.embedding_id = e.id AND s.slot = ?)")
-        args.append(slot)
-    if name:
-        clauses.append("lower(e.name) GLOB ?")
-        args.append(name.lower())
+#: a trained word of the file matches a glob
+_WORDS = "EXISTS (SELECT 1 FROM trained_words w WHERE w.file_id = f.id AND lower(w.word) GLOB ?)"
+#: each filter of :meth:`embkit.library.Library.search` but ``vectors``: its SQL clause and the
+#: arguments it binds for the value given (globs match lower case)
+_FILTERS: dict[str, tuple[str, Callable[[Any], list[Any]]]] = {
+    "pattern": (f"(lower(e.name) GLOB ? OR {_WORDS})", lambda v: [v.lower(), v.lower()]),
+    "word": (_WORDS, lambda v: [v.lower()]),
+    "base_model": ("lower(f.base_model) GLOB ?", lambda v: [v.lower()]),
+    "family": ("e.family = ?", lambda v: [v]),
+    # every family the slots fit: an SD1 embedding also fits SDXL's clip_l slot
+    "fits": ("(e.family = ? OR ',' || e.families || ',' LIKE ?)", lambda v: [v, f"%,{v},%"]),
+    "slot": ("EXISTS (SELECT 1 FROM slots s WHERE s.embedding_id = e.id AND s.slot = ?)", lambda v: [v]),
+    "name": ("lower(e.name) GLOB ?", lambda v: [v.lower()]),
+    "format": ("f.format = ?", lambda v: [v]),
+    "tag": ("EXISTS (SELECT 1 FROM tags t WHERE t.sha256 = f.sha256 AND t.member = e.member AND t.tag = ?)", lambda v: [v]),
+}
+
+
+def entries(conn: sqlite3.Connection, *, where: str = "", params: tuple = (), **filters: Any) -> list[Entry]:
+    """Entries matching every filter given (the keywords of :meth:`embkit.library.Library.search`)
+    and the SQL condition ``where`` with its ``params``."""
+    unknown = sorted(set(filters) - {*_FILTERS, "vectors"})
+    if unknown:
+        raise TypeError(f"unknown search filter: {', '.join(unknown)}")
+    clauses, args = [where] if where else [], list(params)
+    for key, (clause, bind) in _FILTERS.items():
+        if filters.get(key):
+            clauses.append(clause)
+            args += bind(filters[key])
+    vectors = filters.get("vectors")
     if vectors is not None:
         lo, hi = (vectors, vectors) if isinstance(vectors, int) else vectors
         if lo is not None:
@@ -209,12 +197,6 @@ def entries(
         if hi is not None:
             clauses.append("e.num_vectors <= ?")
             args.append(int(hi))
-    if format:
-        clauses.append("f.format = ?")
-        args.append(format)
-    if tag:
-        clauses.append("EXISTS (SELECT 1 FROM tags t WHERE t.sha256 = f.sha256 AND t.member = e.member AND t.tag = ?)")
-        args.append(tag)
     sql = _SELECT + (" WHERE " + " AND ".join(clauses) if clauses else "") + " ORDER BY lower(e.name), f.path, e.member"
     rows = conn.execute(sql, args).fetchall()
     return _build(conn, rows)

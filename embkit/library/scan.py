@@ -127,9 +127,9 @@ def scan(
         if old is None:
             todo.append((path, size, mtime, None, key, present))
         elif old[0] == size and old[1] == mtime and (old[3] or "") == key:
-            report.unchanged += 1
-            if old[4] is not None:
-                _count_error(report, path, old[4], old[5])  # still unreadable: the report says so again
+            # still unreadable: the report says so again; no embedding: skipped, not "unchanged"
+            if old[4] is None or not _count_error(report, path, old[4], old[5]):
+                report.unchanged += 1
         else:
             # sidecars that changed beside an unchanged file: read it again, whatever its hash
             todo.append((path, size, mtime, old[2] if (old[3] or "") == key else None, key, present))
@@ -249,25 +249,26 @@ def _write(conn: sqlite3.Connection, results: list[tuple], gone: list[str], repo
     report.removed += len(gone)
     for r in full:
         row = r[1]
+        if row[9] is not None and _count_error(report, row[0], row[9], row[10]):
+            continue  # no embedding: recorded so the next scan skips it, counted as skipped only
         if row[0] in stored:
             report.updated += 1
         else:
             report.added += 1
-        if row[9] is not None:
-            _count_error(report, row[0], row[9], row[10])
 
 
-def _count_error(report: ScanReport, path: str, code: str, message: str) -> None:
+def _count_error(report: ScanReport, path: str, code: str, message: str) -> bool:
     """A file recorded with an error: a picture or another file that is no embedding is skipped
-    (:func:`embkit.folder.error_reason`), anything else is an error of the report."""
+    (:func:`embkit.folder.error_reason`; True), anything else is an error of the report (False)."""
     reason = not_an_embedding(path, code, message)
     if reason is None:
         report.errors.append((path, code, message))
-        return
+        return False
     if is_picture(path, code):
         report.pictures += 1
     report.skipped.append((path, reason))
     report.read_skips += 1
+    return True
 
 
 def not_an_embedding(path: str, code: str | None, message: str = "") -> str | None:

@@ -7,7 +7,7 @@ mtimes as one key, so that a scan notices a changed sidecar). Shared by ``embkit
 from __future__ import annotations
 
 import os
-from typing import Callable, Iterable
+from typing import Iterable
 
 from ..folder import name_reason
 from ..formats.sdxl_pair import first_path, second_path
@@ -16,7 +16,7 @@ from ..io import is_companion
 
 
 def walk(root: str, extensions: tuple[str, ...], beside: dict | None = None, skipped: list | None = None, *,
-         passed: Callable[[str], None] | None = None) -> list[tuple[str, int, int]]:
+         passed: list | None = None) -> list[tuple[str, int, int]]:
     """Every file under ``root`` (recursively, skipping hidden names) whose name ends with one of
     ``extensions``: ``(absolute path, size, mtime_ns)``. A file path is returned as itself. The walk
     is :func:`embkit.walk.walk_tree`: regular files only (a FIFO would block the scan), no link out
@@ -25,8 +25,10 @@ def walk(root: str, extensions: tuple[str, ...], beside: dict | None = None, ski
     ``beside``, when given, is filled with path → ``(key, names)``: the sidecars (and pair file)
     beside each file, their names, sizes and mtimes as one string, and their names. ``skipped``,
     when given, gets ``(path, reason)`` for every other file of the tree (:mod:`embkit.folder`:
-    previews, sidecars, pictures, text …), none of which is opened. ``passed`` is called with each
-    link not followed (:func:`embkit.walk.walk_tree`)."""
+    previews, sidecars, pictures, text …), none of which is opened, and for what the walk passes by
+    unread (:attr:`embkit.walk.Entry.passed`: a FIFO, a link out of the tree, a broken link), with
+    the walk's reason; ``passed``, when given, gets those instead (``embkit ingest`` makes rows of
+    them)."""
     from ..walk import walk_tree
 
     root = os.path.abspath(root)
@@ -41,7 +43,11 @@ def walk(root: str, extensions: tuple[str, ...], beside: dict | None = None, ski
 
     out: list[tuple[str, int, int]] = []
     listing: tuple[str, set[str], tuple] = ("", set(), ({}, set()))  # the folder being walked, its names
-    for entry in walk_tree(root, want=None if skipped is not None else wanted, hidden=False, stat_files=True, passed=passed):
+    passed_to = passed if passed is not None else skipped
+    for entry in walk_tree(root, want=None if skipped is not None else wanted, hidden=False, stat_files=True, passed=passed_to is not None):
+        if entry.passed is not None:
+            passed_to.append((entry.path, entry.passed))  # a FIFO, a link out of the tree: never opened  # type: ignore[union-attr]
+            continue
         folder = os.path.dirname(entry.path)
         if folder != listing[0]:
             # a file's sidecars and pair half are looked up among its folder's names, listed once

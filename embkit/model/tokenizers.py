@@ -21,12 +21,11 @@ from __future__ import annotations
 
 import glob
 import gzip
-import json
 import os
 from dataclasses import dataclass
 
 from ..errors import TargetError
-from .vocab import MAX_TOKENIZER_BYTES, byte_encoder
+from .vocab import byte_encoder, load_tokenizer_json
 
 #: CLIP's vocabulary: 256 bytes, alone and word-final, 48,894 merges, ``<|startoftext|>``, ``<|endoftext|>``.
 CLIP_VOCAB_SIZE = 49408
@@ -81,10 +80,10 @@ def _count_folder(folder: str) -> tuple[int | None, str]:
     """(entries, problem): the vocabulary size of a tokenizer folder, or why it is not one."""
     vocab_json, merges_txt, tok_json = (os.path.join(folder, f) for f in ("vocab.json", "merges.txt", "tokenizer.json"))
     if os.path.isfile(vocab_json) and os.path.isfile(merges_txt):
-        data = _load_json(vocab_json)
+        data = load_tokenizer_json(vocab_json)
         return (len(data), "") if isinstance(data, dict) else (None, "vocab.json is not a JSON object")
     if os.path.isfile(tok_json):
-        data = _load_json(tok_json)
+        data = load_tokenizer_json(tok_json)
         model = data.get("model") if isinstance(data, dict) else None
         vocab = model.get("vocab") if isinstance(model, dict) else None
         if not isinstance(vocab, dict):
@@ -93,16 +92,6 @@ def _count_folder(folder: str) -> tuple[int | None, str]:
     if os.path.isfile(vocab_json):
         return None, "vocab.json without merges.txt"
     return None, "no vocab.json + merges.txt or tokenizer.json"
-
-
-def _load_json(path: str) -> object:
-    if os.path.getsize(path) > MAX_TOKENIZER_BYTES:
-        raise TargetError(f"tokenizer file is larger than {MAX_TOKENIZER_BYTES} bytes", path=path)
-    try:
-        with open(path, encoding="utf-8") as fh:
-            return json.load(fh)
-    except (OSError, ValueError) as exc:
-        raise TargetError(f"cannot read tokenizer file ({exc})", path=path) from None
 
 
 def read_bpe_gz(path: str) -> tuple[dict[str, int], list[tuple[str, str]]]:

@@ -195,7 +195,9 @@ class Vocab:
         return result
 
 
-def _load_json(path: str) -> object:
+def load_tokenizer_json(path: str) -> object:
+    """A tokenizer's JSON file (``vocab.json``, ``tokenizer.json``), refused past
+    :data:`MAX_TOKENIZER_BYTES` and as a :class:`~embkit.errors.TargetError` when unreadable."""
     if os.path.getsize(path) > MAX_TOKENIZER_BYTES:
         raise TargetError(f"tokenizer file is larger than {MAX_TOKENIZER_BYTES} bytes", path=path)
     try:
@@ -237,12 +239,12 @@ def read_tokenizer_folder(folder: str) -> Vocab | None:
     added = _added_tokens(folder)
     spec = None
     if os.path.isfile(tok_json):
-        spec = _load_json(tok_json)
+        spec = load_tokenizer_json(tok_json)
         fast = _with_tokenizers(tok_json, spec, added)
         if fast is not None:
             return fast
     if os.path.isfile(vocab_json):
-        tokens = _load_json(vocab_json)
+        tokens = load_tokenizer_json(vocab_json)
         if not isinstance(tokens, dict):
             raise TargetError("vocab.json is not a JSON object", path=vocab_json)
         merges = None
@@ -302,7 +304,7 @@ def _added_tokens(folder: str) -> set[str]:
     path = os.path.join(folder, "added_tokens.json")
     if not os.path.isfile(path):
         return set()
-    data = _load_json(path)
+    data = load_tokenizer_json(path)
     return {k for k in data if isinstance(k, str)} if isinstance(data, dict) else set()
 
 
@@ -314,10 +316,10 @@ def token_names(folder: str) -> list[str | None] | None:
     tok_json = os.path.join(folder, "tokenizer.json")
     ids: dict[str, int] = {}
     if os.path.isfile(vocab_json):
-        data = _load_json(vocab_json)
+        data = load_tokenizer_json(vocab_json)
         ids = {k: v for k, v in data.items() if type(v) is int} if isinstance(data, dict) else {}
     elif os.path.isfile(tok_json):
-        spec = _load_json(tok_json)
+        spec = load_tokenizer_json(tok_json)
         model = spec.get("model") if isinstance(spec, dict) else None
         vocab = model.get("vocab") if isinstance(model, dict) else None
         if isinstance(vocab, dict):
@@ -331,7 +333,7 @@ def token_names(folder: str) -> list[str | None] | None:
         return None
     added = os.path.join(folder, "added_tokens.json")
     if os.path.isfile(added):
-        extra = _load_json(added)
+        extra = load_tokenizer_json(added)
         ids.update({k: v for k, v in extra.items() if isinstance(k, str) and type(v) is int} if isinstance(extra, dict) else {})
     if not ids or max(ids.values()) > 10_000_000 or min(ids.values()) < 0:
         raise TargetError("tokenizer ids are out of range", path=folder)
