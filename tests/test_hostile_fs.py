@@ -3,7 +3,7 @@
 Links out of a walked tree (to a secret, to /usr), FIFOs named like embeddings, a tree 1,100
 folders deep, an output folder with a linked sub-folder, a user's folder named like a file a
 concept folder owns, concept-folder text files linking to secrets: each command (inspect, scan,
-verify, convert, library scan, pull's walk) is run on them, and the test asserts that nothing
+verify, convert, library scan, ingest, pull's walk) is run on them, and the test asserts that nothing
 outside the tree was read or written and that every command ended.
 """
 
@@ -95,6 +95,24 @@ def _objects(doc):
     elif isinstance(doc, list):
         for value in doc:
             yield from _objects(value)
+
+
+def test_ingest_lists_what_the_walk_passes_by_and_reads_nothing_outside(tree: Path, tmp_path: Path, outside: Path):
+    # ingest's manifest accounts for every upload named like an embedding (a skipped row with the
+    # walk's reason, never opened); the rest is listed as skipped, as every other walk lists it
+    from embkit.ingest.manifest import read_manifest
+
+    out = tmp_path / "ingested"
+    proc = run_embkit("ingest", str(tree), "-o", str(out), "--json", "-j", "1", timeout=120)
+    assert proc.returncode == 0, proc.stderr[-2000:]  # what the walk passes by is no failure
+    summary, rows = json.loads(proc.stdout), read_manifest(str(out))
+    why = {Path(r["path"]).name: r["error"] for r in rows if r["status"] == "skipped"}
+    why.update({Path(o["path"]).name: o["skipped"] for o in summary["ignored"]})
+    assert set(why) == set(PASSED), why
+    for name, word in PASSED.items():
+        assert word in why[name], (name, why[name])
+    assert {Path(r["path"]).name for r in rows if r["status"] == "ok"} == {"mine.safetensors", "alias.safetensors"}
+    assert SECRET not in proc.stdout + (out / "manifest.jsonl").read_text()
 
 
 def test_scan_api_does_not_open_a_fifo(tree: Path):
