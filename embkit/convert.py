@@ -9,6 +9,8 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 
+from .pool import chunked, run_chunks, stopping
+
 #: the dtype spellings ``--dtype`` lists (every alias of :data:`embkit.formats.writer_base.DTYPE_ALIASES` works)
 DTYPES = ("fp32", "fp16", "bf16")
 
@@ -329,7 +331,7 @@ def convert_chunk(jobs: list[Job], s: Settings) -> list[dict]:
     _WRITER.overwrite = s.overwrite
     results = []
     for job in jobs:
-        if _STOP.event is not None and _STOP.event.is_set():
+        if stopping():
             break  # Ctrl-C in the parent: commit what is done, start nothing more
         results.append(convert_one(job, s, staged))
     if staged:
@@ -351,59 +353,11 @@ def convert_chunk(jobs: list[Job], s: Settings) -> list[dict]:
 
 
 def run_jobs(jobs: list[Job], s: Settings, workers: int, on_done=None) -> list[dict]:
-    """Run jobs in ``workers`` processes (inline for one worker or a few jobs), in input order."""
+    """Run jobs in ``workers`` processes (inline for one worker or a few jobs), in input order:
+    several chunks per worker so the bar moves, each chunk one group commit (one syncfs);
+    Ctrl-C stops each worker after its current file, with what it wrote committed."""
     from .atomic_batch import COMMIT_EVERY
 
-    # several chunks per worker so the bar moves; each chunk is one group commit (one syncfs)
-    size = max(1, min(COMMIT_EVERY, len(jobs) // (max(workers, 1) * 4) or 1))
-    chunks = [jobs[i : i + size] for i in range(0, len(jobs), size)]
-    if workers <= 1 or len(jobs) < 8:
-        results = []
-        for chunk in chunks:
-            results.extend(convert_chunk(chunk, s))
-            if on_done:
-                on_done(len(chunk))
-        return results
-    import multiprocessing
-    from concurrent.futures import ProcessPoolExecutor
-
-    from . import atomic, io, writing  # noqa: F401  imported once, before the workers fork
-
-    method = "fork" if "fork" in multiprocessing.get_all_start_methods() else None
-    ctx = multiprocessing.get_context(method)
-    out: list[list[dict]] = [[] for _ in chunks]
-    stop = ctx.Event()
-    pool = ProcessPoolExecutor(max_workers=workers, mp_context=ctx, initializer=_worker_start, initargs=(stop,))
-    try:
-        futures = {pool.submit(convert_chunk, chunk, s): i for i, chunk in enumerate(chunks)}
-        from concurrent.futures import as_completed
-
-        for fut in as_completed(futures):
-            out[futures[fut]] = fut.result()
-            if on_done:
-                on_done(len(out[futures[fut]]))
-    except KeyboardInterrupt:
-        # Ctrl-C: chunks not started are dropped, running ones stop after their current file and
-        # group-commit what they wrote (nothing is left half-written), then the interrupt goes on
-        stop.set()
-        pool.shutdown(wait=True, cancel_futures=True)
-        raise
-    pool.shutdown(wait=True)
-    return [r for chunk in out for r in chunk]
-
-
-class _Stop:
-    """The parent's Ctrl-C flag, as a worker sees it."""
-
-    event = None
-
-
-_STOP = _Stop()
-
-
-def _worker_start(stop) -> None:
-    # workers leave Ctrl-C to the parent, which sets ``stop``; they finish the file at hand
-    import signal
-
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    _STOP.event = stop
+    if workers > 1 and len(jobs) >= 8:
+        from . import atomic, io, writing  # noqa: F401  imported once, before the workers fork
+    return run_chunks(convert_chunk, chunked(jobs, workers, COMMIT_EVERY), s, workers, inline=len(jobs) < 8, on_done=on_done)

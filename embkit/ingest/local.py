@@ -28,38 +28,17 @@ def batches(items: list, size: int) -> list[list]:
 
 
 def run_cpu(items: list[dict], settings: StepSettings, jobs: int, progress: Callable[[int], None] | None = None, batch_size: int = BATCH) -> list[dict]:
-    """Run the CPU stages over ``items`` in ``jobs`` processes, at most ``batch_size`` items a
-    batch (fewer when that keeps every worker busy to the end); rows in item order."""
-    size = max(1, min(batch_size, len(items) // (max(jobs, 1) * 4) or 1))
-    chunks = batches(items, size)
-    if jobs <= 1 or len(items) < PARALLEL_ABOVE:
-        rows: list[dict] = []
-        for chunk in chunks:
-            rows.extend(process_batch(chunk, settings))
-            if progress:
-                progress(len(chunk))
-        return rows
-    import multiprocessing
-    from concurrent.futures import ProcessPoolExecutor, as_completed
+    """Run the CPU stages over ``items`` in ``jobs`` processes (:func:`embkit.pool.run_chunks`),
+    at most ``batch_size`` items a batch (fewer when that keeps every worker busy to the end);
+    rows in item order."""
+    from ..pool import chunked, run_chunks
 
-    from .. import hosts, scan  # noqa: F401  imported once, before the workers fork
-    from ..library import extract  # noqa: F401
-    from . import convert_check, record  # noqa: F401
-
-    method = "fork" if "fork" in multiprocessing.get_all_start_methods() else None
-    out: list[list[dict]] = [[] for _ in chunks]
-    with ProcessPoolExecutor(max_workers=jobs, mp_context=multiprocessing.get_context(method), initializer=_ignore_sigint) as pool:
-        futures = {pool.submit(process_batch, chunk, settings): i for i, chunk in enumerate(chunks)}
-        try:
-            for fut in as_completed(futures):
-                out[futures[fut]] = fut.result()
-                if progress:
-                    progress(len(chunks[futures[fut]]))
-        except BaseException:
-            # Ctrl-C or a worker lost: batches not started are dropped; finished ones are committed
-            pool.shutdown(wait=True, cancel_futures=True)
-            raise
-    return [r for chunk in out for r in chunk]
+    inline = len(items) < PARALLEL_ABOVE
+    if jobs > 1 and not inline:
+        from .. import hosts, scan  # noqa: F401  imported once, before the workers fork
+        from ..library import extract  # noqa: F401
+        from . import convert_check, record  # noqa: F401
+    return run_chunks(process_batch, chunked(items, jobs, batch_size), settings, jobs, inline=inline, on_done=progress)
 
 
 def run_previews(rows: list[dict], out: str, model: str | None, device: str, settings, progress: Callable[[int], None] | None = None) -> list[dict]:
@@ -82,13 +61,6 @@ def run_previews(rows: list[dict], out: str, model: str | None, device: str, set
 def default_jobs() -> int:
     """The CPUs this process may use."""
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-
-
-def _ignore_sigint() -> None:
-    # workers leave Ctrl-C to the parent, which stops the pool; each finishes the batch at hand
-    import signal
-
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
 __all__ = ["run_cpu", "run_previews", "batches", "default_jobs", "BATCH"]
