@@ -235,10 +235,8 @@ def _write(conn: sqlite3.Connection, results: list[tuple], gone: list[str], repo
         row = r[1]
         if row[9] is not None and _count_error(report, row[0], row[9], row[10]):
             continue  # no embedding: recorded so the next scan skips it, counted as skipped only
-        if row[0] in stored:
-            report.updated += 1
-        else:
-            report.added += 1
+        report.updated += row[0] in stored
+        report.added += row[0] not in stored
 
 
 def _count_error(report: ScanReport, path: str, code: str, message: str) -> bool:
@@ -338,13 +336,12 @@ def _insert(conn: sqlite3.Connection, full: list[tuple]) -> None:
 def walk(root: str, extensions: tuple[str, ...], beside: dict | None = None, skipped: list | None = None) -> list[tuple[str, int, int]]:
     """Every file under ``root`` (recursively, skipping hidden names) whose name ends with one of
     ``extensions``: ``(absolute path, size, mtime_ns)``. A file path is returned as itself. The walk
-    is :func:`embkit.walk.walk_tree`: regular files only (a FIFO would block the scan), no link out
-    of ``root`` (a link to /usr in an embeddings folder is not read), no recursion. Companions
-    (previews, the second file of an SDXL pair: :func:`embkit.io.is_companion`) are left out.
+    is :func:`embkit.walk.walk_tree`'s (regular files only, no link out of ``root``, no recursion).
+    Companions (previews, an SDXL pair's second file: :func:`embkit.io.is_companion`) are left out.
     ``beside``, when given, is filled with path → ``(key, names)``: the sidecars (and pair file)
     beside each file, their names, sizes and mtimes as one string, and their names. ``skipped``,
     when given, gets ``(path, reason)`` for every other file of the tree (:mod:`embkit.folder`:
-    previews, sidecars, pictures, text …), none of which is opened."""
+    previews, sidecars, pictures, text …; a FIFO, a link out of the tree), none of which is opened."""
     from ..walk import walk_tree
 
     root = os.path.abspath(root)
@@ -361,8 +358,8 @@ def walk(root: str, extensions: tuple[str, ...], beside: dict | None = None, ski
     out: list[tuple[str, int, int]] = []
     listing: tuple[str, set[str], tuple] = ("", set(), ({}, set()))  # the folder being walked, its names
     for entry in walk_tree(root, want=None if skipped is not None else wanted, hidden=False, stat_files=True, passed=skipped is not None):
-        if entry.passed is not None:
-            skipped.append((entry.path, entry.passed))  # a FIFO, a link out of the tree: never opened  # type: ignore[union-attr]
+        if entry.passed is not None and skipped is not None:
+            skipped.append((entry.path, entry.passed))
             continue
         folder = os.path.dirname(entry.path)
         if folder != listing[0]:
