@@ -10,6 +10,7 @@ import os
 from dataclasses import dataclass
 
 from .pool import chunked, run_chunks, stopping
+from .walk import Listings
 
 #: the dtype spellings ``--dtype`` lists (every alias of :data:`embkit.formats.writer_base.DTYPE_ALIASES` works)
 DTYPES = ("fp32", "fp16", "bf16")
@@ -134,7 +135,7 @@ def convert_one(job: Job, s: Settings, staged: list) -> dict:
     :func:`convert_chunk` commits them (a concept folder is written at once)."""
     from .atomic import write_folder
     from .errors import EmbkitError, TargetExistsError
-    from .io import read_all
+    from .io import embedding_of, open_file
     from .walk import check_inside
     from .writing import check_losses, default_extension, plan, prepare
 
@@ -143,7 +144,8 @@ def convert_one(job: Job, s: Settings, staged: list) -> dict:
         result.update(status="skipped", reason=job.skip, not_embedding=True)
         return result
     try:
-        embs = read_all(job.source)
+        loaded = open_file(job.source, present=_LISTINGS.beside(job.source) if job.walked else None)
+        embs = [embedding_of(loaded, part) for part in loaded.parts]
         if s.name:
             embs = [e.replace(name=s.name, metadata={k: v for k, v in e.metadata.items() if k != "stored_name"}) for e in embs]
         if len(embs) > 1 and not job.into_dir:
@@ -179,14 +181,14 @@ def convert_one(job: Job, s: Settings, staged: list) -> dict:
                 result.setdefault("sidecars", []).extend(dst for _src, dst in _sidecar_copies(emb, planned.outputs[0].path))
             else:
                 _makedirs(os.path.dirname(target) or ".", job.root)
-                planned = plan(emb, target, fmt, container=container, dtype=s.dtype, **options)
-                if s.for_host:
+                if s.for_host:  # the host's rules are checked on the plan, before the target rules
+                    planned = plan(emb, target, fmt, container=container, dtype=s.dtype, **options)
                     result.setdefault("hosts", []).extend(_check_for(s.for_host, emb, planned))
                 planned = prepare(emb, target, fmt, container=container, overwrite=s.overwrite, strict=s.strict,
                                   allow_loss=s.allow_loss, dtype=s.dtype, **options)
                 losses = planned.losses
                 for o in planned.outputs:
-                    if job.root:
+                    if job.root and o.path != target:  # the target itself was checked above
                         check_inside(o.path, job.root)
                     _not_the_input(o.path, job.source, s.in_place)
                 files = [(o.path, o.data) for o in planned.outputs if o.fill is None]
@@ -321,6 +323,10 @@ def staged_writer():
     return _WRITER.writer
 
 
+
+#: the names in the folders of the chunk being converted (sidecar and pair lookups cost no system call each)
+_LISTINGS = Listings()
+
 def convert_chunk(jobs: list[Job], s: Settings) -> list[dict]:
     """Convert several jobs in one worker: each job's files are written as temporaries as soon
     as they are planned, then the chunk ends with one group commit (one flush of the file system,
@@ -329,6 +335,7 @@ def convert_chunk(jobs: list[Job], s: Settings) -> list[dict]:
 
     staged: list = []
     _WRITER.overwrite = s.overwrite
+    _LISTINGS.clear()  # the folders of a walk, listed once per chunk
     results = []
     for job in jobs:
         if stopping():

@@ -173,6 +173,30 @@ def walk(paths: Iterable[str | os.PathLike], *, want: Callable[[str], bool] | No
         yield from walk_tree(p, want=want, unit=unit, links=links, hidden=hidden, stat_files=stat_files, passed=passed)
 
 
+class Listings:
+    """The names in folders, each folder listed once (until :meth:`clear`): the sidecar and pair
+    lookups of the files of a walked folder (``embkit.io.open_file(..., present=...)``) then cost
+    no system call each."""
+
+    def __init__(self) -> None:
+        self._names: dict[str, frozenset[str] | None] = {}
+
+    def beside(self, path: str | os.PathLike) -> frozenset[str] | None:
+        """The names in the folder holding ``path`` (``None`` when it cannot be listed: each
+        name is then looked up on its own)."""
+        folder = os.path.dirname(os.path.abspath(path))
+        if folder not in self._names:
+            try:
+                self._names[folder] = frozenset(os.listdir(folder))
+            except OSError:
+                self._names[folder] = None
+        return self._names[folder]
+
+    def clear(self) -> None:
+        """Forget every listing (the folders may have changed since)."""
+        self._names.clear()
+
+
 def check_inside(path: str | os.PathLike, root: str | os.PathLike) -> str:
     """``path`` itself, after checking that it stays inside the output ``root``: lexically (no
     ``..`` out of it) and through links (the deepest existing folder above ``path`` must resolve

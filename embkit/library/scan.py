@@ -251,10 +251,8 @@ def _write(conn: sqlite3.Connection, results: list[tuple], gone: list[str], repo
         row = r[1]
         if row[9] is not None and _count_error(report, row[0], row[9], row[10]):
             continue  # no embedding: recorded so the next scan skips it, counted as skipped only
-        if row[0] in stored:
-            report.updated += 1
-        else:
-            report.added += 1
+        report.updated += row[0] in stored
+        report.added += row[0] not in stored
 
 
 def _count_error(report: ScanReport, path: str, code: str, message: str) -> bool:

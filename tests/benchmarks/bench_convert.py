@@ -102,6 +102,9 @@ def create_cost(folder: Path, n: int = 200) -> float:
 
 
 def main() -> int:
+    import installed
+
+    installed.compile_embkit()  # as pip does at install: processes read bytecode, not source
     ap = argparse.ArgumentParser()
     ap.add_argument("--files", type=int, default=2000)
     ap.add_argument("--runs", type=int, default=3)

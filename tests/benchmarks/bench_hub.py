@@ -73,6 +73,9 @@ def timed(cmd: list[str], env: dict) -> float:
 
 
 def main() -> int:
+    import installed
+
+    installed.compile_embkit()  # as pip does at install: processes read bytecode, not source
     ap = argparse.ArgumentParser()
     ap.add_argument("--files", type=int, default=20)
     ap.add_argument("--runs", type=int, default=3)

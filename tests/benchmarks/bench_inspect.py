@@ -32,6 +32,9 @@ def timed(cmd: list[str], runs: int) -> float:
 
 
 def main() -> int:
+    import installed
+
+    installed.compile_embkit()  # as pip does at install: processes read bytecode, not source
     ap = argparse.ArgumentParser()
     ap.add_argument("--runs", type=int, default=7)
     args = ap.parse_args()

@@ -106,6 +106,9 @@ def bench_port(tmp: Path, runs: int) -> float:
 
 
 def main() -> int:
+    import installed
+
+    installed.compile_embkit()  # as pip does at install: processes read bytecode, not source
     parser = argparse.ArgumentParser()
     parser.add_argument("--runs", type=int, default=5)
     args = parser.parse_args()

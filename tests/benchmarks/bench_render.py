@@ -95,6 +95,9 @@ def _plain(ckpt: Path, tokenizer: Path, threads: str) -> tuple[float, dict]:
 
 
 def main() -> int:
+    import installed
+
+    installed.compile_embkit()  # as pip does at install: processes read bytecode, not source
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeat", type=int, default=2)
     args = parser.parse_args()

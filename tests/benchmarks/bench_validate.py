@@ -41,6 +41,9 @@ def proc(code: str) -> None:
 
 
 def main() -> None:
+    import installed
+
+    installed.compile_embkit()  # as pip does at install: processes read bytecode, not source
     from safetensors import safe_open
 
     from embkit.model.spec import ModelSpec
