@@ -140,6 +140,9 @@ def gpu_previews(args) -> None:
 
 
 def main() -> None:
+    import installed
+
+    installed.compile_embkit()  # as pip does at install: processes read bytecode, not source
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--files", type=int, default=20000)
     ap.add_argument("--stage-sample", type=int, default=2000)
