@@ -459,3 +459,15 @@ def test_previews_are_rendered_once_and_kept(tree, tmp_path):
     again = embkit.ingest([src], tmp_path / "out", previews=True, jobs=1)
     assert again.rows == first.rows and again.reused == len(first.rows)
     assert {p: (tmp_path / "out" / p).stat().st_mtime_ns for p in stamps} == stamps
+
+
+def test_preview_actors_hold_a_gpu_by_default_only_where_the_cluster_has_one():
+    """``--gpus-per-actor`` unset: one GPU each on a GPU cluster (unless --device cpu), none on a
+    CPU cluster; a number given is used as it is."""
+    from embkit.ingest.ray_run import actor_gpus
+
+    assert actor_gpus(None, "auto", {"CPU": 16.0, "GPU": 8.0}) == 1.0
+    assert actor_gpus(None, "cuda", {"CPU": 16.0, "GPU": 1.0}) == 1.0
+    assert actor_gpus(None, "cpu", {"CPU": 16.0, "GPU": 8.0}) == 0.0
+    assert actor_gpus(None, "auto", {"CPU": 16.0}) == 0.0
+    assert actor_gpus(0.5, "auto", {"CPU": 16.0}) == 0.5 and actor_gpus(0, "auto", {"GPU": 8.0}) == 0.0

@@ -44,7 +44,8 @@ SHOWN = 20
 @click.option("-j", "--jobs", type=click.IntRange(1, 1024), default=None, help="Worker processes (local) or CPUs of a private Ray (--ray local); default: CPUs available.")
 @click.option("--batch-size", type=click.IntRange(1, 100_000), default=256, show_default=True, help="Files per task (one shard, one durable commit).")
 @click.option("--actors", type=click.IntRange(1, 4096), default=1, show_default=True, help="With --ray --previews: preview actors (each loads the model once).")
-@click.option("--gpus-per-actor", type=click.FloatRange(0), default=0.0, show_default=True, help="With --ray --previews: GPUs each preview actor holds (1 on a GPU cluster).")
+@click.option("--gpus-per-actor", type=click.FloatRange(0), default=None,
+              help="With --ray --previews: GPUs each preview actor holds (default: 1 when the cluster has GPUs and --device is not cpu, else 0).")
 @click.option("--cpus-per-actor", type=click.FloatRange(0), default=1.0, show_default=True, help="With --ray --previews: CPUs each preview actor holds.")
 @shared("Print the run's summary as one JSON document (the rows are in the manifest), with the files skipped as no embedding.")
 def cli(sources, out, ray, previews, model, device, prompt, seeds, steps, library, jobs, batch_size, actors, gpus_per_actor, cpus_per_actor, as_json) -> None:

@@ -42,7 +42,8 @@ class RayOptions:
     jobs: int | None = None
     batch_size: int = 256
     actors: int = 1
-    gpus_per_actor: float = 0.0
+    #: GPUs each preview actor holds; ``None``: one when the cluster has GPUs and the device is not the CPU
+    gpus_per_actor: float | None = None
     cpus_per_actor: float = 1.0
     progress: bool = False
     #: ``local``: Ray's session folder (sockets, logs); None: Ray's default, ``/tmp/ray``
@@ -163,7 +164,7 @@ def _run(items: list[dict], settings: StepSettings, options: RayOptions, preview
                 RayPreviews,
                 fn_constructor_kwargs={"out": settings.out, "model": model, "device": device, "settings": preview_settings},
                 compute=ActorPoolStrategy(size=max(1, options.actors)),
-                num_gpus=options.gpus_per_actor or None,
+                num_gpus=actor_gpus(options.gpus_per_actor, device, ray.cluster_resources()) or None,
                 num_cpus=options.cpus_per_actor,
                 batch_size=PREVIEW_ROWS,
                 batch_format="pyarrow",
@@ -187,6 +188,15 @@ def _run(items: list[dict], settings: StepSettings, options: RayOptions, preview
     finally:
         if started:
             ray.shutdown()
+
+
+def actor_gpus(asked: float | None, device: str, resources: dict) -> float:
+    """The GPUs each preview actor holds: what was asked, else one when the cluster has a GPU
+    and the previews are not to run on the CPU (a GPU cluster given ``--previews`` alone renders on
+    its GPUs, not on a CPU beside them)."""
+    if asked is not None:
+        return float(asked)
+    return 1.0 if device != "cpu" and resources.get("GPU", 0) >= 1 else 0.0
 
 
 def _publish(staging: str, out: str) -> list[dict]:

@@ -87,7 +87,7 @@ def ingest(
     jobs: int | None = None,
     batch_size: int = 256,
     actors: int = 1,
-    gpus_per_actor: float = 0.0,
+    gpus_per_actor: float | None = None,
     cpus_per_actor: float = 1.0,
     progress: Callable[[str, int, int], None] | None = None,
     ray_progress: bool = False,
@@ -100,7 +100,8 @@ def ingest(
     (``embkit-ti[ray]``). ``previews``: ``True`` or a
     :class:`~embkit.diffusers.previews.PreviewSettings` to render previews with ``model`` (a
     family's built-in tiny pipeline when ``None``) on ``device``; on Ray, ``actors`` actors with
-    ``gpus_per_actor`` GPUs each. ``library``: an embkit library database to record every file in.
+    ``gpus_per_actor`` GPUs each (default: one when the cluster has GPUs and ``device`` is not
+    ``cpu``). ``library``: an embkit library database to record every file in.
     ``progress(stage, done, total)`` is called as batches finish (local runs).
 
     Re-running on the same sources and ``out`` skips every file whose SHA-256 matches its row
