@@ -37,8 +37,7 @@ from .errors import (
 from .io import read, read_all
 from .probing import probe
 from .schema import Embedding, Sidecars, Source
-
-__version__ = "0.1.0"
+from .version import __version__
 
 #: Public names that live in heavier modules, imported on first use so ``import embkit`` stays cheap.
 _LAZY = {

@@ -18,7 +18,7 @@ import pytest
 
 PACKAGE = Path(__file__).resolve().parent.parent / "embkit"
 #: The ground floor: modules that import no other embkit module.
-GROUND = ("embkit.schema", "embkit.errors")
+GROUND = ("embkit.schema", "embkit.errors", "embkit.version")
 MAX_LINES = 420
 
 
@@ -158,3 +158,22 @@ def test_import_embkit_stays_cheap():
     assert heavy == []
     # the readers and nothing above them: no validation, targets, library, hub or torch side
     assert not [m for m in loaded if m.startswith(("embkit.check", "embkit.model", "embkit.library", "embkit.hub", "embkit.diffusers", "embkit.edit", "embkit.cli"))]
+
+
+def test_nothing_below_the_package_face_imports_it():
+    """``embkit/__init__.py`` (the package's face) stands above every module it hands names on
+    from; a module below it that imports the package itself (``from .. import __version__``) is an
+    arrow back up, which the cycle finder does not see (the parent package of the importer runs
+    first anyway). Only the command line and ``__main__`` stand above the face."""
+    modules = _modules()
+    up = []
+    for mod, path in modules.items():
+        if mod in ("embkit", "embkit.__main__") or mod.startswith("embkit.cli"):
+            continue
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.Import) and any(a.name == "embkit" for a in node.names):
+                up.append(f"{mod}: import embkit")
+            elif isinstance(node, ast.ImportFrom):
+                base = _resolve(mod, path.name == "__init__.py", node)
+                up += [f"{mod}: from {base} import {a.name}" for a in node.names if base == "embkit" and f"embkit.{a.name}" not in modules]
+    assert up == []

@@ -288,7 +288,7 @@ def _preview(item: Item, image: Any, settings: PreviewSettings, facts: dict, has
     from PIL import Image
     from PIL.PngImagePlugin import PngInfo
 
-    from .. import __version__
+    from ..version import __version__
     from .infotext import text as infotext
     from .render import short_hash
 

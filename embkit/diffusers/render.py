@@ -198,7 +198,7 @@ def compare(
     import numpy as np
     import torch
 
-    from .. import __version__  # the sheet names the embkit that made it (the package's own version)
+    from ..version import __version__  # the sheet names the embkit that made it
     from .apply import _load, apply, unload
 
     embs = _load(list(embeddings))
