@@ -69,6 +69,8 @@ def test_gallery_in_chromium(browser, site):
         assert sorted(names) == sorted(e.name.replace("\u202e", "\\u{202e}") for e in entries)  # hostile names shown as text
         assert page.locator("#count").text_content() == "7 of 7 shown"
         assert page.evaluate("Array.from(document.images).every(i => i.complete && i.naturalWidth > 0)")
+        if os.environ.get("EMBKIT_SCREENSHOTS"):  # for the reviewer's eyes: EMBKIT_SCREENSHOTS=DIR pytest ...
+            page.screenshot(path=os.path.join(os.environ["EMBKIT_SCREENSHOTS"], "gallery.png"), full_page=True)
 
         page.fill("#q", "calm")
         assert sorted(_visible_names(page)) == ["calm-style", "calm-style", "copy-of-calm"]
@@ -102,6 +104,8 @@ def test_gallery_in_chromium(browser, site):
         assert not detail.is_visible()
         page.click(f"#c-{xl.id} h2 a")
         assert detail.is_visible() and xl.sha256 in detail.text_content() and "dreamy, soft" in detail.text_content()
+        if os.environ.get("EMBKIT_SCREENSHOTS"):
+            page.screenshot(path=os.path.join(os.environ["EMBKIT_SCREENSHOTS"], "gallery-detail.png"))
         assert page.evaluate("location.hash") == f"#e-{xl.id}"
         page.click(f"#e-{xl.id} a[href='#c-{xl.id}']")
         assert not detail.is_visible()
