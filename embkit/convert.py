@@ -32,6 +32,8 @@ class Job:
     walked: bool = False
     #: why the file is skipped without being opened (embkit.folder.name_reason); "": convert it
     skip: str = ""
+    #: a folder read whole (a concept folder, a diffusers SDXL pair's folder)
+    unit: bool = False
 
 
 @dataclass(frozen=True)
@@ -95,7 +97,7 @@ def plan_jobs(inputs: tuple[str, ...], out: str, to: str | None = None, *, in_pl
             if entry.skip is not None:
                 jobs.append(Job(entry.path, "", True, root=out, walked=True, skip=entry.skip))
             elif entry.unit:
-                jobs.append(Job(entry.path, os.path.normpath(os.path.join(base, entry.rel)), True, root=out, walked=True))
+                jobs.append(Job(entry.path, os.path.normpath(os.path.join(base, entry.rel)), True, root=out, walked=True, unit=True))
             else:
                 rel_dir, name = os.path.split(entry.rel)
                 jobs.append(Job(entry.path, os.path.normpath(os.path.join(base, rel_dir, _stem(name))), True, root=out, walked=True))
@@ -144,7 +146,7 @@ def convert_one(job: Job, s: Settings, staged: list) -> dict:
         result.update(status="skipped", reason=job.skip, not_embedding=True)
         return result
     try:
-        loaded = open_file(job.source, present=_LISTINGS.beside(job.source) if job.walked else None)
+        loaded = open_file(job.source, present=_LISTINGS.beside(job.source) if job.walked and not job.unit else None)
         embs = [embedding_of(loaded, part) for part in loaded.parts]
         if s.name:
             embs = [e.replace(name=s.name, metadata={k: v for k, v in e.metadata.items() if k != "stored_name"}) for e in embs]
