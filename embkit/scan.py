@@ -255,7 +255,7 @@ def _read(data: Any, path: str, kind: str, s: _Scan) -> EmbkitError | None:
     from .io import embedding_of, open_file
 
     try:
-        loaded = open_file(path, data=data)
+        loaded = open_file(path, data=data, alone=True)  # the file itself: its sidecars and pair half do not change its verdict
         for part in loaded.parts:
             embedding_of(loaded, part)
     except UnsafeFileError as exc:
