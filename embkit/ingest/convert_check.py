@@ -69,7 +69,7 @@ def _same_after_reading(emb, blob: bytes, virtual: str, path: str) -> None:
     slots, stored dtypes and vector bits all match."""
     from ..io import embedding_of, open_file
 
-    back_file = open_file(virtual, data=blob)
+    back_file = open_file(virtual, data=blob, alone=True)  # the bytes alone: nothing lies beside a virtual path
     if len(back_file.parts) != 1:
         raise LossError(f"converted file reads back as {len(back_file.parts)} embeddings", path=path)
     back = embedding_of(back_file, back_file.parts[0])
