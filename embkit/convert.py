@@ -190,9 +190,10 @@ def convert_one(job: Job, s: Settings, staged: list) -> dict:
                                   allow_loss=s.allow_loss, dtype=s.dtype, **options)
                 losses = planned.losses
                 for o in planned.outputs:
-                    if job.root and o.path != target:  # the target itself was checked above
-                        check_inside(o.path, job.root)
-                    _not_the_input(o.path, job.source, s.in_place)
+                    if o.path != target:  # the target itself was checked above
+                        if job.root:
+                            check_inside(o.path, job.root)
+                        _not_the_input(o.path, job.source, s.in_place)
                 files = [(o.path, o.data) for o in planned.outputs if o.fill is None]
                 carried = _carry_sidecars(emb, planned.outputs[0].path, s.overwrite, result)
                 files += carried

@@ -237,7 +237,7 @@ def preview_of(path: str, member: str | None = None, present: Iterable[str] | No
 def read_sidecars(path: str, present: Iterable[str] | None = None) -> Sidecars:
     """The sidecars of the embedding file at ``path``. ``present``, when given, is the set of
     file names in its folder (a folder walk has it), so that absent files cost no system call."""
-    names = set(present) if present is not None else None
+    names = present if present is None or isinstance(present, (set, frozenset)) else set(present)  # a walk's listing, not copied per file
     if names is not None and not names:
         return EMPTY
     if not os.path.basename(path):  # a folder named "x/": its sidecars are "x.civitai.info" … beside it
