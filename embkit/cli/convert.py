@@ -163,27 +163,13 @@ def print_summary(results: list[dict], dry_run: bool, brief: bool = False) -> No
     """A table of every file that failed, was skipped (a target that exists) or lost something
     (every file, for 20 or fewer and not ``brief``), the files that are no embedding (counted;
     listed with -v), then the totals."""
-    from rich.table import Table
-
     esc = output.escape
     others = [(r["input"], r["reason"]) for r in results if _not_embedding(r)]
     converting = [r for r in results if not _not_embedding(r)]
     few = len(converting) <= 20 and not brief
     noteworthy = [r for r in converting if r["status"] in ("failed", "skipped") or r["losses"] or few]
     if noteworthy:
-        table = Table(show_header=True, header_style="bold")
-        table.add_column("file")
-        table.add_column("result")
-        table.add_column("why / what was lost")
-        for r in noteworthy:
-            style = {"failed": "red", "skipped": "yellow"}.get(r["status"], "green")
-            notes = [r["reason"]] if "reason" in r else []
-            notes += [f"[{x['code']}] {x['message']}" for x in r["losses"]]
-            notes += [f"{h['host']}: {h['status']}, typed as {h['trigger']}" for h in r.get("hosts", [])]
-            target = ", ".join(r["outputs"]) if r["outputs"] else ""
-            shown = esc(r["input"]) + (f" → {esc(target)}" if target else "")
-            table.add_row(shown, f"[{style}]{r['status']}[/]", "\n".join(esc(n) for n in notes))
-        output.console().print(table)
+        output.print_table(("file", "result", "why / what was lost"), (_row(r, esc) for r in noteworthy))
     output.skipped(others)
     if output.MODE.quiet:
         return
@@ -197,3 +183,14 @@ def print_summary(results: list[dict], dry_run: bool, brief: bool = False) -> No
     if not converting:
         output.warn("no embedding files found")
     sys.stdout.flush()
+
+
+def _row(r: dict, esc) -> tuple[str, str, str]:
+    """A converted file's row: input → outputs, the status in its colour, the reason, losses and hosts."""
+    style = {"failed": "red", "skipped": "yellow"}.get(r["status"], "green")
+    notes = [r["reason"]] if "reason" in r else []
+    notes += [f"[{x['code']}] {x['message']}" for x in r["losses"]]
+    notes += [f"{h['host']}: {h['status']}, typed as {h['trigger']}" for h in r.get("hosts", [])]
+    target = ", ".join(r["outputs"]) if r["outputs"] else ""
+    shown = esc(r["input"]) + (f" → {esc(target)}" if target else "")
+    return shown, f"[{style}]{r['status']}[/]", "\n".join(esc(n) for n in notes)

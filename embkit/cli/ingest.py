@@ -116,8 +116,6 @@ def _run(show: bool, ingest, *args, **kwargs):
 def _print(summary) -> None:
     """The rows that failed or were not read (every one with -v, else the first SHOWN; only the
     failures with -q), the files skipped as no embedding, the totals and where the manifest is."""
-    from rich.table import Table
-
     from ..ingest.manifest import SKIPPED, no_embedding_reason, row_exit_code
 
     esc, quiet = output.escape, output.MODE.quiet
@@ -127,14 +125,8 @@ def _print(summary) -> None:
         problems = [r for r in problems if row_exit_code(r)]
     shown = problems if output.MODE.verbose else problems[:SHOWN]
     if shown:
-        table = Table(show_header=True, header_style="bold")
-        table.add_column("file")
-        table.add_column("status")
-        table.add_column("why")
-        for r in shown:
-            why = r["error"] or r["convert_error"] or ""
-            table.add_row(esc(r["path"]), esc(r["status"]), esc(why.replace(r["path"] + ": ", "", 1)))
-        output.console().print(table)
+        output.print_table(("file", "status", "why"), ((esc(r["path"]), esc(r["status"]), esc((r["error"] or r["convert_error"] or "").replace(r["path"] + ": ", "", 1)))
+                                                       for r in shown))
         if len(problems) > len(shown):
             output.console().print(f"… and {len(problems) - len(shown)} more: -v lists them, and the manifest has every row")
     output.skipped(summary.ignored)

@@ -281,3 +281,16 @@ def end_walk(results: Any, *, as_json: bool, json_lines: bool, skipped_items: li
     code = walk_exit_code(codes, found)
     if code:
         raise SystemExit(code)
+
+
+def print_table(columns: tuple[str, ...], rows: Any) -> None:
+    """One table of results on stdout: bold ``columns`` over ``rows`` of cells already escaped
+    (:func:`escape`; rich markup of embkit's own, such as a status colour, stays markup)."""
+    from rich.table import Table
+
+    table = Table(show_header=True, header_style="bold")
+    for column in columns:
+        table.add_column(column)
+    for row in rows:
+        table.add_row(*row)
+    console().print(table)
