@@ -2,7 +2,7 @@
 user's folders.
 
 :func:`walk` expands the paths a user names into the files under them. Its rules, the same for
-``inspect``, ``verify``, ``convert``, ``scan``, ``library scan`` and ``pull``:
+``inspect``, ``verify``, ``convert``, ``scan``, ``previews``, ``ingest``, ``library scan`` and ``pull``:
 
 * **regular files only**: a FIFO, socket or device met in a folder is skipped (opening a FIFO
   blocks forever; ``/dev/zero`` never ends). A path named directly is passed through as it is:
@@ -12,7 +12,10 @@ user's folders.
   in an embeddings folder is not read;
 * **iterative**: a tree thousands of folders deep is walked without recursion (``os.walk`` of
   Python 3.11 recurses, and raised RecursionError at 1,000 levels);
-* sorted, folders after the files beside them, so every command lists a tree in the same order.
+* sorted, folders after the files beside them, so every command lists a tree in the same order;
+* **nothing vanishes unsaid**: asked with ``passed=True`` (every command does, through
+  :func:`embkit.folder.walk`), the walk also yields what these rules leave unread, with the reason
+  in :attr:`Entry.passed`, so that it is listed as skipped; it is never opened.
 
 The output side: :func:`check_inside` refuses a path that resolves (through links in any existing
 part) outside the output root, and :func:`makedirs_inside` creates folders without passing through
