@@ -418,6 +418,10 @@ def _handler(server: HubServer, role: str):
                 return False
             return True
 
+        def _writable(self, repo_id: str) -> Repo | None:
+            """The repo a write request names, after the token check (None: the error is sent)."""
+            return self._repo(repo_id) if self._writer() else None
+
         def _create_repo(self):
             payload = json.loads(self.body or b"{}")
             if not self._writer():
@@ -435,9 +439,7 @@ def _handler(server: HubServer, role: str):
 
         def _preupload(self, repo: str, rev: str):
             payload = json.loads(self.body or b"{}")
-            if not self._writer():
-                return
-            r = self._repo(repo)
+            r = self._writable(repo)
             if r is None:
                 return
             tree = r.commits.get(r.resolve(rev) or "", {})
@@ -450,9 +452,7 @@ def _handler(server: HubServer, role: str):
 
         def _create_branch(self, repo: str, branch: str):
             payload = json.loads(self.body or b"{}")
-            if not self._writer():
-                return
-            r = self._repo(repo)
+            r = self._writable(repo)
             if r is None:
                 return
             if branch in r.refs:
@@ -465,9 +465,7 @@ def _handler(server: HubServer, role: str):
 
         def _commit_files(self, repo: str, rev: str, query: dict | None = None):
             body = self.body
-            if not self._writer():
-                return
-            r = self._repo(repo)
+            r = self._writable(repo)
             if r is None:
                 return
             if r.resolve(rev) is None:

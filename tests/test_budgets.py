@@ -21,7 +21,7 @@ from pathlib import Path
 import pytest
 
 from fuzz.pickles import MARK, dict_, g, kohya_body, legacy_stream, pickle_of, s, tensor, torch_zip
-from test_limits import _measure
+from test_limits import _measure, write_case
 
 MAX_RSS_MB = 300
 MAX_SECONDS = 5.0
@@ -185,16 +185,8 @@ CASES = {
     "legacy file of five pickles past the opcode cap together": (".pt", legacy_five_big_pickles, {"too-large"}),
 }
 
-_BUILT: dict[str, bytes] = {}
-
-
 def _write(name: str, folder: Path) -> Path:
-    ext, build, _codes = CASES[name]
-    if name not in _BUILT:
-        _BUILT[name] = build()
-    path = folder / f"hostile{ext}"
-    path.write_bytes(_BUILT[name])
-    return path
+    return write_case(CASES, name, folder)
 
 
 @pytest.mark.parametrize("name", list(CASES))

@@ -158,25 +158,36 @@ def _fresh():
     return tiny_pipeline("sd1", seed=0)
 
 
-def test_model_cpu_offload(never):
-    pipe = _fresh()
-    pipe.enable_model_cpu_offload(device="cpu")
-    hook = pipe.text_encoder._hf_hook
+def _expected():
+    """The prompt embeddings with OURS applied to a pipeline without offload (unloaded after)."""
     reference = pipeline("sd1")
     ed.apply(reference, OURS)
     try:
-        expected = embeds(reference)
+        return embeds(reference)
     finally:
         ed.unload(reference)
-    ed.apply(pipe, OURS)
-    assert pipe.text_encoder._hf_hook is hook  # model offload hooks move the new matrix too: kept
-    assert torch.equal(embeds(pipe), expected)
+
+
+def _unload_then_diffusers_calls(pipe, expected, never):
+    """Unload gives back the embeddings of a pipeline that never had any; then the diffusers-style
+    calls too, and mixing with diffusers' unload (which does not know the hooks)."""
     ed.unload(pipe)
     assert torch.equal(embeds(pipe), never) and consistent(pipe)
     ed.load_textual_inversion(pipe, {"<e>": torch.from_numpy(np.array(OURS.vectors["clip_l"]))})
     assert torch.equal(embeds(pipe), expected)
     ed.unload_textual_inversion(pipe)
     assert torch.equal(embeds(pipe), never)
+
+
+def test_model_cpu_offload(never):
+    pipe = _fresh()
+    pipe.enable_model_cpu_offload(device="cpu")
+    hook = pipe.text_encoder._hf_hook
+    expected = _expected()
+    ed.apply(pipe, OURS)
+    assert pipe.text_encoder._hf_hook is hook  # model offload hooks move the new matrix too: kept
+    assert torch.equal(embeds(pipe), expected)
+    _unload_then_diffusers_calls(pipe, expected, never)
     assert pipe._execution_device == torch.device("cpu:0") and pipe.text_encoder._hf_hook is hook
 
 
@@ -195,25 +206,14 @@ def _sequential(pipe):
 def test_sequential_cpu_offload(never):
     pipe = _sequential(_fresh())
     assert pipe.text_encoder.get_input_embeddings().weight.device.type == "meta"
-    reference = pipeline("sd1")
-    ed.apply(reference, OURS)
-    try:
-        expected = embeds(reference)
-    finally:
-        ed.unload(reference)
+    expected = _expected()
     applied = ed.apply(pipe, OURS)  # "Cannot copy out of meta tensor" before
     embedding = pipe.text_encoder.get_input_embeddings()
     assert embedding.weight.device.type == "meta" and embedding._hf_hook.execution_device == torch.device("cpu")
     stored = embedding._hf_hook.weights_map["weight"]
     assert torch.equal(stored[list(applied.ids["text_encoder"])], torch.from_numpy(np.array(OURS.vectors["clip_l"])))
     assert torch.equal(embeds(pipe), expected)
-    ed.unload(pipe)
-    assert torch.equal(embeds(pipe), never) and consistent(pipe)
-    # diffusers-style calls too, and mixing with diffusers' unload (which does not know the hooks)
-    ed.load_textual_inversion(pipe, {"<e>": torch.from_numpy(np.array(OURS.vectors["clip_l"]))})
-    assert torch.equal(embeds(pipe), expected)
-    ed.unload_textual_inversion(pipe)
-    assert torch.equal(embeds(pipe), never)
+    _unload_then_diffusers_calls(pipe, expected, never)
     assert pipe.text_encoder.get_input_embeddings().weight.device.type == "meta"
 
 

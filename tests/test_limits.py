@@ -225,16 +225,23 @@ CASES = {
 }
 
 
-_BUILT: dict[str, bytes] = {}
+_BUILT: dict[tuple[int, str], bytes] = {}
+
+
+def write_case(cases: dict, name: str, folder: Path) -> Path:
+    """The hostile file ``cases[name]`` (``(extension, build, codes)``) written into ``folder``;
+    each is built once per run (some take a second: a 6000x6000 PNG), probe reuses them."""
+    ext, build, _codes = cases[name]
+    key = (id(cases), name)
+    if key not in _BUILT:
+        _BUILT[key] = build()
+    path = folder / f"hostile{ext}"
+    path.write_bytes(_BUILT[key])
+    return path
 
 
 def _write(name: str, folder: Path) -> Path:
-    ext, build, _codes = CASES[name]
-    if name not in _BUILT:  # some take a second to build (a 6000x6000 PNG); probe reuses them
-        _BUILT[name] = build()
-    path = folder / f"hostile{ext}"
-    path.write_bytes(_BUILT[name])
-    return path
+    return write_case(CASES, name, folder)
 
 
 @pytest.mark.parametrize("name", list(CASES))

@@ -21,7 +21,8 @@ from __future__ import annotations
 
 import os
 import sys
-import time
+
+from timing import best
 
 for _var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
     os.environ.setdefault(_var, "1")  # one core each: numpy's BLAS against torch.set_num_threads(1)
@@ -31,13 +32,6 @@ import numpy as np  # noqa: E402
 VOCAB, WIDTH, N, K = 49408, 768, 8, 30
 
 
-def best(fn, repeat=7) -> float:
-    times = []
-    for _ in range(repeat):
-        t = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t)
-    return min(times)
 
 
 def main() -> int:

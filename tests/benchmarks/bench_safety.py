@@ -17,6 +17,8 @@ import random
 import sys
 import tempfile
 import time
+
+from timing import best
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
@@ -25,15 +27,6 @@ sys.path.insert(0, str(HERE.parent))
 from fuzz.malicious import CASES, Canary  # noqa: E402
 
 
-def best(fn, repeat: int = 7, number: int = 20) -> float:
-    """Best mean seconds per call over ``repeat`` rounds of ``number`` calls."""
-    times = []
-    for _ in range(repeat):
-        t0 = time.perf_counter()
-        for _ in range(number):
-            fn()
-        times.append((time.perf_counter() - t0) / number)
-    return min(times)
 
 
 def main() -> None:
@@ -45,12 +38,12 @@ def main() -> None:
     print(f"# safety benchmark ({sys.version.split()[0]}, {os.cpu_count()} CPUs)")
 
     # 1. read
-    e_read = best(lambda: embkit.read(pt))
+    e_read = best(lambda: embkit.read(pt), number=20)
     try:
         import torch
 
         data = pt.read_bytes()
-        t_read = best(lambda: torch.load(io.BytesIO(data), weights_only=True))
+        t_read = best(lambda: torch.load(io.BytesIO(data), weights_only=True), number=20)
         print(f"read {pt.name}: embkit {e_read * 1e3:.2f} ms, torch.load(weights_only) {t_read * 1e3:.2f} ms, ratio {e_read / t_read:.2f}x")
     except ImportError:
         print(f"read {pt.name}: embkit {e_read * 1e3:.2f} ms (torch not installed)")

@@ -19,6 +19,8 @@ import subprocess
 import sys
 import tempfile
 import time
+
+from timing import best
 from pathlib import Path
 
 import numpy as np
@@ -27,13 +29,6 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
 
 
-def best(fn, repeat=5) -> float:
-    times = []
-    for _ in range(repeat):
-        t = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t)
-    return min(times)
 
 
 def proc(code: str) -> None:
